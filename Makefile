@@ -1,0 +1,23 @@
+# The two commands: `make demo` and `make test`. Each installs what it needs first (tools/bootstrap.sh).
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: bootstrap demo test bench lint clean
+
+bootstrap:
+	@bash tools/bootstrap.sh
+
+demo: bootstrap
+	$(BIN)/flexedge demo
+
+test: bootstrap
+	$(BIN)/python -m pytest
+
+bench: bootstrap
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+lint: bootstrap
+	$(BIN)/ruff check device firmware_bridge cloud_sync tests bench tools
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

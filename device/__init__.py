@@ -1,0 +1,3 @@
+"""The Flex Edge agent: domain, workflow, event store, vision and CLI."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,33 @@
+"""`flexedge status`: who this device is, where its data lives, and its store."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+
+from device import __version__
+from device.cli.common import emit, load_context
+from device.paths import store_path
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser("status", parents=[common], help="device identity, data directory, store state")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    ctx = load_context(args)
+    with ctx.open_store() as store:
+        stats = store.stats()
+        block = store.get_state("current_block")
+    device = ctx.config.device
+    doc = {"version": __version__, "device": device.id, "fleet": device.fleet, "station": device.station,
+           "role": device.role.value, "data_dir": str(ctx.data_dir), "store": str(store_path(ctx.data_dir)),
+           "current_block": block, "outbox": asdict(stats)}
+    emit(args, doc, "\n".join([
+        f"flexedge {__version__}  device {device.id} ({device.role.value}) "
+        f"fleet {device.fleet} station {device.station}",
+        f"data dir   {ctx.data_dir}",
+        f"block      {block or '-'}",
+        f"outbox     {stats.depth} pending, last seq {stats.last_seq}, last acked {stats.last_acked_seq}",
+    ]))
+    return 0

@@ -1,0 +1,163 @@
+"""Configuration: one TOML file, environment overrides, strict validation.
+
+Unknown keys are errors (a typo must not silently fall back to a default). Errors name the key and the file.
+Environment overrides: `FLEXEDGE_<SECTION>__<KEY>=value`, e.g. `FLEXEDGE_STORE__RETENTION_DAYS=3`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Mapping
+
+from device.domain import Role
+
+ENV_PREFIX = "FLEXEDGE_"
+
+
+class ConfigError(ValueError):
+    def __init__(self, key: str, source: str, problem: str) -> None:
+        super().__init__(f"{source}: {key}: {problem}")
+        self.key = key
+        self.source = source
+
+
+@dataclass(frozen=True)
+class DeviceSection:
+    id: str = "van-0001"  # also the TLS certificate CN and MQTT username
+    fleet: str = "demo"
+    station: str = "DXX1"
+    role: Role = Role.VEHICLE
+
+
+@dataclass(frozen=True)
+class StoreSection:
+    retention_days: float = 7.0  # acked events older than this are pruned
+    min_free_mb: int = 200  # under this, GPS track is thinned and acked events pruned early
+    low_disk_track_interval_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class MqttSection:
+    host: str = "127.0.0.1"
+    port: int = 8883
+    tls: bool = True
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    keepalive_s: int = 30
+
+
+@dataclass(frozen=True)
+class LoggingSection:
+    level: str = "INFO"
+    json: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    device: DeviceSection = field(default_factory=DeviceSection)
+    store: StoreSection = field(default_factory=StoreSection)
+    mqtt: MqttSection = field(default_factory=MqttSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
+    data_dir: str = ""  # empty: the platform default (see device.paths)
+
+
+def _coerce(value: Any, hint: Any, key: str, source: str, from_env: bool) -> Any:
+    """Check (TOML) or convert (environment strings) one value against its annotation."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (from_env and value == ""):
+            return None
+        return _coerce(value, options[0], key, source, from_env)
+    if origin is tuple:
+        (item_hint, _) = typing.get_args(hint)
+        items = value.split(",") if from_env and isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ConfigError(key, source, f"expected a list, got {value!r}")
+        return tuple(_coerce(v, item_hint, key, source, from_env) for v in items)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            allowed = ", ".join(str(m.value) for m in hint)
+            raise ConfigError(key, source, f"{value!r} is not one of: {allowed}") from None
+    if hint is bool:
+        if from_env and isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, source, f"expected true or false, got {value!r}")
+    if hint in (int, float):
+        if from_env and isinstance(value, str):
+            try:
+                value = hint(value)
+            except ValueError:
+                raise ConfigError(key, source, f"expected {hint.__name__}, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (hint is int and isinstance(value, float)):
+            raise ConfigError(key, source, f"expected {hint.__name__}, got {value!r}")
+        return hint(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, source, f"expected a string, got {value!r}")
+        return value
+    raise ConfigError(key, source, f"unsupported type {hint!r}")
+
+
+def _build(cls: type, raw: Mapping[str, Any], prefix: str, source: str, env: Mapping[str, str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(f"{prefix}{key}", source, "unknown key")
+    values: dict[str, Any] = {}
+    for name in fields:
+        hint = hints[name]
+        key = f"{prefix}{name}"
+        env_name = ENV_PREFIX + key.upper().replace(".", "__")
+        if dataclasses.is_dataclass(hint):
+            section = raw.get(name, {})
+            if not isinstance(section, Mapping):
+                raise ConfigError(key, source, "expected a table")
+            values[name] = _build(hint, section, f"{key}.", source, env)
+        elif env_name in env and "." in key:  # section keys only; FLEXEDGE_CONFIG/DATA_DIR are read elsewhere
+            values[name] = _coerce(env[env_name], hint, key, f"environment {env_name}", from_env=True)
+        elif name in raw:
+            values[name] = _coerce(raw[name], hint, key, source, from_env=False)
+    return cls(**values)
+
+
+def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
+    """Read the TOML file (if any), apply environment overrides, validate everything."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    source = str(path) if path else "defaults"
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError("-", source, "file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("-", source, f"not valid TOML: {exc}") from None
+    return _build(Config, raw, "", source, env)
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    def plain(value: Any) -> Any:
+        if isinstance(value, Enum):
+            return value.value
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        return value
+    return {k: ({kk: plain(vv) for kk, vv in v.items()} if isinstance(v, dict) else plain(v))
+            for k, v in dataclasses.asdict(config).items()}

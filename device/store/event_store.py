@@ -1,0 +1,415 @@
+"""The durable event store: outbox, hash chain, retention, and the agent's current state."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
+
+import sqlite_utils
+
+from device.chain import GENESIS_HASH, canonical_bytes, hash_body, next_digest
+from device.domain import Event, EventType, Lane, Route, lane_of
+from device.store.database import Recovery, open_database
+from device.store.errors import StoreError, StoreFull
+from device.store.writer import AppendJob, Writer
+
+log = logging.getLogger(__name__)
+
+INSERT_EVENT = (
+    "INSERT INTO events (seq, id, type, lane, ts, mono, block, stop, body, hash, acked, stored_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)"
+)
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    acked_max_age_s: float = 7 * 86400.0  # acked events older than this are pruned
+    min_free_bytes: int = 200 * 1024 * 1024  # under this, low-disk measures start
+    low_disk_track_interval_s: float = 30.0  # under low disk, keep at most one GPS point per interval
+    disk_check_interval_s: float = 2.0  # statvfs is cheap, but not per event at 10 Hz
+
+
+class StoredEvent(NamedTuple):
+    """An event as committed: its place in the device's sequence and its link in the hash chain.
+
+    A NamedTuple rather than a dataclass: one is made per event on the append path, and it is 3x cheaper.
+    """
+
+    seq: int
+    id: str
+    type: EventType
+    lane: Lane
+    body: str  # canonical JSON with seq: exactly what the cloud receives and hashes
+    hash: str
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    depth: int
+    depth_by_lane: dict[str, int]
+    oldest_pending_age_s: float | None
+    last_acked_seq: int | None
+    last_seq: int
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    ok: bool
+    checked: int
+    first_bad_seq: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    deleted: int
+    upto_seq: int | None
+
+
+def _full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+
+
+class EventStore:
+    """Thread-safe; every call is served by one writer thread. Appends return after the commit."""
+
+    def __init__(self, path: Path | str, policy: RetentionPolicy = RetentionPolicy(), *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self.policy = policy
+        self._clock = clock
+        self.recovery: Recovery | None = None
+        self.thinned_track_points = 0
+        self.group_commits = 0  # transactions that carried appends (fewer than appends under load)
+        self._head_seq = 0
+        self._head_hash = GENESIS_HASH
+        self._low_disk = False
+        self._disk_checked_at = -policy.disk_check_interval_s
+        self._last_track_mono: float | None = None
+        self._writer = Writer(self._open, self._commit_group, name=f"store-writer:{self.path.name}")
+        if self.recovery is not None:
+            self.append(Event(EventType.STORE_RECOVERED,
+                              {"moved_to": self.recovery.moved_to, "reason": self.recovery.reason}))
+
+    # --- lifecycle (writer thread) -----------------------------------------------------------------
+
+    def _open(self) -> sqlite_utils.Database:
+        db, self.recovery = open_database(self.path)
+        # The chain head is the newest row; when pruning removed every row, the prune anchor.
+        row = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is None:
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            row = (int(meta.get("anchor_seq", 0)), meta.get("anchor_hash", GENESIS_HASH))
+        self._head_seq, self._head_hash = row
+        return db
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- appending ---------------------------------------------------------------------------------
+
+    def append(self, event: Event) -> StoredEvent | None:
+        """Commit one event; returns None only for a GPS point thinned under low disk."""
+        return self.append_many([event])[0]
+
+    def append_many(self, events: Sequence[Event]) -> list[StoredEvent | None]:
+        """Commit events in one transaction; raises StoreFull/StoreError and then nothing was stored."""
+        return self._writer.submit_append(list(events)).result()
+
+    async def append_async(self, events: Sequence[Event]) -> list[StoredEvent | None]:
+        return await asyncio.wrap_future(self._writer.submit_append(list(events)))
+
+    def _track_point_allowed(self, event: Event) -> bool:
+        """Under low disk, GPS breadcrumbs are thinned at intake; scans, proofs and blocks never are."""
+        if event.type is not EventType.GPS_FIX or not self._low_disk:
+            return True
+        interval = self.policy.low_disk_track_interval_s
+        if self._last_track_mono is not None and event.mono - self._last_track_mono < interval:
+            self.thinned_track_points += 1
+            return False
+        return True
+
+    def _refresh_disk_state(self, db: sqlite_utils.Database) -> None:
+        now = time.monotonic()
+        if now - self._disk_checked_at < self.policy.disk_check_interval_s:
+            return
+        self._disk_checked_at = now
+        free = shutil.disk_usage(self.path.parent).free
+        low = free < self.policy.min_free_bytes
+        if low:
+            if not self._low_disk:
+                log.warning("disk low (%d bytes free < %d): pruning acked events, thinning GPS track",
+                            free, self.policy.min_free_bytes)
+            self._prune(db, max_age_s=0.0)  # while low, acked events go as soon as they are acked
+        elif self._low_disk:
+            log.warning("disk space back (%d bytes free); GPS track no longer thinned", free)
+        self._low_disk = low
+
+    def _commit_group(self, db: sqlite_utils.Database, jobs: list[AppendJob]) -> None:
+        jobs = [j for j in jobs if j.future.set_running_or_notify_cancel()]
+        try:
+            self._refresh_disk_state(db)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("disk check failed: %r", exc)
+        try:
+            self._commit_jobs(db, jobs)
+        except sqlite3.IntegrityError:
+            if len(jobs) == 1:
+                jobs[0].future.set_exception(StoreError("event id already stored"))
+                return
+            for job in jobs:  # one bad job must not fail its neighbours: commit each alone
+                self._commit_single(db, job)
+        except sqlite3.Error as exc:
+            error = StoreFull(str(exc)) if _full(exc) else StoreError(f"{type(exc).__name__}: {exc}")
+            log.error("event commit failed, %d events not stored: %s", sum(len(j.events) for j in jobs), error)
+            for job in jobs:
+                job.future.set_exception(error)
+
+    def _commit_single(self, db: sqlite_utils.Database, job: AppendJob) -> None:
+        try:
+            self._commit_jobs(db, [job])
+        except sqlite3.Error as exc:
+            error = StoreFull(str(exc)) if _full(exc) else StoreError(f"{type(exc).__name__}: {exc}")
+            job.future.set_exception(error)
+
+    def _commit_jobs(self, db: sqlite_utils.Database, jobs: list[AppendJob]) -> None:
+        stored_at = self._clock()
+        seq, prev = self._head_seq, bytes.fromhex(self._head_hash)
+        last_track = self._last_track_mono
+        rows: list[tuple] = []
+        results: list[list[StoredEvent | None]] = []
+        for job in jobs:
+            out: list[StoredEvent | None] = []
+            for event in job.events:
+                if not self._track_point_allowed(event):
+                    out.append(None)
+                    continue
+                event_type = event.type
+                if event_type is EventType.GPS_FIX:
+                    self._last_track_mono = event.mono
+                seq += 1
+                doc = event.to_dict()
+                doc["seq"] = seq
+                body = canonical_bytes(doc)
+                prev = next_digest(prev, body)
+                text = body.decode("utf-8")
+                digest = prev.hex()
+                lane = lane_of(event_type)
+                rows.append((seq, event.id, event_type.value, lane, event.ts, event.mono,
+                             event.block, event.stop, text, digest, stored_at))
+                out.append(StoredEvent(seq, event.id, event_type, lane, text, digest))
+            results.append(out)
+        try:
+            with db.atomic():
+                db.conn.executemany(INSERT_EVENT, rows)
+        except BaseException:
+            self._last_track_mono = last_track
+            raise
+        self._head_seq, self._head_hash = seq, prev.hex()
+        self.group_commits += 1
+        for job, out in zip(jobs, results):
+            job.future.set_result(out)
+
+    # --- the outbox --------------------------------------------------------------------------------
+
+    def _call(self, fn: Callable[[sqlite_utils.Database], Any]) -> Any:
+        try:
+            return self._writer.submit_call(fn).result()
+        except sqlite3.Error as exc:
+            raise (StoreFull(str(exc)) if _full(exc) else StoreError(f"{type(exc).__name__}: {exc}")) from exc
+
+    def pending(self, limit: int = 500, max_bytes: int = 256 * 1024, lane: Lane | None = None) -> list[StoredEvent]:
+        """The oldest unacked events in seq order (of one lane, if given), within both caps.
+
+        At least one event is returned when any is pending, even if it alone exceeds max_bytes.
+        """
+        def read(db: sqlite_utils.Database) -> list[StoredEvent]:
+            where, args = ("acked = 0 AND lane = ?", [int(lane)]) if lane is not None else ("acked = 0", [])
+            cursor = db.conn.execute(
+                f"SELECT seq, id, type, lane, body, hash FROM events WHERE {where} ORDER BY seq LIMIT ?",
+                [*args, limit])
+            out: list[StoredEvent] = []
+            size = 0
+            for seq, event_id, event_type, event_lane, body, digest in cursor:
+                size += len(body)
+                if out and size > max_bytes:
+                    break
+                out.append(StoredEvent(seq, event_id, EventType(event_type), Lane(event_lane), body, digest))
+            return out
+        return self._call(read)
+
+    def mark_acked(self, seqs: Iterable[int]) -> int:
+        """Mark exactly these events acked by the cloud; returns how many changed."""
+        seq_list = [(int(s),) for s in seqs]
+
+        def write(db: sqlite_utils.Database) -> int:
+            with db.atomic():
+                changed = db.conn.executemany(
+                    "UPDATE events SET acked = 1 WHERE seq = ? AND acked = 0", seq_list).rowcount
+                self._note_last_ack(db)
+                return changed
+        return self._call(write)
+
+    def mark_acked_upto(self, upto_seq: int, lane: Lane | None = None) -> int:
+        """Mark every pending event with seq <= upto_seq (of one lane, if given) acked."""
+        def write(db: sqlite_utils.Database) -> int:
+            with db.atomic():
+                if lane is None:
+                    cur = db.conn.execute("UPDATE events SET acked = 1 WHERE acked = 0 AND seq <= ?", [upto_seq])
+                else:
+                    cur = db.conn.execute("UPDATE events SET acked = 1 WHERE acked = 0 AND lane = ? AND seq <= ?",
+                                          [int(lane), upto_seq])
+                changed = cur.rowcount
+                self._note_last_ack(db)
+                return changed
+        return self._call(write)
+
+    @staticmethod
+    def _note_last_ack(db: sqlite_utils.Database) -> None:
+        db.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) "
+            "SELECT 'last_acked_seq', MAX(seq) FROM events WHERE acked = 1 HAVING MAX(seq) IS NOT NULL")
+
+    def stats(self) -> OutboxStats:
+        def read(db: sqlite_utils.Database) -> OutboxStats:
+            by_lane = {Lane(lane).name.lower(): n for lane, n in db.conn.execute(
+                "SELECT lane, COUNT(*) FROM events WHERE acked = 0 GROUP BY lane")}
+            oldest = db.conn.execute("SELECT MIN(stored_at) FROM events WHERE acked = 0").fetchone()[0]
+            last_acked = db.conn.execute("SELECT value FROM meta WHERE key = 'last_acked_seq'").fetchone()
+            return OutboxStats(
+                depth=sum(by_lane.values()),
+                depth_by_lane=by_lane,
+                oldest_pending_age_s=None if oldest is None else max(0.0, self._clock() - oldest),
+                last_acked_seq=int(last_acked[0]) if last_acked else None,
+                last_seq=self._head_seq,
+            )
+        return self._call(read)
+
+    # --- retention and verification ----------------------------------------------------------------
+
+    def prune(self, max_age_s: float | None = None) -> PruneReport:
+        """Delete acked events older than the retention age. Unacked events are never deleted."""
+        age = self.policy.acked_max_age_s if max_age_s is None else max_age_s
+        return self._call(lambda db: self._prune(db, age))
+
+    def _prune(self, db: sqlite_utils.Database, max_age_s: float) -> PruneReport:
+        # Only a contiguous prefix is pruned, so the chain stays verifiable from one anchor.
+        cutoff = self._clock() - max_age_s
+        with db.atomic():
+            keep_from = db.conn.execute(
+                "SELECT MIN(seq) FROM events WHERE acked = 0 OR stored_at >= ?", [cutoff]).fetchone()[0]
+            upto = (keep_from - 1) if keep_from is not None else self._head_seq
+            row = db.conn.execute("SELECT hash FROM events WHERE seq = ?", [upto]).fetchone()
+            if row is None:
+                return PruneReport(0, None)
+            deleted = db.conn.execute("DELETE FROM events WHERE seq <= ?", [upto]).rowcount
+            db.conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                [("anchor_seq", str(upto)), ("anchor_hash", row[0])])
+        if deleted:
+            log.info("pruned %d acked events up to seq %d", deleted, upto)
+        return PruneReport(deleted, upto)
+
+    def verify_chain(self) -> ChainReport:
+        """Recompute every stored event's hash from the anchor; seqs must have no gaps."""
+        def read(db: sqlite_utils.Database) -> ChainReport:
+            meta = dict(db.conn.execute("SELECT key, value FROM meta").fetchall())
+            expected_seq = int(meta.get("anchor_seq", 0)) + 1
+            prev = meta.get("anchor_hash", GENESIS_HASH)
+            checked = 0
+            for seq, body, digest in db.conn.execute("SELECT seq, body, hash FROM events ORDER BY seq"):
+                if seq != expected_seq:
+                    return ChainReport(False, checked, expected_seq, f"gap: seq {expected_seq} missing")
+                try:
+                    doc = json.loads(body)
+                except ValueError:
+                    return ChainReport(False, checked, seq, "body is not JSON")
+                if doc.get("seq") != seq:
+                    return ChainReport(False, checked, seq, "seq in body differs from row")
+                prev = hash_body(prev, canonical_bytes(doc))
+                if prev != digest:
+                    return ChainReport(False, checked, seq, "hash mismatch")
+                expected_seq += 1
+                checked += 1
+            if expected_seq - 1 != self._head_seq:
+                return ChainReport(False, checked, expected_seq, f"events after seq {expected_seq - 1} missing")
+            return ChainReport(True, checked)
+        return self._call(read)
+
+    def integrity_check(self) -> str:
+        return self._call(lambda db: db.conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def events(self, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """Stored event documents in seq order (for status views and tests)."""
+        return self._call(lambda db: [json.loads(b) for (b,) in db.conn.execute(
+            "SELECT body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", [after_seq, limit])])
+
+    # --- current state -----------------------------------------------------------------------------
+
+    def set_state(self, key: str, value: Any) -> None:
+        def write(db: sqlite_utils.Database) -> None:
+            with db.atomic():
+                db.conn.execute("INSERT OR REPLACE INTO block_state (key, value) VALUES (?, ?)",
+                                [key, json.dumps(value)])
+        self._call(write)
+
+    def get_state(self, key: str, default: Any = None) -> Any:
+        row = self._call(lambda db: db.conn.execute(
+            "SELECT value FROM block_state WHERE key = ?", [key]).fetchone())
+        return default if row is None else json.loads(row[0])
+
+    def save_route(self, route: Route) -> bool:
+        """Keep a route version; True if it is newer than every stored version of its block."""
+        def write(db: sqlite_utils.Database) -> bool:
+            with db.atomic():
+                newest = db.conn.execute("SELECT MAX(version) FROM routes WHERE block_id = ?",
+                                         [route.block_id]).fetchone()[0]
+                if newest is not None and route.version <= newest:
+                    return False
+                db.conn.execute("INSERT INTO routes (block_id, version, body, received_at) VALUES (?, ?, ?, ?)",
+                                [route.block_id, route.version, json.dumps(route.to_dict()), str(self._clock())])
+                return True
+        return self._call(write)
+
+    def current_route(self, block_id: str) -> Route | None:
+        row = self._call(lambda db: db.conn.execute(
+            "SELECT body FROM routes WHERE block_id = ? ORDER BY version DESC LIMIT 1", [block_id]).fetchone())
+        return None if row is None else Route.from_dict(json.loads(row[0]))
+
+    def set_package_status(self, package_id: str, block_id: str, status: str, event_id: str | None = None) -> None:
+        def write(db: sqlite_utils.Database) -> None:
+            with db.atomic():
+                db.conn.execute(
+                    "INSERT OR REPLACE INTO package_status (package_id, block_id, status, updated_at, event_id) "
+                    "VALUES (?, ?, ?, ?, ?)", [package_id, block_id, status, str(self._clock()), event_id])
+        self._call(write)
+
+    def package_statuses(self, block_id: str) -> dict[str, str]:
+        return dict(self._call(lambda db: db.conn.execute(
+            "SELECT package_id, status FROM package_status WHERE block_id = ?", [block_id]).fetchall()))
+
+    def record_photo(self, photo_id: str, path: str, sha256: str, *, stop_id: str | None = None,
+                     taken_at: str | None = None, event_id: str | None = None) -> None:
+        def write(db: sqlite_utils.Database) -> None:
+            with db.atomic():
+                db.conn.execute(
+                    "INSERT OR REPLACE INTO photos (photo_id, path, sha256, stop_id, taken_at, event_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", [photo_id, path, sha256, stop_id, taken_at, event_id])
+        self._call(write)
+
+    def photo(self, photo_id: str) -> dict[str, Any] | None:
+        def read(db: sqlite_utils.Database) -> dict[str, Any] | None:
+            rows = list(db["photos"].rows_where("photo_id = ?", [photo_id]))
+            return rows[0] if rows else None
+        return self._call(read)

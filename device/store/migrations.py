@@ -1,0 +1,71 @@
+"""Forward schema migrations, tracked in `PRAGMA user_version`. Each runs in its own transaction."""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import sqlite_utils
+
+log = logging.getLogger(__name__)
+
+Migration = Callable[[sqlite_utils.Database], None]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    """Register the next migration; its position in the list is its version number."""
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_outbox_and_state(db: sqlite_utils.Database) -> None:
+    db["events"].create(
+        {
+            "seq": int,  # device-wide order, no gaps
+            "id": str,  # UUIDv7
+            "type": str,
+            "lane": int,
+            "ts": str,
+            "mono": float,
+            "block": str,
+            "stop": str,
+            "body": str,  # canonical JSON of the whole event, with seq
+            "hash": str,  # sha256(prev hash + body)
+            "acked": int,
+            "stored_at": float,  # device wall clock at commit, for retention
+        },
+        pk="seq",
+        not_null={"id", "type", "lane", "body", "hash", "acked", "stored_at"},
+        defaults={"acked": 0},
+    )
+    db["events"].create_index(["id"], unique=True)
+    # Partial index: the outbox query only ever looks at pending rows.
+    db.execute("CREATE INDEX idx_events_pending ON events(lane, seq) WHERE acked = 0")
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    db["block_state"].create({"key": str, "value": str}, pk="key")
+    db["routes"].create({"block_id": str, "version": int, "body": str, "received_at": str},
+                        pk=("block_id", "version"))
+    db["package_status"].create(
+        {"package_id": str, "block_id": str, "status": str, "updated_at": str, "event_id": str},
+        pk="package_id",
+    )
+    db["photos"].create({"photo_id": str, "path": str, "sha256": str, "stop_id": str, "taken_at": str,
+                         "event_id": str}, pk="photo_id")
+
+
+def latest_version() -> int:
+    return len(MIGRATIONS)
+
+
+def migrate(db: sqlite_utils.Database) -> int:
+    """Run every migration newer than the file's user_version; return the number run."""
+    current = db.execute("PRAGMA user_version").fetchone()[0]
+    if current > latest_version():
+        raise RuntimeError(f"database schema {current} is newer than this program ({latest_version()})")
+    for version, step in enumerate(MIGRATIONS[current:], start=current + 1):
+        with db.atomic():  # one transaction per step
+            step(db)
+            db.execute(f"PRAGMA user_version = {version}")
+        log.info("schema migrated to version %d (%s)", version, step.__name__)
+    return latest_version() - current

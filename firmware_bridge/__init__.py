@@ -1,0 +1,4 @@
+"""Everything that touches hardware: serial transports, scanner and MCU protocols, GPS, camera, simulators.
+
+Nothing in this package knows about deliveries.
+"""

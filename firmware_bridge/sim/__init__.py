@@ -1,0 +1,1 @@
+"""Simulators that stand in for hardware on test benches, and the helpers that run real peers (gpsd)."""

@@ -1,0 +1,87 @@
+"""Shared test infrastructure: real mosquitto, real gpsd via gpsfake, raw pty pairs, the shared test data.
+
+A missing program makes its fixture FAIL with the package to install: in CI a skipped
+hardware-in-the-loop test would be a hidden failure. Only `hil` tests (real devices) skip without --hil.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from cloud_sync.broker import MosquittoBroker
+from firmware_bridge.sim.gpsfake import GpsFake
+from firmware_bridge.sim.procs import ProgramMissing
+from firmware_bridge.sim.pty import PtyPair, open_pty_pair
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_TESTDATA = Path(os.environ.get("FLEXEDGE_SHARED_TESTDATA", REPO.parent / "shared" / "testdata"))
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--hil", action="store_true", help="run tests that need real hardware attached")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--hil"):
+        return
+    marker = pytest.mark.skip(reason="needs real hardware: run with --hil")
+    for item in items:
+        if "hil" in item.keywords:
+            item.add_marker(marker)
+
+
+@pytest.fixture(scope="session")
+def shared_testdata() -> Path:
+    if not SHARED_TESTDATA.is_dir():
+        pytest.fail(f"shared test data not found at {SHARED_TESTDATA} (set FLEXEDGE_SHARED_TESTDATA)")
+    return SHARED_TESTDATA
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
+    """One real broker per session on a free loopback port; tests may stop/kill/start it."""
+    broker = MosquittoBroker(tmp_path_factory.mktemp("mosquitto"))
+    try:
+        broker.start()
+    except ProgramMissing as exc:
+        pytest.fail(str(exc))
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def broker(mosquitto: MosquittoBroker) -> MosquittoBroker:
+    """The session broker, guaranteed running at the start of the test (a fault test may have stopped it)."""
+    if not mosquitto.running:
+        mosquitto.start()
+    return mosquitto
+
+
+@pytest.fixture
+def gpsfake() -> Iterator[Callable[..., GpsFake]]:
+    """Factory: `gpsfake(logfile, cycle_s=...)` starts a real gpsd fed from the log on a free port."""
+    started: list[GpsFake] = []
+
+    def start(logfile: Path | str, **kwargs: object) -> GpsFake:
+        fake = GpsFake(logfile, **kwargs)
+        try:
+            fake.start()
+        except ProgramMissing as exc:
+            pytest.fail(str(exc))
+        started.append(fake)
+        return fake
+
+    yield start
+    for fake in started:
+        fake.stop()
+
+
+@pytest.fixture
+def pty_pair() -> Iterator[PtyPair]:
+    pair = open_pty_pair()
+    yield pair
+    pair.close()

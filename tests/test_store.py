@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from device.chain import GENESIS_HASH, chain_hash
+from device.domain import Event, EventType, Lane, Route
+from device.store import EventStore, RetentionPolicy, StoreError
+from device.store.migrations import latest_version
+from tests.test_domain import route_doc
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with EventStore(tmp_path / "events.db") as s:
+        yield s
+
+
+def scan(i: int) -> Event:
+    return Event(EventType.PACKAGE_SCANNED, {"package": f"TBA{i:06d}"})
+
+
+def test_pragmas_and_schema_version(store: EventStore, tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "events.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == latest_version()
+    conn.close()
+    checks = store._call(lambda db: (db.execute("PRAGMA synchronous").fetchone()[0],
+                                     db.execute("PRAGMA foreign_keys").fetchone()[0]))
+    assert checks == (2, 1)  # FULL, on
+
+
+def test_append_assigns_gapless_seq_and_chained_hashes(store: EventStore) -> None:
+    first = store.append(scan(0))
+    rest = store.append_many([scan(i) for i in range(1, 5)])
+    assert [e.seq for e in [first, *rest]] == [1, 2, 3, 4, 5]
+    prev = GENESIS_HASH
+    for stored in [first, *rest]:
+        doc = json.loads(stored.body)
+        assert doc["seq"] == stored.seq
+        prev = chain_hash(prev, doc)
+        assert prev == stored.hash
+    assert store.verify_chain().ok
+
+
+def test_pending_by_lane_with_caps_and_ack(store: EventStore) -> None:
+    events = []
+    for i in range(10):
+        events.append(scan(i))
+        events.append(Event(EventType.GPS_FIX, {"n": i}))
+    store.append_many(events)
+    assert store.stats().depth_by_lane == {"events": 10, "track": 10}
+    batch = store.pending(limit=4, lane=Lane.EVENTS)
+    assert [e.seq for e in batch] == [1, 3, 5, 7]
+    assert all(e.lane is Lane.EVENTS for e in batch)
+    one_body = len(batch[0].body)
+    assert len(store.pending(limit=100, max_bytes=int(one_body * 2.5))) == 2
+    assert len(store.pending(limit=100, max_bytes=1)) == 1  # never starves on one large event
+    assert store.mark_acked([e.seq for e in batch]) == 4
+    assert store.mark_acked([1, 3]) == 0  # acking twice is harmless
+    assert store.mark_acked_upto(10, lane=Lane.TRACK) == 5  # seqs 2, 4, 6, 8, 10
+    stats = store.stats()
+    assert stats.depth == 11 and stats.last_acked_seq == 10 and stats.last_seq == 20
+    assert [e.seq for e in store.pending(limit=3)] == [9, 11, 12]
+
+
+def test_duplicate_event_id_is_rejected_without_hurting_its_group(store: EventStore) -> None:
+    event = scan(1)
+    store.append(event)
+    with pytest.raises(StoreError):
+        store.append(event)
+    assert store.append(scan(2)).seq == 2
+    assert store.verify_chain().ok
+
+
+def test_group_commit_under_concurrent_producers(store: EventStore) -> None:
+    def produce(base: int) -> None:
+        for i in range(200):
+            store.append(scan(base + i))
+
+    threads = [threading.Thread(target=produce, args=(k * 1000,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.stats().last_seq == 1600
+    assert store.group_commits < 1600  # appends that waited together shared a transaction
+    assert store.verify_chain().ok
+
+
+def test_tampering_is_detected(store: EventStore, tmp_path: Path) -> None:
+    store.append_many([scan(i) for i in range(5)])
+    conn = sqlite3.connect(tmp_path / "events.db")
+    body = json.loads(conn.execute("SELECT body FROM events WHERE seq = 3").fetchone()[0])
+    body["data"]["package"] = "FORGED"
+    conn.execute("UPDATE events SET body = ? WHERE seq = 3", [json.dumps(body)])
+    conn.commit()
+    report = store.verify_chain()
+    assert not report.ok and report.first_bad_seq == 3 and report.reason == "hash mismatch"
+    conn.execute("DELETE FROM events WHERE seq = 4")
+    conn.commit()
+    conn.close()
+    assert store.verify_chain().first_bad_seq == 3
+
+
+def test_deleted_event_is_a_gap(store: EventStore, tmp_path: Path) -> None:
+    store.append_many([scan(i) for i in range(5)])
+    with sqlite3.connect(tmp_path / "events.db") as conn:
+        conn.execute("DELETE FROM events WHERE seq = 2")
+    report = store.verify_chain()
+    assert not report.ok and report.first_bad_seq == 2 and "gap" in report.reason
+
+
+def test_retention_prunes_only_old_acked_prefix(tmp_path: Path) -> None:
+    now = [1000.0]
+    with EventStore(tmp_path / "e.db", RetentionPolicy(acked_max_age_s=100), clock=lambda: now[0]) as store:
+        store.append_many([scan(i) for i in range(5)])  # stored at t=1000
+        now[0] = 1050.0
+        store.append_many([scan(i) for i in range(5, 10)])  # stored at t=1050
+        store.mark_acked([1, 2, 4, 5, 6, 7, 8])  # seq 3 is still pending
+        now[0] = 1120.0  # the first five are older than 100 s
+        assert store.prune().deleted == 2  # seqs 1, 2: seq 3 is unacked and ends the prefix
+        store.mark_acked([3])
+        assert store.prune().deleted == 3  # 3, 4, 5: 6.. are younger than 100 s
+        now[0] = 1200.0
+        assert store.prune().upto_seq == 8  # 9 and 10 are unacked
+        assert store.stats().depth == 2
+        assert store.verify_chain().ok  # verifies from the anchor
+        assert [e["seq"] for e in store.events()] == [9, 10]
+    with EventStore(tmp_path / "e.db") as store:
+        assert store.append(scan(99)).seq == 11  # seq continues after pruning and restart
+        assert store.verify_chain().ok
+
+
+def test_low_disk_thins_gps_but_never_scans(tmp_path: Path) -> None:
+    always_low = RetentionPolicy(min_free_bytes=1 << 62, low_disk_track_interval_s=10.0, disk_check_interval_s=0)
+    with EventStore(tmp_path / "e.db", always_low) as store:
+        store.append(scan(0))
+        store.mark_acked([1])
+        fixes = [Event(EventType.GPS_FIX, {"n": i}, mono=100.0 + i) for i in range(30)]  # 1 Hz for 30 s
+        scans = [scan(i) for i in range(1, 31)]
+        results = store.append_many([e for pair in zip(fixes, scans) for e in pair])
+        kept_fixes = [r for r, e in zip(results, [e for p in zip(fixes, scans) for e in p])
+                      if e.type is EventType.GPS_FIX and r is not None]
+        assert len(kept_fixes) == 3  # t=100, 110, 120
+        assert all(r is not None for r, e in zip(results, [e for p in zip(fixes, scans) for e in p])
+                   if e.type is EventType.PACKAGE_SCANNED)
+        assert store.thinned_track_points == 27
+        assert [e["seq"] for e in store.events()][0] == 2  # the acked scan was pruned at once
+        assert store.verify_chain().ok
+
+
+def test_state_route_versions_and_photos(store: EventStore) -> None:
+    route = Route.from_dict(route_doc(version=2))
+    assert store.save_route(route)
+    assert not store.save_route(Route.from_dict(route_doc(version=1)))  # older: ignored
+    assert not store.save_route(route)  # same version: ignored
+    assert store.current_route("B1") == route
+    assert store.save_route(Route.from_dict(route_doc(version=3)))
+    assert store.current_route("B1").version == 3
+    store.set_state("current_block", "B1")
+    assert store.get_state("current_block") == "B1"
+    store.set_package_status("TBA001", "B1", "loaded")
+    store.set_package_status("TBA001", "B1", "delivered")
+    assert store.package_statuses("B1") == {"TBA001": "delivered"}
+    store.record_photo("P1", "/data/photos/P1.jpg", "ab" * 32, stop_id="S1")
+    assert store.photo("P1")["sha256"] == "ab" * 32
+    assert store.photo("nope") is None
+
+
+def test_corrupt_database_is_moved_aside_and_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    with EventStore(path) as store:
+        store.append_many([scan(i) for i in range(20)])
+    with open(path, "r+b") as fh:  # garbage over the header and the first pages
+        fh.write(b"\xde\xad\xbe\xef" * 2048)
+    with EventStore(path) as store:
+        events = store.events()
+        assert [e["type"] for e in events] == ["store.recovered"]
+        moved = Path(events[0]["data"]["moved_to"])
+        assert store.verify_chain().ok
+    assert moved.exists() and moved.read_bytes().startswith(b"\xde\xad\xbe\xef")
+    assert moved.name.startswith("events.db.corrupt-")
+
+
+def test_damaged_pages_fail_quick_check_and_are_moved_aside(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    with EventStore(path) as store:
+        store.append_many([Event(EventType.PACKAGE_SCANNED, {"pad": "x" * 500, "n": i}) for i in range(200)])
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:  # keep the header valid, smash pages in the middle
+        fh.seek(size // 2)
+        fh.write(b"\x00\xff" * 4096)
+    with EventStore(path) as store:
+        assert store.recovery is not None
+        assert store.events()[0]["type"] == "store.recovered"
+    assert len(list(tmp_path.glob("events.db.corrupt-*"))) == 1

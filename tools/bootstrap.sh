@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what `make test` and `make demo` need: Debian packages, a virtualenv in .venv, the project.
+# Idempotent: a second run only checks (dpkg status and a stamp newer than setup.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(mosquitto mosquitto-clients gpsd gpsd-clients libzbar0 socat fonts-dejavu-core
+              fonts-liberation fonts-freefont-ttf systemd iproute2 python3-venv)
+VENV=.venv
+STAMP=$VENV/.flexedge-installed
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "flexedge bootstrap: missing Debian packages: ${missing[*]}" >&2
+        echo "Run as root, then try again:" >&2
+        echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "bootstrap: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The Debian mosquitto and gpsd packages start system services; the project runs its own instances.
+if [ -d /run/systemd/system ]; then
+    systemctl disable --now mosquitto gpsd gpsd.socket >/dev/null 2>&1 || true
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+if [ ! -f "$STAMP" ] || [ setup.py -nt "$STAMP" ]; then
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -e '.[dev]'
+    touch "$STAMP"
+fi
