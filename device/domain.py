@@ -335,9 +335,9 @@ class Event:
     def lane(self) -> Lane:
         return lane_of(self.type)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The contract's event shape (DESIGN.md section 3), without seq."""
-        return {
+    def to_dict(self, seq: int | None = None) -> dict[str, Any]:
+        """The contract's event shape (DESIGN.md section 3); `seq` is added once the store assigned it."""
+        doc = {
             "id": self.id,
             "type": self.type.value,
             "ts": self.ts,
@@ -345,8 +345,11 @@ class Event:
             "fix": self.fix.to_dict() if self.fix else None,
             "block": self.block,
             "stop": self.stop,
-            "data": dict(self.data),
+            "data": self.data,
         }
+        if seq is not None:
+            doc["seq"] = seq
+        return doc
 
     @classmethod
     def from_dict(cls, raw: Any) -> Event:

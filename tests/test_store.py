@@ -77,6 +77,13 @@ def test_duplicate_event_id_is_rejected_without_hurting_its_group(store: EventSt
     assert store.verify_chain().ok
 
 
+def test_unserializable_event_fails_alone(store: EventStore) -> None:
+    with pytest.raises(StoreError, match="TypeError"):
+        store.append(Event(EventType.PACKAGE_SCANNED, {"bad": object()}))
+    assert store.append(scan(1)).seq == 1  # the writer lives on, no seq was burnt
+    assert store.verify_chain().ok
+
+
 def test_group_commit_under_concurrent_producers(store: EventStore) -> None:
     def produce(base: int) -> None:
         for i in range(200):

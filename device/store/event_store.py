@@ -171,8 +171,12 @@ class EventStore:
                 return
             for job in jobs:  # one bad job must not fail its neighbours: commit each alone
                 self._commit_single(db, job)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, TypeError, ValueError) as exc:  # TypeError: data that is not JSON
             error = StoreFull(str(exc)) if _full(exc) else StoreError(f"{type(exc).__name__}: {exc}")
+            if len(jobs) > 1 and not isinstance(error, StoreFull):
+                for job in jobs:  # find the bad job; its neighbours still commit
+                    self._commit_single(db, job)
+                return
             log.error("event commit failed, %d events not stored: %s", sum(len(j.events) for j in jobs), error)
             for job in jobs:
                 job.future.set_exception(error)
@@ -180,7 +184,7 @@ class EventStore:
     def _commit_single(self, db: sqlite_utils.Database, job: AppendJob) -> None:
         try:
             self._commit_jobs(db, [job])
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, TypeError, ValueError) as exc:
             error = StoreFull(str(exc)) if _full(exc) else StoreError(f"{type(exc).__name__}: {exc}")
             job.future.set_exception(error)
 
@@ -200,14 +204,13 @@ class EventStore:
                 if event_type is EventType.GPS_FIX:
                     self._last_track_mono = event.mono
                 seq += 1
-                doc = event.to_dict()
-                doc["seq"] = seq
-                body = canonical_bytes(doc)
+                body = canonical_bytes(event.to_dict(seq))
                 prev = next_digest(prev, body)
                 text = body.decode("utf-8")
                 digest = prev.hex()
                 lane = lane_of(event_type)
-                rows.append((seq, event.id, event_type.value, lane, event.ts, event.mono,
+                # StrEnum/IntEnum members bind as their str/int values.
+                rows.append((seq, event.id, event_type, lane, event.ts, event.mono,
                              event.block, event.stop, text, digest, stored_at))
                 out.append(StoredEvent(seq, event.id, event_type, lane, text, digest))
             results.append(out)
