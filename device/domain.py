@@ -61,11 +61,14 @@ class EventType(StrEnum):
     LOADING_COMPLETE = "loading.complete"
     STOP_ARRIVED = "stop.arrived"
     STOP_DEPARTED = "stop.departed"
+    STOP_COMPLETED = "stop.completed"  # every package of the stop delivered or excepted
     PHOTO_CAPTURED = "photo.captured"
     PHOTO_CHECKED = "photo.checked"
+    SIGNATURE_CAPTURED = "delivery.signature"  # strokes or an image reference, with the packages it covers
     DELIVERY_PROOF = "delivery.proof"
     DELIVERY_EXCEPTION = "delivery.exception"
     BLOCK_COMPLETED = "block.completed"
+    STAGING_PLAN_RECEIVED = "dock.plan_received"
     PACKAGE_STAGED = "dock.staged"
     STAGING_COMPLETE = "dock.staging_complete"
     INPUT_REJECTED = "input.rejected"

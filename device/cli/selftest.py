@@ -1,0 +1,221 @@
+"""`flexedge selftest [--json]`: what a technician runs after installing a unit. Exit 0 when nothing FAILs.
+
+Each check is a small function returning a `CheckResult`; it never raises. Checks of parts that are not
+configured report SKIP. Hardware checks (serial devices, camera, model run) are added next to these.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import ssl
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from device.config import Config, ConfigError, MqttSection, load_config
+from device.domain import utc_now
+from device.logsetup import setup_logging
+from device.paths import resolve_data_dir, store_path
+
+MIN_YEAR = 2024  # a clock before this has never been set (a Pi without RTC boots in 1970)
+MAX_BACKWARD_SKEW_S = 300.0  # newest stored event this far in the future: the clock jumped back
+NET_TIMEOUT_S = 3.0
+
+
+class CheckStatus(StrEnum):
+    PASS = "pass"
+    WARN = "warn"  # works, but needs attention soon
+    FAIL = "fail"
+    SKIP = "skip"  # not configured on this unit
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: CheckStatus
+    detail: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status.value, "detail": self.detail, "data": dict(self.data)}
+
+
+def check_config(path: Path | None) -> CheckResult:
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        return CheckResult("config", CheckStatus.FAIL, str(exc), {"key": exc.key})
+    return CheckResult("config", CheckStatus.PASS, f"valid: {path or 'defaults'}")
+
+
+def check_data_dir(data_dir: Path, min_free_bytes: int) -> CheckResult:
+    """The directory exists or can be made, a file can be written and fsynced there, and space is left."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=data_dir, prefix=".selftest-") as probe:
+            probe.write(b"flexedge selftest\n")
+            probe.flush()
+            os.fsync(probe.fileno())
+        free = shutil.disk_usage(data_dir).free
+    except OSError as exc:
+        return CheckResult("data_dir", CheckStatus.FAIL, f"{data_dir} not writable: {exc}", {"path": str(data_dir)})
+    data = {"path": str(data_dir), "free_bytes": free, "min_free_bytes": min_free_bytes}
+    if free < min_free_bytes:
+        return CheckResult("data_dir", CheckStatus.WARN, f"{data_dir}: only {free / 1e6:.0f} MB free "
+                           f"(< {min_free_bytes / 1e6:.0f} MB: GPS track is thinned)", data)
+    return CheckResult("data_dir", CheckStatus.PASS, f"{data_dir} writable, {free / 1e9:.1f} GB free", data)
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    # Read-only: the agent may be running, and a self-test must not change (or move aside) its store.
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=5)
+
+
+def check_store(path: Path) -> CheckResult:
+    if not path.exists():
+        return CheckResult("store", CheckStatus.PASS, f"no store yet at {path} (created on first start)")
+    try:
+        conn = _open_read_only(path)
+        try:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+            last_seq, pending = conn.execute("SELECT MAX(seq), SUM(acked = 0) FROM events").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return CheckResult("store", CheckStatus.FAIL, f"{path}: {type(exc).__name__}: {exc}", {"path": str(path)})
+    if rows != [("ok",)]:
+        problem = "; ".join(str(r[0]) for r in rows[:3])
+        return CheckResult("store", CheckStatus.FAIL, f"{path}: quick_check: {problem}", {"path": str(path)})
+    data = {"path": str(path), "last_seq": last_seq or 0, "pending": pending or 0}
+    return CheckResult("store", CheckStatus.PASS, f"quick_check ok, {data['pending']} events pending", data)
+
+
+def newest_event_time(path: Path) -> datetime | None:
+    if not path.exists():
+        return None
+    try:
+        conn = _open_read_only(path)
+        try:
+            row = conn.execute("SELECT ts FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        finally:
+            conn.close()
+        return datetime.fromisoformat(row[0].replace("Z", "+00:00")) if row else None
+    except (sqlite3.Error, ValueError):
+        return None
+
+
+def check_clock(now: datetime, newest_event: datetime | None) -> CheckResult:
+    data: dict[str, Any] = {"now": now.isoformat(), "newest_event": newest_event.isoformat() if newest_event else None}
+    if now.year < MIN_YEAR:
+        return CheckResult("clock", CheckStatus.FAIL, f"clock not set: {now:%Y-%m-%d} (no RTC/NTP yet?)", data)
+    if newest_event is not None:
+        skew = (newest_event - now).total_seconds()
+        data["skew_s"] = skew
+        if skew > MAX_BACKWARD_SKEW_S:
+            return CheckResult("clock", CheckStatus.FAIL, f"clock is {timedelta(seconds=round(skew))} behind the "
+                               "newest stored event: it jumped back", data)
+    return CheckResult("clock", CheckStatus.PASS, f"{now:%Y-%m-%d %H:%M:%S}Z", data)
+
+
+def check_tflite() -> CheckResult:
+    """The TFLite interpreter: LiteRT first, tflite_runtime as the fallback (DESIGN.md section 5)."""
+    errors = []
+    for module in ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"):
+        try:
+            interpreter = importlib.import_module(module).Interpreter
+        except (ImportError, AttributeError) as exc:
+            errors.append(f"{module}: {exc}")
+            continue
+        return CheckResult("tflite", CheckStatus.PASS, f"{module} importable",
+                           {"module": module, "interpreter": interpreter.__name__})
+    return CheckResult("tflite", CheckStatus.FAIL, "no TFLite interpreter: pip install ai-edge-litert; "
+                       + "; ".join(errors))
+
+
+def check_broker(mqtt: MqttSection) -> CheckResult:
+    """TCP connect to the broker, then a TLS handshake with the configured CA when TLS is on."""
+    if not mqtt.host:
+        return CheckResult("broker", CheckStatus.SKIP, "no [mqtt] host configured")
+    where = f"{mqtt.host}:{mqtt.port}"
+    data = {"host": mqtt.host, "port": mqtt.port, "tls": mqtt.tls}
+    try:
+        with socket.create_connection((mqtt.host, mqtt.port), timeout=NET_TIMEOUT_S) as sock:
+            if not mqtt.tls:
+                return CheckResult("broker", CheckStatus.PASS, f"{where} reachable (no TLS)", data)
+            context = ssl.create_default_context(cafile=mqtt.ca_file or None)
+            if mqtt.cert_file:
+                context.load_cert_chain(mqtt.cert_file, mqtt.key_file or None)
+            with context.wrap_socket(sock, server_hostname=mqtt.host) as tls:
+                return CheckResult("broker", CheckStatus.PASS, f"{where} reachable, {tls.version()}", data)
+    except (OSError, ssl.SSLError) as exc:
+        return CheckResult("broker", CheckStatus.FAIL, f"{where}: {type(exc).__name__}: {exc}", data)
+
+
+def check_gpsd(address: str | None) -> CheckResult:
+    """gpsd answers its protocol: the VERSION banner on connect."""
+    if not address:
+        return CheckResult("gpsd", CheckStatus.SKIP, "no gpsd configured")
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=NET_TIMEOUT_S) as sock:
+            sock.settimeout(NET_TIMEOUT_S)
+            banner = json.loads(sock.makefile("rb").readline() or b"{}")
+    except (OSError, ValueError) as exc:
+        return CheckResult("gpsd", CheckStatus.FAIL, f"{address}: {type(exc).__name__}: {exc}")
+    if banner.get("class") != "VERSION":
+        return CheckResult("gpsd", CheckStatus.FAIL, f"{address}: not gpsd (no VERSION banner)")
+    return CheckResult("gpsd", CheckStatus.PASS, f"gpsd {banner.get('release', '?')} at {address}",
+                       {"release": banner.get("release"), "proto": [banner.get("proto_major"),
+                                                                    banner.get("proto_minor")]})
+
+
+def run_checks(config_path: Path | None, config: Config | None, data_dir: Path, gpsd: str | None,
+               now: Callable[[], datetime] = utc_now) -> list[CheckResult]:
+    results = [check_config(config_path)]
+    if config is None:  # the rest needs a valid config; say so instead of guessing
+        return results
+    path = store_path(data_dir)
+    results += [
+        check_data_dir(data_dir, config.store.min_free_mb * 1024 * 1024),
+        check_store(path),
+        check_clock(now(), newest_event_time(path)),
+        check_tflite(),
+        check_broker(config.mqtt),
+        check_gpsd(gpsd),
+    ]
+    return results
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser("selftest", parents=[common], help="check this unit: storage, clock, config, "
+                              "model runtime, broker, gpsd; exit 1 on any failure")
+    p.add_argument("--gpsd", metavar="HOST:PORT", default=os.environ.get("FLEXEDGE_GPSD"),
+                   help="gpsd to check (env FLEXEDGE_GPSD); skipped when not given")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config_path = Path(args.config) if args.config else None
+    try:
+        config = load_config(config_path)
+    except ConfigError:
+        config = None
+    setup_logging(args.log_level or (config.logging.level if config else "INFO"), True)
+    data_dir = resolve_data_dir(args.data_dir, config.data_dir if config else "")
+    results = run_checks(config_path, config, data_dir, args.gpsd)
+    ok = not any(r.status is CheckStatus.FAIL for r in results)
+    if args.json:
+        print(json.dumps({"ok": ok, "checks": [r.to_dict() for r in results]}, default=str))
+    else:
+        for r in results:
+            print(f"{r.status.value.upper():5} {r.name:9} {r.detail}")
+        print("selftest: " + ("all checks passed" if ok else "FAILED"))
+    return 0 if ok else 1

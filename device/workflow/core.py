@@ -1,0 +1,163 @@
+"""The machinery both roles share: a transition table, one input at a time, all-or-nothing.
+
+A handler works on a copy of the state and collects its outputs in a `Step`; the copy replaces the state
+only when the handler finished and landed in one of the phases its table row allows. A rejection (or a bug)
+leaves the state exactly as it was, and no exception leaves `handle()`.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Callable, Generic, Mapping, TypeVar
+
+from device.domain import Event, EventType, iso_utc, utc_now
+from device.workflow.inputs import PERSON_INPUTS
+from device.workflow.outputs import Feedback, Notice, NoticeKind, Outcome, Rejection, RejectReason, SendClaim
+
+log = logging.getLogger(__name__)
+
+MAX_ID_LEN = 200  # longest package/stop/block id accepted from a reading
+
+
+class Rejected(Exception):
+    """Raised inside a handler to reject its input; `handle()` turns it into a `Rejection`, never re-raises."""
+
+    def __init__(self, reason: RejectReason, detail: str, *, record: bool = True) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.record = record  # False for routine noise (a re-sent retained message, geofence jitter)
+
+
+@dataclass
+class Step:
+    """The outputs one input produces, collected while its handler runs."""
+
+    now: datetime
+    block: str | None
+    events: list[Event] = field(default_factory=list)
+    feedback: list[Feedback] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
+    requests: list[SendClaim] = field(default_factory=list)
+
+    def event(self, event_type: EventType, data: Mapping[str, Any] | None = None, *,
+              stop: str | None = None, block: str | None = None) -> Event:
+        event = Event(event_type, dict(data or {}), block=block or self.block, stop=stop, ts=iso_utc(self.now))
+        self.events.append(event)
+        return event
+
+    def notice(self, kind: NoticeKind, text: str, **data: Any) -> None:
+        self.notices.append(Notice(kind, text, data))
+
+
+S = TypeVar("S")
+P = TypeVar("P", bound=StrEnum)
+
+
+@dataclass(frozen=True)
+class Transition(Generic[S]):
+    """One row of a transition table: the handler and every phase it may leave the machine in."""
+
+    handler: Callable[[Any, Step, S, Any], None]
+    targets: frozenset
+
+
+def check_id(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LEN or not value.isprintable():
+        raise Rejected(RejectReason.INVALID_INPUT, f"{what}: not a printable id of 1..{MAX_ID_LEN} characters: "
+                                                   f"{value!r:.60}")
+    return value
+
+
+def check_ids(values: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(values, (tuple, list)):
+        raise Rejected(RejectReason.INVALID_INPUT, f"{what}: expected a list of ids")
+    return tuple(check_id(v, what) for v in values)
+
+
+def check_fraction(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0.0 <= value <= 1.0:
+        raise Rejected(RejectReason.INVALID_INPUT, f"{what}: expected a number in [0, 1], got {value!r:.40}")
+    return float(value)
+
+
+class Machine(Generic[S, P]):
+    """Subclasses give TABLE {(phase, input type): Transition}, INPUTS, the state and how to read its phase."""
+
+    TABLE: Mapping[tuple[Any, type], Transition]
+    INPUTS: tuple[type, ...]
+
+    def __init__(self, state: S, clock: Callable[[], datetime] = utc_now) -> None:
+        self.state = state
+        self._clock = clock
+        self.rejected = 0  # inputs refused since start (for health counters)
+
+    def phase_of(self, state: S) -> P:
+        raise NotImplementedError
+
+    def block_of(self, state: S) -> str | None:
+        return None
+
+    def immutable_parts(self, state: S) -> tuple[object, ...]:
+        """Frozen objects inside the state (routes, plans) that the working copy may share, not copy."""
+        return ()
+
+    @property
+    def phase(self) -> P:
+        return self.phase_of(self.state)
+
+    def accepts(self, item: object) -> bool:
+        """Whether the table has a row for this input in the current phase (for enabling UI actions)."""
+        return (self.phase, type(item)) in self.TABLE
+
+    def handle(self, item: object) -> Outcome:
+        before = self.phase
+        step = Step(now=self._clock(), block=self.block_of(self.state))
+        transition = self.TABLE.get((before, type(item)))
+        if transition is None:
+            if not isinstance(item, self.INPUTS):
+                return self._reject(step, item, Rejected(RejectReason.INVALID_INPUT,
+                                                         f"{type(item).__name__} is not an input of this role"))
+            return self._reject(step, item, Rejected(RejectReason.WRONG_STATE,
+                                                     f"{type(item).__name__} not accepted in {before}",
+                                                     record=not self._routine(item)))
+        work = copy.deepcopy(self.state, {id(part): part for part in self.immutable_parts(self.state)})
+        try:
+            transition.handler(self, step, work, item)
+        except Rejected as rejected:
+            return self._reject(step, item, rejected)
+        except Exception as exc:  # a bug must not take the agent down: log it, refuse the input
+            log.exception("workflow handler for %s in %s failed", type(item).__name__, before)
+            return self._reject(step, item, Rejected(RejectReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
+        after = self.phase_of(work)
+        if after not in transition.targets:
+            log.error("transition %s --%s--> %s is not in the table", before, type(item).__name__, after)
+            return self._reject(step, item, Rejected(RejectReason.INTERNAL_ERROR, f"illegal target {after}"))
+        self.state = work
+        return Outcome(before.value, after.value, tuple(step.events), tuple(step.feedback), tuple(step.notices),
+                       tuple(step.requests))
+
+    def _routine(self, item: object) -> bool:
+        """Inputs whose refusal in the wrong phase is expected noise (not worth an event)."""
+        return False
+
+    def _reject(self, step: Step, item: object, rejected: Rejected) -> Outcome:
+        self.rejected += 1
+        phase = self.phase.value
+        log.info("workflow rejected %s in %s: %s (%s)", type(item).__name__, phase, rejected.reason,
+                 rejected.detail)
+        rejection = Rejection(rejected.reason, rejected.detail)
+        events: tuple[Event, ...] = ()
+        if rejected.record:
+            events = (Event(EventType.INPUT_REJECTED,
+                            {"input": type(item).__name__, "reason": rejected.reason.value,
+                             "detail": rejected.detail[:300], "phase": phase},
+                            block=step.block, ts=iso_utc(step.now)),)
+        feedback = (Feedback.REJECTED,) if isinstance(item, PERSON_INPUTS) else ()
+        notices = (Notice(NoticeKind.REJECTED, rejected.detail, {"reason": rejected.reason.value}),)
+        return Outcome(phase, phase, events, feedback, notices, (), rejection)
