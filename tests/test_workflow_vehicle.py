@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from device.domain import EventType, Package, Route
 from device.workflow import (
@@ -510,3 +512,47 @@ def test_snapshot_round_trips_in_every_phase() -> None:
         copy = restore(snapshot(wf))
         assert isinstance(copy, VehicleWorkflow) and copy.phase is phase
         assert snapshot(copy) == snapshot(wf) and copy.state == wf.state
+
+
+# --- random input sequences: no exception, invariants hold ---------------------------------------------------
+
+POOL = [
+    *SAMPLES, ClaimRequested("B2"), ClaimResult("B1", False, "taken"), ClaimResult("B2", True),
+    RouteReceived(route(2)), RouteReceived(route(3)), RouteReceived(route(1, block_id="B2")),
+    *[PackageScanned(c) for c in ("P2", "P3", "P4", "P5", "X9", "??")],
+    ArrivedAt("S2"), ArrivedAt("S3"), DepartedFrom("S2"), DepartedFrom("S3"),
+    photo("S1", Verdict.MISMATCH, read="21"), photo("S2"), photo("S2", Verdict.UNREADABLE), photo("S3"),
+    photo("S3", Verdict.MISMATCH, read="1"), photo("S3", packages=("P4",)),
+    SignatureCaptured("S1", image_ref="sig"), ExceptionReported("S3", ExceptionReason.DAMAGED, ("P5",)),
+    ExceptionReported("S2", ExceptionReason.REFUSED), OffersReceived(()), StageScan("P1"),
+]
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.sampled_from(list(Phase)), st.lists(st.sampled_from(range(len(POOL))), min_size=1, max_size=60))
+def test_random_input_sequences_keep_the_invariants(start: Phase, indexes: list[int]) -> None:
+    clock = FakeClock()
+    wf = drive_to(start, clock)
+    matched = {p for p, proof in wf.state.photo_proofs.items()}  # packages that had a matching photo
+    finished = {s for s, rec in wf.state.stops.items() if rec.done}
+    for index in indexes:
+        item = POOL[index]
+        before = wf.phase
+        outcome = wf.handle(item)  # never raises
+        clock.advance(1)
+        if outcome.accepted:
+            assert Phase(outcome.phase_after) in VEHICLE_TABLE[(before, type(item))].targets
+        else:
+            assert wf.phase is before
+        if wf.state.block_id is None:
+            matched.clear()
+            finished.clear()
+        for event in outcome.events:
+            if event.type is EventType.PHOTO_CHECKED and event.data["verdict"] == "match":
+                matched.update(event.data["packages"])
+            if event.type is EventType.DELIVERY_PROOF:  # never delivered without a matching photo
+                assert set(event.data["packages"]) <= matched
+        now_finished = {s for s, rec in wf.state.stops.items() if rec.done}
+        assert finished <= now_finished  # finished stays finished, revisions included
+        finished = now_finished
+        assert restore(snapshot(wf)).state == wf.state
