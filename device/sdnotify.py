@@ -5,10 +5,11 @@ socket name starts with '@' (Linux), sent as a leading NUL byte.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
-from typing import Mapping
+from typing import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -55,3 +56,24 @@ class Notifier:
 
     def stopping(self) -> bool:
         return self.notify("STOPPING=1")
+
+
+async def pet_watchdog(notifier: Notifier, healthy: Callable[[], bool], interval_s: float | None = None) -> None:
+    """Send WATCHDOG=1 every interval while `healthy()` says so; when it does not, stay silent so that
+    systemd restarts a stuck agent (WatchdogSec=). Runs until cancelled; a no-op outside systemd."""
+    interval = interval_s or notifier.watchdog_interval_s()
+    if not notifier.enabled or not interval:
+        return
+    was_healthy = True
+    while True:
+        try:
+            is_healthy = bool(healthy())
+        except Exception:  # a failing health probe is an unhealthy agent, not a crashed watchdog
+            log.exception("health probe failed")
+            is_healthy = False
+        if is_healthy:
+            notifier.watchdog()
+        elif was_healthy:
+            log.error("agent unhealthy: watchdog no longer petted, systemd will restart the service")
+        was_healthy = is_healthy
+        await asyncio.sleep(interval)

@@ -2,6 +2,8 @@
 AF_UNIX datagram socket, and the agent's libraries under MemoryDenyWriteExecute."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from device.sdnotify import Notifier
+from device.sdnotify import Notifier, pet_watchdog
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "flexedge.service"
@@ -152,3 +154,43 @@ def test_sd_notify_without_systemd_or_with_a_dead_socket(tmp_path: Path) -> None
     datagram_socket(gone).close()  # bound once, then nobody listens
     notifier = Notifier({"NOTIFY_SOCKET": str(gone)})
     assert notifier.watchdog() is False and notifier.failed == 1  # logged, never raised
+
+
+def test_watchdog_is_petted_only_while_healthy(tmp_path: Path) -> None:
+    path = tmp_path / "notify.sock"
+    state = {"healthy": True}
+
+    async def receive(sock: socket.socket, timeout_s: float = 5.0) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(loop.sock_recv(sock, 64), timeout_s)
+        except TimeoutError:
+            return None
+
+    def drain(sock: socket.socket) -> None:
+        while True:
+            try:
+                sock.recv(64)
+            except BlockingIOError:
+                return
+
+    async def scenario() -> None:
+        with datagram_socket(path) as sock:
+            sock.setblocking(False)
+            notifier = Notifier({"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "20000"})  # pet every 10 ms
+            task = asyncio.create_task(pet_watchdog(notifier, lambda: state["healthy"]))
+            assert await receive(sock) == b"WATCHDOG=1"
+            state["healthy"] = False
+            await asyncio.sleep(0.05)  # a pet in flight when health changed may still arrive
+            drain(sock)
+            assert await receive(sock, 0.2) is None  # 20 intervals: silent while unhealthy
+            state["healthy"] = True
+            assert await receive(sock) == b"WATCHDOG=1"
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    asyncio.run(scenario())
+
+
+def test_watchdog_outside_systemd_returns_at_once() -> None:
+    asyncio.run(asyncio.wait_for(pet_watchdog(Notifier({}), lambda: True), 5))

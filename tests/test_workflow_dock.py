@@ -138,3 +138,12 @@ def test_empty_plan_is_complete_at_once_and_snapshot_round_trips() -> None:
     ok(wf.handle(StageScan("Q1")))
     copy = restore(snapshot(wf))
     assert isinstance(copy, DockWorkflow) and copy.state == wf.state and copy.route_counts() == wf.route_counts()
+
+
+def test_dock_view() -> None:
+    wf = staging()
+    ok(wf.handle(StageScan("Q1")))
+    ok(wf.handle(StageScan("Q2")))
+    assert wf.view() == {"role": "dock", "phase": "staging", "plan_version": 1, "completed_routes": ["R2"],
+                         "routes": {"R1": {"staged": 0, "total": 5, "complete": False},
+                                    "R2": {"staged": 2, "total": 2, "complete": True}}}

@@ -556,3 +556,18 @@ def test_random_input_sequences_keep_the_invariants(start: Phase, indexes: list[
         assert finished <= now_finished  # finished stays finished, revisions included
         finished = now_finished
         assert restore(snapshot(wf)).state == wf.state
+
+
+def test_view_has_what_the_console_shows() -> None:
+    wf = drive_to(Phase.LOADING)
+    ok(wf.handle(PackageScanned("P1")))
+    ok(wf.handle(PackageScanned("NOT-OURS")))
+    view = wf.view()
+    assert view["phase"] == "loading" and view["block"] == "B1" and view["route_version"] == 1
+    assert view["load"]["packages"]["P1"] == "loaded" and view["load"]["extra"] == {"NOT-OURS": "unknown"}
+    wf = drive_to(Phase.AT_STOP)
+    ok(wf.handle(photo("S1")))
+    view = wf.view()
+    assert view["current_stop"] == "S1" and view["next_stop"] == "S1" and view["awaiting_signature"] == ["P2"]
+    assert [p["state"] for p in view["stops"][0]["packages"]] == ["delivered", "loaded"]
+    assert drive_to(Phase.BLOCK_COMPLETE).view()["summary"]["stops"] == 3

@@ -58,6 +58,11 @@ class DockWorkflow(Machine[DockState, DockPhase]):
     def route_counts(self) -> dict[str, dict[str, Any]]:
         return _route_counts(self.state)
 
+    def view(self) -> dict[str, Any]:
+        s = self.state
+        return {"role": "dock", "phase": s.phase.value, "plan_version": s.plan.version if s.plan else None,
+                "routes": _route_counts(s), "completed_routes": list(s.completed_routes)}
+
     def _on_plan(self, step: Step, s: DockState, item: StagingPlanReceived) -> None:
         plan = item.plan
         if not isinstance(plan, StagingPlan) or not isinstance(plan.version, int) or plan.version < 1:

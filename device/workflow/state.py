@@ -74,6 +74,7 @@ class VehicleState:
     packages: dict[str, PackageState] = field(default_factory=dict)  # every package this block ever had
     package_stop: dict[str, str] = field(default_factory=dict)  # package -> stop, as of the newest route
     loaded: set[str] = field(default_factory=set)  # scanned into the van during loading
+    extra_scans: dict[str, str] = field(default_factory=dict)  # scanned while loading, not ours: code -> reason
     photo_proofs: dict[str, dict[str, Any]] = field(default_factory=dict)  # package -> matching photo
     signatures: dict[str, str] = field(default_factory=dict)  # package -> signature event id
     stops: dict[str, StopRecord] = field(default_factory=dict)
@@ -93,6 +94,7 @@ class VehicleState:
             "route": self.route.to_dict() if self.route else None,
             "packages": {k: v.value for k, v in self.packages.items()},
             "package_stop": dict(self.package_stop), "loaded": sorted(self.loaded),
+            "extra_scans": dict(self.extra_scans),
             "photo_proofs": dict(self.photo_proofs), "signatures": dict(self.signatures),
             "stops": [s.to_dict() for s in self.stops.values()], "current_stop": self.current_stop,
             "verdicts": dict(self.verdicts), "exceptions": dict(self.exceptions),
@@ -111,6 +113,7 @@ class VehicleState:
             route=Route.from_dict(route) if route else None,
             packages={k: PackageState(v) for k, v in raw.get("packages", {}).items()},
             package_stop=dict(raw.get("package_stop", {})), loaded=set(raw.get("loaded", [])),
+            extra_scans=dict(raw.get("extra_scans", {})),
             photo_proofs=dict(raw.get("photo_proofs", {})), signatures=dict(raw.get("signatures", {})),
             stops={s["id"]: StopRecord.from_dict(s) for s in raw.get("stops", [])},
             current_stop=raw.get("current_stop"),

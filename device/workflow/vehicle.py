@@ -38,7 +38,7 @@ from device.workflow.state import (
     StopRecord,
     VehicleState,
 )
-from device.workflow.summary import summarize
+from device.workflow.summary import BlockSummary, summarize
 
 NOT_LOADED = "not_loaded"  # exception reason the workflow gives packages that never made it into the van
 MAX_OFFERS = 200
@@ -76,8 +76,28 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
         route = self.state.route
         return {} if route is None else {p: self.state.packages[p].value for p in route.manifest()}
 
-    def summary(self):
+    def summary(self) -> BlockSummary:
         return summarize(self.state)
+
+    def view(self) -> dict[str, Any]:
+        """Everything a screen shows, as JSON-able data (the console renders it; it decides nothing)."""
+        s = self.state
+        next_stop = self.next_stop()
+        current = _route_stop(s, s.current_stop) if s.current_stop else None
+        return {
+            "role": "vehicle", "phase": s.phase.value, "block": s.block_id, "claiming": s.claim_block,
+            "offers": [b.to_dict() for b in s.offers.values()],
+            "route_version": s.route.version if s.route else None,
+            "load": {"packages": self.load_list(), "extra": dict(s.extra_scans)},
+            "stops": [{**stop.to_dict(), "done": s.stops[stop.id].done,
+                       "outcome": s.stops[stop.id].outcome.value if s.stops[stop.id].outcome else None,
+                       "packages": [{**p.to_dict(), "state": s.packages[p.id].value} for p in stop.packages]}
+                      for stop in (s.route.stops if s.route else ())],
+            "next_stop": next_stop.id if next_stop else None,
+            "current_stop": current.id if current else None,
+            "awaiting_signature": sorted(p for p in s.photo_proofs if s.packages.get(p) is PackageState.LOADED),
+            "summary": s.summary,
+        }
 
     # --- offers and claims --------------------------------------------------------------------------
 
@@ -178,6 +198,8 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
             reason, feedback, data = "not_on_route", Feedback.WRONG_PACKAGE, {}
         else:
             reason, feedback, data = "unknown", Feedback.WRONG_PACKAGE, {}
+        if reason != "duplicate":
+            s.extra_scans[code] = reason
         step.event(EventType.PACKAGE_REJECTED, {"package": code, "reason": reason, **data})
         step.feedback.append(feedback)
         step.notice(NoticeKind.SCAN_PROBLEM, f"{code}: {reason.replace('_', ' ')}", package=code, reason=reason,
