@@ -1,6 +1,7 @@
 """The vehicle workflow's state: phases, per-package and per-stop progress; JSON round trip for restarts."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -49,6 +50,9 @@ class StopRecord:
     on_time: bool | None = None
     arrived_at: str | None = None
     finished_at: str | None = None
+
+    def __deepcopy__(self, memo: dict) -> StopRecord:
+        return copy.copy(self)  # every field is immutable: a shallow copy is a deep one, 10x cheaper
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "window_end": self.window_end, "done": self.done, "removed": self.removed,

@@ -19,6 +19,7 @@ class BlockSummary:
     delivered: int
     exceptions: int  # packages not delivered for a reason (incl. not_loaded)
     exceptions_by_reason: dict[str, int]
+    missing: int  # added by a revision to a stop already finished: never loaded, never excepted
     packages_removed: int
     timed_stops: int  # finished stops with a delivery window and at least one delivery
     on_time_stops: int
@@ -53,6 +54,7 @@ def summarize(state: VehicleState) -> BlockSummary:
         delivered=sum(p is PackageState.DELIVERED for p in counted),
         exceptions=sum(p is PackageState.EXCEPTION for p in counted),
         exceptions_by_reason=dict(sorted(state.exceptions.items())),
+        missing=sum(p is PackageState.MISSING for p in counted),
         packages_removed=len(state.packages) - len(counted),
         timed_stops=len(timed),
         on_time_stops=sum(bool(s.on_time) for s in timed),
