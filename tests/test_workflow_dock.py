@@ -124,10 +124,13 @@ def test_bad_dock_inputs_are_rejected(bad: object) -> None:
 @pytest.mark.parametrize("phase,input_type", [(p, t) for p in DockPhase for t in DOCK_INPUTS
                                               if (p, t) not in DOCK_TABLE])
 def test_dock_inputs_outside_the_table(phase: DockPhase, input_type: type) -> None:
-    wf = DockWorkflow(clock=FakeClock())
-    assert wf.phase is phase  # only IDLE x StageScan is outside the table
-    outcome = wf.handle(StageScan("P1"))
+    wf = {DockPhase.IDLE: DockWorkflow(clock=FakeClock()), DockPhase.STAGING: staging()}.get(phase)
+    assert wf is not None and wf.phase is phase
+    sample = {StageScan: StageScan("P1"), StagingPlanReceived: StagingPlanReceived(plan(9))}[input_type]
+    before = snapshot(wf)
+    outcome = wf.handle(sample)
     assert outcome.rejection.reason is RejectReason.WRONG_STATE and types(outcome) == [EventType.INPUT_REJECTED]
+    assert snapshot(wf) == before
 
 
 def test_empty_plan_is_complete_at_once_and_snapshot_round_trips() -> None:
