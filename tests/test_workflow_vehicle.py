@@ -129,6 +129,8 @@ BAD_INPUTS = [
     (Phase.AT_STOP, PhotoChecked("S1", (), Verdict.MATCH, "1" * 50, 0.9, "ph", "ab" * 32)),
     (Phase.AT_STOP, PhotoChecked("S1", "P1", Verdict.MATCH, None, 0.9, "ph", "ab" * 32)),
     (Phase.AT_STOP, PhotoChecked("S1", (), Verdict.MATCH, None, 0.9, "", "ab" * 32)),
+    (Phase.AT_STOP, PhotoChecked("S1", (), Verdict.MATCH, None, 0.9, "ph", "ab" * 32, box=(1, 2, 3))),
+    (Phase.AT_STOP, PhotoChecked("S1", (), Verdict.MATCH, None, 0.9, "ph", "ab" * 32, box=(1, 2, -3, 4))),
     (Phase.AT_STOP, SignatureCaptured("S1")),  # neither strokes nor image
     (Phase.AT_STOP, SignatureCaptured("S1", strokes=(((1.0, float("inf")),),))),
     (Phase.AT_STOP, SignatureCaptured("S1", strokes=(((1.0, 2.0, 3.0),),))),
@@ -332,9 +334,10 @@ def test_arrival_gives_the_stop_instructions() -> None:
 def test_photo_mismatch_is_never_delivered_then_retake_matches() -> None:
     wf = drive_to(Phase.ON_ROUTE)
     ok(wf.handle(ArrivedAt("S3")))
-    wrong = ok(wf.handle(photo("S3", Verdict.MISMATCH, read="17")))
+    wrong = ok(wf.handle(PhotoChecked("S3", (), Verdict.MISMATCH, "17", 0.88, "ph-1", "ab" * 32, (40, 60, 32, 48))))
     assert types(wrong) == [EventType.PHOTO_CHECKED] and wrong.feedback == (Feedback.WRONG_HOUSE,)
     assert wrong.events[0].data["expected"] == "7" and wrong.events[0].data["read"] == "17"
+    assert wrong.events[0].data["box"] == [40, 60, 32, 48]
     assert wrong.notices[0].kind is NoticeKind.RETAKE_PHOTO
     blurry = ok(wf.handle(photo("S3", Verdict.UNREADABLE, photo_id="ph-2")))
     assert blurry.feedback == (Feedback.RETAKE_PHOTO,) and types(blurry) == [EventType.PHOTO_CHECKED]

@@ -109,6 +109,7 @@ class PhotoChecked:
     confidence: float
     photo_id: str
     sha256: str
+    box: tuple[int, int, int, int] | None = None  # where the number was found: x, y, width, height (pixels)
 
 
 @dataclass(frozen=True)

@@ -265,13 +265,18 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
         read = item.read
         if read is not None and (not isinstance(read, str) or len(read) > 20 or not read.isprintable()):
             raise Rejected(RejectReason.INVALID_INPUT, "read: expected a short printable text or null")
+        box = item.box
+        if box is not None and (not isinstance(box, (tuple, list)) or len(box) != 4 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 100_000 for v in box)):
+            raise Rejected(RejectReason.INVALID_INPUT, "box: expected [x, y, width, height] in pixels")
         packages = _resolve_packages(s, stop_id, item.package_ids)
         stop = _route_stop(s, stop_id)
         verdict = item.verdict
         s.verdicts[verdict.value] = s.verdicts.get(verdict.value, 0) + 1
         step.event(EventType.PHOTO_CHECKED, {"verdict": verdict.value, "read": read, "expected": stop.house_number,
                                              "confidence": confidence, "photo_id": photo_id, "sha256": sha256,
-                                             "packages": list(packages)}, stop=stop_id)
+                                             "packages": list(packages),
+                                             "box": list(box) if box is not None else None}, stop=stop_id)
         if verdict is Verdict.MATCH:
             for package in packages:
                 s.photo_proofs[package] = {"photo_id": photo_id, "sha256": sha256, "confidence": confidence}
