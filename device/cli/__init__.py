@@ -18,6 +18,8 @@ COMMAND_MODULES = (
     "device.cli.config_cmd",
     "device.cli.demo",
     "device.cli.selftest",
+    "device.cli.nmea_cmd",
+    "device.cli.sim_gps",  # folded under `flexedge sim gps` on merge
 )
 
 
