@@ -11,7 +11,7 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -59,12 +59,35 @@ class LoggingSection:
     json: bool = True
 
 
+class GpsSourceKind(StrEnum):
+    GPSD = "gpsd"  # the receiver is owned by gpsd (the Pi default)
+    SERIAL = "serial"  # read NMEA from the receiver's serial port directly
+
+
+@dataclass(frozen=True)
+class GpsSection:
+    source: GpsSourceKind = GpsSourceKind.GPSD
+    gpsd_host: str = "127.0.0.1"
+    gpsd_port: int = 2947
+    serial_port: str = "/dev/serial0"  # for source = "serial"
+    baudrate: int = 9600
+    min_mode: int = 2  # gpsd mode: 2 = 2D fixes are used, 3 = only 3D fixes
+    max_eph_m: float = 50.0  # fixes with a worse horizontal accuracy are dropped
+    max_speed_kmh: float = 200.0  # a jump implying more than this is rejected
+    dwell_s: float = 20.0  # inside a stop's radius this long = arrived
+    depart_margin_m: float = 30.0  # departure fence = stop radius + this
+    depart_confirm_s: float = 10.0  # outside the departure fence this long = departed
+    thin_tolerance_m: float = 10.0  # stored track: max distance of a dropped point from the kept line
+    clock_skew_threshold_s: float = 2.0  # system clock vs GPS time beyond this is recorded
+
+
 @dataclass(frozen=True)
 class Config:
     device: DeviceSection = field(default_factory=DeviceSection)
     store: StoreSection = field(default_factory=StoreSection)
     mqtt: MqttSection = field(default_factory=MqttSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
+    gps: GpsSection = field(default_factory=GpsSection)
     data_dir: str = ""  # empty: the platform default (see device.paths)
 
 

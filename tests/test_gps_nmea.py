@@ -22,14 +22,21 @@ DEGREES_TOL = 1e-6
 # gpsd applies a GPS week-rollover guess to this 2015 capture and reports its dates 1024 weeks later
 # (2034-11-01 for the RMC date 18 Mar 2015); the receiver's own date is the right one.
 GPSD_ROLLOVER_WEEKS = {"neo-m8n.log": 1024}
-# Logs left out of the agreement check, with why; they still must parse without errors.
-EXCLUDED: dict[str, str] = {
-    "bundg_zeus_9.log": "B&G Zeus2 chartplotter: its GLL carries the next second's time at the previous "
-                        "position, so epoch boundaries are ambiguous and gpsd splits them differently",
-    "mtk-3301.log": "provisional",
-    "sl869.log": "provisional",
-    "unicore-um621.log": "provisional",
-    "hemi.log": "provisional",
+# Where gpsd's own heuristics, not the receiver, decide the answer, a field is compared differently.
+# Every other log is compared on time, mode, lat and lon to 1e-6 degrees.
+PARTIAL: dict[str, dict] = {
+    "bundg_zeus_9.log": {
+        "lat_lon_tol": 5e-5,
+        "why": "B&G Zeus2 chartplotter stamps GGA/GLL with the previous second and re-sends positions "
+               "across second boundaries; after ~40 s gpsd's cycle-end learning switches to ZDA-ended "
+               "cycles and takes the epoch's position from a neighbouring sentence (1-3 m away). Time and "
+               "mode are exact; positions are compared to 5e-5 degrees (~5 m).",
+    },
+    "sl869.log": {
+        "skip_mode": True,
+        "why": "gpsd reports mode 2 for one 3-satellite epoch and mode 3 for the next with the same "
+               "GGA/GSA content (its cycle-end guess moves); time, lat and lon are exact.",
+    },
 }
 
 
@@ -45,13 +52,13 @@ def gpsd_epochs(chk: Path, shift: timedelta) -> dict[str, dict]:
     return out
 
 
-def agrees(gpsd: dict, ours: dict | None) -> bool:
-    if ours is None or gpsd.get("mode") != ours.get("mode"):
+def agrees(gpsd: dict, ours: dict | None, tol: float = DEGREES_TOL, skip_mode: bool = False) -> bool:
+    if ours is None or (not skip_mode and gpsd.get("mode") != ours.get("mode")):
         return False
     for key in ("lat", "lon"):
         if (gpsd.get(key) is None) != (ours.get(key) is None):
             return False
-        if gpsd.get(key) is not None and abs(gpsd[key] - ours[key]) > DEGREES_TOL:
+        if gpsd.get(key) is not None and abs(gpsd[key] - ours[key]) > tol:
             return False
     return True
 
@@ -60,10 +67,6 @@ def agrees(gpsd: dict, ours: dict | None) -> bool:
 def test_epochs_agree_with_gpsd(name: str, shared_testdata: Path) -> None:
     log = GPSD_LOGS / name
     assert log.is_file() and Path(f"{log}.chk").is_file(), f"missing {log} or its .chk"
-    if name in EXCLUDED:
-        reader = NmeaFixReader()
-        assert list(read_log(log, reader)) and reader.counters.sentences > 0
-        return
     shift = timedelta(weeks=GPSD_ROLLOVER_WEEKS.get(name, 0))
     expected = gpsd_epochs(Path(f"{log}.chk"), shift)
     reader = NmeaFixReader()
@@ -73,10 +76,13 @@ def test_epochs_agree_with_gpsd(name: str, shared_testdata: Path) -> None:
     if not expected:
         assert not ours, f"gpsd gave no timed epoch for {name}, we gave {len(ours)}"
         return
-    agreeing = sum(agrees(tpv, ours.get(t)) for t, tpv in expected.items())
+    partial = PARTIAL.get(name, {})
+    tol, skip_mode = partial.get("lat_lon_tol", DEGREES_TOL), partial.get("skip_mode", False)
+    verdicts = {t: agrees(tpv, ours.get(t), tol, skip_mode) for t, tpv in expected.items()}
+    agreeing = sum(verdicts.values())
     ratio = agreeing / len(expected)
     disagree = [(t, {k: tpv.get(k) for k in ("mode", "lat", "lon")}, ours.get(t))
-                for t, tpv in expected.items() if not agrees(tpv, ours.get(t))]
+                for t, tpv in expected.items() if not verdicts[t]]
     assert ratio >= AGREEMENT, f"{name}: {agreeing}/{len(expected)} epochs agree; first: {disagree[:3]}"
     assert reader.counters.sentences > 0
 
@@ -187,3 +193,26 @@ def test_serial_source_reads_a_simulated_receiver_over_a_pty(pty_pair) -> None: 
         sent = by_time[fix.time].fix
         assert abs(fix.lat - sent.lat) < 1e-6 and abs(fix.lon - sent.lon) < 1e-6
         assert fix.mode is FixMode.FIX_3D and abs(fix.speed - sent.speed) < 0.01
+
+
+def _with_checksum(body: str) -> bytes:
+    import pynmeagps
+
+    return f"${body}*{pynmeagps.calc_checksum(body)}\r\n".encode("latin-1")
+
+
+FIELD = st.text(alphabet="0123456789.-+ABCDEFGHMNSVWZ", max_size=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["GPRMC", "GNGGA", "GPGSA", "GLVTG", "GAGST", "GPGLL", "GNGNS",
+                                           "GPZDA", "BDGSA", "INRMC"]),
+                          st.lists(FIELD, max_size=20)), max_size=12))
+def test_sentences_with_valid_checksums_and_junk_fields_never_raise(sentences) -> None:  # noqa: ANN001
+    # Random bytes almost never pass the checksum; these do, so the field decoding and epoch merging
+    # see junk too.
+    reader = NmeaFixReader()
+    for kind, fields in sentences:
+        for fix in reader.feed(_with_checksum(",".join([kind, *fields]))):
+            assert fix.mode in FixMode
+    reader.flush()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pytest
 
 from device.domain import EventType
@@ -18,7 +19,8 @@ from device.positioning import (
     ThinningConfig,
     thin,
 )
-from device.positioning.geo import distance_m, offset
+from device.positioning.geo import LocalProjection, distance_m, offset
+from device.positioning.thinning import point_segment_distance
 from firmware_bridge.fix import Fix, FixMode
 from firmware_bridge.gps.nmea_reader import NmeaFixReader
 from firmware_bridge.sim.gps_route import DriveConfig, SimStop, Tunnel, drive, epoch_sentences
@@ -132,13 +134,9 @@ def test_thinning_a_two_hour_drive() -> None:
     assert result.max_deviation_m < 15.0
     # Independent check of the deviation: every dropped point against the kept line around it.
     kept = result.kept
-    from device.positioning.geo import LocalProjection
-    from device.positioning.thinning import _point_segment_distance
-    import numpy as np
-
     proj = LocalProjection(track[0].lat, track[0].lon)
     xy = np.array([proj.to_xy(p.lat, p.lon) for p in track])
-    worst = max(float(_point_segment_distance(xy[a + 1:b], xy[a], xy[b]).max())
+    worst = max(float(point_segment_distance(xy[a + 1:b], xy[a], xy[b]).max())
                 for a, b in zip(kept, kept[1:]) if b - a > 1)
     assert worst < 15.0
 

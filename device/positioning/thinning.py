@@ -63,7 +63,7 @@ def _segments(t: np.ndarray, cfg: ThinningConfig) -> list[tuple[int, int]]:
         if gap or long:
             end = i - 1 if gap else i
             out.append((start, end))
-            start = i if gap else i
+            start = i  # after a gap a new segment; after a cut the segments share point i
     return out
 
 
@@ -79,7 +79,7 @@ def _douglas_peucker(xy: np.ndarray, start: int, end: int, tol: float) -> tuple[
         a, b = stack.pop()
         if b - a < 2:
             continue
-        dist = _point_segment_distance(xy[a + 1:b], xy[a], xy[b])
+        dist = point_segment_distance(xy[a + 1:b], xy[a], xy[b])
         k = int(np.argmax(dist))
         if dist[k] > tol:
             mid = a + 1 + k
@@ -90,7 +90,7 @@ def _douglas_peucker(xy: np.ndarray, start: int, end: int, tol: float) -> tuple[
     return [start + int(i) for i in np.flatnonzero(keep)], worst
 
 
-def _point_segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def point_segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ab = b - a
     denom = float(ab @ ab)
     if denom == 0.0:

@@ -44,8 +44,12 @@ class _Epoch:
     gga_mode: int | None = None  # 3 with altitude, 2 without, from GGA or GNS
     hdop: float | None = None
     sigma_h: float | None = None  # from GST
-    rmc_void: bool = False  # RMC said V: its time is not trusted (a Garmin in simulator mode)
-    zda: bool = False  # the receiver sent its time message: its clock is set even without a fix
+    timed: bool = False  # a sentence gpsd takes time from said so (not RMC V: its time and date are junk)
+
+
+def _f(msg: Any, name: str) -> Any:
+    """A field of a parsed sentence; a short sentence lacks its trailing fields entirely."""
+    return getattr(msg, name, "")
 
 
 def _num(value: Any) -> float | None:
@@ -56,7 +60,7 @@ def _num(value: Any) -> float | None:
 
 
 def _position(msg: Any) -> tuple[float | None, float | None]:
-    lat, lon = _num(getattr(msg, "lat", None)), _num(getattr(msg, "lon", None))
+    lat, lon = _num(_f(msg, "lat")), _num(_f(msg, "lon"))
     if lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
         return None, None
     return lat, lon
@@ -69,18 +73,20 @@ class EpochAssembler:
         self._epoch = _Epoch()
         self._last_day: date | None = None
         self._last_mode = FixMode.NO_FIX
+        self._handlers = {"RMC": self._on_rmc, "GGA": self._on_gga, "GNS": self._on_gns, "GLL": self._on_gll,
+                          "GSA": self._on_gsa, "VTG": self._on_vtg, "GST": self._on_gst, "ZDA": self._on_zda}
 
     def add(self, msg: Any) -> Fix | None:
         """Merge one parsed sentence; returns the previous epoch's fix when this sentence starts a new one."""
         msg_id = msg.msgID
         done = None
-        tod = getattr(msg, "time", None) if msg_id in TIMED else None
+        tod = _f(msg, "time") if msg_id in TIMED else None
         if isinstance(tod, time):
             if self._epoch.tod is not None and tod != self._epoch.tod:
                 done = self.flush()
             if self._epoch.tod is None:
                 self._epoch = replace(self._epoch, tod=tod)
-        handler = getattr(self, f"_on_{msg_id.lower()}", None)
+        handler = self._handlers.get(msg_id)
         if handler is not None:
             self._epoch = handler(msg, self._epoch)
         return done
@@ -110,71 +116,72 @@ class EpochAssembler:
 
     @staticmethod
     def _on_rmc(msg: Any, e: _Epoch) -> _Epoch:
-        valid = msg.status == "A"
+        valid = _f(msg, "status") == "A"
         lat, lon = _position(msg)
-        day = msg.date if isinstance(msg.date, date) else e.day
-        e = replace(e, day=day, quality_fix=valid if e.quality_fix is None else e.quality_fix and valid,
-                    rmc_void=not valid)
+        e = replace(e, quality_fix=valid if e.quality_fix is None else e.quality_fix and valid)
         if not valid:
             return e
-        speed = _num(msg.spd)
+        day = _f(msg, "date")
+        e = replace(e, day=day if isinstance(day, date) else e.day, timed=True)
+        speed = _num(_f(msg, "spd"))
         return replace(e, lat=lat if lat is not None else e.lat, lon=lon if lon is not None else e.lon,
                        speed=speed * KNOTS_TO_MPS if speed is not None else e.speed,
-                       track=_num(msg.cog) if _num(msg.cog) is not None else e.track)
+                       track=_num(_f(msg, "cog")) if _num(_f(msg, "cog")) is not None else e.track)
 
     @staticmethod
     def _on_gga(msg: Any, e: _Epoch) -> _Epoch:
-        quality = msg.quality if isinstance(msg.quality, int) else 0
-        e = replace(e, quality_fix=quality > 0, hdop=_num(msg.HDOP) or e.hdop)
+        quality = _f(msg, "quality") if isinstance(_f(msg, "quality"), int) else 0
+        e = replace(e, quality_fix=quality > 0, hdop=_num(_f(msg, "HDOP")) or e.hdop,
+                    timed=e.timed or isinstance(_f(msg, "time"), time))
         if quality <= 0:
             return e
         lat, lon = _position(msg)
         if lat is None:
             return e
-        alt = _num(msg.alt)
-        used = msg.numSV if isinstance(msg.numSV, int) else 0
-        # gpsd's rule: fewer than 3 satellites used is no fix (a later GSA may still state one);
-        # 4 or more with an altitude is 3D. Per-constellation GGAs in one epoch: the best one counts.
-        mode = 1 if used < 3 else (3 if alt is not None and used >= 4 else 2)
+        alt = _num(_f(msg, "alt"))
+        used = _f(msg, "numSV") if isinstance(_f(msg, "numSV"), int) else 0
+        # As gpsd does: fewer than 3 satellites used is no fix (a later GSA may still state one), an
+        # altitude makes it 3D. Per-constellation GGAs in one epoch (GPGGA, GAGGA): the best one counts.
+        mode = 1 if used < 3 else (3 if alt is not None else 2)
         return replace(e, lat=lat, lon=lon, alt=alt if alt is not None else e.alt,
                        gga_mode=max(mode, e.gga_mode or 0))
 
     @staticmethod
     def _on_gns(msg: Any, e: _Epoch) -> _Epoch:
-        valid = isinstance(msg.posMode, str) and msg.posMode[:1] not in ("", "N")
+        valid = isinstance(_f(msg, "posMode"), str) and _f(msg, "posMode")[:1] not in ("", "N")
         if not valid:
             return replace(e, quality_fix=False if e.quality_fix is None else e.quality_fix)
         lat, lon = _position(msg)
-        alt = _num(msg.alt) if _num(msg.alt) is not None else e.alt
-        return replace(e, quality_fix=True, lat=lat if lat is not None else e.lat,
-                       lon=lon if lon is not None else e.lon, alt=alt, hdop=_num(msg.HDOP) or e.hdop,
+        alt = _num(_f(msg, "alt")) if _num(_f(msg, "alt")) is not None else e.alt
+        return replace(e, quality_fix=True, timed=True, lat=lat if lat is not None else e.lat,
+                       lon=lon if lon is not None else e.lon, alt=alt, hdop=_num(_f(msg, "HDOP")) or e.hdop,
                        gga_mode=e.gga_mode or (3 if alt is not None else 2))  # GNS has no GGA's sat count rule
 
     @staticmethod
     def _on_gll(msg: Any, e: _Epoch) -> _Epoch:
-        if msg.status != "A":
+        if _f(msg, "status") != "A":
             return e
         lat, lon = _position(msg)
         return replace(e, lat=lat if lat is not None else e.lat, lon=lon if lon is not None else e.lon,
-                       quality_fix=True if e.quality_fix is None else e.quality_fix)
+                       quality_fix=True if e.quality_fix is None else e.quality_fix, timed=True)
 
     @staticmethod
     def _on_gsa(msg: Any, e: _Epoch) -> _Epoch:
-        mode = msg.navMode if isinstance(msg.navMode, int) and 1 <= msg.navMode <= 3 else None
+        mode = _f(msg, "navMode") if isinstance(_f(msg, "navMode"), int) and 1 <= _f(msg, "navMode") <= 3 else None
         # Several GSAs (one per constellation) share an epoch; the best mode stands.
         best = max(filter(None, (mode, e.gsa_mode)), default=None)
-        return replace(e, gsa_mode=best, hdop=e.hdop or _num(msg.HDOP))
+        return replace(e, gsa_mode=best, hdop=e.hdop or _num(_f(msg, "HDOP")))
 
     @staticmethod
     def _on_vtg(msg: Any, e: _Epoch) -> _Epoch:
-        knots, kmh = _num(msg.sogn), _num(msg.sogk)
+        knots, kmh = _num(_f(msg, "sogn")), _num(_f(msg, "sogk"))
         speed = knots * KNOTS_TO_MPS if knots is not None else (kmh * KMH_TO_MPS if kmh is not None else None)
         return replace(e, speed=e.speed if e.speed is not None else speed,
-                       track=e.track if e.track is not None else _num(msg.cogt))
+                       track=e.track if e.track is not None else _num(_f(msg, "cogt")))
 
     @staticmethod
     def _on_gst(msg: Any, e: _Epoch) -> _Epoch:
-        s_lat, s_lon = _num(msg.stdLat), _num(msg.stdLong)
+        s_lat, s_lon = _num(_f(msg, "stdLat")), _num(_f(msg, "stdLong"))
         if s_lat is None or s_lon is None:
             return e
         return replace(e, sigma_h=math.sqrt((s_lat * s_lat + s_lon * s_lon) / 2))
@@ -182,18 +189,18 @@ class EpochAssembler:
     @staticmethod
     def _on_zda(msg: Any, e: _Epoch) -> _Epoch:
         try:
-            day = date(int(msg.year), int(msg.month), int(msg.day))
+            day = date(int(_f(msg, "year")), int(_f(msg, "month")), int(_f(msg, "day")))
         except (TypeError, ValueError):
             return e
-        return replace(e, day=e.day or day, zda=True)
+        return replace(e, day=e.day or day, timed=True)
 
 
 def _to_fix(e: _Epoch, day: date | None, mode: FixMode) -> Fix:
-    trusted = e.zda or not e.rmc_void
-    moment = datetime.combine(day, e.tod).replace(tzinfo=timezone.utc) if day and trusted else None
+    # Like gpsd: the date comes only from a valid RMC or a ZDA (a void RMC's date is junk: MTK says 1980,
+    # a Garmin in simulator mode says whatever), and GGA's time of day needs a date from before.
+    moment = datetime.combine(day, e.tod).replace(tzinfo=timezone.utc) if day and e.timed else None
     if mode < FixMode.FIX_2D:
-        # Without a fix only ZDA's time is trusted: RMC/GGA times before a lock are junk (MTK says 1980).
-        return Fix(time=moment if e.zda else None, lat=None, lon=None, mode=FixMode.NO_FIX)
+        return Fix(time=moment, lat=None, lon=None, mode=FixMode.NO_FIX)
     if e.sigma_h is not None:
         eph = e.sigma_h * SIGMA_TO_95
     elif e.hdop is not None:

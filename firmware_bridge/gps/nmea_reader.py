@@ -12,7 +12,7 @@ from typing import Any, BinaryIO, Iterator
 import pynmeagps
 from pynmeagps import NMEAReader
 
-from firmware_bridge.fix import Fix
+from firmware_bridge.fix import Fix, FixError
 from firmware_bridge.gps.epoch import USED, EpochAssembler
 from firmware_bridge.gps.framing import NmeaCounters, NmeaFramer
 
@@ -62,7 +62,13 @@ class NmeaFixReader:
         msg = self.parse_sentence(sentence)
         if msg is None:
             return None
-        return self._counted(self._epochs.add(msg))
+        try:
+            return self._counted(self._epochs.add(msg))
+        except (FixError, ValueError, TypeError, AttributeError) as exc:
+            # Fields that parse but cannot form a fix (a date out of range, ...): drop this epoch's sentence.
+            self.counters.malformed += 1
+            log.debug("NMEA sentence unusable (%s): %r", exc, sentence[:80])
+            return None
 
     def flush(self) -> Fix | None:
         """End of input: the last epoch has no successor to close it."""
