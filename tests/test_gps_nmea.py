@@ -84,6 +84,9 @@ def test_epochs_agree_with_gpsd(name: str, shared_testdata: Path) -> None:
     disagree = [(t, {k: tpv.get(k) for k in ("mode", "lat", "lon")}, ours.get(t))
                 for t, tpv in expected.items() if not verdicts[t]]
     assert ratio >= AGREEMENT, f"{name}: {agreeing}/{len(expected)} epochs agree; first: {disagree[:3]}"
+    # And we do not invent epochs: gpsd withholds at most a start-up epoch or two that we report.
+    extra = sorted(set(ours) - set(expected))
+    assert len(extra) <= max(2, len(expected) // 10), extra
     assert reader.counters.sentences > 0
 
 
@@ -98,6 +101,11 @@ def test_cli_prints_one_tpv_line_per_epoch(capsys: pytest.CaptureFixture[str]) -
     assert abs(first["lat"] - 44.068843333) < DEGREES_TOL and abs(first["lon"] + 121.314191667) < DEGREES_TOL
     assert first["alt"] == 1127.7 and set(first) >= {"time", "lat", "lon", "alt", "speed", "track", "mode"}
     assert json.loads(err.strip().splitlines()[-1])["summary"]["epochs"] == 30
+
+
+def test_cli_reports_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["nmea", str(tmp_path / "nope.log")]) == 2
+    assert "nope.log" in capsys.readouterr().err
 
 
 GOOD_EPOCH = (b"$GPGGA,202640.000,4404.1306,N,12118.8515,W,2,10,0.98,1127.7,M,-19.6,M,0000,0000*6C\r\n"

@@ -52,11 +52,14 @@ def test_ten_stops_with_jitter_and_a_tunnel_give_ten_arrivals_and_departures_in_
     # Put the 60 s tunnel in the second half of the drive, on a stretch of road (no stop within the gap).
     start = next(i for i in range(len(probe) // 2, len(probe) - 100)
                  if all(e.parked_at is None for e in probe[i - 5:i + 65]))
-    cfg = DriveConfig(parked_jitter_m=30.0, tunnel=Tunnel(start_s=start, duration_s=60.0))
+    # Plus urban-canyon spikes: 400 m off for one second, while driving and while parked.
+    spikes = (start - 200, start - 150, start + 120, len(probe) - 700)
+    cfg = DriveConfig(parked_jitter_m=30.0, tunnel=Tunnel(start_s=start, duration_s=60.0), spikes_at_s=spikes)
     epochs = list(drive(stops, cfg))
     assert sum(1 for e in epochs if not e.fix.has_position) == 60
     # The parked jitter really reaches the fence region: up to 30 m from the stop.
-    parked = [e for e in epochs if e.parked_at]
+    spiked = {cfg.start + timedelta(seconds=s) for s in spikes}
+    parked = [e for e in epochs if e.parked_at and e.time not in spiked]
     worst = max(distance_m(e.fix.lat, e.fix.lon, e.true_lat, e.true_lon) for e in parked)
     assert 20.0 < worst <= 30.5
 
@@ -66,6 +69,7 @@ def test_ten_stops_with_jitter_and_a_tunnel_give_ten_arrivals_and_departures_in_
     expected = [(kind, s.id) for s in stops for kind in ("Arrived", "Departed")]
     assert visits == expected
     assert tracker.filter.counts[Rejected.NO_FIX.value] == 60
+    assert tracker.filter.counts[Rejected.JUMP.value] == len(spikes)
     # Event times come from the fixes (simulated 2026 morning), not from the wall clock.
     arrivals = [ev for ev in events if isinstance(ev, Arrived)]
     assert all(T0 <= ev.at <= epochs[-1].time for ev in arrivals)

@@ -59,6 +59,21 @@ def _num(value: Any) -> float | None:
     return None
 
 
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _dop(value: Any) -> float | None:
+    """Receivers send 99.99 (or 99.0) for "no DOP"."""
+    dop = _num(value)
+    return dop if dop is not None and 0 < dop < 99.0 else None
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is not None."""
+    return next((v for v in values if v is not None), None)
+
+
 def _position(msg: Any) -> tuple[float | None, float | None]:
     lat, lon = _num(_f(msg, "lat")), _num(_f(msg, "lon"))
     if lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
@@ -117,67 +132,62 @@ class EpochAssembler:
     @staticmethod
     def _on_rmc(msg: Any, e: _Epoch) -> _Epoch:
         valid = _f(msg, "status") == "A"
-        lat, lon = _position(msg)
         e = replace(e, quality_fix=valid if e.quality_fix is None else e.quality_fix and valid)
         if not valid:
             return e
-        day = _f(msg, "date")
-        e = replace(e, day=day if isinstance(day, date) else e.day, timed=True)
-        speed = _num(_f(msg, "spd"))
-        return replace(e, lat=lat if lat is not None else e.lat, lon=lon if lon is not None else e.lon,
-                       speed=speed * KNOTS_TO_MPS if speed is not None else e.speed,
-                       track=_num(_f(msg, "cog")) if _num(_f(msg, "cog")) is not None else e.track)
+        lat, lon = _position(msg)
+        day, speed, track = _f(msg, "date"), _num(_f(msg, "spd")), _num(_f(msg, "cog"))
+        return replace(e, day=day if isinstance(day, date) else e.day, timed=True,
+                       lat=_first(lat, e.lat), lon=_first(lon, e.lon),
+                       speed=speed * KNOTS_TO_MPS if speed is not None else e.speed, track=_first(track, e.track))
 
     @staticmethod
     def _on_gga(msg: Any, e: _Epoch) -> _Epoch:
-        quality = _f(msg, "quality") if isinstance(_f(msg, "quality"), int) else 0
-        e = replace(e, quality_fix=quality > 0, hdop=_num(_f(msg, "HDOP")) or e.hdop,
+        quality, used = _int(_f(msg, "quality")), _int(_f(msg, "numSV"))
+        e = replace(e, quality_fix=quality > 0, hdop=_first(_dop(_f(msg, "HDOP")), e.hdop),
                     timed=e.timed or isinstance(_f(msg, "time"), time))
-        if quality <= 0:
-            return e
         lat, lon = _position(msg)
-        if lat is None:
+        if quality <= 0 or lat is None:
             return e
         alt = _num(_f(msg, "alt"))
-        used = _f(msg, "numSV") if isinstance(_f(msg, "numSV"), int) else 0
         # As gpsd does: fewer than 3 satellites used is no fix (a later GSA may still state one), an
         # altitude makes it 3D. Per-constellation GGAs in one epoch (GPGGA, GAGGA): the best one counts.
         mode = 1 if used < 3 else (3 if alt is not None else 2)
-        return replace(e, lat=lat, lon=lon, alt=alt if alt is not None else e.alt,
-                       gga_mode=max(mode, e.gga_mode or 0))
+        return replace(e, lat=lat, lon=lon, alt=_first(alt, e.alt), gga_mode=max(mode, e.gga_mode or 0))
 
     @staticmethod
     def _on_gns(msg: Any, e: _Epoch) -> _Epoch:
-        valid = isinstance(_f(msg, "posMode"), str) and _f(msg, "posMode")[:1] not in ("", "N")
-        if not valid:
+        pos_mode = _f(msg, "posMode")
+        if not isinstance(pos_mode, str) or pos_mode[:1] in ("", "N"):
             return replace(e, quality_fix=False if e.quality_fix is None else e.quality_fix)
         lat, lon = _position(msg)
-        alt = _num(_f(msg, "alt")) if _num(_f(msg, "alt")) is not None else e.alt
-        return replace(e, quality_fix=True, timed=True, lat=lat if lat is not None else e.lat,
-                       lon=lon if lon is not None else e.lon, alt=alt, hdop=_num(_f(msg, "HDOP")) or e.hdop,
-                       gga_mode=e.gga_mode or (3 if alt is not None else 2))  # GNS has no GGA's sat count rule
+        alt = _first(_num(_f(msg, "alt")), e.alt)
+        return replace(e, quality_fix=True, timed=True, lat=_first(lat, e.lat), lon=_first(lon, e.lon), alt=alt,
+                       hdop=_first(_dop(_f(msg, "HDOP")), e.hdop),
+                       gga_mode=e.gga_mode or (3 if alt is not None else 2))
 
     @staticmethod
     def _on_gll(msg: Any, e: _Epoch) -> _Epoch:
         if _f(msg, "status") != "A":
             return e
         lat, lon = _position(msg)
-        return replace(e, lat=lat if lat is not None else e.lat, lon=lon if lon is not None else e.lon,
-                       quality_fix=True if e.quality_fix is None else e.quality_fix, timed=True)
+        return replace(e, lat=_first(lat, e.lat), lon=_first(lon, e.lon), timed=True,
+                       quality_fix=True if e.quality_fix is None else e.quality_fix)
 
     @staticmethod
     def _on_gsa(msg: Any, e: _Epoch) -> _Epoch:
-        mode = _f(msg, "navMode") if isinstance(_f(msg, "navMode"), int) and 1 <= _f(msg, "navMode") <= 3 else None
+        nav_mode = _int(_f(msg, "navMode"))
+        mode = nav_mode if 1 <= nav_mode <= 3 else None
         # Several GSAs (one per constellation) share an epoch; the best mode stands.
         best = max(filter(None, (mode, e.gsa_mode)), default=None)
-        return replace(e, gsa_mode=best, hdop=e.hdop or _num(_f(msg, "HDOP")))
+        return replace(e, gsa_mode=best, hdop=_first(e.hdop, _dop(_f(msg, "HDOP"))))
 
     @staticmethod
     def _on_vtg(msg: Any, e: _Epoch) -> _Epoch:
         knots, kmh = _num(_f(msg, "sogn")), _num(_f(msg, "sogk"))
         speed = knots * KNOTS_TO_MPS if knots is not None else (kmh * KMH_TO_MPS if kmh is not None else None)
-        return replace(e, speed=e.speed if e.speed is not None else speed,
-                       track=e.track if e.track is not None else _num(_f(msg, "cogt")))
+        # RMC (same epoch) wins where both give a value.
+        return replace(e, speed=_first(e.speed, speed), track=_first(e.track, _num(_f(msg, "cogt"))))
 
     @staticmethod
     def _on_gst(msg: Any, e: _Epoch) -> _Epoch:

@@ -55,7 +55,8 @@ class NmeaFramer:
             if sentence is not None:
                 sentences.append(sentence)
         if len(self._partial) > MAX_SENTENCE_BYTES:
-            self._count_oversize(self._partial)
+            if not self._discarding:  # count each over-long line once, however many chunks it spans
+                self._count_oversize(self._partial)
             self._partial = b""
             self._discarding = True
         return sentences

@@ -81,10 +81,12 @@ class GpsdClient:
         """Every JSON report gpsd sends (VERSION, DEVICES, WATCH, TPV, SKY, ...). Bad lines are counted."""
         if self._reader is None:
             await self.connect()
-        assert self._reader is not None  # noqa: S101 - set by connect(), not device input
+        reader = self._reader
+        if reader is None:
+            raise GpsdUnavailable("not connected")
         while True:
             try:
-                line = await self._reader.readline()
+                line = await reader.readline()
             except (OSError, ValueError) as exc:  # ValueError: line over the limit
                 raise GpsdUnavailable(f"gpsd read failed: {exc}") from exc
             if not line:

@@ -48,6 +48,8 @@ class DriveConfig:
     hdop: float = 0.9
     satellites: int = 9
     tunnel: Tunnel | None = None
+    spikes_at_s: tuple[int, ...] = ()  # urban-canyon multipath: the position is off by spike_m for 1 s
+    spike_m: float = 400.0
     seed: int = 1
     start: datetime = field(default_factory=lambda: datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc))
 
@@ -111,21 +113,23 @@ def drive(stops: Sequence[SimStop], config: DriveConfig | None = None,
     prev = start_xy
 
     def emit(x: float, y: float, speed: float, heading: float, parked: str | None,
-             jitter: tuple[float, float]) -> SimEpoch:
+             error: tuple[float, float]) -> SimEpoch:
         nonlocal tick
         moment = cfg.start + timedelta(seconds=tick)
-        in_tunnel = cfg.tunnel is not None and cfg.tunnel.start_s <= tick < cfg.tunnel.start_s + cfg.tunnel.duration_s
+        tunnel = cfg.tunnel
+        in_tunnel = tunnel is not None and tunnel.start_s <= tick < tunnel.start_s + tunnel.duration_s
+        if tick in cfg.spikes_at_s:
+            error = (error[0] + cfg.spike_m, error[1])
         tick += 1
         true_lat, true_lon = _latlon(lat0, lon0, x, y)
         if in_tunnel:
             return SimEpoch(moment, Fix(moment, None, None, FixMode.NO_FIX), true_lat, true_lon, parked)
-        lat, lon = _latlon(lat0, lon0, x + jitter[0], y + jitter[1])
+        lat, lon = _latlon(lat0, lon0, x + error[0], y + error[1])
         reported_speed = speed if parked is None else rng.uniform(0.0, 0.4)
         fix = Fix(moment, lat, lon, FixMode.FIX_3D, alt=20.0, speed=round(reported_speed, 3),
                   track=round(heading, 2), eph=round(cfg.hdop * 4.75, 2))
         return SimEpoch(moment, fix, true_lat, true_lon, parked)
 
-    jitter = (0.0, 0.0)
     for stop, (sx, sy), leg in zip(stops, stop_xy, _legs([start_xy, *stop_xy])):
         for (ax, ay), (bx, by) in zip(leg, leg[1:]):
             length = math.hypot(bx - ax, by - ay)
@@ -149,11 +153,11 @@ def drive(stops: Sequence[SimStop], config: DriveConfig | None = None,
             jitter = (jx, jy)
             yield emit(sx, sy, 0.0, 0.0, stop.id, jitter)
         prev = (sx, sy)
-    # Drive away from the last stop so it gets a departure too.
-    ex, ey = prev[0] + 400.0, prev[1]
+    # Drive 400 m east from the last stop so it gets a departure too.
+    last_s = 0.0
     for s in _speed_profile(400.0, cfg):
-        yield emit(prev[0] + s, ey, min(cfg.cruise_mps, s), 90.0, None, (0.0, 0.0))
-    _ = ex
+        yield emit(prev[0] + s, prev[1], s - last_s, 90.0, None, (0.0, 0.0))
+        last_s = s
 
 
 # --- NMEA rendering --------------------------------------------------------------------------------
