@@ -13,7 +13,7 @@ import pytest
 from device.cli import main
 from device.config import load_config
 from device.domain import Package, Stop
-from device.positioning import Arrived, setup
+from device.positioning import Arrived, Departed, setup
 from device.positioning.geo import offset
 from firmware_bridge.fix import Fix, FixMode
 from firmware_bridge.gps.sources import GpsdSource, SerialNmeaSource
@@ -84,3 +84,34 @@ def test_tracker_from_config_takes_domain_stops(tmp_path: Path) -> None:
     events = [ev for i in range(8)
               for ev in tracker.feed(Fix(t0 + timedelta(seconds=i), 52.37, 4.89, FixMode.FIX_3D, speed=0.0))]
     assert [ev.stop_id for ev in events if isinstance(ev, Arrived)] == ["S1"]
+
+
+def test_sim_gpsfake_drive_gives_arrivals_through_a_real_gpsd(tmp_path: Path) -> None:
+    route = tmp_path / "route.json"
+    stops = write_route(route, n=3)
+    proc = subprocess.Popen([sys.executable, "-m", "device.cli", "sim-gps", "--route", str(route), "--gpsfake",
+                             "--speedup", "100", "--parked-s", "40", "--jitter-m", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        port = json.loads(proc.stdout.readline())["gpsd_port"]
+        gps = load_config(None).gps
+        tracker = setup.tracker(gps, [Stop(s["id"], s["id"], "1", s["lat"], s["lon"], (Package(f"P{s['id']}"),))
+                                      for s in stops])
+
+        async def visits() -> list[tuple[str, str]]:
+            seen = []
+            async for fix in GpsdSource("127.0.0.1", port):
+                for ev in tracker.feed(fix):
+                    if isinstance(ev, (Arrived, Departed)):
+                        seen.append((type(ev).__name__, ev.stop_id))
+                if len(seen) == 6:
+                    return seen
+            return seen
+
+        seen = asyncio.run(asyncio.wait_for(visits(), 90))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        proc.stdout.close()
+    assert seen == [(kind, s["id"]) for s in stops for kind in ("Arrived", "Departed")]
+    assert proc.returncode == 0  # SIGTERM unwound cleanly (gpsfake and gpsd stopped)

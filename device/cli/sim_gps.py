@@ -1,7 +1,8 @@
 """`flexedge sim-gps --route FILE`: a simulated van driving a route, as NMEA.
 
 Registered as the top-level `sim-gps` for now; on merge it folds in as `flexedge sim gps` (the `sim` group
-lives in device/cli/sim.py, written in parallel). Outputs: a gpsfake-ready log (`--out`), a pty the agent
+lives in device/cli/sim.py, written in parallel): there, `gps = sim_subparsers.add_parser("gps", ...)`,
+`sim_gps.add_arguments(gps)`, `gps.set_defaults(func=sim_gps.run)`, and drop it from COMMAND_MODULES. Outputs: a gpsfake-ready log (`--out`), a pty the agent
 opens as its receiver (`--pty`), or a real gpsd fed by gpsfake (`--gpsfake`).
 """
 from __future__ import annotations
@@ -9,13 +10,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from device.logsetup import setup_logging
-from firmware_bridge.sim.gps_route import DriveConfig, Tunnel, drive, feed_pty, load_stops, render, write_log
+from firmware_bridge.sim.gps_route import (
+    SENTENCES_PER_FIX_EPOCH,
+    DriveConfig,
+    Tunnel,
+    drive,
+    feed_pty,
+    load_stops,
+    render,
+    write_log,
+)
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -30,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     out.add_argument("--out", metavar="LOG", help="write an NMEA log (gpsd test-log format) and exit")
     out.add_argument("--pty", action="store_true", help="serve the NMEA on a new pty; prints its path")
     out.add_argument("--gpsfake", action="store_true", help="run a real gpsd fed by gpsfake; prints its port")
-    p.add_argument("--speedup", type=float, default=1.0, help="simulated seconds per real second (pty)")
+    p.add_argument("--speedup", type=float, default=1.0, help="simulated seconds per real second")
     p.add_argument("--cruise-kmh", type=float, default=40.0)
     p.add_argument("--parked-s", type=float, default=120.0, help="time at each stop")
     p.add_argument("--jitter-m", type=float, default=30.0, help="receiver wander while parked")
@@ -39,8 +50,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)  # unwinds the `with` blocks, so gpsfake/gpsd and the pty are cleaned up
+
+
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level or "INFO", True)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     stops = load_stops(args.route)
     tunnel = Tunnel(args.tunnel_at, args.tunnel_s) if args.tunnel_at is not None else None
     cfg = DriveConfig(cruise_mps=args.cruise_kmh / 3.6, parked_s=args.parked_s, parked_jitter_m=args.jitter_m,
@@ -62,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             log_path = Path(tmp) / "drive.log"
             write_log(log_path, epochs, cfg)
-            with GpsFake(log_path, cycle_s=1.0 / args.speedup) as fake:
+            # gpsfake's cycle is per sentence, not per epoch.
+            with GpsFake(log_path, cycle_s=1.0 / (args.speedup * SENTENCES_PER_FIX_EPOCH)) as fake:
                 print(json.dumps({"gpsd_port": fake.port}), flush=True)
                 while fake.running:
                     time.sleep(0.5)

@@ -23,6 +23,7 @@ from firmware_bridge.fix import Fix, FixMode
 
 EARTH_RADIUS_M = 6_371_008.8
 MPS_TO_KNOTS = 3600.0 / 1852.0
+SENTENCES_PER_FIX_EPOCH = 5  # RMC, GGA, GSA, VTG, GST
 
 
 @dataclass(frozen=True)
