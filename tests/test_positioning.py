@@ -17,7 +17,9 @@ from device.positioning import (
     Rejected,
     StopPoint,
     ThinningConfig,
+    TrackerConfig,
     thin,
+    to_domain_event,
 )
 from device.positioning.geo import LocalProjection, distance_m, offset
 from device.positioning.thinning import point_segment_distance
@@ -157,3 +159,26 @@ def test_clock_skew_is_recorded_once_and_when_corrected() -> None:
     corrected = detector.check(Fix(T0 + timedelta(seconds=2), 52.37, 4.89, FixMode.FIX_3D))
     assert corrected is not None and corrected.data["corrected"] is True
     assert detector.check(Fix(None, None, None)) is None
+
+
+def test_route_revision_keeps_progress_and_events_map_to_the_store() -> None:
+    a = StopPoint("A", 52.37, 4.89)
+    b = StopPoint("B", *offset(52.37, 4.89, 1000.0, 0.0))
+    c = StopPoint("C", *offset(52.37, 4.89, 2000.0, 0.0))
+    tracker = PositionTracker([a, b], TrackerConfig(dwell_s=5.0, depart_confirm_s=2.0))
+    events = []
+    t = T0
+    for north in [0.0] * 8 + [20.0 * k for k in range(1, 11)]:  # park at A, then drive off north
+        t += timedelta(seconds=1)
+        lat, lon = offset(52.37, 4.89, north, 0.0)
+        events += tracker.feed(Fix(t, lat, lon, FixMode.FIX_3D, speed=0.0 if north == 0 else 10.0))
+    assert [type(e).__name__ for e in events if not isinstance(e, NextStop)] == ["Arrived", "Departed"]
+    tracker.revise([a, c, b])  # the cloud inserts C before B
+    assert [s.id for s in tracker.pending] == ["C", "B"]
+    t += timedelta(seconds=1)
+    (nxt,) = tracker.feed(Fix(t, *offset(52.37, 4.89, 200.0, 0.0), FixMode.FIX_3D, speed=10.0))
+    assert nxt.stop_id == "C"
+    arrived = to_domain_event(next(e for e in events if isinstance(e, Arrived)), block="BLK1")
+    assert arrived.type is EventType.STOP_ARRIVED and arrived.stop == "A" and arrived.block == "BLK1"
+    assert arrived.fix is not None and arrived.data["at"].startswith("2026-03-02T08:00")
+    assert to_domain_event(nxt) is None

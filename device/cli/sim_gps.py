@@ -2,8 +2,9 @@
 
 Registered as the top-level `sim-gps` for now; on merge it folds in as `flexedge sim gps` (the `sim` group
 lives in device/cli/sim.py, written in parallel): there, `gps = sim_subparsers.add_parser("gps", ...)`,
-`sim_gps.add_arguments(gps)`, `gps.set_defaults(func=sim_gps.run)`, and drop it from COMMAND_MODULES. Outputs: a gpsfake-ready log (`--out`), a pty the agent
-opens as its receiver (`--pty`), or a real gpsd fed by gpsfake (`--gpsfake`).
+`sim_gps.add_arguments(gps)`, `gps.set_defaults(func=sim_gps.run)`, and drop it from COMMAND_MODULES.
+Outputs: a gpsfake-ready log (`--out`), a pty the agent opens as its receiver (`--pty`), or a real gpsd fed
+by gpsfake (`--gpsfake`); NMEA on stdout without any of them.
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Sequence, Union
 
+from device.domain import Event, EventType, iso_utc
 from device.positioning.fix_filter import FilterConfig, FixFilter
 from device.positioning.geo import bearing_deg, distance_m
 from firmware_bridge.fix import Fix
@@ -53,6 +54,17 @@ class NextStop:
 PositionEvent = Union[Arrived, Departed, NextStop]
 
 
+def to_domain_event(event: PositionEvent, block: str | None = None) -> Event | None:
+    """Arrived/Departed as the store's events (NextStop is for the display, not stored)."""
+    if isinstance(event, Arrived):
+        return Event(EventType.STOP_ARRIVED, data={"at": iso_utc(event.at)}, block=block, stop=event.stop_id,
+                     fix=event.fix)
+    if isinstance(event, Departed):
+        return Event(EventType.STOP_DEPARTED, data={"at": iso_utc(event.at)}, block=block, stop=event.stop_id,
+                     fix=event.fix)
+    return None
+
+
 @dataclass(frozen=True)
 class TrackerConfig:
     dwell_s: float = 20.0  # inside the fence this long = arrived
@@ -75,6 +87,17 @@ class PositionTracker:
         self._candidate: tuple[StopPoint, Fix] | None = None  # inside a fence, dwell running
         self._outside_since: Fix | None = None  # at a stop, outside the departure fence since
         self._speed: float | None = None
+
+    def revise(self, stops: Sequence[StopPoint]) -> None:
+        """A route revision: new stop list, progress kept (visited stays visited; the stop the van is at
+        stays current if it is still on the route)."""
+        self.stops = [StopPoint(s.id, s.lat, s.lon, s.radius_m) for s in stops]
+        ids = {s.id for s in self.stops}
+        if self.current is not None:
+            self.current = next((s for s in self.stops if s.id == self.current.id), None)
+            self._outside_since = None
+        self._candidate = None
+        log.info("route revised: %d stops, %d visited", len(self.stops), sum(v in ids for v in self.visited))
 
     @property
     def pending(self) -> list[StopPoint]:
