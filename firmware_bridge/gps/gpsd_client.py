@@ -42,6 +42,7 @@ def tpv_to_fix(report: dict[str, Any]) -> Fix:
 class GpsdCounters:
     reports: int = 0
     fixes: int = 0
+    repeats: int = 0  # gpsd re-sends the epoch's TPV as each sentence arrives; exact repeats are dropped
     rejected: int = 0  # lines that were not valid JSON reports or bad TPVs
 
 
@@ -104,7 +105,8 @@ class GpsdClient:
             yield report
 
     async def fixes(self) -> AsyncIterator[Fix]:
-        """TPV reports as `Fix` readings, in gpsd's order."""
+        """TPV reports as `Fix` readings, in gpsd's order, without exact repeats."""
+        last: Fix | None = None
         async for report in self.reports():
             if report.get("class") != "TPV":
                 continue
@@ -114,6 +116,10 @@ class GpsdClient:
                 self.counters.rejected += 1
                 log.warning("%s", exc)
                 continue
+            if fix == last:
+                self.counters.repeats += 1
+                continue
+            last = fix
             self.counters.fixes += 1
             yield fix
 

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST_S = 0.5  # first reconnect delay after a lost gpsd or serial port
 RETRY_MAX_S = 10.0  # cap: a re-plugged receiver is picked up within this
-SERIAL_READ_TIMEOUT_S = 0.2  # so a blocked read notices cancellation quickly
+SERIAL_READ_TIMEOUT_S = 0.2  # a read this long without data ends the epoch; also bounds cancellation
 
 
 class FixSource(Protocol):
@@ -74,8 +74,15 @@ class SerialNmeaSource:
                 try:
                     while True:
                         data = await asyncio.to_thread(link.read, READ_CHUNK)
-                        for fix in self.reader.feed(data):
-                            yield fix
+                        if data:
+                            for fix in self.reader.feed(data):
+                                yield fix
+                            continue
+                        # A quiet line: the receiver has sent its epoch, so end it now rather than
+                        # when the next second's first sentence arrives.
+                        last = self.reader.flush()
+                        if last is not None:
+                            yield last
                 except (serial.SerialException, OSError) as exc:
                     log.warning("NMEA port %s lost: %s", self.port, exc)
                 finally:
