@@ -19,10 +19,11 @@ from device.positioning import (
     ThinningConfig,
     TrackerConfig,
     thin,
-    to_domain_event,
 )
 from device.positioning.geo import LocalProjection, distance_m, offset
+from device.positioning.setup import workflow_input
 from device.positioning.thinning import point_segment_distance
+from device.workflow.inputs import ArrivedAt, DepartedFrom
 from firmware_bridge.fix import Fix, FixMode
 from firmware_bridge.gps.nmea_reader import NmeaFixReader
 from firmware_bridge.sim.gps_route import DriveConfig, SimStop, Tunnel, drive, epoch_sentences
@@ -161,7 +162,7 @@ def test_clock_skew_is_recorded_once_and_when_corrected() -> None:
     assert detector.check(Fix(None, None, None)) is None
 
 
-def test_route_revision_keeps_progress_and_events_map_to_the_store() -> None:
+def test_route_revision_keeps_progress_and_events_become_workflow_inputs() -> None:
     a = StopPoint("A", 52.37, 4.89)
     b = StopPoint("B", *offset(52.37, 4.89, 1000.0, 0.0))
     c = StopPoint("C", *offset(52.37, 4.89, 2000.0, 0.0))
@@ -178,7 +179,5 @@ def test_route_revision_keeps_progress_and_events_map_to_the_store() -> None:
     t += timedelta(seconds=1)
     (nxt,) = tracker.feed(Fix(t, *offset(52.37, 4.89, 200.0, 0.0), FixMode.FIX_3D, speed=10.0))
     assert nxt.stop_id == "C"
-    arrived = to_domain_event(next(e for e in events if isinstance(e, Arrived)), block="BLK1")
-    assert arrived.type is EventType.STOP_ARRIVED and arrived.stop == "A" and arrived.block == "BLK1"
-    assert arrived.fix is not None and arrived.data["at"].startswith("2026-03-02T08:00")
-    assert to_domain_event(nxt) is None
+    inputs = [workflow_input(e) for e in events if not isinstance(e, NextStop)]
+    assert inputs == [ArrivedAt("A"), DepartedFrom("A")] and workflow_input(nxt) is None

@@ -10,9 +10,8 @@ from device.positioning.tracker import (
     PositionTracker,
     StopPoint,
     TrackerConfig,
-    to_domain_event,
 )
 
 __all__ = ["Arrived", "ClockConfig", "ClockSkewDetector", "Departed", "FilterConfig", "Filtered", "FixFilter",
            "NextStop", "PositionEvent", "PositionTracker", "Rejected", "StopPoint", "ThinResult",
-           "ThinningConfig", "TrackerConfig", "thin", "to_domain_event"]
+           "ThinningConfig", "TrackerConfig", "thin"]

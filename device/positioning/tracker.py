@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Sequence, Union
 
-from device.domain import Event, EventType, iso_utc
 from device.positioning.fix_filter import FilterConfig, FixFilter
 from device.positioning.geo import bearing_deg, distance_m
 from firmware_bridge.fix import Fix
@@ -52,17 +51,6 @@ class NextStop:
 
 
 PositionEvent = Union[Arrived, Departed, NextStop]
-
-
-def to_domain_event(event: PositionEvent, block: str | None = None) -> Event | None:
-    """Arrived/Departed as the store's events (NextStop is for the display, not stored)."""
-    if isinstance(event, Arrived):
-        return Event(EventType.STOP_ARRIVED, data={"at": iso_utc(event.at)}, block=block, stop=event.stop_id,
-                     fix=event.fix)
-    if isinstance(event, Departed):
-        return Event(EventType.STOP_DEPARTED, data={"at": iso_utc(event.at)}, block=block, stop=event.stop_id,
-                     fix=event.fix)
-    return None
 
 
 @dataclass(frozen=True)
