@@ -112,6 +112,11 @@ class EventStore:
     def close(self) -> None:
         self._writer.close()
 
+    @property
+    def alive(self) -> bool:
+        """The writer thread is running (health checks and the watchdog ask this)."""
+        return self._writer.alive
+
     def __enter__(self) -> EventStore:
         return self
 

@@ -54,6 +54,10 @@ class Writer:
         self._thread.start()
         self._ready.result()  # re-raises an open failure in the caller
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._closed
+
     def submit_append(self, events: list[Any]) -> Future:
         return self._put(AppendJob(events))
 

@@ -1,0 +1,354 @@
+"""The agent: one asyncio loop that ties sources, the workflow, the store, feedback and sync together.
+
+Every input goes through `submit()`: the workflow runner commits its events to the store first, then the
+outcome's feedback goes to the LED/buzzer, its notices to the screen (and the simulated driver), its
+requests to the cloud, and the sync is kicked. Hardware parts are optional: a unit without an MCU still
+runs (feedback becomes a log line), a unit without a camera cannot take proof photos.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, Protocol
+
+from device.domain import Event, EventType, Role, Stop
+from device.positioning.setup import workflow_input
+from device.positioning.tracker import NextStop, PositionTracker
+from device.sdnotify import Notifier
+from device.store import EventStore, StoreError
+from device.workflow import (
+    ClaimResult,
+    Notice,
+    OffersReceived,
+    Outcome,
+    PackageScanned,
+    PhotoChecked,
+    RouteReceived,
+    SendClaim,
+    StageScan,
+    Verdict,
+)
+from device.workflow.outputs import Feedback
+from device.workflow.runner import WorkflowRunner
+from firmware_bridge.fix import Fix
+
+log = logging.getLogger(__name__)
+
+HEALTH_INTERVAL_S = 60.0  # a health event (counters, outbox depth) this often
+
+
+class FeedbackPort(Protocol):
+    """What the agent asks of the LED/buzzer (firmware_bridge.feedback.Feedback)."""
+
+    def good_scan(self) -> Any: ...
+    def wrong_package(self) -> Any: ...
+    def attention(self) -> Any: ...
+    def all_done(self) -> Any: ...
+
+
+class LogFeedback:
+    """Feedback for a unit without an MCU: a log line per signal."""
+
+    def _say(self, what: str) -> None:
+        log.info("feedback: %s (no MCU attached)", what)
+
+    def good_scan(self) -> None:
+        self._say("good scan")
+
+    def wrong_package(self) -> None:
+        self._say("wrong package")
+
+    def attention(self) -> None:
+        self._say("attention")
+
+    def all_done(self) -> None:
+        self._say("done")
+
+
+@dataclass(frozen=True)
+class ProofPhoto:
+    """A captured, checked proof photo (what the camera + vision pipeline hands back)."""
+
+    photo_id: str
+    path: str
+    sha256: str
+    verdict: Verdict
+    read: str | None
+    confidence: float
+    box: tuple[int, int, int, int] | None
+    ms: float
+
+
+PhotoTaker = Callable[[Stop, Fix | None], Awaitable[ProofPhoto]]
+
+
+@dataclass
+class AgentCounters:
+    inputs: int = 0
+    rejected: int = 0
+    track_points: int = 0
+    photos: int = 0
+    claims_sent: int = 0
+    loop_errors: int = 0
+
+
+@dataclass
+class Agent:
+    """Build with the collaborators that exist on this unit, then `await run(stop_event)`."""
+
+    store: EventStore
+    runner: WorkflowRunner
+    role: Role
+    feedback: FeedbackPort = field(default_factory=LogFeedback)
+    sync: Any = None  # cloud_sync.device_sync.DeviceSync
+    tracker_factory: Callable[[list[Stop]], PositionTracker] | None = None
+    take_photo: PhotoTaker | None = None
+    notifier: Notifier = field(default_factory=lambda: Notifier({}))
+    track_interval_s: float = 5.0  # one stored breadcrumb per this many seconds of fixes
+    counters: AgentCounters = field(default_factory=AgentCounters)
+
+    def __post_init__(self) -> None:
+        self.last_fix: Fix | None = None
+        self.next_stop: NextStop | None = None
+        self._tracker: PositionTracker | None = None
+        self._route_key: tuple[str, int] | None = None
+        self._last_track_time: datetime | None = None
+        self._subscribers: list[asyncio.Queue[Notice]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._heartbeats: dict[str, float] = {}
+        self._sync_route_tracker()
+
+    # --- inputs ------------------------------------------------------------------------------------
+
+    async def submit(self, item: object, fix: Fix | None = None) -> Outcome:
+        """Apply one input (from a source, the console, the CLI or the cloud) and act on its outcome."""
+        outcome = await self.runner.apply(item, fix or self.last_fix)
+        self.counters.inputs += 1
+        if not outcome.accepted:
+            self.counters.rejected += 1
+            log.info("input %s rejected: %s", type(item).__name__, outcome.rejection)
+        self._dispatch(outcome)
+        return outcome
+
+    def _dispatch(self, outcome: Outcome) -> None:
+        # The events are committed (the runner awaited the store): now the world may learn of them.
+        for signal in outcome.feedback:
+            self._signal(signal)
+        for notice in outcome.notices:
+            log.info("notice %s: %s", notice.kind.value, notice.text)
+            for queue in self._subscribers:
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(notice)
+        for request in outcome.requests:
+            if isinstance(request, SendClaim):
+                self._spawn(self._claim(request.block_id), f"claim:{request.block_id}")
+        if outcome.events and self.sync is not None:
+            self.sync.kick()
+        self._sync_route_tracker()
+
+    def _signal(self, signal: Feedback) -> None:
+        try:
+            if signal in (Feedback.GOOD_SCAN, Feedback.OK, Feedback.ARRIVED):
+                self.feedback.good_scan()
+            elif signal in (Feedback.WRONG_PACKAGE, Feedback.WRONG_ROUTE, Feedback.WRONG_HOUSE,
+                            Feedback.CLAIM_LOST, Feedback.REJECTED):
+                self.feedback.wrong_package()
+            elif signal in (Feedback.DELIVERED, Feedback.CLAIM_WON, Feedback.LOADING_COMPLETE,
+                            Feedback.BLOCK_COMPLETE, Feedback.ROUTE_STAGED, Feedback.EXCEPTION_RECORDED):
+                self.feedback.all_done()
+            else:  # ATTENTION, DUPLICATE_SCAN, RETAKE_PHOTO, SIGNATURE_NEEDED
+                self.feedback.attention()
+        except Exception as exc:  # feedback is best effort: a dead MCU must not stop deliveries
+            log.warning("feedback %s not shown: %r", signal.value, exc)
+
+    def subscribe(self, size: int = 1000) -> asyncio.Queue[Notice]:
+        """Notices for a screen or the simulated driver."""
+        queue: asyncio.Queue[Notice] = asyncio.Queue(maxsize=size)
+        self._subscribers.append(queue)
+        return queue
+
+    # --- sources -----------------------------------------------------------------------------------
+
+    async def scan(self, code: str) -> Outcome:
+        """A barcode from the scanner: loading check in the van, scan-to-stage at the dock."""
+        item = StageScan(code) if self.role is Role.DOCK else PackageScanned(code)
+        return await self.submit(item)
+
+    async def scanner_loop(self, reader: Any) -> None:
+        """Scans from firmware_bridge.scanner's reader (one `Scan` at a time from `await reader.get()`)."""
+        while True:
+            self._beat("scanner")
+            scan = await reader.get()
+            await self.scan(scan.text)
+
+    async def gps_loop(self, source: Any) -> None:
+        """Fixes from gpsd or a serial receiver: stamp, breadcrumb, geofence."""
+        async for fix in source:
+            self._beat("gps")
+            await self.on_fix(fix)
+
+    async def on_fix(self, fix: Fix) -> None:
+        if fix.has_position:
+            self.last_fix = fix
+            await self._breadcrumb(fix)
+        if self._tracker is None:
+            return
+        for position_event in self._tracker.feed(fix):
+            if isinstance(position_event, NextStop):
+                self.next_stop = position_event
+                continue
+            item = workflow_input(position_event)
+            if item is not None:
+                await self.submit(item, fix)
+
+    async def _breadcrumb(self, fix: Fix) -> None:
+        moment = fix.time or datetime.now(timezone.utc)
+        if self._last_track_time is not None and \
+                (moment - self._last_track_time).total_seconds() < self.track_interval_s:
+            return
+        self._last_track_time = moment
+        block = getattr(self.runner.workflow.state, "block_id", None)
+        try:
+            await self.store.append_async([Event(EventType.GPS_FIX, fix=fix, block=block)])
+            self.counters.track_points += 1
+        except StoreError as exc:
+            log.error("GPS breadcrumb not stored: %s", exc)
+
+    def _sync_route_tracker(self) -> None:
+        """Keep the geofence on the current route's unfinished stops (a revision keeps progress)."""
+        if self.tracker_factory is None:
+            return
+        state = self.runner.workflow.state
+        route = getattr(state, "route", None)
+        if route is None:
+            self._tracker, self._route_key = None, None
+            return
+        key = (route.block_id, route.version)
+        if key == self._route_key:
+            return
+        done = {stop_id for stop_id, record in getattr(state, "stops", {}).items() if record.done}
+        stops = [s for s in route.stops if s.id not in done]
+        if self._tracker is None or self._route_key is None or self._route_key[0] != route.block_id:
+            self._tracker = self.tracker_factory(stops)
+        else:
+            self._tracker.revise(stops)
+        self._route_key = key
+
+    async def photo(self, stop_id: str | None = None) -> Outcome | None:
+        """Take the proof photo at the current stop and let the workflow judge it."""
+        if self.take_photo is None:
+            log.warning("no camera attached: cannot take a proof photo")
+            return None
+        state = self.runner.workflow.state
+        stop_id = stop_id or getattr(state, "current_stop", None)
+        route = getattr(state, "route", None)
+        stop = next((s for s in route.stops if s.id == stop_id), None) if route else None
+        if stop is None:
+            log.warning("photo requested but not at a known stop (%s)", stop_id)
+            return None
+        photo = await self.take_photo(stop, self.last_fix)
+        self.counters.photos += 1
+        await asyncio.to_thread(self.store.record_photo, photo.photo_id, photo.path, photo.sha256,
+                                stop_id=stop.id, taken_at=datetime.now(timezone.utc).isoformat())
+        return await self.submit(PhotoChecked(stop.id, (), photo.verdict, photo.read, photo.confidence,
+                                              photo.photo_id, photo.sha256, photo.box))
+
+    # --- cloud -------------------------------------------------------------------------------------
+
+    async def cloud_loop(self) -> None:
+        """Offers and routes from the cloud, already verified by cloud_sync, into the workflow."""
+        from cloud_sync.messages import Command, Offers, RouteAssignment
+
+        while True:
+            self._beat("cloud")
+            message = await self.sync.inbox.get()
+            if isinstance(message, Offers):
+                await self.submit(OffersReceived(tuple(message.blocks)))
+            elif isinstance(message, RouteAssignment):
+                await self.submit(RouteReceived(message.route))
+            elif isinstance(message, Command):
+                log.info("cloud command %s (%s) received; no handler on this unit", message.name, message.id)
+
+    async def _claim(self, block_id: str) -> None:
+        from cloud_sync.errors import SyncError
+
+        self.counters.claims_sent += 1
+        if self.sync is None:
+            await self.submit(ClaimResult(block_id, False, "offline: no cloud link configured"))
+            return
+        try:
+            result = await self.sync.claim(block_id)
+            granted, reason = result.granted, getattr(result, "reason", "") or ""
+        except (SyncError, TimeoutError) as exc:
+            granted, reason = False, f"timeout: {exc}"
+        await self.submit(ClaimResult(block_id, granted, reason))
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def _beat(self, loop_name: str) -> None:
+        self._heartbeats[loop_name] = time.monotonic()
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.append(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks = [t for t in self._tasks if t is not task]
+        if not task.cancelled() and task.exception() is not None:
+            self.counters.loop_errors += 1
+            log.error("agent task %s failed: %r", task.get_name(), task.exception(),
+                      exc_info=task.exception())
+
+    def start(self, name: str, coro: Awaitable[None]) -> None:
+        """Run a long-lived loop (a source) under the agent; its failure is logged and counted."""
+        self._spawn(coro, name)
+
+    def healthy(self) -> bool:
+        """Petted by the watchdog task on this loop, so a blocked loop is caught by systemd already; this
+        adds: no long-lived loop has died, and the store's writer thread is alive."""
+        return self.counters.loop_errors == 0 and self.store.alive
+
+    async def health_loop(self, interval_s: float = HEALTH_INTERVAL_S) -> None:
+        while True:
+            self._beat("health")
+            stats = await asyncio.to_thread(self.store.stats)
+            data = {"outbox_depth": stats.depth, "last_seq": stats.last_seq, **vars(self.counters)}
+            if self.sync is not None:
+                data["sync"] = self.sync.counters.snapshot()
+            try:
+                await self.store.append_async([Event(EventType.HEALTH, data)])
+            except StoreError as exc:
+                log.error("health event not stored: %s", exc)
+            self.notifier.status(f"outbox {stats.depth}, phase {self.runner.workflow.phase}")
+            await asyncio.sleep(interval_s)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.store.append_async([Event(EventType.AGENT_STARTED, {"role": self.role.value})])
+        if self.sync is not None:
+            await self.sync.start()
+            self.start("cloud", self.cloud_loop())
+        self.start("health", self.health_loop())
+        self.notifier.ready(f"phase {self.runner.workflow.phase}")
+        interval = self.notifier.watchdog_interval_s()
+        try:
+            if interval:
+                from device.sdnotify import pet_watchdog
+
+                self.start("watchdog", pet_watchdog(self.notifier, self.healthy, interval))
+            await stop.wait()
+        finally:
+            self.notifier.stopping()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self.sync is not None:
+                await self.sync.stop()
+            with contextlib.suppress(StoreError):
+                await self.store.append_async([Event(EventType.AGENT_STOPPED, dict(vars(self.counters)))])
