@@ -4,6 +4,7 @@ from setuptools import find_packages, setup
 RUNTIME = [
     "paho-mqtt>=2.1,<3",
     "pyserial>=3.5,<4",
+    "pyserial-asyncio-fast>=0.16,<1",  # asyncio transport over a pyserial port (add_reader on its fd)
     "gpsd-py3>=0.3.0,<0.4",
     "pynmeagps>=1.0.40,<2",
     "pyzbar>=0.1.9,<0.2",

@@ -1,0 +1,123 @@
+"""MCU frames: bytes <-> `Frame`, COBS with a 0x00 delimiter and CRC-16/CCITT-FALSE (no I/O).
+
+Frame body (before COBS): kind u8 | seq u8 | type u8 | payload (0..64 bytes) | CRC-16 big-endian.
+The CRC is CRC-16/CCITT-FALSE (a.k.a. CRC-16/IBM-3740): poly 0x1021, init 0xFFFF, no reflection,
+xorout 0x0000, check value 0x29B1 for b"123456789"; it covers kind..payload. See PROTOCOL.md.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+
+from cobs import cobs
+from crc import Calculator, Crc16
+
+from firmware_bridge.delimited import BoundedSplitter
+from firmware_bridge.errors import FrameError
+
+log = logging.getLogger(__name__)
+
+DELIMITER = b"\x00"
+HEADER_LEN = 3
+CRC_LEN = 2
+MAX_PAYLOAD = 64
+MAX_BODY = HEADER_LEN + MAX_PAYLOAD + CRC_LEN
+# COBS adds one byte per started 254-byte block; anything longer between delimiters is noise.
+MAX_ENCODED = MAX_BODY + MAX_BODY // 254 + 1
+
+CRC16_CCITT_FALSE = Calculator(Crc16.IBM_3740.value, optimized=True)
+
+
+def crc16(data: bytes) -> int:
+    return CRC16_CCITT_FALSE.checksum(data)
+
+
+class FrameKind(enum.IntEnum):
+    DATA = 0x01  # a sequenced message, acknowledged by the receiver
+    ACK = 0x02  # seq = the last DATA seq received in order (cumulative)
+    NACK = 0x03  # seq = the DATA seq the receiver expects next (resend from there)
+    HELLO = 0x04  # version handshake; resets sequence numbers (payload: see link.Hello)
+    HELLO_ACK = 0x05  # answer to HELLO, same payload layout
+    HEARTBEAT = 0x06  # liveness, not sequenced, not acknowledged
+
+
+@dataclass(frozen=True)
+class Frame:
+    kind: FrameKind
+    seq: int = 0
+    msg_type: int = 0
+    payload: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.seq <= 0xFF or not 0 <= self.msg_type <= 0xFF:
+            raise ValueError(f"seq and type are bytes: {self.seq}, {self.msg_type}")
+        if len(self.payload) > MAX_PAYLOAD:
+            raise ValueError(f"payload of {len(self.payload)} bytes exceeds {MAX_PAYLOAD}")
+
+    def to_bytes(self) -> bytes:
+        """The frame body with its CRC, before COBS."""
+        body = bytes((self.kind, self.seq, self.msg_type)) + self.payload
+        return body + crc16(body).to_bytes(CRC_LEN, "big")
+
+    @classmethod
+    def from_bytes(cls, body: bytes) -> Frame:
+        """Parse a frame body (after COBS decoding); raises FrameError."""
+        if len(body) < HEADER_LEN + CRC_LEN:
+            raise FrameError("short frame", body)
+        if len(body) > MAX_BODY:
+            raise FrameError("oversized frame", body)
+        if crc16(body[:-CRC_LEN]) != int.from_bytes(body[-CRC_LEN:], "big"):
+            raise FrameError("bad CRC", body)
+        try:
+            kind = FrameKind(body[0])
+        except ValueError:
+            raise FrameError(f"unknown frame kind 0x{body[0]:02x}", body) from None
+        return cls(kind, body[1], body[2], bytes(body[HEADER_LEN:-CRC_LEN]))
+
+    def encode(self) -> bytes:
+        """What goes on the wire: COBS(body) followed by the 0x00 delimiter."""
+        return cobs.encode(self.to_bytes()) + DELIMITER
+
+
+def parse_frame(encoded: bytes) -> Frame:
+    """One chunk between delimiters (COBS encoded, delimiter removed) → Frame; raises FrameError."""
+    if len(encoded) > MAX_ENCODED:
+        raise FrameError("oversized frame", encoded)
+    try:
+        body = cobs.decode(encoded)
+    except cobs.DecodeError as exc:
+        raise FrameError(f"bad COBS: {exc}", encoded) from exc
+    return Frame.from_bytes(body)
+
+
+class FrameDecoder:
+    """Feed any bytes, get valid frames; every rejected chunk is logged and counted, never raised."""
+
+    def __init__(self) -> None:
+        # Twice the longest frame: a longer run without a delimiter is noise and is cut off.
+        self._chunks = BoundedSplitter(DELIMITER, 2 * MAX_ENCODED)
+        self.frames = 0
+        self.rejected = 0
+        self.last_error: FrameError | None = None
+
+    @property
+    def oversize(self) -> int:
+        return self._chunks.oversize_chunks
+
+    def reset(self) -> None:
+        self._chunks.reset()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        frames = []
+        for chunk in self._chunks.feed(data):
+            if not chunk:
+                continue  # back-to-back delimiters: senders may flush the line with a leading 0x00
+            try:
+                frames.append(parse_frame(chunk))
+            except FrameError as exc:
+                self.rejected += 1
+                self.last_error = exc
+                log.debug("rejected frame: %r", exc)
+        self.frames += len(frames)
+        return frames
