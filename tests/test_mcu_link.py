@@ -1,0 +1,210 @@
+"""The MCU link end to end: McuBridge (agent side) against SimMcu (firmware side) over real pty pairs.
+
+Both ends run our own protocol classes; the simulator damages the line (seeded RNG) in both directions.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from dataclasses import replace
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import pytest
+
+from firmware_bridge.errors import LinkDown, NotAcked
+from firmware_bridge.feedback import PATTERNS, Feedback, Signal
+from firmware_bridge.mcu.bridge import McuBridge, McuConfig
+from firmware_bridge.mcu.commands import BuzzerPattern, Color, Input, InputEvent, Led, LedPattern, MessageType
+from firmware_bridge.mcu.framing import Frame, FrameKind
+from firmware_bridge.mcu.link import Hello, LinkConfig, LinkState
+from firmware_bridge.sim.faults import LineFaults
+from firmware_bridge.sim.mcu import SimMcu
+from firmware_bridge.sim.port import SimPort
+from firmware_bridge.transport import PortSettings
+
+# Short timers so fault tests finish quickly; the protocol is the same as with the defaults.
+FAST = LinkConfig(ack_timeout_s=0.02, max_retries=20, hello_interval_s=0.1, heartbeat_interval_s=0.2,
+                  link_timeout_s=2.0, queue_limit=20_000)
+INITIAL_INPUT_REPORTS = len(Input)  # the MCU reports every input's state after each handshake
+
+
+def run(tmp_path: Path, body: Callable[[McuBridge, SimMcu], Awaitable[None]], *, faults: LineFaults | None = None,
+        host: LinkConfig = FAST, mcu: LinkConfig = replace(FAST, name="sim-mcu")) -> None:
+    async def main() -> None:
+        sim = SimMcu(str(tmp_path / "ttyMCU"), faults=faults, link=mcu)
+        await sim.start()
+        bridge = McuBridge(McuConfig(PortSettings(sim.path, reopen_interval_s=0.05), host)).start()
+        try:
+            await bridge.wait_up(5)
+            await sim.link.wait_up(5)
+            await body(bridge, sim)
+        finally:
+            await bridge.stop()
+            await sim.stop()
+
+    asyncio.run(main())
+
+
+async def drain_inputs(bridge: McuBridge, count: int, timeout_s: float) -> list[InputEvent]:
+    async with asyncio.timeout(timeout_s):
+        return [await bridge.inputs.get() for _ in range(count)]
+
+
+def random_commands(count: int, seed: int) -> list[LedPattern | BuzzerPattern]:
+    rng = random.Random(seed)
+    return [LedPattern(rng.choice(list(Led)), rng.choice(list(Color)), rng.randrange(0x10000), i % 0x10000, i % 256)
+            if i % 3 else BuzzerPattern(rng.randrange(0x10000), rng.randrange(0x10000), i % 0x10000, i % 256)
+            for i in range(count)]
+
+
+def test_ten_thousand_messages_each_way_through_a_bad_line(tmp_path: Path, record_property) -> None:
+    count = 10_000
+    commands = random_commands(count, seed=7)
+    faults = LineFaults(corrupt_byte=0.01, drop_frame=0.01, seed=11)
+
+    async def body(bridge: McuBridge, sim: SimMcu) -> None:
+        inputs = asyncio.create_task(drain_inputs(bridge, INITIAL_INPUT_REPORTS + count, 180))
+        to_mcu = [bridge.post(c) for c in commands]
+        to_host = [sim.post_input(Input(1 + i % 3), bool(i % 2)) for i in range(count)]
+        async with asyncio.timeout(180):
+            await asyncio.gather(*to_mcu, *to_host)
+        received = (await inputs)[INITIAL_INPUT_REPORTS:]
+        await asyncio.sleep(0.3)  # any late duplicate would show up now
+        assert list(sim.received) == commands  # exactly once, in order, agent → MCU
+        assert [(e.input, e.active, e.count) for e in received] == [
+            (Input(1 + i % 3), bool(i % 2), i // 3 + 1) for i in range(count)]  # MCU → agent
+        assert bridge.inputs.empty() and bridge.bad_messages == 0 and sim.bad_messages == 0
+        host, mcu = bridge.link.stats, sim.link.stats
+        assert host.failures == mcu.failures == 0 and host.handshakes == mcu.handshakes == 1
+        assert sim.line.counts.dropped_frames > 0 and sim.line.counts.corrupted_bytes > 0
+        assert host.frames_rejected > 0 and mcu.frames_rejected > 0 and host.retransmits > 0
+        figures = {"messages_each_way": count, "faults": sim.line.counts.__dict__,
+                   "agent": host.as_dict(), "mcu": mcu.as_dict()}
+        record_property("mcu_link_figures", json.dumps(figures))
+        print("\nMCU link figures:", json.dumps(figures))
+
+    run(tmp_path, body, faults=faults)
+
+
+@pytest.mark.parametrize("faults", [
+    LineFaults(),
+    LineFaults(duplicate_frame=0.1, seed=1),
+    LineFaults(delay_s=0.02, seed=2),
+    LineFaults(corrupt_byte=0.03, drop_frame=0.05, duplicate_frame=0.05, delay_s=0.005, seed=3),
+], ids=["clean", "duplicates", "latency", "everything"])
+def test_fault_profiles_deliver_exactly_once(tmp_path: Path, faults: LineFaults) -> None:
+    commands = random_commands(300, seed=1)
+
+    async def body(bridge: McuBridge, sim: SimMcu) -> None:
+        inputs = asyncio.create_task(drain_inputs(bridge, INITIAL_INPUT_REPORTS + 300, 60))
+        async with asyncio.timeout(60):
+            await asyncio.gather(*(bridge.post(c) for c in commands))
+            await asyncio.gather(*(sim.post_input(Input.BUTTON, i % 2 == 0) for i in range(300)))
+        received = (await inputs)[INITIAL_INPUT_REPORTS:]
+        assert list(sim.received) == commands
+        assert [e.count for e in received] == list(range(1, 301))
+        if faults.duplicate_frame:
+            assert bridge.link.stats.duplicates + sim.link.stats.duplicates > 0
+
+    run(tmp_path, body, faults=faults)
+
+
+def test_inputs_feedback_and_bad_messages(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def body(bridge: McuBridge, sim: SimMcu) -> None:
+        initial = await drain_inputs(bridge, INITIAL_INPUT_REPORTS, 5)
+        assert {(e.input, e.active) for e in initial} == {(i, False) for i in Input}
+        await sim.set_input(Input.DOOR, True)
+        assert await drain_inputs(bridge, 1, 5) == [InputEvent(Input.DOOR, True, 1)]
+        feedback = Feedback(bridge)
+        for signal, call in ((Signal.GOOD_SCAN, feedback.good_scan), (Signal.WRONG_PACKAGE, feedback.wrong_package),
+                             (Signal.ATTENTION, feedback.attention)):
+            done = call()
+            assert done is not None
+            await asyncio.wait_for(done, 5)
+            pattern = PATTERNS[signal]
+            assert list(sim.received)[-2:] == [pattern.led, pattern.buzzer]
+        assert sim.leds[Led.STATUS] == PATTERNS[Signal.ATTENTION].led
+        # A message type the agent does not know, and a command sent the wrong way: counted, link stays up.
+        await sim.link.send(0x7E, b"\x01")
+        await sim.link.send(MessageType.LED_PATTERN, LedPattern(Led.STATUS, Color.RED, 1, 1, 1).to_payload())
+        assert bridge.bad_messages == 2 and bridge.is_up
+
+    run(tmp_path, body)
+
+
+def test_feedback_without_mcu_is_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    feedback = Feedback(None)
+    with caplog.at_level(logging.INFO, logger="firmware_bridge.feedback"):
+        assert feedback.good_scan() is None and feedback.wrong_package() is None
+    assert feedback.logged_only == 2
+    assert "feedback good_scan (no MCU attached" in caplog.text and "wrong_package" in caplog.text
+
+
+def test_silent_mcu_takes_the_link_down_and_it_comes_back(tmp_path: Path) -> None:
+    async def body(bridge: McuBridge, sim: SimMcu) -> None:
+        sim.set_silent(True)
+        async with asyncio.timeout(FAST.link_timeout_s + 2):
+            while bridge.is_up:
+                await asyncio.sleep(0.02)
+        assert bridge.link.state is LinkState.CONNECTING and bridge.link.stats.link_downs == 1
+        with pytest.raises(LinkDown):
+            bridge.post(LedPattern(Led.STATUS, Color.RED, 1, 1, 1))
+        assert Feedback(bridge).good_scan() is None  # degrades to a log line
+        sim.set_silent(False)
+        await bridge.wait_up(5)
+        await bridge.send(LedPattern(Led.STATUS, Color.GREEN, 1, 1, 1))
+        assert bridge.link.stats.handshakes == 2
+
+    run(tmp_path, body)
+
+
+def test_retries_exhausted_fail_explicitly(tmp_path: Path) -> None:
+    host = replace(FAST, max_retries=3, link_timeout_s=30.0)  # only the retransmit limit can fire
+
+    async def body(bridge: McuBridge, sim: SimMcu) -> None:
+        sim.set_silent(True)
+        with pytest.raises(NotAcked) as info:
+            await asyncio.wait_for(bridge.send(LedPattern(Led.STATUS, Color.RED, 1, 1, 1)), 5)
+        assert info.value.attempts == 4  # the first send and 3 resends
+        assert bridge.link.stats.failures == 1 and bridge.link.state is LinkState.CONNECTING
+        sim.set_silent(False)
+        await bridge.wait_up(5)
+        await bridge.send(LedPattern(Led.STATUS, Color.GREEN, 1, 1, 1))
+
+    run(tmp_path, body, host=host)
+
+
+def test_unplug_and_replug(tmp_path: Path) -> None:
+    async def body(bridge: McuBridge, sim: SimMcu) -> None:
+        await sim.unplug()
+        async with asyncio.timeout(2):
+            while bridge.link.state is not LinkState.DOWN:
+                await asyncio.sleep(0.01)
+        await sim.replug()
+        async with asyncio.timeout(2):  # reconnect and re-handshake within 2 s
+            await bridge.wait_up(2)
+        await bridge.send(BuzzerPattern(2700, 50, 0, 1))
+        assert list(sim.received)[-1] == BuzzerPattern(2700, 50, 0, 1)
+        assert bridge.port.connects == 2 and bridge.link.stats.handshakes == 2
+
+    run(tmp_path, body)
+
+
+def test_incompatible_protocol_version_is_refused(tmp_path: Path) -> None:
+    async def main() -> None:
+        port = SimPort(asyncio.Protocol(), str(tmp_path / "ttyOLD"))
+        await port.plug()
+        async with McuBridge(McuConfig(PortSettings(port.path), FAST)) as bridge:
+            await bridge.port.wait_connected(5)
+            for _ in range(5):
+                port.write(Frame(FrameKind.HELLO, payload=Hello(2, 64, 1234, "future-fw").to_payload()).encode())
+                port.write(b"\x13\x37garbage\x00\xff\x00" * 3)  # each chunk delimited
+                await asyncio.sleep(0.05)
+            assert bridge.link.stats.incompatible == 5 and not bridge.is_up
+            assert bridge.link.stats.frames_rejected >= 5
+        await port.close()
+
+    asyncio.run(main())
