@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "device.cli.selftest",
     "device.cli.nmea_cmd",
     "device.cli.sim_gps",  # folded under `flexedge sim gps` on merge
+    "device.cli.sim",
 )
 
 

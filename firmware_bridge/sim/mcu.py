@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from typing import Callable
 
 from firmware_bridge.errors import CommandError, LinkError
 from firmware_bridge.mcu.commands import BuzzerPattern, Input, InputEvent, Led, LedPattern, parse_message
@@ -24,7 +25,9 @@ RECEIVED_MEMORY = 100_000  # commands kept for inspection (a long bench run must
 
 class SimMcu:
     def __init__(self, link_path: str | None = None, *, faults: LineFaults | None = None,
-                 link: LinkConfig | None = None) -> None:
+                 link: LinkConfig | None = None,
+                 on_command: Callable[[LedPattern | BuzzerPattern], None] | None = None) -> None:
+        self._on_command = on_command
         self.link = Link(link or LinkConfig(name="sim-mcu"), self._message_received, self._state_changed)
         self.line = FaultyLine(self.link, faults or LineFaults(), DELIMITER, self._write)
         self.port = SimPort(self.line, link_path)
@@ -103,6 +106,8 @@ class SimMcu:
             self.leds[message.led] = message
         self.received.append(message)
         log.debug("sim MCU: %r", message)
+        if self._on_command is not None:
+            self._on_command(message)
 
     def _state_changed(self, state: LinkState) -> None:
         if state is LinkState.UP:
