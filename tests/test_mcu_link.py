@@ -28,11 +28,12 @@ from firmware_bridge.transport import PortSettings
 # Short timers so fault tests finish quickly; the protocol is the same as with the defaults.
 FAST = LinkConfig(ack_timeout_s=0.02, max_retries=20, hello_interval_s=0.1, heartbeat_interval_s=0.2,
                   link_timeout_s=2.0, queue_limit=20_000)
+FAST_MCU = replace(FAST, name="sim-mcu")
 INITIAL_INPUT_REPORTS = len(Input)  # the MCU reports every input's state after each handshake
 
 
 def run(tmp_path: Path, body: Callable[[McuBridge, SimMcu], Awaitable[None]], *, faults: LineFaults | None = None,
-        host: LinkConfig = FAST, mcu: LinkConfig = replace(FAST, name="sim-mcu")) -> None:
+        host: LinkConfig = FAST, mcu: LinkConfig = FAST_MCU) -> None:
     async def main() -> None:
         sim = SimMcu(str(tmp_path / "ttyMCU"), faults=faults, link=mcu)
         await sim.start()

@@ -89,9 +89,7 @@ async def run_scanner(args: argparse.Namespace, stop: asyncio.Event) -> int:
                                  seed=args.seed)
     async with SimScanner(args.link, behaviour) as sim:
         say(args, {"simulator": "scanner", "port": sim.path}, f"scanner simulator on {sim.path}")
-        replugs: set[asyncio.Task[None]] = set()  # a reference keeps the task alive
-        if args.unplug_after:
-            asyncio.get_running_loop().call_later(args.unplug_after, lambda: replugs.add(asyncio.create_task(_replug(sim))))
+        replug = schedule_replug(sim, args.unplug_after)
         await asyncio.sleep(args.start_delay)
         for code in codes:
             if stop.is_set():
@@ -101,13 +99,21 @@ async def run_scanner(args: argparse.Namespace, stop: asyncio.Event) -> int:
             await asyncio.sleep(args.interval)
         say(args, {"done": len(codes), **asdict(sim.counts)}, f"script done: {sim.counts}")
         await stop.wait()
+        if replug is not None:
+            replug.cancel()
     return 0
 
 
-async def _replug(sim: SimScanner | SimMcu) -> None:
+async def _replug_after(sim: SimScanner | SimMcu, after_s: float) -> None:
+    await asyncio.sleep(after_s)
     await sim.unplug()
     await asyncio.sleep(1.0)
     await sim.replug()
+
+
+def schedule_replug(sim: SimScanner | SimMcu, after_s: float) -> asyncio.Task[None] | None:
+    """Unplug after `after_s` (0: never) and replug 1 s later; cancel the task when the simulator stops."""
+    return asyncio.create_task(_replug_after(sim, after_s)) if after_s else None
 
 
 # ---- MCU -------------------------------------------------------------------------------------------------
@@ -145,9 +151,7 @@ async def run_mcu(args: argparse.Namespace, stop: asyncio.Event) -> int:
         if args.silent_after:
             loop.call_later(args.silent_after, sim.set_silent, True)
             loop.call_later(args.silent_after + args.silent_for, sim.set_silent, False)
-        replugs: set[asyncio.Task[None]] = set()  # a reference keeps the task alive
-        if args.unplug_after:
-            loop.call_later(args.unplug_after, lambda: replugs.add(asyncio.create_task(_replug(sim))))
+        replug = schedule_replug(sim, args.unplug_after)
         rng = random.Random(args.seed)
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -157,6 +161,8 @@ async def run_mcu(args: argparse.Namespace, stop: asyncio.Event) -> int:
                 sim.post_input(which, not sim.inputs[which]).add_done_callback(lambda f: f.exception())
                 say(args, {"input": which.name.lower(), "active": sim.inputs[which]},
                     f"input {which.name.lower()} -> {'active' if sim.inputs[which] else 'inactive'}")
+        if replug is not None:
+            replug.cancel()
         say(args, {"stats": sim.link.stats.as_dict(), "faults": asdict(sim.line.counts)},
             f"link {sim.link.stats.as_dict()} faults {asdict(sim.line.counts)}")
     return 0
