@@ -18,7 +18,7 @@ from firmware_bridge.errors import LinkDown, NotAcked
 from firmware_bridge.feedback import PATTERNS, Feedback, Signal
 from firmware_bridge.mcu.bridge import McuBridge, McuConfig
 from firmware_bridge.mcu.commands import BuzzerPattern, Color, Input, InputEvent, Led, LedPattern, MessageType
-from firmware_bridge.mcu.framing import Frame, FrameKind
+from firmware_bridge.mcu.framing import Frame, FrameDecoder, FrameKind
 from firmware_bridge.mcu.link import Hello, LinkConfig, LinkState
 from firmware_bridge.sim.faults import LineFaults
 from firmware_bridge.sim.mcu import SimMcu
@@ -206,6 +206,48 @@ def test_incompatible_protocol_version_is_refused(tmp_path: Path) -> None:
                 await asyncio.sleep(0.05)
             assert bridge.link.stats.incompatible == 5 and not bridge.is_up
             assert bridge.link.stats.frames_rejected >= 5
+        await port.close()
+
+    asyncio.run(main())
+
+
+class _Recorder(asyncio.Protocol):
+    """The far end played by hand: every valid frame the agent sends, in order."""
+
+    def __init__(self) -> None:
+        self.decoder = FrameDecoder()
+        self.frames: asyncio.Queue[Frame] = asyncio.Queue()
+
+    def data_received(self, data: bytes) -> None:
+        for frame in self.decoder.feed(data):
+            if frame.kind is not FrameKind.HEARTBEAT:
+                self.frames.put_nowait(frame)
+
+
+def test_lost_hello_ack_is_recovered_at_once(tmp_path: Path) -> None:
+    """The MCU answered our HELLO but its HELLO_ACK was lost, and it already sends DATA: the agent must
+    repeat its HELLO now (not after hello_interval) so the MCU re-acks before its retries run out."""
+    host = replace(FAST, hello_interval_s=30.0)
+
+    async def main() -> None:
+        far = _Recorder()
+        port = SimPort(far, str(tmp_path / "ttyHAND"))
+        await port.plug()
+        async with McuBridge(McuConfig(PortSettings(port.path), host)) as bridge:
+            hello = await asyncio.wait_for(far.frames.get(), 5)
+            assert hello.kind is FrameKind.HELLO
+            nonce = Hello.from_payload(hello.payload).nonce
+            data = Frame(FrameKind.DATA, 0, InputEvent.TYPE, InputEvent(Input.BUTTON, True, 1).to_payload())
+            await asyncio.sleep(FAST.ack_timeout_s * 2)  # the MCU's retransmission of its DATA
+            port.write(data.encode())  # our HELLO_ACK "was lost"; the DATA is dropped by the agent
+            again = await asyncio.wait_for(far.frames.get(), 2)  # long before the 30 s hello interval
+            assert again.kind is FrameKind.HELLO and Hello.from_payload(again.payload).nonce == nonce
+            port.write(Frame(FrameKind.HELLO_ACK, payload=Hello(1, 64, nonce, "hand").to_payload()).encode())
+            await bridge.wait_up(2)
+            port.write(data.encode())  # the retransmission
+            assert await asyncio.wait_for(bridge.inputs.get(), 2) == InputEvent(Input.BUTTON, True, 1)
+            ack = await asyncio.wait_for(far.frames.get(), 2)
+            assert (ack.kind, ack.seq) == (FrameKind.ACK, 0)
         await port.close()
 
     asyncio.run(main())

@@ -141,6 +141,7 @@ class Link(asyncio.Protocol):
         self._nacked_for: int | None = None  # the expected seq already NACKed (one NACK per gap)
         self._hello_nonce: int | None = None  # our HELLO waiting for its HELLO_ACK
         self._peer_nonce: int | None = None  # the handshake the current session came from
+        self._hello_sent = 0.0
         self._last_rx = time.monotonic()
         self._started = time.monotonic()
 
@@ -227,7 +228,12 @@ class Link(asyncio.Protocol):
 
     def _data_received(self, frame: Frame) -> None:
         if not self.is_up:
-            return  # before the handshake the sequence numbers mean nothing; the sender will resend
+            # Before the handshake the sequence numbers mean nothing; the sender will resend. The peer
+            # has a session, so the HELLO_ACK that should have given us one was lost: ask again now
+            # rather than after hello_interval, before the peer's retries run out.
+            if self._hello_nonce is not None and time.monotonic() - self._hello_sent >= self.config.ack_timeout_s:
+                self._send_hello()
+            return
         ahead = (frame.seq - self._rx_expected) % SEQ_MODULO
         if ahead == 0:
             self._rx_expected = (self._rx_expected + 1) % SEQ_MODULO
@@ -351,9 +357,12 @@ class Link(asyncio.Protocol):
         self._send_hello()
 
     def _send_hello(self) -> None:
-        self._timers.hello = None
+        if self._timers.hello is not None:
+            self._timers.hello.cancel()
+            self._timers.hello = None
         if self._hello_nonce is None or self._transport is None:
             return
+        self._hello_sent = time.monotonic()
         self._write(Frame(FrameKind.HELLO, payload=self._hello(self._hello_nonce).to_payload()))
         self._timers.hello = asyncio.get_running_loop().call_later(self.config.hello_interval_s, self._send_hello)
 

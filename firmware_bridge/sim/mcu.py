@@ -112,6 +112,8 @@ class SimMcu:
     def _state_changed(self, state: LinkState) -> None:
         if state is LinkState.UP:
             self._report_inputs()
+        else:  # PROTOCOL.md section 7: without a host, LEDs off and the buzzer quiet
+            self.leds.clear()
 
 
 def _log_failure(future: asyncio.Future[None]) -> None:
