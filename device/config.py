@@ -82,12 +82,32 @@ class GpsSection:
 
 
 @dataclass(frozen=True)
+class ScannerSection:
+    port: str = ""  # empty: no scanner; e.g. /dev/serial/by-id/usb-...-if00 or /dev/ttyACM0
+    baudrate: int = 115200  # ignored by USB-CDC scanners
+    require_aim: bool = False  # true when the scanner sends AIM ids (]E0, ]C1...): lines without one are noise
+    double_read_window_s: float = 0.8  # the same code again within this time is one scan
+
+
+@dataclass(frozen=True)
+class McuSection:
+    port: str = ""  # empty: no MCU; feedback (LED/buzzer) becomes log lines
+    baudrate: int = 115200
+    ack_timeout_s: float = 0.25  # see firmware_bridge/PROTOCOL.md section 4.4
+    max_retries: int = 8
+    heartbeat_interval_s: float = 1.0
+    link_timeout_s: float = 3.5  # no frame from the MCU for this long: link down
+
+
+@dataclass(frozen=True)
 class Config:
     device: DeviceSection = field(default_factory=DeviceSection)
     store: StoreSection = field(default_factory=StoreSection)
     mqtt: MqttSection = field(default_factory=MqttSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     gps: GpsSection = field(default_factory=GpsSection)
+    scanner: ScannerSection = field(default_factory=ScannerSection)
+    mcu: McuSection = field(default_factory=McuSection)
     data_dir: str = ""  # empty: the platform default (see device.paths)
 
 
