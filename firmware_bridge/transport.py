@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
@@ -31,6 +32,9 @@ class PortSettings:
     path: str  # /dev/ttyACM0, /dev/serial/by-id/..., or a pty
     baudrate: int = 115200
     reopen_interval_s: float = REOPEN_INTERVAL_S
+    # Read timeout: no byte for this long means a hung device (for sources that talk all the time, like a
+    # GPS receiver): the port is closed and reopened. None for devices that may be quiet (a scanner).
+    idle_timeout_s: float | None = None
 
 
 class PortState(enum.StrEnum):
@@ -66,11 +70,13 @@ class _Watch(asyncio.Protocol):
     def __init__(self, inner: asyncio.Protocol, lost: asyncio.Future[Exception | None]) -> None:
         self._inner = inner
         self._lost = lost
+        self.last_rx = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
         self._inner.data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -96,6 +102,8 @@ class ReconnectingPort:
         self.state = PortState.STOPPED
         self.connects = 0
         self.losses = 0
+        self.idle_reopens = 0
+        self._watch_current: _Watch | None = None
         self._task: asyncio.Task[None] | None = None
         self._transport: asyncio.Transport | None = None
         self._connected = asyncio.Event()
@@ -132,7 +140,26 @@ class ReconnectingPort:
         await self.stop()
 
     def _watch(self, lost: asyncio.Future[Exception | None]) -> _Watch:
-        return _Watch(self._factory(), lost)
+        self._watch_current = _Watch(self._factory(), lost)
+        return self._watch_current
+
+    async def _wait_lost(self, lost: asyncio.Future[Exception | None]) -> Exception | None:
+        """Wait for the port to go; with an idle timeout, close it ourselves when it stops talking."""
+        idle_s = self.settings.idle_timeout_s
+        while idle_s is not None and self._watch_current is not None:
+            remaining = self._watch_current.last_rx + idle_s - time.monotonic()
+            if remaining <= 0:
+                self.idle_reopens += 1
+                log.warning("serial %s: nothing read for %.1f s, reopening", self.settings.path, idle_s)
+                if self._transport is not None:
+                    self._transport.abort()
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    return await asyncio.shield(lost)
+            except TimeoutError:
+                continue
+        return await lost
 
     async def _run(self) -> None:
         path = self.settings.path
@@ -156,7 +183,7 @@ class ReconnectingPort:
                 log.info("serial %s: connected (connection %d)", path, self.connects)
                 self._connected.set()
                 self._set_state(PortState.CONNECTED)
-                exc = await lost
+                exc = await self._wait_lost(lost)
                 self._connected.clear()
                 self._transport = None
                 self.losses += 1

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from firmware_bridge.errors import ScanRejected
-from firmware_bridge.scanner import DoubleReadFilter, Symbology, parse_line
+from firmware_bridge.scanner import DoubleReadFilter, Scan, ScannerConfig, ScannerStats, Symbology, parse_line
+from firmware_bridge.scanner.reader import ScannerProtocol
+from firmware_bridge.transport import PortSettings
 
 
 def test_ean13() -> None:
@@ -74,3 +78,29 @@ def test_double_read_memory_is_bounded() -> None:
     for scan in scans:
         assert not dedupe.is_double(scan, now=1.0)
     assert len(dedupe._seen) == 10
+
+
+AIM_LIKE = st.sampled_from([b"", b"]", b"]C1", b"]d2", b"]Q3", b"]E0", b"]E4", b"]A0", b"]X9"])
+GS1_LIKE = st.text(alphabet="0123456789\x1d()AB", max_size=60).map(str.encode)
+
+
+@given(AIM_LIKE, st.one_of(st.binary(max_size=300), GS1_LIKE))
+def test_any_line_is_a_scan_or_a_named_rejection(prefix: bytes, body: bytes) -> None:
+    line = prefix + body
+    try:
+        scan = parse_line(line)
+    except ScanRejected as exc:
+        assert exc.reason and exc.raw == line
+    else:
+        assert scan.data and "\r" not in scan.data and "\n" not in scan.data
+
+
+@given(st.lists(st.binary(max_size=64), max_size=30))
+def test_protocol_survives_any_bytes(chunks: list[bytes]) -> None:
+    scans: list[Scan] = []
+    stats = ScannerStats()
+    protocol = ScannerProtocol(ScannerConfig(PortSettings("/dev/null")), stats, DoubleReadFilter(1.0), scans.append)
+    for chunk in chunks:
+        protocol.data_received(chunk)
+    protocol.connection_lost(None)
+    assert stats.scans == len(scans) and stats.lines == stats.scans + stats.rejected + stats.double_reads

@@ -121,3 +121,20 @@ def test_ten_megabytes_without_terminator_keeps_memory_bounded(tmp_path: Path, r
     record_property("tracemalloc_peak_bytes", peak)
     print(f"\n10 MB without terminator: tracemalloc peak {peak} bytes")
     assert peak < 1024 * 1024  # a tenth of the stream; the line buffer itself is capped at 4 KiB
+
+
+def test_idle_timeout_reopens_a_silent_port(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with SimScanner(str(tmp_path / "quiet")) as sim:
+            settings = PortSettings(sim.path, idle_timeout_s=0.3)
+            async with ScannerReader(ScannerConfig(settings)) as reader:
+                await reader.port.wait_connected(5)
+                async with asyncio.timeout(5):
+                    while reader.port.idle_reopens < 2:
+                        await asyncio.sleep(0.05)
+                await reader.port.wait_connected(5)
+                sim.write_line(b"]A0AFTER-IDLE")
+                assert (await _collect(reader, 1, 5))[0].data == "AFTER-IDLE"
+                assert reader.port.connects >= 3
+
+    asyncio.run(main())

@@ -114,6 +114,8 @@ def parse_line(raw: bytes, *, require_aim: bool = False) -> Scan:
         result = biip.parse(text)
     except biip.ParseError as exc:
         raise ScanRejected(f"unparseable: {exc}", raw) from exc
+    except (IndexError, ValueError) as exc:  # biip 5.2 raises IndexError on a bare "]" (found by hypothesis)
+        raise ScanRejected(f"unparseable: {type(exc).__name__} in biip: {exc}", raw) from exc
     symbology, aim = _symbology(result)
     if require_aim and aim is None:
         raise ScanRejected("no AIM symbology identifier", raw)

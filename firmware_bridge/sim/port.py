@@ -62,9 +62,10 @@ class SimPort:
         pair, self._pair = self._pair, None
         if pair is None:
             return
-        for transport in (self._reader, self._writer):
-            if transport is not None:
-                transport.abort() if isinstance(transport, asyncio.WriteTransport) else transport.close()
+        if self._writer is not None:
+            self._writer.abort()  # unsent bytes die with the cable
+        if self._reader is not None:
+            self._reader.close()
         self._reader = self._writer = None
         await asyncio.sleep(0)  # let the transports close their file descriptors
         await asyncio.sleep(0)
