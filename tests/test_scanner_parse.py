@@ -20,7 +20,8 @@ def test_ean13() -> None:
 def test_gs1_128_sscc() -> None:
     scan = parse_line(b"]C100376104250021234569")
     assert scan.symbology is Symbology.GS1_128
-    assert scan.sscc == "376104250021234569"
+    assert scan.sscc == "376104250021234569" and scan.raw == "]C100376104250021234569"
+    assert scan.to_dict()["fields"] == {"00": "376104250021234569"}
     assert [(f.ai, f.value, f.title) for f in scan.fields] == [("00", "376104250021234569", "SSCC")]
 
 

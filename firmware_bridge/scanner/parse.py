@@ -76,11 +76,16 @@ class Scan:
     ts: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))  # UTC
     mono: float = field(default_factory=time.monotonic)
 
+    @property
+    def raw(self) -> str:
+        """The line as the scanner sent it (terminator removed)."""
+        return (self.aim or "") + self.data
+
     def field_value(self, ai: str) -> str | None:
         return next((f.value for f in self.fields if f.ai == ai), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"data": self.data, "symbology": self.symbology.value, "aim": self.aim,
+        return {"raw": self.raw, "data": self.data, "symbology": self.symbology.value, "aim": self.aim,
                 "fields": {f.ai: f.value for f in self.fields}, "gtin": self.gtin, "sscc": self.sscc,
                 "ts": self.ts}
 
