@@ -20,11 +20,28 @@ BEEP_HZ = 2700  # the usual piezo resonance: loudest for the least current
 
 
 class Signal(enum.StrEnum):
+    """What the driver should notice. The values match device.workflow.Feedback, so the agent maps a
+    workflow answer with `Signal(feedback.value)`."""
+
+    OK = "ok"  # acknowledged, nothing special
     GOOD_SCAN = "good_scan"  # the package belongs here
+    DUPLICATE_SCAN = "duplicate_scan"
     WRONG_PACKAGE = "wrong_package"  # wrong van, wrong route, not on the manifest
-    ATTENTION = "attention"  # the driver must look at the screen (instruction, access code)
+    WRONG_ROUTE = "wrong_route"  # dock: belongs to another route or bag
+    ATTENTION = "attention"  # look at the screen (instruction, access code, missing packages)
+    REJECTED = "rejected"  # the action is not possible now
+    CLAIM_WON = "claim_won"
+    CLAIM_LOST = "claim_lost"
+    LOADING_COMPLETE = "loading_complete"
+    ARRIVED = "arrived"
+    RETAKE_PHOTO = "retake_photo"
+    WRONG_HOUSE = "wrong_house"
+    SIGNATURE_NEEDED = "signature_needed"
+    DELIVERED = "delivered"
+    EXCEPTION_RECORDED = "exception_recorded"
+    ROUTE_STAGED = "route_staged"
+    BLOCK_COMPLETE = "block_complete"
     ERROR = "error"  # something on the unit needs a technician
-    ALL_DONE = "all_done"  # loading complete / block complete
     CLEAR = "clear"  # LED off, buzzer quiet
 
 
@@ -34,14 +51,34 @@ class Pattern:
     buzzer: BuzzerPattern | None = None
 
 
+def _pattern(color: Color, on_ms: int, off_ms: int, blinks: int,
+             beep: tuple[int, int, int, int] | None = None) -> Pattern:
+    """`blinks` 0 = until the next pattern; `beep` = (tone_hz, on_ms, off_ms, count)."""
+    return Pattern(LedPattern(Led.STATUS, color, on_ms, off_ms, blinks), BuzzerPattern(*beep) if beep else None)
+
+
+LOW_HZ = BEEP_HZ // 2  # bad news sounds lower
 PATTERNS: dict[Signal, Pattern] = {
-    Signal.GOOD_SCAN: Pattern(LedPattern(Led.STATUS, Color.GREEN, 150, 100, 1), BuzzerPattern(BEEP_HZ, 60, 0, 1)),
-    Signal.WRONG_PACKAGE: Pattern(LedPattern(Led.STATUS, Color.RED, 250, 150, 4),
-                                  BuzzerPattern(BEEP_HZ // 2, 800, 0, 1)),
-    Signal.ATTENTION: Pattern(LedPattern(Led.STATUS, Color.AMBER, 300, 300, 0), BuzzerPattern(BEEP_HZ, 80, 120, 2)),
-    Signal.ERROR: Pattern(LedPattern(Led.STATUS, Color.RED, 1000, 0, 0), BuzzerPattern(BEEP_HZ // 2, 200, 200, 3)),
-    Signal.ALL_DONE: Pattern(LedPattern(Led.STATUS, Color.GREEN, 1000, 0, 1), BuzzerPattern(BEEP_HZ, 60, 60, 3)),
-    Signal.CLEAR: Pattern(LedPattern(Led.STATUS, Color.OFF, 0, 0, 0), BuzzerPattern(0, 0, 0, 1)),
+    Signal.OK: _pattern(Color.GREEN, 80, 0, 1),
+    Signal.GOOD_SCAN: _pattern(Color.GREEN, 150, 100, 1, (BEEP_HZ, 60, 0, 1)),
+    Signal.DUPLICATE_SCAN: _pattern(Color.AMBER, 150, 100, 2, (BEEP_HZ, 40, 60, 2)),
+    Signal.WRONG_PACKAGE: _pattern(Color.RED, 250, 150, 4, (LOW_HZ, 800, 0, 1)),
+    Signal.WRONG_ROUTE: _pattern(Color.RED, 250, 150, 4, (LOW_HZ, 400, 200, 2)),
+    Signal.ATTENTION: _pattern(Color.AMBER, 300, 300, 0, (BEEP_HZ, 80, 120, 2)),
+    Signal.REJECTED: _pattern(Color.RED, 200, 0, 1, (LOW_HZ, 150, 0, 1)),
+    Signal.CLAIM_WON: _pattern(Color.GREEN, 150, 100, 3, (BEEP_HZ, 60, 60, 2)),
+    Signal.CLAIM_LOST: _pattern(Color.AMBER, 300, 200, 2, (LOW_HZ, 300, 0, 1)),
+    Signal.LOADING_COMPLETE: _pattern(Color.GREEN, 1000, 0, 1, (BEEP_HZ, 60, 60, 3)),
+    Signal.ARRIVED: _pattern(Color.BLUE, 200, 200, 2, (BEEP_HZ, 60, 0, 1)),
+    Signal.RETAKE_PHOTO: _pattern(Color.AMBER, 200, 200, 3, (BEEP_HZ, 60, 100, 2)),
+    Signal.WRONG_HOUSE: _pattern(Color.RED, 250, 150, 3, (LOW_HZ, 600, 0, 1)),
+    Signal.SIGNATURE_NEEDED: _pattern(Color.BLUE, 300, 300, 0, (BEEP_HZ, 80, 120, 2)),
+    Signal.DELIVERED: _pattern(Color.GREEN, 600, 0, 1, (BEEP_HZ, 100, 0, 1)),
+    Signal.EXCEPTION_RECORDED: _pattern(Color.AMBER, 600, 0, 1, (BEEP_HZ, 100, 0, 1)),
+    Signal.ROUTE_STAGED: _pattern(Color.GREEN, 150, 100, 3, (BEEP_HZ, 60, 60, 3)),
+    Signal.BLOCK_COMPLETE: _pattern(Color.GREEN, 2000, 0, 1, (BEEP_HZ, 60, 60, 3)),
+    Signal.ERROR: _pattern(Color.RED, 1000, 0, 0, (LOW_HZ, 200, 200, 3)),
+    Signal.CLEAR: _pattern(Color.OFF, 0, 0, 0, (0, 0, 0, 1)),
 }
 
 
@@ -63,8 +100,8 @@ class Feedback:
     def error(self) -> asyncio.Future[list[None]] | None:
         return self.signal(Signal.ERROR)
 
-    def all_done(self) -> asyncio.Future[list[None]] | None:
-        return self.signal(Signal.ALL_DONE)
+    def delivered(self) -> asyncio.Future[list[None]] | None:
+        return self.signal(Signal.DELIVERED)
 
     def clear(self) -> asyncio.Future[list[None]] | None:
         return self.signal(Signal.CLEAR)

@@ -251,3 +251,11 @@ def test_lost_hello_ack_is_recovered_at_once(tmp_path: Path) -> None:
         await port.close()
 
     asyncio.run(main())
+
+
+def test_every_workflow_feedback_has_a_pattern() -> None:
+    from device.workflow import Feedback as WorkflowFeedback
+
+    for feedback in WorkflowFeedback:
+        assert Signal(feedback.value) in PATTERNS
+    assert set(PATTERNS) == set(Signal)
