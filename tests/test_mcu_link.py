@@ -259,3 +259,23 @@ def test_every_workflow_feedback_has_a_pattern() -> None:
     for feedback in WorkflowFeedback:
         assert Signal(feedback.value) in PATTERNS
     assert set(PATTERNS) == set(Signal)
+
+
+def test_line_noise_between_messages_is_rejected_and_counted(tmp_path: Path) -> None:
+    rng = random.Random(21)
+
+    async def body(bridge: McuBridge, sim: SimMcu) -> None:
+        await drain_inputs(bridge, INITIAL_INPUT_REPORTS, 5)
+        commands = random_commands(50, seed=3)
+        for i, command in enumerate(commands):
+            noise = rng.randbytes(rng.randrange(1, 400))
+            sim.port.write(noise)  # straight onto the pty, past the fault injector
+            bridge.port._transport.write(noise)  # type: ignore[union-attr]  # and towards the MCU
+            await bridge.send(command)
+            await sim.set_input(Input.BUTTON, i % 2 == 0)
+        received = await drain_inputs(bridge, 50, 10)
+        assert list(sim.received) == commands and [e.count for e in received] == list(range(1, 51))
+        assert bridge.link.stats.frames_rejected > 0 and sim.link.stats.frames_rejected > 0
+        assert bridge.link.stats.link_downs == 0 and bridge.link.stats.handshakes == 1
+
+    run(tmp_path, body)
