@@ -115,6 +115,7 @@ def test_ten_megabytes_without_terminator_keeps_memory_bounded(tmp_path: Path, r
                     tracemalloc.stop()
                 assert scan[0].data == "STILL-WORKING"
                 assert reader.stats.oversize_lines == 1 and reader.stats.scans == 1
+                assert reader.stats.discarded_bytes == total  # every byte arrived and was dropped
                 return peak
 
     peak = asyncio.run(main())

@@ -109,12 +109,22 @@ class _Timers:
     hello: asyncio.TimerHandle | None = None
     heartbeat: asyncio.TimerHandle | None = None
 
+    def cancel_retransmit(self) -> None:
+        if self.retransmit is not None:
+            self.retransmit.cancel()
+            self.retransmit = None
+
+    def cancel_hello(self) -> None:
+        if self.hello is not None:
+            self.hello.cancel()
+            self.hello = None
+
     def cancel(self) -> None:
-        for name in ("retransmit", "hello", "heartbeat"):
-            handle = getattr(self, name)
-            if handle is not None:
-                handle.cancel()
-                setattr(self, name, None)
+        self.cancel_retransmit()
+        self.cancel_hello()
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+            self.heartbeat = None
 
 
 MessageHandler = Callable[[int, bytes], None]
@@ -321,9 +331,7 @@ class Link(asyncio.Protocol):
         self._arm_retransmit()
 
     def _arm_retransmit(self) -> None:
-        if self._timers.retransmit is not None:
-            self._timers.retransmit.cancel()
-            self._timers.retransmit = None
+        self._timers.cancel_retransmit()
         if self._inflight:
             loop = asyncio.get_running_loop()
             self._timers.retransmit = loop.call_later(self.config.ack_timeout_s, self._ack_timeout)
@@ -357,9 +365,7 @@ class Link(asyncio.Protocol):
         self._send_hello()
 
     def _send_hello(self) -> None:
-        if self._timers.hello is not None:
-            self._timers.hello.cancel()
-            self._timers.hello = None
+        self._timers.cancel_hello()
         if self._hello_nonce is None or self._transport is None:
             return
         self._hello_sent = time.monotonic()
@@ -394,12 +400,8 @@ class Link(asyncio.Protocol):
         self._rx_expected = 0
         self._nacked_for = None
         self._hello_nonce = None
-        if self._timers.hello is not None:
-            self._timers.hello.cancel()
-            self._timers.hello = None
-        if self._timers.retransmit is not None:
-            self._timers.retransmit.cancel()
-            self._timers.retransmit = None
+        self._timers.cancel_hello()
+        self._timers.cancel_retransmit()
         self._peer_nonce = peer.nonce
         self.peer = peer
         self.stats.handshakes += 1
@@ -422,9 +424,7 @@ class Link(asyncio.Protocol):
     def _go_down(self, reason: str, state: LinkState) -> None:
         was_up = self.is_up
         self._fail_pending(LinkDown(reason))
-        if self._timers.retransmit is not None:
-            self._timers.retransmit.cancel()
-            self._timers.retransmit = None
+        self._timers.cancel_retransmit()
         self._peer_nonce = None
         if was_up:
             self.stats.link_downs += 1

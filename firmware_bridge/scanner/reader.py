@@ -41,6 +41,7 @@ class ScannerStats:
     rejected: int = 0
     double_reads: int = 0
     oversize_lines: int = 0
+    discarded_bytes: int = 0  # bytes of over-long lines and of partial lines cut by a disconnect
     dropped_scans: int = 0  # the consumer fell behind
 
 
@@ -74,9 +75,10 @@ class ScannerProtocol(asyncio.Protocol):
         self._lines = BoundedSplitter(LINE_DELIMITERS, config.max_line_bytes)
 
     def data_received(self, data: bytes) -> None:
-        before = self._lines.oversize_chunks
+        oversize, discarded = self._lines.oversize_chunks, self._lines.discarded_bytes
         lines = self._lines.feed(data)
-        self._stats.oversize_lines += self._lines.oversize_chunks - before
+        self._stats.oversize_lines += self._lines.oversize_chunks - oversize
+        self._stats.discarded_bytes += self._lines.discarded_bytes - discarded
         for line in lines:
             if line:
                 self.line_received(line)
@@ -100,6 +102,7 @@ class ScannerProtocol(asyncio.Protocol):
         if self._lines.buffered:
             log.info("scanner %s: dropped a partial line of %d bytes at disconnect",
                      self._config.port.path, self._lines.buffered)
+            self._stats.discarded_bytes += self._lines.buffered
         self._lines.reset()
 
 
