@@ -76,3 +76,25 @@ def test_sim_mcu_cli(tmp_path: Path) -> None:
     finally:
         out = stop_sim(proc)
     assert '"stats"' in out.splitlines()[-1]
+
+
+def test_sim_scanner_codes_file(tmp_path: Path) -> None:
+    codes = tmp_path / "codes.txt"
+    codes.write_text("# a technician's script\nean13 5901234123457\ngs1-128 0109501101530003<GS>10LOT7\n"
+                     "code39 PKG-1\n")
+    link = str(tmp_path / "ttyACM-file")
+    proc = start_sim("scanner", "--link", link, "--codes", str(codes), "--interval", "0", "--start-delay", "0",
+                     "--terminator", "lf")
+
+    async def main() -> None:
+        await read_doc(proc.stdout)
+        async with ScannerReader(ScannerConfig(PortSettings(link))) as reader:
+            async with asyncio.timeout(20):
+                scans = [await reader.get() for _ in range(3)]
+        assert [s.symbology.value for s in scans] == ["ean13", "gs1-128", "code39"]
+        assert scans[1].gtin == "09501101530003" and scans[1].field_value("10") == "LOT7"
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop_sim(proc)

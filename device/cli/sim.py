@@ -22,7 +22,7 @@ from typing import Awaitable, Callable
 from device.cli.common import load_context
 from firmware_bridge.mcu.commands import BuzzerPattern, Input, LedPattern
 from firmware_bridge.mcu.link import LinkConfig
-from firmware_bridge.scanner.parse import Symbology
+from firmware_bridge.scanner.parse import GROUP_SEPARATOR, Symbology
 from firmware_bridge.sim.codes import Barcode, mixed_codes
 from firmware_bridge.sim.faults import LineFaults
 from firmware_bridge.sim.mcu import SimMcu
@@ -57,8 +57,9 @@ def scanner_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--count", type=int, default=10, help="scan N generated codes (EAN-13, GS1-128 SSCC, QR, "
                                                                 "Code 39 in turn); default 10")
-    source.add_argument("--codes", metavar="FILE", help="scan the codes in FILE: one 'SYMBOLOGY DATA' per line, "
-                                                        f"SYMBOLOGY one of {', '.join(s.value for s in Symbology)}")
+    source.add_argument("--codes", metavar="FILE", help="scan the codes in FILE: one 'SYMBOLOGY DATA' per line "
+                                                        "(<GS> in DATA = the GS1 group separator), SYMBOLOGY one "
+                                                        f"of {', '.join(s.value for s in Symbology)}")
     parser.add_argument("--interval", type=float, default=0.5, metavar="S", help="seconds between scans")
     parser.add_argument("--start-delay", type=float, default=1.0, metavar="S", help="wait before the first scan")
     parser.add_argument("--double-read", type=float, default=0.0, metavar="P", help="chance a code is sent twice")
@@ -76,7 +77,7 @@ def read_codes(path: str) -> list[Barcode]:
             continue
         name, _, data = line.strip().partition(" ")
         try:
-            codes.append(Barcode(Symbology(name), data))
+            codes.append(Barcode(Symbology(name), data.replace("<GS>", GROUP_SEPARATOR)))
         except ValueError:
             raise SystemExit(f"{path}:{number}: unknown symbology {name!r}") from None
     return codes
