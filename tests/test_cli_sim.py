@@ -98,3 +98,15 @@ def test_sim_scanner_codes_file(tmp_path: Path) -> None:
         asyncio.run(main())
     finally:
         stop_sim(proc)
+
+
+def test_sim_group_runs_the_gps_simulator(tmp_path: Path) -> None:
+    route = tmp_path / "route.json"
+    route.write_text(json.dumps({"stops": [{"id": "S1", "lat": 52.371, "lon": 4.891},
+                                           {"id": "S2", "lat": 52.374, "lon": 4.895}]}))
+    log = tmp_path / "drive.log"
+    result = subprocess.run([sys.executable, "-m", "device.cli", "sim", "gps", "--route", str(route), "--out",
+                             str(log), "--parked-s", "10"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["log"] == str(log) and doc["epochs"] > 10 and log.read_text().count("$GNRMC") == doc["epochs"]

@@ -2,8 +2,9 @@
 
 Each simulator opens a pty (optionally behind a stable symlink, like /dev/serial/by-id/...), prints the
 port path for the agent (or a technician's terminal) to open, and runs until Ctrl-C / SIGTERM or
---duration. To add one (e.g. `sim gps`), write its `add_arguments` and async `run` and append a
-`Simulator` to SIMULATORS; nothing else changes.
+--duration. To add one, write its `add_arguments(parser)` and `run(args) -> int` and append a `Simulator`
+to SIMULATORS; nothing else changes. Asyncio simulators wrap an `async def (args, stop_event)` with
+`on_event_loop`, which handles the signals and --duration.
 """
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ import random
 import signal
 import sys
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
 from typing import Awaitable, Callable
 
+from device.cli import sim_gps
 from device.cli.common import load_context
 from firmware_bridge.mcu.commands import BuzzerPattern, Input, LedPattern
 from firmware_bridge.mcu.link import LinkConfig
@@ -36,7 +37,32 @@ class Simulator:
     name: str
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace, asyncio.Event], Awaitable[int]]
+    run: Callable[[argparse.Namespace], int]
+
+
+def on_event_loop(simulate: Callable[[argparse.Namespace, asyncio.Event], Awaitable[int]]
+                  ) -> Callable[[argparse.Namespace], int]:
+    """A sync `run(args)` for an asyncio simulator: config and logging, SIGINT/SIGTERM and --duration set
+    the stop event the simulator waits on."""
+    def run(args: argparse.Namespace) -> int:
+        load_context(args)  # config errors, logging set-up
+
+        async def main() -> int:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            if args.duration:
+                loop.call_later(args.duration, stop.set)
+            return await simulate(args, stop)
+
+        try:
+            return asyncio.run(main())
+        except BrokenPipeError:  # stdout closed by the reader: nothing left to tell
+            sys.stderr.close()
+            return 0
+
+    return run
 
 
 def say(args: argparse.Namespace, doc: dict, human: str) -> None:
@@ -171,9 +197,11 @@ async def run_mcu(args: argparse.Namespace, stop: asyncio.Event) -> int:
 
 SIMULATORS: list[Simulator] = [
     Simulator("scanner", "a serial barcode scanner: scripted codes, double reads, noise, unplug",
-              scanner_arguments, run_scanner),
+              scanner_arguments, on_event_loop(run_scanner)),
     Simulator("mcu", "the peripheral MCU firmware: LEDs, buzzer, inputs, heartbeats, line faults",
-              mcu_arguments, run_mcu),
+              mcu_arguments, on_event_loop(run_mcu)),
+    Simulator("gps", "a van driving a route, as NMEA (log, pty or a real gpsd via gpsfake)",
+              sim_gps.add_arguments, sim_gps.run),
 ]
 
 
@@ -183,23 +211,4 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     for simulator in SIMULATORS:
         sub = devices.add_parser(simulator.name, parents=[common], help=simulator.help)
         simulator.add_arguments(sub)
-        sub.set_defaults(func=partial(run, simulator))
-
-
-def run(simulator: Simulator, args: argparse.Namespace) -> int:
-    load_context(args)  # config errors, logging set-up
-
-    async def main() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        if args.duration:
-            loop.call_later(args.duration, stop.set)
-        return await simulator.run(args, stop)
-
-    try:
-        return asyncio.run(main())
-    except BrokenPipeError:  # stdout closed by the reader: nothing left to tell
-        sys.stderr.close()
-        return 0
+        sub.set_defaults(func=simulator.run)
