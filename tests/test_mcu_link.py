@@ -279,3 +279,18 @@ def test_line_noise_between_messages_is_rejected_and_counted(tmp_path: Path) -> 
         assert bridge.link.stats.link_downs == 0 and bridge.link.stats.handshakes == 1
 
     run(tmp_path, body)
+
+
+def test_a_cancelled_send_is_withdrawn_and_the_rest_delivered(tmp_path: Path) -> None:
+    host = replace(FAST, window=1)
+
+    async def body(bridge: McuBridge, sim: SimMcu) -> None:
+        commands = random_commands(6, seed=5)
+        sends = [asyncio.create_task(bridge.send(c)) for c in commands]
+        await asyncio.sleep(0)  # all six posted: one in flight, five queued
+        sends[3].cancel()
+        await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), 5)
+        assert sends[3].cancelled()
+        assert list(sim.received) == commands[:3] + commands[4:]
+
+    run(tmp_path, body, host=host)

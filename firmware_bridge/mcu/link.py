@@ -178,7 +178,18 @@ class Link(asyncio.Protocol):
         return future
 
     async def send(self, msg_type: int, payload: bytes = b"") -> None:
-        await self.post(msg_type, payload)
+        future = self.post(msg_type, payload)
+        try:
+            await future
+        finally:
+            if future.cancelled():  # the caller gave up: a message not yet sent is withdrawn
+                self._withdraw(future)
+
+    def _withdraw(self, future: asyncio.Future[None]) -> None:
+        for entry in self._queue:
+            if entry.future is future:
+                self._queue.remove(entry)
+                return
 
     def close(self) -> None:
         """Stop timers and fail everything pending; the transport belongs to whoever opened it."""
@@ -285,7 +296,7 @@ class Link(asyncio.Protocol):
         while self._queue and len(self._inflight) < self.config.window and self.is_up:
             entry = self._queue.popleft()
             if entry.future.done():
-                continue  # the caller gave up before it was sent
+                continue  # a posted future cancelled by its caller before it was sent
             entry.seq = self._tx_seq
             self._tx_seq = (self._tx_seq + 1) % SEQ_MODULO
             self._inflight.append(entry)
