@@ -1,4 +1,4 @@
-"""`flexedge sim-gps` (to become `flexedge sim gps`) and `flexedge nmea` together; config-built trackers."""
+"""`flexedge sim gps` and `flexedge nmea` together; config-built trackers."""
 from __future__ import annotations
 
 import asyncio
@@ -32,7 +32,7 @@ def test_sim_log_round_trips_through_the_nmea_command(tmp_path: Path, capsys: py
     route = tmp_path / "route.json"
     write_route(route)
     log = tmp_path / "drive.log"
-    assert main(["sim-gps", "--route", str(route), "--out", str(log), "--parked-s", "30",
+    assert main(["sim", "gps", "--route", str(route), "--out", str(log), "--parked-s", "30",
                  "--tunnel-at", "20", "--tunnel-s", "10"]) == 0
     written = json.loads(capsys.readouterr().out)
     assert written["log"] == str(log) and written["epochs"] > 100
@@ -49,7 +49,7 @@ def test_sim_log_round_trips_through_the_nmea_command(tmp_path: Path, capsys: py
 def test_sim_pty_serves_a_receiver(tmp_path: Path) -> None:
     route = tmp_path / "route.json"
     write_route(route)
-    proc = subprocess.Popen([sys.executable, "-m", "device.cli", "sim-gps", "--route", str(route), "--pty",
+    proc = subprocess.Popen([sys.executable, "-m", "device.cli", "sim", "gps", "--route", str(route), "--pty",
                              "--speedup", "20"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         port = json.loads(proc.stdout.readline())["pty"]
@@ -89,7 +89,7 @@ def test_tracker_from_config_takes_domain_stops(tmp_path: Path) -> None:
 def test_sim_gpsfake_drive_gives_arrivals_through_a_real_gpsd(tmp_path: Path) -> None:
     route = tmp_path / "route.json"
     stops = write_route(route, n=3)
-    proc = subprocess.Popen([sys.executable, "-m", "device.cli", "sim-gps", "--route", str(route), "--gpsfake",
+    proc = subprocess.Popen([sys.executable, "-m", "device.cli", "sim", "gps", "--route", str(route), "--gpsfake",
                              "--speedup", "100", "--parked-s", "40", "--jitter-m", "30"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:

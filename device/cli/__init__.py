@@ -19,7 +19,6 @@ COMMAND_MODULES = (
     "device.cli.demo",
     "device.cli.selftest",
     "device.cli.nmea_cmd",
-    "device.cli.sim_gps",  # folded under `flexedge sim gps` on merge
     "device.cli.sim",
 )
 

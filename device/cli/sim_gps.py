@@ -1,8 +1,6 @@
-"""`flexedge sim-gps --route FILE`: a simulated van driving a route, as NMEA.
+"""`flexedge sim gps --route FILE`: a simulated van driving a route, as NMEA.
 
-Registered as the top-level `sim-gps` for now; on merge it folds in as `flexedge sim gps` (the `sim` group
-lives in device/cli/sim.py, written in parallel): there, `gps = sim_subparsers.add_parser("gps", ...)`,
-`sim_gps.add_arguments(gps)`, `gps.set_defaults(func=sim_gps.run)`, and drop it from COMMAND_MODULES.
+Registered in the `flexedge sim` group (device/cli/sim.py).
 Outputs: a gpsfake-ready log (`--out`), a pty the agent opens as its receiver (`--pty`), or a real gpsd fed
 by gpsfake (`--gpsfake`); NMEA on stdout without any of them.
 """
@@ -28,12 +26,6 @@ from firmware_bridge.sim.gps_route import (
     render,
     write_log,
 )
-
-
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = subparsers.add_parser("sim-gps", parents=[common], help="simulate a van driving a route (NMEA)")
-    add_arguments(p)
-    p.set_defaults(func=run)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
