@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable
 
 from device.domain import Event, EventType, Role, Stop
 from device.positioning.setup import workflow_input
@@ -34,39 +34,14 @@ from device.workflow import (
 )
 from device.workflow.outputs import Feedback
 from device.workflow.runner import WorkflowRunner
+from firmware_bridge.feedback import Feedback as LedBuzzer
+from firmware_bridge.feedback import Signal
 from firmware_bridge.fix import Fix
+from firmware_bridge.mcu.commands import Input
 
 log = logging.getLogger(__name__)
 
 HEALTH_INTERVAL_S = 60.0  # a health event (counters, outbox depth) this often
-
-
-class FeedbackPort(Protocol):
-    """What the agent asks of the LED/buzzer (firmware_bridge.feedback.Feedback)."""
-
-    def good_scan(self) -> Any: ...
-    def wrong_package(self) -> Any: ...
-    def attention(self) -> Any: ...
-    def all_done(self) -> Any: ...
-
-
-class LogFeedback:
-    """Feedback for a unit without an MCU: a log line per signal."""
-
-    def _say(self, what: str) -> None:
-        log.info("feedback: %s (no MCU attached)", what)
-
-    def good_scan(self) -> None:
-        self._say("good scan")
-
-    def wrong_package(self) -> None:
-        self._say("wrong package")
-
-    def attention(self) -> None:
-        self._say("attention")
-
-    def all_done(self) -> None:
-        self._say("done")
 
 
 @dataclass(frozen=True)
@@ -103,7 +78,7 @@ class Agent:
     store: EventStore
     runner: WorkflowRunner
     role: Role
-    feedback: FeedbackPort = field(default_factory=LogFeedback)
+    feedback: LedBuzzer = field(default_factory=LedBuzzer)  # without an MCU: log lines
     sync: Any = None  # cloud_sync.device_sync.DeviceSync
     tracker_factory: Callable[[list[Stop]], PositionTracker] | None = None
     take_photo: PhotoTaker | None = None
@@ -152,16 +127,7 @@ class Agent:
 
     def _signal(self, signal: Feedback) -> None:
         try:
-            if signal in (Feedback.GOOD_SCAN, Feedback.OK, Feedback.ARRIVED):
-                self.feedback.good_scan()
-            elif signal in (Feedback.WRONG_PACKAGE, Feedback.WRONG_ROUTE, Feedback.WRONG_HOUSE,
-                            Feedback.CLAIM_LOST, Feedback.REJECTED):
-                self.feedback.wrong_package()
-            elif signal in (Feedback.DELIVERED, Feedback.CLAIM_WON, Feedback.LOADING_COMPLETE,
-                            Feedback.BLOCK_COMPLETE, Feedback.ROUTE_STAGED, Feedback.EXCEPTION_RECORDED):
-                self.feedback.all_done()
-            else:  # ATTENTION, DUPLICATE_SCAN, RETAKE_PHOTO, SIGNATURE_NEEDED
-                self.feedback.attention()
+            self.feedback.signal(Signal(signal.value))  # the two enums share their values
         except Exception as exc:  # feedback is best effort: a dead MCU must not stop deliveries
             log.warning("feedback %s not shown: %r", signal.value, exc)
 
@@ -183,7 +149,16 @@ class Agent:
         while True:
             self._beat("scanner")
             scan = await reader.get()
-            await self.scan(scan.text)
+            await self.scan(scan.sscc or scan.data)  # GS1 labels: the SSCC is the package id
+
+    async def mcu_input_loop(self, bridge: Any) -> None:
+        """The MCU's inputs: the driver's button at a stop takes the proof photo."""
+        while True:
+            self._beat("mcu")
+            event = await bridge.inputs.get()
+            log.info("MCU input %s %s", event.input.name, "on" if event.active else "off")
+            if event.input is Input.BUTTON and event.active and self.runner.workflow.phase == "at_stop":
+                await self.photo()
 
     async def gps_loop(self, source: Any) -> None:
         """Fixes from gpsd or a serial receiver: stamp, breadcrumb, geofence."""

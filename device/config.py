@@ -66,6 +66,7 @@ class GpsSourceKind(StrEnum):
 
 @dataclass(frozen=True)
 class GpsSection:
+    enabled: bool = True  # false on a unit without a receiver (a dock)
     source: GpsSourceKind = GpsSourceKind.GPSD
     gpsd_host: str = "127.0.0.1"
     gpsd_port: int = 2947
@@ -100,12 +101,19 @@ class McuSection:
 
 
 @dataclass(frozen=True)
+class DriverSection:
+    simulated: bool = False  # demo and bench units: a simulated driver acts on the agent's notices
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     device: DeviceSection = field(default_factory=DeviceSection)
     store: StoreSection = field(default_factory=StoreSection)
     mqtt: MqttSection = field(default_factory=MqttSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     gps: GpsSection = field(default_factory=GpsSection)
+    driver: DriverSection = field(default_factory=DriverSection)
     scanner: ScannerSection = field(default_factory=ScannerSection)
     mcu: McuSection = field(default_factory=McuSection)
     data_dir: str = ""  # empty: the platform default (see device.paths)

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "device.cli.outbox",
     "device.cli.config_cmd",
     "device.cli.demo",
+    "device.cli.run",
     "device.cli.selftest",
     "device.cli.nmea_cmd",
     "device.cli.sim",

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from device.assembly import open_store
 from device.config import Config, ConfigError, load_config
 from device.logsetup import setup_logging
-from device.paths import resolve_data_dir, store_path
-from device.store import EventStore, RetentionPolicy
+from device.paths import resolve_data_dir
+from device.store import EventStore
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -31,16 +32,7 @@ class Context:
     data_dir: Path
 
     def open_store(self) -> EventStore:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        return EventStore(store_path(self.data_dir), retention_policy(self.config))
-
-
-def retention_policy(config: Config) -> RetentionPolicy:
-    return RetentionPolicy(
-        acked_max_age_s=config.store.retention_days * 86400.0,
-        min_free_bytes=config.store.min_free_mb * 1024 * 1024,
-        low_disk_track_interval_s=config.store.low_disk_track_interval_s,
-    )
+        return open_store(self.config, self.data_dir)
 
 
 def load_context(args: argparse.Namespace) -> Context:

@@ -1,0 +1,146 @@
+"""Builds the agent from its config: the store, the workflow, and whichever hardware this unit has.
+
+A section without a port/path means "not attached": no scanner, no MCU (feedback becomes log lines), no
+camera. The cloud link is attached when `[sync] cloud_key_file` is set (inbound messages must verify).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from device.agent import Agent, ProofPhoto
+from device.config import Config
+from device.domain import Stop
+from device.hardware import mcu_config, scanner_config
+from device.paths import store_path
+from device.positioning import setup as positioning
+from device.sdnotify import Notifier
+from device.store import EventStore, RetentionPolicy
+from device.workflow import Verdict
+from device.workflow.runner import WorkflowRunner
+from firmware_bridge.feedback import Feedback as LedBuzzer
+from firmware_bridge.fix import Fix
+from firmware_bridge.mcu.bridge import McuBridge
+from firmware_bridge.scanner import ScannerReader
+
+log = logging.getLogger(__name__)
+
+
+def retention_policy(config: Config) -> RetentionPolicy:
+    return RetentionPolicy(
+        acked_max_age_s=config.store.retention_days * 86400.0,
+        min_free_bytes=config.store.min_free_mb * 1024 * 1024,
+        low_disk_track_interval_s=config.store.low_disk_track_interval_s,
+    )
+
+
+def open_store(config: Config, data_dir: Path) -> EventStore:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return EventStore(store_path(data_dir), retention_policy(config))
+
+
+@dataclass
+class Assembly:
+    """The agent plus the hardware it owns, for start-up and orderly shutdown."""
+
+    agent: Agent
+    scanner: ScannerReader | None = None
+    mcu: McuBridge | None = None
+    gps: Any = None
+    closers: list[Any] = field(default_factory=list)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if self.mcu is not None:
+            self.mcu.start()
+            self.agent.start("mcu", self.agent.mcu_input_loop(self.mcu))
+        if self.scanner is not None:
+            self.scanner.start()
+            self.agent.start("scanner", self.agent.scanner_loop(self.scanner))
+        if self.gps is not None:
+            self.agent.start("gps", self.agent.gps_loop(self.gps))
+        try:
+            await self.agent.run(stop)
+        finally:
+            if self.scanner is not None:
+                await self.scanner.stop()
+            if self.mcu is not None:
+                await self.mcu.stop()
+            for close in self.closers:
+                close()
+
+
+def _photo_taker(config: Config, data_dir: Path):
+    """Camera + house-number check as one awaitable step; None when the unit has no camera."""
+    from firmware_bridge.camera import capture_photo
+
+    from device.photos import camera_from_config
+    from device.vision.check import checker_from_config
+
+    section = config.camera
+    if section.backend.value == "simulated" and not section.sim_dir:
+        return None, None
+    camera = camera_from_config(section)
+    camera.open()
+    checker = checker_from_config(config.vision)
+    photo_dir = Path(section.photo_dir) if section.photo_dir else data_dir / "photos"
+
+    def capture_and_check(stop: Stop, fix: Fix | None) -> ProofPhoto:
+        saved = capture_photo(camera, photo_dir, fix, section.jpeg_quality)
+        result = checker.check(saved.path, stop.house_number)
+        box = None
+        if result.boxes:
+            x0, y0, x1, y1 = result.boxes[0]
+            box = (x0, y0, x1 - x0, y1 - y0)
+        return ProofPhoto(saved.photo_id, str(saved.path), saved.sha256, Verdict(str(result.verdict)),
+                          result.read, result.confidence, box, result.ms)
+
+    async def take_photo(stop: Stop, fix: Fix | None) -> ProofPhoto:
+        # The camera and the interpreter block: they run in a worker thread, the loop stays free.
+        return await asyncio.to_thread(capture_and_check, stop, fix)
+
+    return take_photo, camera.close
+
+
+def _sync(config: Config, store: EventStore):
+    from cloud_sync.connection import BrokerSettings
+    from cloud_sync.device_sync import DeviceSync, SyncSettings
+    from cloud_sync.signing import Verifier
+
+    if not config.sync.cloud_key_file:
+        log.warning("no [sync] cloud_key_file configured: running without a cloud link")
+        return None
+    return DeviceSync(store, SyncSettings.from_config(config), BrokerSettings.from_config(config.mqtt),
+                      Verifier.from_pem_files(config.sync.cloud_key_file))
+
+
+async def assemble(config: Config, data_dir: Path, notifier: Notifier | None = None) -> Assembly:
+    store = open_store(config, data_dir)
+    runner = await WorkflowRunner.open(store, config.device.role)
+    mcu_settings = mcu_config(config)
+    mcu = McuBridge(mcu_settings) if mcu_settings else None
+    scanner_settings = scanner_config(config)
+    scanner = ScannerReader(scanner_settings) if scanner_settings else None
+    take_photo, close_camera = _photo_taker(config, data_dir)
+    gps_section = config.gps
+    agent = Agent(
+        store=store,
+        runner=runner,
+        role=config.device.role,
+        feedback=LedBuzzer(mcu),
+        sync=_sync(config, store),
+        tracker_factory=lambda stops: positioning.tracker(gps_section, stops),
+        take_photo=take_photo,
+        notifier=notifier or Notifier(),
+    )
+    gps = positioning.fix_source(gps_section) if gps_section.enabled else None
+    closers = ([close_camera] if close_camera else []) + [store.close]
+    assembly = Assembly(agent, scanner, mcu, gps, closers)
+    if config.driver.simulated:
+        from device.driver_sim import DriverSettings, SimulatedDriver
+
+        driver = SimulatedDriver(agent, DriverSettings(seed=config.driver.seed))
+        agent.start("driver", driver.run())
+    return assembly
