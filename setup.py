@@ -3,6 +3,7 @@ from setuptools import find_packages, setup
 
 RUNTIME = [
     "paho-mqtt>=2.1,<3",
+    "aiomqtt>=2.3,<3",  # drives paho from the asyncio loop (cloud_sync)
     "pyserial>=3.5,<4",
     "pyserial-asyncio-fast>=0.16,<1",  # asyncio transport over a pyserial port (add_reader on its fd)
     "gpsd-py3>=0.3.0,<0.4",

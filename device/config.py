@@ -54,6 +54,22 @@ class MqttSection:
 
 
 @dataclass(frozen=True)
+class SyncSection:
+    """The cloud link (cloud_sync.device_sync)."""
+
+    cloud_key_file: str = ""  # the cloud's Ed25519 public key (PEM): offers, routes, commands must verify
+    batch_max_events: int = 500
+    batch_max_bytes: int = 256 * 1024
+    compression: str = "zstd"  # zstd | none
+    inflight_batches: int = 4  # batches awaiting the cloud's ack at once
+    ack_timeout_s: float = 15.0  # a batch without an ack after this goes again
+    status_interval_s: float = 30.0
+    session_expiry_s: int = 7 * 86400  # the broker keeps our session (queued acks, routes) this long
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class LoggingSection:
     level: str = "INFO"
     json: bool = True
@@ -111,6 +127,7 @@ class Config:
     device: DeviceSection = field(default_factory=DeviceSection)
     store: StoreSection = field(default_factory=StoreSection)
     mqtt: MqttSection = field(default_factory=MqttSection)
+    sync: SyncSection = field(default_factory=SyncSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     gps: GpsSection = field(default_factory=GpsSection)
     driver: DriverSection = field(default_factory=DriverSection)

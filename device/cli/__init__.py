@@ -21,6 +21,9 @@ COMMAND_MODULES = (
     "device.cli.selftest",
     "device.cli.nmea_cmd",
     "device.cli.sim",
+    "device.cli.sync",
+    "device.cli.cloud",
+    "device.cli.pki",
 )
 
 

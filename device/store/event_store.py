@@ -238,16 +238,18 @@ class EventStore:
         except sqlite3.Error as exc:
             raise (StoreFull(str(exc)) if _full(exc) else StoreError(f"{type(exc).__name__}: {exc}")) from exc
 
-    def pending(self, limit: int = 500, max_bytes: int = 256 * 1024, lane: Lane | None = None) -> list[StoredEvent]:
-        """The oldest unacked events in seq order (of one lane, if given), within both caps.
+    def pending(self, limit: int = 500, max_bytes: int = 256 * 1024, lane: Lane | None = None,
+                after_seq: int = 0) -> list[StoredEvent]:
+        """The oldest unacked events in seq order (of one lane, if given; after `after_seq`, so a sender can
+        keep several batches in flight), within both caps.
 
         At least one event is returned when any is pending, even if it alone exceeds max_bytes.
         """
         def read(db: sqlite_utils.Database) -> list[StoredEvent]:
             where, args = ("acked = 0 AND lane = ?", [int(lane)]) if lane is not None else ("acked = 0", [])
             cursor = db.conn.execute(
-                f"SELECT seq, id, type, lane, body, hash FROM events WHERE {where} ORDER BY seq LIMIT ?",
-                [*args, limit])
+                f"SELECT seq, id, type, lane, body, hash FROM events WHERE {where} AND seq > ? ORDER BY seq LIMIT ?",
+                [*args, after_seq, limit])
             out: list[StoredEvent] = []
             size = 0
             for seq, event_id, event_type, event_lane, body, digest in cursor:
@@ -256,6 +258,14 @@ class EventStore:
                     break
                 out.append(StoredEvent(seq, event_id, EventType(event_type), Lane(event_lane), body, digest))
             return out
+        return self._call(read)
+
+    def newest_pending(self, lane: Lane) -> StoredEvent | None:
+        """The newest unacked event of a lane (the live position that goes out first after an outage)."""
+        def read(db: sqlite_utils.Database) -> StoredEvent | None:
+            row = db.conn.execute("SELECT seq, id, type, lane, body, hash FROM events WHERE acked = 0 AND lane = ? "
+                                  "ORDER BY seq DESC LIMIT 1", [int(lane)]).fetchone()
+            return None if row is None else StoredEvent(row[0], row[1], EventType(row[2]), Lane(row[3]), row[4], row[5])
         return self._call(read)
 
     def mark_acked(self, seqs: Iterable[int]) -> int:

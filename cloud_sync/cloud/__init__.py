@@ -1,0 +1,6 @@
+"""The reference cloud peer: ingest (idempotent, chain-checked storage + acks) and dispatch (offers, claims,
+routes, commands). Used by the demo and the tests; `flexedge cloud` runs it as a program."""
+from cloud_sync.cloud.db import CloudDb, CloudDbError, FlagKind, IngestResult
+from cloud_sync.cloud.peer import CloudPeer, CloudSettings, CloudThread
+
+__all__ = ["CloudDb", "CloudDbError", "CloudPeer", "CloudSettings", "CloudThread", "FlagKind", "IngestResult"]

@@ -1,0 +1,263 @@
+"""The reference cloud's database (SQLite): idempotent event ingest with per-device hash-chain verification,
+block offers and atomic claim grants.
+
+One `CloudDb` per worker (each its own connection); several workers and processes may share one file: every
+write is one `BEGIN IMMEDIATE` transaction, so claims and chain heads are serialised by SQLite itself.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Iterator
+
+from cloud_sync.errors import SyncError
+from cloud_sync.messages import ClaimStatus, EventBatch
+from device.chain import GENESIS_HASH, canonical_bytes, hash_body
+from device.domain import Block, Route
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    device TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,
+    body TEXT NOT NULL, hash TEXT NOT NULL, batch_id TEXT NOT NULL, received_at REAL NOT NULL,
+    chain TEXT NOT NULL DEFAULT 'pending',  -- pending (predecessor not yet here) | ok | broken
+    PRIMARY KEY (device, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS devices (
+    device TEXT PRIMARY KEY, verified_seq INTEGER NOT NULL DEFAULT 0,
+    verified_hash TEXT NOT NULL, last_batch_at REAL, status TEXT
+);
+CREATE TABLE IF NOT EXISTS flags (
+    device TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (device, seq, kind)
+);
+CREATE TABLE IF NOT EXISTS blocks (
+    id TEXT PRIMARY KEY, station TEXT NOT NULL, body TEXT NOT NULL, route TEXT NOT NULL,
+    route_version INTEGER NOT NULL, winner TEXT, granted_at REAL
+);
+CREATE TABLE IF NOT EXISTS stations (station TEXT PRIMARY KEY, offers_version INTEGER NOT NULL);
+"""
+BUSY_TIMEOUT_MS = 30_000  # other workers hold the write lock for one batch at most
+
+
+class CloudDbError(SyncError):
+    pass
+
+
+class FlagKind(StrEnum):
+    GAP = "gap"  # a seq below the device's acked floor is missing here
+    CHAIN_BREAK = "chain_break"  # an event's hash does not follow from its predecessor's
+    SEQ_CONFLICT = "seq_conflict"  # the same device and seq arrived with a different event id
+    DEVICE_MISMATCH = "device_mismatch"  # an event id already stored for another device
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    stored: int
+    duplicates: int
+    flagged: int
+    verified_seq: int
+
+
+class CloudDb:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        try:
+            self.conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
+                                        timeout=BUSY_TIMEOUT_MS / 1000)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")  # an ack promises the events are on disk
+            self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self.conn.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise CloudDbError(f"cannot open cloud database {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _transaction(self) -> _Tx:
+        return _Tx(self.conn)
+
+    # --- ingest ------------------------------------------------------------------------------------
+
+    def ingest(self, device: str, batch: EventBatch) -> IngestResult:
+        """Store a batch idempotently, advance the device's verified chain head, flag what does not fit."""
+        now = time.time()
+        stored = duplicates = flagged = 0
+        with self._transaction() as cur:
+            for event in batch.events:
+                doc = {k: v for k, v in event.items() if k != "hash"}
+                body = canonical_bytes(doc).decode("utf-8")
+                cur.execute("INSERT OR IGNORE INTO events (device, seq, id, type, body, hash, batch_id, received_at) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (device, event["seq"], event["id"], event["type"], body, event["hash"],
+                             batch.batch_id, now))
+                if cur.rowcount == 1:
+                    stored += 1
+                    continue
+                row = cur.execute("SELECT device, seq FROM events WHERE id = ?", (event["id"],)).fetchone()
+                if row == (device, event["seq"]):
+                    duplicates += 1  # a resend: harmless by design
+                elif row is not None:
+                    flagged += self._flag(cur, device, event["seq"], FlagKind.DEVICE_MISMATCH,
+                                          f"id {event['id']} already stored as {row[0]}#{row[1]}", now)
+                else:
+                    flagged += self._flag(cur, device, event["seq"], FlagKind.SEQ_CONFLICT,
+                                          f"other event id {event['id']}: {body[:2000]}", now)
+            verified_seq, broken = self._advance_chain(cur, device, now)
+            flagged += broken
+            # Every seq below the device's floor was acked, so it must be here: a hole there is a real gap.
+            if batch.floor_seq > verified_seq + 1:
+                missing = verified_seq + 1
+                held = cur.execute("SELECT 1 FROM events WHERE device = ? AND seq = ?", (device, missing)).fetchone()
+                if held is None:
+                    flagged += self._flag(cur, device, missing, FlagKind.GAP,
+                                          f"seq {missing} missing below the device's floor {batch.floor_seq}", now)
+            cur.execute("UPDATE devices SET last_batch_at = ? WHERE device = ?", (now, device))
+        return IngestResult(stored, duplicates, flagged, verified_seq)
+
+    def _flag(self, cur: sqlite3.Cursor, device: str, seq: int, kind: FlagKind, detail: str, now: float) -> int:
+        cur.execute("INSERT OR IGNORE INTO flags (device, seq, kind, detail, at) VALUES (?, ?, ?, ?, ?)",
+                    (device, seq, kind.value, detail, now))
+        if cur.rowcount:
+            log.warning("ingest flag %s for %s seq %d: %s", kind.value, device, seq, detail[:200])
+        return cur.rowcount
+
+    def _advance_chain(self, cur: sqlite3.Cursor, device: str, now: float) -> tuple[int, int]:
+        """Walk the contiguous run after the verified head. Events of the priority lane arrive ahead of the
+        track backlog, so a hole here usually means 'not yet arrived' and the walk simply waits at it."""
+        row = cur.execute("SELECT verified_seq, verified_hash FROM devices WHERE device = ?", (device,)).fetchone()
+        if row is None:
+            cur.execute("INSERT INTO devices (device, verified_seq, verified_hash) VALUES (?, 0, ?)",
+                        (device, GENESIS_HASH))
+            row = (0, GENESIS_HASH)
+        expected, prev = row[0] + 1, row[1]
+        marks: list[tuple[str, str, int]] = []
+        broken = 0
+        for seq, body, claimed in cur.execute(
+                "SELECT seq, body, hash FROM events WHERE device = ? AND seq > ? ORDER BY seq", (device, row[0])
+        ).fetchall():
+            if seq != expected:
+                break
+            computed = hash_body(prev, body.encode("utf-8"))
+            if computed == claimed:
+                marks.append(("ok", device, seq))
+            else:
+                marks.append(("broken", device, seq))
+                broken += 1
+            prev = claimed  # after a break the chain goes on from the claimed hash: one break, one flag
+            expected += 1
+        cur.executemany("UPDATE events SET chain = ? WHERE device = ? AND seq = ?", marks)
+        for _, _, seq in (m for m in marks if m[0] == "broken"):
+            self._flag(cur, device, seq, FlagKind.CHAIN_BREAK, "hash does not follow from the previous event", now)
+        cur.execute("UPDATE devices SET verified_seq = ?, verified_hash = ? WHERE device = ?",
+                    (expected - 1, prev, device))
+        return expected - 1, broken
+
+    def record_status(self, device: str, status: dict[str, Any]) -> None:
+        with self._transaction() as cur:
+            cur.execute("INSERT INTO devices (device, verified_hash, status) VALUES (?, ?, ?) "
+                        "ON CONFLICT (device) DO UPDATE SET status = excluded.status",
+                        (device, GENESIS_HASH, json.dumps(status)))
+
+    # --- reading (operator views and tests) --------------------------------------------------------
+
+    def event_count(self, device: str | None = None) -> int:
+        if device is None:
+            return self.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        return self.conn.execute("SELECT COUNT(*) FROM events WHERE device = ?", (device,)).fetchone()[0]
+
+    def event_rows(self, device: str) -> Iterator[tuple[int, str, str]]:
+        """(seq, id, chain state) in seq order."""
+        yield from self.conn.execute("SELECT seq, id, chain FROM events WHERE device = ? ORDER BY seq", (device,))
+
+    def flags(self, device: str | None = None) -> list[dict[str, Any]]:
+        cur = self.conn.execute("SELECT device, seq, kind, detail FROM flags" + (" WHERE device = ?" if device else ""),
+                                (device,) if device else ())
+        return [dict(zip(("device", "seq", "kind", "detail"), row)) for row in cur]
+
+    def device_view(self) -> list[dict[str, Any]]:
+        cur = self.conn.execute("SELECT d.device, d.verified_seq, d.status, COUNT(e.seq) FROM devices d "
+                                "LEFT JOIN events e ON e.device = d.device GROUP BY d.device ORDER BY d.device")
+        return [{"device": dev, "verified_seq": seq, "events": n, "status": json.loads(status) if status else None}
+                for dev, seq, status, n in cur]
+
+    # --- dispatch ----------------------------------------------------------------------------------
+
+    def add_block(self, block: Block, route: Route) -> None:
+        with self._transaction() as cur:
+            cur.execute("INSERT INTO blocks (id, station, body, route, route_version) VALUES (?, ?, ?, ?, ?) "
+                        "ON CONFLICT (id) DO UPDATE SET body = excluded.body, route = excluded.route, "
+                        "route_version = excluded.route_version WHERE blocks.winner IS NULL",
+                        (block.id, block.station, json.dumps(block.to_dict()), json.dumps(route.to_dict()),
+                         route.version))
+
+    def open_blocks(self, station: str) -> tuple[int, list[Block]]:
+        """(next offers version, unclaimed blocks of the station)."""
+        with self._transaction() as cur:
+            cur.execute("INSERT INTO stations (station, offers_version) VALUES (?, 1) "
+                        "ON CONFLICT (station) DO UPDATE SET offers_version = offers_version + 1", (station,))
+            version = cur.execute("SELECT offers_version FROM stations WHERE station = ?", (station,)).fetchone()[0]
+            rows = cur.execute("SELECT body FROM blocks WHERE station = ? AND winner IS NULL ORDER BY id",
+                               (station,)).fetchall()
+        return version, [Block.from_dict(json.loads(body)) for (body,) in rows]
+
+    def grant(self, block_id: str, device: str) -> tuple[ClaimStatus, Block | None, Route | None]:
+        """Exactly one device wins a block: the conditional UPDATE inside one write transaction decides."""
+        with self._transaction() as cur:
+            row = cur.execute("SELECT body, route FROM blocks WHERE id = ?", (block_id,)).fetchone()
+            if row is None:
+                return ClaimStatus.UNKNOWN_BLOCK, None, None
+            cur.execute("UPDATE blocks SET winner = ?, granted_at = ? WHERE id = ? AND winner IS NULL",
+                        (device, time.time(), block_id))
+            winner = cur.execute("SELECT winner FROM blocks WHERE id = ?", (block_id,)).fetchone()[0]
+        block, route = Block.from_dict(json.loads(row[0])), Route.from_dict(json.loads(row[1]))
+        return (ClaimStatus.GRANTED if winner == device else ClaimStatus.TAKEN), block, route
+
+    def winners(self) -> dict[str, str | None]:
+        return dict(self.conn.execute("SELECT id, winner FROM blocks"))
+
+    def revise_route(self, route: Route) -> tuple[str | None, Route]:
+        """Store a new version of a block's route (version = stored + 1); returns (winner, versioned route)."""
+        with self._transaction() as cur:
+            row = cur.execute("SELECT route_version, winner FROM blocks WHERE id = ?", (route.block_id,)).fetchone()
+            if row is None:
+                raise CloudDbError(f"unknown block {route.block_id}")
+            revised = Route(route.block_id, row[0] + 1, route.stops)
+            cur.execute("UPDATE blocks SET route = ?, route_version = ? WHERE id = ?",
+                        (json.dumps(revised.to_dict()), revised.version, route.block_id))
+        return row[1], revised
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error), sqlite3 errors turned into CloudDbError."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.cur: sqlite3.Cursor | None = None
+
+    def __enter__(self) -> sqlite3.Cursor:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise CloudDbError(f"cannot begin a transaction: {exc}") from exc
+        self.cur = self.conn.cursor()
+        return self.cur
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+                return
+            except sqlite3.Error as error:
+                self.conn.execute("ROLLBACK")
+                raise CloudDbError(f"commit failed: {error}") from error
+        self.conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise CloudDbError(f"{type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,280 @@
+"""The reference cloud peer: ingest workers and a dispatcher, each its own MQTT 5 client on one asyncio loop.
+
+Ingest workers share `$share/ingest/flex/v1/{fleet}/dev/+/events`: the broker hands each batch to one of them,
+so N workers (in this process or in N processes on other machines) split a fleet's load. A worker stores the
+batch (idempotent, chain-checked) and only then publishes the ack. The dispatcher takes claims from
+`$share/dispatch/.../dev/+/claim`, grants each block once (atomic in the database), answers on the claim's
+response topic with its correlation data, and publishes signed offers and routes.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections import Counter
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Coroutine, TypeVar
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from cloud_sync.cloud.db import CloudDb, CloudDbError
+from cloud_sync.connection import Backoff, BrokerSettings, make_client
+from cloud_sync.errors import MessageRejected, RejectReason
+from cloud_sync.messages import (
+    BatchAck,
+    ClaimRequest,
+    ClaimResult,
+    ClaimStatus,
+    Command,
+    DeviceStatus,
+    EventBatch,
+    Offers,
+    RouteAssignment,
+    encode,
+)
+from cloud_sync.signing import Signer
+from cloud_sync.topics import DISPATCH_SHARE_GROUP, INGEST_SHARE_GROUP, FleetTopics
+from device.domain import Block, Route, new_event_id
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CloudSettings:
+    fleet: str
+    db_path: Path
+    ingest_workers: int = 1
+    dispatch: bool = True
+    client_prefix: str = "cloud"  # client ids: {prefix}-ingest-{n}, {prefix}-dispatch
+    backoff: Backoff = Backoff(initial_s=0.1, maximum_s=5.0)
+
+
+class CloudPeer:
+    """`await run()` until `stop()`; the dispatch API (`add_block`, `revise_route`, `send_command`) is awaited
+    on the same loop. `counters` for tests and status views."""
+
+    def __init__(self, settings: CloudSettings, broker: BrokerSettings, signer: Signer) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.signer = signer
+        self.fleet = FleetTopics(settings.fleet)
+        self.counters: Counter[str] = Counter()
+        self.ready = asyncio.Event()  # set when every worker has subscribed once
+        self._stop = asyncio.Event()
+        self._dispatch_client: aiomqtt.Client | None = None
+        self._dispatch_db: CloudDb | None = None
+        self._subscribed = 0
+
+    # --- running ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        workers = [self._worker(f"{self.settings.client_prefix}-ingest-{n}", self._ingest_session)
+                   for n in range(self.settings.ingest_workers)]
+        if self.settings.dispatch:
+            workers.append(self._worker(f"{self.settings.client_prefix}-dispatch", self._dispatch_session))
+        self._expected = len(workers)
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(w) for w in workers]
+            await self._stop.wait()
+            for task in tasks:
+                task.cancel()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _worker(self, client_id: str, session: Callable[[aiomqtt.Client, CloudDb], Awaitable[None]]) -> None:
+        db = CloudDb(self.settings.db_path)
+        first = True
+        try:
+            delays = self.settings.backoff.delays()
+            while True:
+                try:
+                    async with make_client(self.broker, client_id) as client:
+                        delays = self.settings.backoff.delays()
+                        await session(client, db, first)
+                except aiomqtt.MqttError as exc:
+                    log.warning("%s: broker connection lost: %s", client_id, exc)
+                first = False
+                await asyncio.sleep(next(delays))
+        finally:
+            db.close()
+
+    def _note_subscribed(self, first: bool) -> None:
+        if first:
+            self._subscribed += 1
+            if self._subscribed >= self._expected:
+                self.ready.set()
+
+    def _reject(self, topic: str, exc: MessageRejected) -> None:
+        self.counters[f"rejected.{exc.reason.value}"] += 1
+        log.warning("cloud rejected message on %s: %s", topic, exc)
+
+    # --- ingest ------------------------------------------------------------------------------------
+
+    async def _ingest_session(self, client: aiomqtt.Client, db: CloudDb, first: bool) -> None:
+        await client.subscribe(self.fleet.shared(INGEST_SHARE_GROUP, self.fleet.all_devices("events")), qos=1)
+        self._note_subscribed(first)
+        acks: set[asyncio.Task[None]] = set()
+        async for message in client.messages:
+            topic = message.topic.value
+            device = self.fleet.device_of(topic)
+            try:
+                if device is None:
+                    raise MessageRejected(RejectReason.UNEXPECTED_TOPIC, topic)
+                batch = EventBatch.from_payload(bytes(message.payload))  # type: ignore[arg-type]
+                if batch.device != device:  # the topic is the authenticated identity (ACL %u)
+                    raise MessageRejected(RejectReason.WRONG_DEVICE, f"batch says {batch.device!r:.40}")
+                result = await asyncio.to_thread(db.ingest, device, batch)
+            except MessageRejected as exc:
+                self._reject(topic, exc)
+                continue
+            except CloudDbError as exc:
+                log.error("ingest of a batch from %s failed, not acked (the device will resend): %s", device, exc)
+                continue
+            self.counters["batches"] += 1
+            self.counters["events_stored"] += result.stored
+            self.counters["events_duplicate"] += result.duplicates
+            self.counters["flags"] += result.flagged
+            ack = BatchAck(batch.batch_id, max(e["seq"] for e in batch.events), result.stored, result.duplicates)
+            # Not awaited in line: the next batch is stored while this ack's PUBACK is on its way.
+            task = asyncio.create_task(self._publish_ack(client, device, ack))
+            acks.add(task)
+            task.add_done_callback(acks.discard)
+
+    async def _publish_ack(self, client: aiomqtt.Client, device: str, ack: BatchAck) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):  # lost ack: the device resends, the batch dedups
+            await client.publish(self.fleet.device(device).ack, ack.to_payload(), qos=1)
+
+    # --- dispatch ----------------------------------------------------------------------------------
+
+    async def _dispatch_session(self, client: aiomqtt.Client, db: CloudDb, first: bool) -> None:
+        await client.subscribe(self.fleet.shared(DISPATCH_SHARE_GROUP, self.fleet.all_devices("claim")), qos=1)
+        await client.subscribe(self.fleet.all_devices("status"), qos=1)
+        self._dispatch_client, self._dispatch_db = client, db
+        self._note_subscribed(first)
+        try:
+            async for message in client.messages:
+                topic = message.topic.value
+                try:
+                    if topic.endswith("/status"):
+                        await self._on_status(db, topic, bytes(message.payload))  # type: ignore[arg-type]
+                    else:
+                        await self._on_claim(client, db, topic, bytes(message.payload),  # type: ignore[arg-type]
+                                             message.properties)
+                except MessageRejected as exc:
+                    self._reject(topic, exc)
+                except CloudDbError as exc:
+                    log.error("dispatch database error on %s: %s", topic, exc)
+        finally:
+            self._dispatch_client = None
+
+    async def _on_status(self, db: CloudDb, topic: str, payload: bytes) -> None:
+        device = self.fleet.device_of(topic)
+        if device is None or not payload:
+            return
+        status = DeviceStatus.from_payload(payload)
+        await asyncio.to_thread(db.record_status, device, {"state": status.state.value, "ts": status.ts,
+                                                           "outbox_depth": status.outbox_depth,
+                                                           "last_ack_seq": status.last_ack_seq,
+                                                           "version": status.version, "position": status.position})
+
+    async def _on_claim(self, client: aiomqtt.Client, db: CloudDb, topic: str, payload: bytes,
+                        props: Properties | None) -> None:
+        device = self.fleet.device_of(topic)
+        if device is None:
+            raise MessageRejected(RejectReason.UNEXPECTED_TOPIC, topic)
+        request = ClaimRequest.from_payload(payload)
+        status, block, route = await asyncio.to_thread(db.grant, request.block_id, device)
+        self.counters[f"claims.{status.value}"] += 1
+        result = ClaimResult(request.block_id, request.request_id, device, status)
+        reply = Properties(PacketTypes.PUBLISH)
+        correlation = getattr(props, "CorrelationData", None) if props is not None else None
+        reply.CorrelationData = correlation if correlation is not None else request.request_id.encode()
+        # Answer only on the claimant's own result topic, whatever response topic it named: the cloud may
+        # write anywhere, so it must never be steered into another device's tree.
+        await client.publish(self.fleet.device(device).claim_result, encode(self.signer.sign(result.to_body())),
+                             qos=1, properties=reply)
+        if status is ClaimStatus.GRANTED and block is not None and route is not None:
+            await self._publish_route(client, device, route)
+            await self._publish_offers(client, db, block.station)
+
+    async def _publish_route(self, client: aiomqtt.Client, device: str, route: Route) -> None:
+        body = RouteAssignment(device, route).to_body()
+        await client.publish(self.fleet.device(device).route, encode(self.signer.sign(body)), qos=1, retain=True)
+
+    async def _publish_offers(self, client: aiomqtt.Client, db: CloudDb, station: str) -> None:
+        version, blocks = await asyncio.to_thread(db.open_blocks, station)
+        offers = Offers(station, version, tuple(blocks))
+        await client.publish(self.fleet.offers(station), encode(self.signer.sign(offers.to_body())),
+                             qos=1, retain=True)
+
+    def _dispatcher(self) -> tuple[aiomqtt.Client, CloudDb]:
+        if self._dispatch_client is None or self._dispatch_db is None:
+            raise aiomqtt.MqttError("dispatcher not connected")
+        return self._dispatch_client, self._dispatch_db
+
+    # --- dispatch API ----------------------------------------------------------------------------
+
+    async def add_blocks(self, offered: list[tuple[Block, Route]]) -> None:
+        """Offer blocks (with their routes, revealed to the winner only) and republish the stations' offers."""
+        client, db = self._dispatcher()
+        for block, route in offered:
+            await asyncio.to_thread(db.add_block, block, route)
+        for station in sorted({block.station for block, _ in offered}):
+            await self._publish_offers(client, db, station)
+
+    async def revise_route(self, route: Route) -> Route:
+        """A new version of a block's route (the stored version + 1), sent to the winner if there is one."""
+        client, db = self._dispatcher()
+        winner, revised = await asyncio.to_thread(db.revise_route, route)
+        if winner is not None:
+            await self._publish_route(client, winner, revised)
+        return revised
+
+    async def send_command(self, device: str, name: str, args: dict[str, Any] | None = None,
+                           ttl_s: float = 300.0) -> Command:
+        client, _ = self._dispatcher()
+        command = Command(new_event_id(), device, name, args or {},
+                          datetime.now(timezone.utc) + timedelta(seconds=ttl_s))
+        await client.publish(self.fleet.device(device).cmd, encode(self.signer.sign(command.to_body())), qos=1)
+        return command
+
+
+class CloudThread:
+    """A CloudPeer on its own loop in a background thread: for the demo and tests that drive it from sync code."""
+
+    def __init__(self, peer_factory: Callable[[], CloudPeer]) -> None:
+        self._factory = peer_factory
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="cloud-peer", daemon=True)
+        self.peer: CloudPeer | None = None
+        self._run: Future[None] | None = None
+
+    def start(self, ready_timeout_s: float = 20.0) -> CloudThread:
+        self._thread.start()
+
+        async def create() -> CloudPeer:
+            return self._factory()
+        self.peer = self.call(create())
+        self._run = asyncio.run_coroutine_threadsafe(self.peer.run(), self._loop)
+        self.call(asyncio.wait_for(self.peer.ready.wait(), ready_timeout_s), timeout_s=ready_timeout_s + 1)
+        return self
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
+
+    def stop(self) -> None:
+        if self.peer is not None and self._run is not None:
+            self._loop.call_soon_threadsafe(self.peer.stop)
+            with contextlib.suppress(Exception):
+                self._run.result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()

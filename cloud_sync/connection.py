@@ -1,0 +1,77 @@
+"""Broker connection settings, the aiomqtt client factory and the jittered reconnect backoff.
+
+Shared by the device sync and the reference cloud. aiomqtt drives paho-mqtt from the asyncio loop with
+add_reader/add_writer (STYLE.md item 6): no second network thread, callbacks run on our loop, and a lost
+connection surfaces as an exception in the task that owns it, which then reconnects explicitly.
+"""
+from __future__ import annotations
+
+import random
+import ssl
+from dataclasses import dataclass
+from typing import Iterator
+
+import aiomqtt
+from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from device.config import MqttSection
+
+DEFAULT_SESSION_EXPIRY_S = 7 * 86400  # the broker keeps a device's subscriptions and queued acks this long
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    host: str
+    port: int
+    ca_file: str = ""  # empty: plain TCP (loopback development only)
+    cert_file: str = ""
+    key_file: str = ""
+    keepalive_s: int = 30
+    connect_timeout_s: float = 10.0
+
+    @classmethod
+    def from_config(cls, mqtt: MqttSection) -> BrokerSettings:
+        tls = mqtt.tls
+        return cls(mqtt.host, mqtt.port, mqtt.ca_file if tls else "", mqtt.cert_file if tls else "",
+                   mqtt.key_file if tls else "", mqtt.keepalive_s)
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        if not self.ca_file:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca_file)
+        if self.cert_file:
+            context.load_cert_chain(self.cert_file, self.key_file or None)
+        return context
+
+
+def make_client(settings: BrokerSettings, client_id: str, *, will: aiomqtt.Will | None = None,
+                persistent: bool = True, session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S,
+                max_inflight: int = 100) -> aiomqtt.Client:
+    """An MQTT 5 client. `persistent`: clean start false + session expiry, so the broker keeps the
+    subscriptions and queues QoS 1 messages (acks, routes) while the client is away."""
+    props = Properties(PacketTypes.CONNECT)
+    if persistent:
+        props.SessionExpiryInterval = session_expiry_s
+    return aiomqtt.Client(
+        settings.host, settings.port, identifier=client_id, protocol=aiomqtt.ProtocolVersion.V5,
+        will=will, keepalive=settings.keepalive_s, timeout=settings.connect_timeout_s,
+        clean_start=False if persistent else MQTT_CLEAN_START_FIRST_ONLY, properties=props,
+        tls_context=settings.tls_context(), max_inflight_messages=max_inflight)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter: a fleet that lost its broker does not come back in lockstep."""
+
+    initial_s: float = 0.2
+    maximum_s: float = 30.0
+    factor: float = 2.0
+
+    def delays(self, rng: random.Random | None = None) -> Iterator[float]:
+        rng = rng or random.Random()
+        ceiling = self.initial_s
+        while True:
+            yield rng.uniform(self.initial_s / 2, ceiling)
+            ceiling = min(self.maximum_s, ceiling * self.factor)

@@ -1,0 +1,308 @@
+"""Typed, size-capped, schema-checked payloads of the topic contract (DESIGN.md section 3).
+
+Parsing is pure (bytes in, frozen dataclass out, MessageRejected on anything wrong); no I/O here.
+Signed payloads (offers, claim results, routes, commands) are checked with `signing.Verifier` first and the
+body then parsed by the `from_body` of its class.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any, Mapping
+
+import orjson
+import zstandard
+
+from cloud_sync.errors import MessageRejected, RejectReason
+from device.domain import Block, DomainError, Route, iso_utc
+
+MAX_INBOUND_BYTES = 1024 * 1024  # device side: the largest offer/route/command accepted
+MAX_BATCH_BYTES = 4 * 1024 * 1024  # cloud side: the largest event batch accepted (after decompression too)
+MAX_BATCH_EVENTS = 5000
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Compression(StrEnum):
+    NONE = "none"
+    ZSTD = "zstd"
+
+
+def decode_json(payload: bytes, max_bytes: int) -> dict[str, Any]:
+    """The size cap comes before any parsing: an oversized payload is never decoded."""
+    if len(payload) > max_bytes:
+        raise MessageRejected(RejectReason.TOO_LARGE, f"{len(payload)} bytes > {max_bytes}")
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise MessageRejected(RejectReason.NOT_JSON, str(exc)[:120]) from None
+    if not isinstance(doc, dict):
+        raise MessageRejected(RejectReason.SCHEMA, f"expected an object, got {type(doc).__name__}")
+    return doc
+
+
+def encode(doc: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(doc)
+
+
+def _field(doc: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = doc.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):  # no field of the contract is a bool
+        raise MessageRejected(RejectReason.SCHEMA, f"{where}.{key}: expected {kind}, got {value!r:.60}")
+    if isinstance(value, str) and not value:
+        raise MessageRejected(RejectReason.SCHEMA, f"{where}.{key}: empty")
+    return value
+
+
+def _utc(value: str, where: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise MessageRejected(RejectReason.SCHEMA, f"{where}: not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise MessageRejected(RejectReason.SCHEMA, f"{where}: time without UTC offset")
+    return moment
+
+
+# --- up: event batches ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventBatch:
+    """A batch of outbox events of one lane. `events` are the stored event documents (with seq) plus `hash`.
+
+    `floor_seq` is the device's lowest unacked seq when the batch was made: every seq below it was acked by
+    the cloud, so the cloud must hold it (a missing one is a real gap, not one still in transit).
+    """
+
+    batch_id: str
+    device: str
+    lane: int
+    floor_seq: int
+    events: tuple[Mapping[str, Any], ...]
+
+    def to_payload(self, compression: Compression = Compression.NONE) -> bytes:
+        doc: dict[str, Any] = {"batch_id": self.batch_id, "device": self.device, "lane": self.lane,
+                               "floor_seq": self.floor_seq, "count": len(self.events)}
+        if compression is Compression.ZSTD:
+            packed = zstandard.ZstdCompressor(level=3).compress(orjson.dumps(self.events))
+            doc["compression"] = Compression.ZSTD.value
+            doc["events"] = base64.b64encode(packed).decode("ascii")
+        else:
+            doc["events"] = self.events
+        return orjson.dumps(doc)
+
+    @classmethod
+    def from_payload(cls, payload: bytes, max_bytes: int = MAX_BATCH_BYTES) -> EventBatch:
+        doc = decode_json(payload, max_bytes)
+        where = "batch"
+        compression = doc.get("compression", Compression.NONE.value)
+        events: Any = doc.get("events")
+        if compression == Compression.ZSTD.value:
+            try:
+                packed = base64.b64decode(_field(doc, "events", str, where), validate=True)
+                # max_output_size caps a decompression bomb at the same limit as a plain batch
+                raw = zstandard.ZstdDecompressor().decompress(packed, max_output_size=max_bytes)
+            except (binascii.Error, zstandard.ZstdError) as exc:
+                raise MessageRejected(RejectReason.SCHEMA, f"batch.events: bad zstd data ({exc})") from None
+            try:
+                events = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise MessageRejected(RejectReason.NOT_JSON, f"batch.events: {str(exc)[:100]}") from None
+        elif compression != Compression.NONE.value:
+            raise MessageRejected(RejectReason.SCHEMA, f"batch.compression: unknown {compression!r:.30}")
+        if not isinstance(events, list) or not 0 < len(events) <= MAX_BATCH_EVENTS:
+            raise MessageRejected(RejectReason.SCHEMA, f"batch.events: expected 1..{MAX_BATCH_EVENTS} events")
+        if doc.get("count") != len(events):
+            raise MessageRejected(RejectReason.SCHEMA, "batch.count does not match the events")
+        for i, event in enumerate(events):
+            if not isinstance(event, dict):
+                raise MessageRejected(RejectReason.SCHEMA, f"batch.events[{i}]: expected an object")
+            _field(event, "id", str, f"batch.events[{i}]")
+            _field(event, "type", str, f"batch.events[{i}]")
+            seq = _field(event, "seq", int, f"batch.events[{i}]")
+            if seq < 1:
+                raise MessageRejected(RejectReason.SCHEMA, f"batch.events[{i}].seq: must be >= 1")
+            if not _HEX64.match(_field(event, "hash", str, f"batch.events[{i}]")):
+                raise MessageRejected(RejectReason.SCHEMA, f"batch.events[{i}].hash: expected 64 hex digits")
+        return cls(batch_id=_field(doc, "batch_id", str, where), device=_field(doc, "device", str, where),
+                   lane=_field(doc, "lane", int, where), floor_seq=_field(doc, "floor_seq", int, where),
+                   events=tuple(events))
+
+
+@dataclass(frozen=True)
+class BatchAck:
+    """The cloud stored (or already had) every event of the batch."""
+
+    batch_id: str
+    upto_seq: int  # the highest seq in the batch
+    stored: int = 0
+    duplicates: int = 0
+
+    def to_payload(self) -> bytes:
+        return encode({"batch_id": self.batch_id, "upto_seq": self.upto_seq, "stored": self.stored,
+                       "duplicates": self.duplicates})
+
+    @classmethod
+    def from_payload(cls, payload: bytes, max_bytes: int = 4096) -> BatchAck:
+        doc = decode_json(payload, max_bytes)
+        return cls(batch_id=_field(doc, "batch_id", str, "ack"), upto_seq=_field(doc, "upto_seq", int, "ack"),
+                   stored=doc.get("stored", 0) if isinstance(doc.get("stored"), int) else 0,
+                   duplicates=doc.get("duplicates", 0) if isinstance(doc.get("duplicates"), int) else 0)
+
+
+class Presence(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"  # the Last Will: the broker publishes it when the device vanishes
+    STOPPED = "stopped"  # a clean shutdown
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """Retained on `.../status`."""
+
+    state: Presence
+    device: str
+    version: str = ""
+    outbox_depth: int | None = None
+    last_ack_seq: int | None = None
+    position: Mapping[str, Any] | None = None  # the newest fix, so the operator sees it before the backlog
+    ts: str = field(default_factory=lambda: iso_utc(datetime.now(timezone.utc)))
+
+    def to_payload(self) -> bytes:
+        return encode({"state": self.state.value, "device": self.device, "version": self.version,
+                       "outbox_depth": self.outbox_depth, "last_ack_seq": self.last_ack_seq,
+                       "position": self.position, "ts": self.ts})
+
+    @classmethod
+    def from_payload(cls, payload: bytes, max_bytes: int = 16 * 1024) -> DeviceStatus:
+        doc = decode_json(payload, max_bytes)
+        try:
+            state = Presence(doc.get("state"))
+        except ValueError:
+            raise MessageRejected(RejectReason.SCHEMA, f"status.state: unknown {doc.get('state')!r:.30}") from None
+        return cls(state=state, device=_field(doc, "device", str, "status"), version=str(doc.get("version", "")),
+                   outbox_depth=doc.get("outbox_depth"), last_ack_seq=doc.get("last_ack_seq"),
+                   position=doc.get("position"), ts=str(doc.get("ts", "")))
+
+
+# --- claims ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    block_id: str
+    request_id: str
+
+    def to_payload(self) -> bytes:
+        return encode({"block_id": self.block_id, "request_id": self.request_id})
+
+    @classmethod
+    def from_payload(cls, payload: bytes, max_bytes: int = 4096) -> ClaimRequest:
+        doc = decode_json(payload, max_bytes)
+        return cls(block_id=_field(doc, "block_id", str, "claim"), request_id=_field(doc, "request_id", str, "claim"))
+
+
+class ClaimStatus(StrEnum):
+    GRANTED = "granted"
+    TAKEN = "taken"  # another device won
+    UNKNOWN_BLOCK = "unknown_block"
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    block_id: str
+    request_id: str
+    device: str
+    status: ClaimStatus
+
+    @property
+    def granted(self) -> bool:
+        return self.status is ClaimStatus.GRANTED
+
+    def to_body(self) -> dict[str, Any]:
+        return {"block_id": self.block_id, "request_id": self.request_id, "device": self.device,
+                "status": self.status.value}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ClaimResult:
+        try:
+            status = ClaimStatus(body.get("status"))
+        except ValueError:
+            raise MessageRejected(RejectReason.SCHEMA, f"claim_result.status: {body.get('status')!r:.30}") from None
+        return cls(block_id=_field(body, "block_id", str, "claim_result"),
+                   request_id=_field(body, "request_id", str, "claim_result"),
+                   device=_field(body, "device", str, "claim_result"), status=status)
+
+
+# --- signed downlink -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Offers:
+    """The open blocks of one station, retained. `version` grows with every republish (newest wins)."""
+
+    station: str
+    version: int
+    blocks: tuple[Block, ...]
+
+    def to_body(self) -> dict[str, Any]:
+        return {"station": self.station, "version": self.version, "blocks": [b.to_dict() for b in self.blocks]}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Offers:
+        blocks = body.get("blocks")
+        if not isinstance(blocks, list) or len(blocks) > 1000:
+            raise MessageRejected(RejectReason.SCHEMA, "offers.blocks: expected a list of at most 1000")
+        try:
+            parsed = tuple(Block.from_dict(b, f"offers.blocks[{i}]") for i, b in enumerate(blocks))
+        except DomainError as exc:
+            raise MessageRejected(RejectReason.SCHEMA, str(exc)) from None
+        return cls(station=_field(body, "station", str, "offers"), version=_field(body, "version", int, "offers"),
+                   blocks=parsed)
+
+
+@dataclass(frozen=True)
+class RouteAssignment:
+    """A route for one device (the device checks it is the addressee: a route is never forwarded)."""
+
+    device: str
+    route: Route
+
+    def to_body(self) -> dict[str, Any]:
+        return {"device": self.device, "route": self.route.to_dict()}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> RouteAssignment:
+        try:
+            route = Route.from_dict(body.get("route"))
+        except DomainError as exc:
+            raise MessageRejected(RejectReason.SCHEMA, str(exc)) from None
+        return cls(device=_field(body, "device", str, "route"), route=route)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A cloud command: unique id, addressee, expiry. The device refuses an expired or already seen id."""
+
+    id: str
+    device: str
+    name: str
+    args: Mapping[str, Any]
+    expires_at: datetime
+
+    def to_body(self) -> dict[str, Any]:
+        return {"id": self.id, "device": self.device, "name": self.name, "args": dict(self.args),
+                "expires_at": iso_utc(self.expires_at)}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Command:
+        args = body.get("args", {})
+        if not isinstance(args, dict):
+            raise MessageRejected(RejectReason.SCHEMA, "cmd.args: expected an object")
+        return cls(id=_field(body, "id", str, "cmd"), device=_field(body, "device", str, "cmd"),
+                   name=_field(body, "name", str, "cmd"), args=args,
+                   expires_at=_utc(_field(body, "expires_at", str, "cmd"), "cmd.expires_at"))

@@ -1,0 +1,183 @@
+"""Provisioning: a fleet CA, the broker's server certificate, per-device client certificates (CN = device id),
+the cloud's Ed25519 signing key, and the mosquitto TLS + ACL config that goes with them.
+
+The test fixture and a technician (`flexedge pki ...`) use the same functions. Layout of a PKI directory:
+`ca.crt/ca.key`, `broker.crt/.key`, `<cn>.crt/.key` per client, `signing.key/signing.pub`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from cloud_sync.errors import PkiError
+from cloud_sync.signing import Signer, write_signing_key
+from cloud_sync.topics import PROTOCOL_ROOT
+
+CLOUD_IDENTITY = "cloud"  # the CN (and MQTT username) of the reference cloud's client certificate
+CA_VALIDITY_DAYS = 3650
+LEAF_VALIDITY_DAYS = 825  # browsers' old maximum; long enough for a van's service interval
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _check_name(name: str, what: str) -> str:
+    # The CN becomes the MQTT username and a topic level: keep it to a safe alphabet.
+    if not _NAME.match(name):
+        raise PkiError(f"{what} {name!r} must be 1-64 of A-Z a-z 0-9 . _ - (starting alphanumeric)")
+    return name
+
+
+@dataclass(frozen=True)
+class Issued:
+    cert_path: Path
+    key_path: Path
+
+
+def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    path.chmod(0o600)
+
+
+class Pki:
+    def __init__(self, directory: Path | str) -> None:
+        self.dir = Path(directory)
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.dir / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.dir / "ca.key"
+
+    @property
+    def signing_key(self) -> Path:
+        return self.dir / "signing.key"
+
+    @property
+    def signing_pub(self) -> Path:
+        return self.dir / "signing.pub"
+
+    def client(self, cn: str) -> Issued:
+        return Issued(self.dir / f"{cn}.crt", self.dir / f"{cn}.key")
+
+    # --- making ------------------------------------------------------------------------------------
+
+    def init(self, fleet_name: str = "Flex Edge fleet") -> None:
+        """A new CA and cloud signing key; refuses to overwrite an existing CA."""
+        if self.ca_cert.exists():
+            raise PkiError(f"{self.ca_cert} exists; refusing to replace a CA")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{fleet_name} CA")])
+        now = dt.datetime.now(dt.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5))
+                .not_valid_after(now + dt.timedelta(days=CA_VALIDITY_DAYS))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                             content_commitment=False, key_encipherment=False,
+                                             data_encipherment=False, key_agreement=False,
+                                             encipher_only=False, decipher_only=False), critical=True)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+                .sign(key, hashes.SHA256()))
+        _write_key(key, self.ca_key)
+        self.ca_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        write_signing_key(Signer.generate(), self.signing_key, self.signing_pub)
+
+    def _load_ca(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        try:
+            cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
+            key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
+        except (OSError, ValueError) as exc:
+            raise PkiError(f"cannot load the CA from {self.dir} (run `flexedge pki init`): {exc}") from exc
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise PkiError(f"{self.ca_key} is not an EC key")
+        return cert, key
+
+    def issue(self, cn: str, *, server_names: Iterable[str] = ()) -> Issued:
+        """A leaf certificate signed by the CA: a client cert (CN = device id), or a server cert for the
+        given DNS names / IP addresses. Re-issuing replaces the previous files."""
+        _check_name(cn, "common name")
+        ca_cert, ca_key = self._load_ca()
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.timezone.utc)
+        names = list(server_names)
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+                   .issuer_name(ca_cert.subject).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(minutes=5))
+                   .not_valid_after(now + dt.timedelta(days=LEAF_VALIDITY_DAYS))
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                                  critical=False)
+                   .add_extension(x509.ExtendedKeyUsage(
+                       [ExtendedKeyUsageOID.SERVER_AUTH] if names else [ExtendedKeyUsageOID.CLIENT_AUTH]),
+                       critical=False))
+        if names:
+            alt: list[x509.GeneralName] = []
+            for name in names:
+                try:
+                    alt.append(x509.IPAddress(ipaddress.ip_address(name)))
+                except ValueError:
+                    alt.append(x509.DNSName(name))
+            builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())
+        issued = self.client(cn)
+        _write_key(key, issued.key_path)
+        issued.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return issued
+
+    def issue_broker(self, hosts: Iterable[str] = ("localhost", "127.0.0.1")) -> Issued:
+        return self.issue("broker", server_names=hosts)
+
+
+def acl_text(fleet: str, stations: dict[str, str], cloud_identity: str = CLOUD_IDENTITY) -> str:
+    """A mosquitto ACL: each device (username = cert CN) reaches only its own tree and its station's offers.
+
+    `stations` maps device id -> station. Patterns cover every device; the per-user lines add the offers.
+    """
+    root = f"{PROTOCOL_ROOT}/{fleet}"
+    lines = [
+        "# Generated by flexedge pki. Devices: own topics only (pattern %u = certificate CN).",
+        f"pattern write {root}/dev/%u/events",
+        f"pattern write {root}/dev/%u/status",
+        f"pattern write {root}/dev/%u/claim",
+        f"pattern write {root}/dev/%u/photo/+",
+        f"pattern read {root}/dev/%u/ack",
+        f"pattern read {root}/dev/%u/claim/result",
+        f"pattern read {root}/dev/%u/route",
+        f"pattern read {root}/dev/%u/cmd",
+        "",
+        f"user {_check_name(cloud_identity, 'cloud identity')}",
+        f"topic readwrite {root}/#",
+    ]
+    for device, station in sorted(stations.items()):
+        lines += ["", f"user {_check_name(device, 'device id')}",
+                  f"topic read {root}/station/{_check_name(station, 'station')}/offers"]
+    return "\n".join(lines) + "\n"
+
+
+def mosquitto_tls_config(pki: Pki, acl_path: Path) -> str:
+    """Listener lines for MosquittoBroker(extra_config=...): mutual TLS, identity = CN, the ACL file."""
+    broker = pki.client("broker")
+    return "\n".join([
+        f"cafile {pki.ca_cert}",
+        f"certfile {broker.cert_path}",
+        f"keyfile {broker.key_path}",
+        "require_certificate true",
+        "use_identity_as_username true",
+        f"acl_file {acl_path}",
+        "allow_anonymous false",
+    ])

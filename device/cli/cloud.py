@@ -1,0 +1,89 @@
+"""`flexedge cloud`: the reference cloud peer (ingest workers + dispatcher) as a real program.
+
+    flexedge cloud --db cloud.sqlite --broker 127.0.0.1:8883 --pki DIR [--workers 2] [--blocks blocks.json]
+
+`--pki DIR` takes ca.crt, cloud.crt/.key and signing.key from a `flexedge pki` directory. `--blocks` offers
+blocks at start: a JSON list of {"block": {...}, "route": {...}}.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+from pathlib import Path
+
+from cloud_sync.cloud.peer import CloudPeer, CloudSettings
+from cloud_sync.connection import BrokerSettings
+from cloud_sync.errors import SyncError
+from cloud_sync.pki import CLOUD_IDENTITY, Pki
+from cloud_sync.signing import Signer
+from device.cli.common import load_context
+from device.domain import Block, DomainError, Route
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser("cloud", parents=[common], help="run the reference cloud peer (ingest + dispatch)")
+    p.add_argument("--db", required=True, type=Path, help="SQLite database file")
+    p.add_argument("--broker", default="127.0.0.1:8883", help="HOST:PORT of the MQTT broker")
+    p.add_argument("--pki", type=Path, help="PKI directory (ca.crt, cloud.crt/.key, signing.key)")
+    p.add_argument("--plain", action="store_true", help="no TLS (a loopback development broker)")
+    p.add_argument("--fleet", help="fleet name (default: device.fleet of the config)")
+    p.add_argument("--workers", type=int, default=1, help="ingest workers sharing $share/ingest")
+    p.add_argument("--no-dispatch", action="store_true", help="ingest only (another process dispatches)")
+    p.add_argument("--client-prefix", default="cloud", help="MQTT client id prefix (unique per process)")
+    p.add_argument("--blocks", type=Path, help="JSON list of {block, route} to offer at start")
+    p.set_defaults(func=run)
+
+
+def _load_blocks(path: Path) -> list[tuple[Block, Route]]:
+    try:
+        doc = json.loads(path.read_text())
+        return [(Block.from_dict(item["block"]), Route.from_dict(item["route"])) for item in doc]
+    except (OSError, ValueError, KeyError, TypeError, DomainError) as exc:
+        raise SyncError(f"cannot read blocks from {path}: {exc}") from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    ctx = load_context(args)
+    host, _, port = args.broker.rpartition(":")
+    try:
+        if args.plain:
+            broker = BrokerSettings(host or "127.0.0.1", int(port))
+            signer = Signer.from_pem_file(args.pki / "signing.key") if args.pki else Signer.generate()
+        else:
+            if args.pki is None:
+                raise SyncError("--pki DIR is required with TLS (or pass --plain)")
+            pki = Pki(args.pki)
+            identity = pki.client(CLOUD_IDENTITY)
+            broker = BrokerSettings(host or "127.0.0.1", int(port), str(pki.ca_cert), str(identity.cert_path),
+                                    str(identity.key_path))
+            signer = Signer.from_pem_file(pki.signing_key)
+        blocks = _load_blocks(args.blocks) if args.blocks else []
+    except (SyncError, ValueError) as exc:
+        print(f"flexedge cloud: {exc}")
+        return 2
+    settings = CloudSettings(fleet=args.fleet or ctx.config.device.fleet, db_path=args.db,
+                             ingest_workers=args.workers, dispatch=not args.no_dispatch,
+                             client_prefix=args.client_prefix)
+    return asyncio.run(_serve(settings, broker, signer, blocks))
+
+
+async def _serve(settings: CloudSettings, broker: BrokerSettings, signer: Signer,
+                 blocks: list[tuple[Block, Route]]) -> int:
+    peer = CloudPeer(settings, broker, signer)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, peer.stop)
+    runner = asyncio.create_task(peer.run())
+    await peer.ready.wait()
+    if blocks and settings.dispatch:
+        await peer.add_blocks(blocks)
+    log.info("cloud ready: fleet %s, %d ingest workers, db %s", settings.fleet, settings.ingest_workers,
+             settings.db_path)
+    print(json.dumps({"ready": True, "fleet": settings.fleet}), flush=True)
+    await runner
+    return 0
