@@ -6,6 +6,7 @@ connection surfaces as an exception in the task that owns it, which then reconne
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import ssl
 from dataclasses import dataclass
@@ -75,3 +76,23 @@ class Backoff:
         while True:
             yield rng.uniform(self.initial_s / 2, ceiling)
             ceiling = min(self.maximum_s, ceiling * self.factor)
+
+
+def release(client: aiomqtt.Client) -> None:
+    """Close what aiomqtt left of a connection while our loop still runs.
+
+    After a failed or broken connection aiomqtt can leave paho's socket open; paho then closes it from
+    `__del__`, whose callbacks reach into our event loop, perhaps closed by then ("Event loop is closed").
+    """
+    paho_client = client._client  # noqa: SLF001 - aiomqtt offers no public handle on this
+    sock = paho_client.socket()
+    if sock is None:
+        return
+    for callback in (paho_client.on_socket_unregister_write, paho_client.on_socket_close):
+        if callback is not None:
+            with contextlib.suppress(Exception):  # the connection is being thrown away either way
+                callback(paho_client, None, sock)
+    paho_client.on_socket_unregister_write = None
+    paho_client.on_socket_close = None
+    with contextlib.suppress(OSError):
+        sock.close()

@@ -25,7 +25,7 @@ import orjson
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud_sync.connection import DEFAULT_SESSION_EXPIRY_S, Backoff, BrokerSettings, make_client
+from cloud_sync.connection import DEFAULT_SESSION_EXPIRY_S, Backoff, BrokerSettings, make_client, release
 from cloud_sync.errors import BrokerUnavailable, ClaimTimeout, MessageRejected, RejectReason
 from cloud_sync.messages import (
     MAX_INBOUND_BYTES,
@@ -244,6 +244,7 @@ class DeviceSync:
             finally:
                 self.connected.clear()
                 self._client = None
+                release(client)
                 self._supersede_inflight()
             if self._stop_requested.is_set():
                 return

@@ -15,7 +15,7 @@ from cloud_sync.broker import MosquittoBroker
 from firmware_bridge.sim.gpsfake import GpsFake
 from firmware_bridge.sim.procs import ProgramMissing
 from firmware_bridge.sim.pty import PtyPair, open_pty_pair
-from tests.helpers.fleet import TestFleet
+from tests.helpers.fleet import FleetPki
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_TESTDATA = Path(os.environ.get("FLEXEDGE_SHARED_TESTDATA", REPO.parent / "shared" / "testdata"))
@@ -66,13 +66,13 @@ SIM_DEVICES = tuple(f"sim-{n:03d}" for n in range(50))
 
 
 @pytest.fixture(scope="session")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> TestFleet:
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> FleetPki:
     """CA, broker/cloud certs, device certs (van-a, van-b, sim-000..049), ACL: made by the `flexedge pki` code."""
-    return TestFleet.create(tmp_path_factory.mktemp("pki"), ("van-a", "van-b", *SIM_DEVICES))
+    return FleetPki.create(tmp_path_factory.mktemp("pki"), ("van-a", "van-b", *SIM_DEVICES))
 
 
 @pytest.fixture(scope="session")
-def tls_mosquitto(tmp_path_factory: pytest.TempPathFactory, fleet: TestFleet) -> Iterator[MosquittoBroker]:
+def tls_mosquitto(tmp_path_factory: pytest.TempPathFactory, fleet: FleetPki) -> Iterator[MosquittoBroker]:
     """A real mosquitto with mutual TLS, identity = certificate CN, and the fleet ACL."""
     broker = MosquittoBroker(tmp_path_factory.mktemp("mosquitto-tls"), extra_config=fleet.mosquitto_config())
     try:

@@ -2,18 +2,20 @@
 block offers and atomic claim grants.
 
 One `CloudDb` per worker (each its own connection); several workers and processes may share one file: every
-write is one `BEGIN IMMEDIATE` transaction, so claims and chain heads are serialised by SQLite itself.
+write is one `BEGIN IMMEDIATE` transaction, so claims and chain heads are serialised by SQLite itself. Within
+one worker, calls may come from several threads (asyncio.to_thread): a lock serialises them on the connection.
 """
 from __future__ import annotations
 
 import json
 import logging
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from cloud_sync.errors import SyncError
 from cloud_sync.messages import ClaimStatus, EventBatch
@@ -75,6 +77,7 @@ class CloudDb:
             self.conn.execute("PRAGMA synchronous=FULL")  # an ack promises the events are on disk
             self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self.conn.executescript(SCHEMA)
+            self.lock = threading.Lock()
         except sqlite3.Error as exc:
             raise CloudDbError(f"cannot open cloud database {self.path}: {exc}") from exc
 
@@ -82,7 +85,7 @@ class CloudDb:
         self.conn.close()
 
     def _transaction(self) -> _Tx:
-        return _Tx(self.conn)
+        return _Tx(self.conn, self.lock)
 
     # --- ingest ------------------------------------------------------------------------------------
 
@@ -168,25 +171,29 @@ class CloudDb:
 
     # --- reading (operator views and tests) --------------------------------------------------------
 
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self.lock:
+            return self.conn.execute(sql, args).fetchall()
+
     def event_count(self, device: str | None = None) -> int:
         if device is None:
-            return self.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-        return self.conn.execute("SELECT COUNT(*) FROM events WHERE device = ?", (device,)).fetchone()[0]
+            return self._read("SELECT COUNT(*) FROM events")[0][0]
+        return self._read("SELECT COUNT(*) FROM events WHERE device = ?", (device,))[0][0]
 
-    def event_rows(self, device: str) -> Iterator[tuple[int, str, str]]:
+    def event_rows(self, device: str) -> list[tuple[int, str, str]]:
         """(seq, id, chain state) in seq order."""
-        yield from self.conn.execute("SELECT seq, id, chain FROM events WHERE device = ? ORDER BY seq", (device,))
+        return self._read("SELECT seq, id, chain FROM events WHERE device = ? ORDER BY seq", (device,))
 
     def flags(self, device: str | None = None) -> list[dict[str, Any]]:
-        cur = self.conn.execute("SELECT device, seq, kind, detail FROM flags" + (" WHERE device = ?" if device else ""),
-                                (device,) if device else ())
-        return [dict(zip(("device", "seq", "kind", "detail"), row)) for row in cur]
+        rows = self._read("SELECT device, seq, kind, detail FROM flags" + (" WHERE device = ?" if device else ""),
+                          (device,) if device else ())
+        return [dict(zip(("device", "seq", "kind", "detail"), row)) for row in rows]
 
     def device_view(self) -> list[dict[str, Any]]:
-        cur = self.conn.execute("SELECT d.device, d.verified_seq, d.status, COUNT(e.seq) FROM devices d "
-                                "LEFT JOIN events e ON e.device = d.device GROUP BY d.device ORDER BY d.device")
+        rows = self._read("SELECT d.device, d.verified_seq, d.status, COUNT(e.seq) FROM devices d "
+                          "LEFT JOIN events e ON e.device = d.device GROUP BY d.device ORDER BY d.device")
         return [{"device": dev, "verified_seq": seq, "events": n, "status": json.loads(status) if status else None}
-                for dev, seq, status, n in cur]
+                for dev, seq, status, n in rows]
 
     # --- dispatch ----------------------------------------------------------------------------------
 
@@ -221,7 +228,7 @@ class CloudDb:
         return (ClaimStatus.GRANTED if winner == device else ClaimStatus.TAKEN), block, route
 
     def winners(self) -> dict[str, str | None]:
-        return dict(self.conn.execute("SELECT id, winner FROM blocks"))
+        return dict(self._read("SELECT id, winner FROM blocks"))
 
     def revise_route(self, route: Route) -> tuple[str | None, Route]:
         """Store a new version of a block's route (version = stored + 1); returns (winner, versioned route)."""
@@ -238,19 +245,26 @@ class CloudDb:
 class _Tx:
     """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error), sqlite3 errors turned into CloudDbError."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
         self.conn = conn
-        self.cur: sqlite3.Cursor | None = None
+        self.lock = lock
 
     def __enter__(self) -> sqlite3.Cursor:
+        self.lock.acquire()
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
+            self.lock.release()
             raise CloudDbError(f"cannot begin a transaction: {exc}") from exc
-        self.cur = self.conn.cursor()
-        return self.cur
+        return self.conn.cursor()
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            self._finish(exc_type, exc)
+        finally:
+            self.lock.release()
+
+    def _finish(self, exc_type: type | None, exc: BaseException | None) -> None:
         if exc_type is None:
             try:
                 self.conn.execute("COMMIT")

@@ -24,7 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cloud_sync.cloud.db import CloudDb, CloudDbError
-from cloud_sync.connection import Backoff, BrokerSettings, make_client
+from cloud_sync.connection import Backoff, BrokerSettings, make_client, release
 from cloud_sync.errors import MessageRejected, RejectReason
 from cloud_sync.messages import (
     BatchAck,
@@ -95,12 +95,15 @@ class CloudPeer:
         try:
             delays = self.settings.backoff.delays()
             while True:
+                client = make_client(self.broker, client_id)
                 try:
-                    async with make_client(self.broker, client_id) as client:
+                    async with client:
                         delays = self.settings.backoff.delays()
                         await session(client, db, first)
                 except aiomqtt.MqttError as exc:
                     log.warning("%s: broker connection lost: %s", client_id, exc)
+                finally:
+                    release(client)
                 first = False
                 await asyncio.sleep(next(delays))
         finally:

@@ -14,13 +14,13 @@ OTHER_STATION = "DYY2"
 
 
 @dataclass(frozen=True)
-class TestFleet:
+class FleetPki:
     pki: Pki
     devices: tuple[str, ...]
     acl_path: Path
 
     @classmethod
-    def create(cls, directory: Path, devices: tuple[str, ...]) -> TestFleet:
+    def create(cls, directory: Path, devices: tuple[str, ...]) -> FleetPki:
         pki = Pki(directory)
         pki.init("Flex Edge test fleet")
         pki.issue_broker()

@@ -1,0 +1,361 @@
+"""cloud_sync end to end: real mosquitto with mutual TLS and the fleet ACL, the reference cloud, device syncs.
+
+Fault criteria (DESIGN.md section 4): zero events lost, zero duplicates stored by the cloud.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from cloud_sync.broker import MosquittoBroker
+from cloud_sync.cloud import CloudDb
+from cloud_sync.device_sync import DeviceSync
+from cloud_sync.errors import RejectReason
+from cloud_sync.messages import ClaimStatus, Command, EventBatch, Offers, RouteAssignment, encode
+from cloud_sync.signing import Signer
+from cloud_sync.topics import FleetTopics
+from device.domain import Block, Event, EventType, Package, Route, Stop
+from device.paths import store_path
+from device.store import EventStore
+from tests.helpers.fleet import FLEET, OTHER_STATION, STATION, FleetPki
+from tests.helpers.sync_harness import (
+    RawClient,
+    assert_cloud_holds_exactly,
+    mixed_events,
+    start_cloud,
+    sync_settings,
+    wait_for,
+    wait_until,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+TOPICS = FleetTopics(FLEET)
+
+
+def a_route(block_id: str, version: int = 1, stops: int = 2) -> Route:
+    return Route(block_id, version, tuple(
+        Stop(f"S{i}", f"{10 + i} Pine St", str(10 + i), 47.61 + i / 1000, -122.34,
+             (Package(f"TBA{block_id}{i:03d}"),)) for i in range(stops)))
+
+
+def a_block(block_id: str, station: str = STATION) -> Block:
+    start = datetime(2026, 11, 25, 8, tzinfo=timezone.utc)
+    return Block(block_id, station, start, start + timedelta(hours=4), pay_cents=9000)
+
+
+# --- outbox drain under faults ---------------------------------------------------------------------------
+
+
+def test_drain_survives_broker_killed_every_2s(tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path) -> None:
+    """10,000 events appended during the drain while the broker is SIGKILLed and restarted every 2 s."""
+    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db")
+    store = EventStore(tmp_path / "van-a.db")
+    ids: list[str] = []
+    stop_killing = threading.Event()
+    kills = []
+
+    def killer() -> None:
+        while not stop_killing.wait(2.0):
+            tls_broker.kill()
+            kills.append(time.monotonic())
+            time.sleep(0.3)  # a short outage; the backlog grows meanwhile
+            tls_broker.start()
+
+    async def scenario() -> DeviceSync:
+        sync = DeviceSync(store, sync_settings("van-a", batch_max_events=200),
+                          fleet.broker_settings("van-a", tls_broker.port), fleet.verifier)
+        await sync.start()
+        thread = threading.Thread(target=killer)
+        thread.start()
+        try:
+            for burst in range(100):  # 10,000 events over about 8 s
+                events = mixed_events(100, burst * 100)
+                ids.extend(e.id for e in events)
+                await store.append_async(events)
+                sync.kick()
+                await asyncio.sleep(0.08)
+            await wait_for(lambda: len(kills) >= 3, 30, "three broker kills")
+        finally:
+            stop_killing.set()
+            await asyncio.to_thread(thread.join)
+        if not tls_broker.running:
+            tls_broker.start()
+        await sync.wait_drained(60)
+        await sync.stop()
+        return sync
+
+    try:
+        sync = asyncio.run(scenario())
+    finally:
+        cloud.stop()
+        store_stats = store.stats()
+        store.close()
+    assert len(kills) >= 3
+    assert sync.counters.connects >= 4  # it really was cut off and came back, repeatedly
+    assert store_stats.depth == 0
+    assert sync.counters.rejected == Counter()
+    assert_cloud_holds_exactly(tmp_path / "cloud.db", "van-a", ids)
+
+
+def _child_config(tmp_path: Path, fleet: FleetPki, port: int) -> Path:
+    issued = fleet.pki.client("van-b")
+    path = tmp_path / "flexedge.toml"
+    path.write_text(f"""
+data_dir = "{tmp_path / 'data'}"
+[device]
+id = "van-b"
+fleet = "{FLEET}"
+station = "{STATION}"
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+ca_file = "{fleet.pki.ca_cert}"
+cert_file = "{issued.cert_path}"
+key_file = "{issued.key_path}"
+[sync]
+cloud_key_file = "{fleet.pki.signing_pub}"
+batch_max_events = 100
+ack_timeout_s = 3.0
+backoff_initial_s = 0.05
+backoff_max_s = 0.5
+[logging]
+level = "WARNING"
+""")
+    return path
+
+
+def test_agent_sigkilled_mid_drain_loses_nothing(tls_broker: MosquittoBroker, fleet: FleetPki,
+                                                 tmp_path: Path) -> None:
+    """`flexedge sync` (a child process) is SIGKILLed 5 times while draining 20,000 events: every event reaches
+    the cloud exactly once; resends show up only as transport duplicates the cloud discards."""
+    config = _child_config(tmp_path, fleet, tls_broker.port)
+    (tmp_path / "data").mkdir()
+    with EventStore(store_path(tmp_path / "data")) as store:
+        events = mixed_events(20_000)
+        for i in range(0, len(events), 1000):
+            store.append_many(events[i:i + 1000])
+    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db")
+    db = CloudDb(tmp_path / "cloud.db")
+    env = {**os.environ, "FLEXEDGE_CONFIG": str(config)}
+    command = [sys.executable, "-m", "device.cli", "sync", "--until-empty", "--timeout", "120"]
+    try:
+        for _ in range(5):
+            target = db.event_count("van-b") + 1500
+            child = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                wait_until(lambda c=child, t=target: db.event_count("van-b") >= t or c.poll() is not None, 60,
+                           "the child to drain some events")
+                assert child.poll() is None, f"child ended early: {child.communicate()}"
+                child.send_signal(signal.SIGKILL)
+            finally:
+                child.communicate(timeout=10)
+            assert child.returncode == -signal.SIGKILL
+        final = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert final.returncode == 0, final.stderr[-2000:]
+        counters = cloud.peer.counters.copy()
+    finally:
+        cloud.stop()
+        db.close()
+    with EventStore(store_path(tmp_path / "data")) as store:
+        assert store.stats().depth == 0
+    assert_cloud_holds_exactly(tmp_path / "cloud.db", "van-b", [e.id for e in events])
+    assert counters["events_stored"] == 20_000
+    assert counters["events_duplicate"] > 0  # batches in flight at each kill were sent again
+
+
+# --- dispatch ----------------------------------------------------------------------------------------
+
+
+def test_fifty_devices_race_for_ten_blocks(tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path) -> None:
+    """Every device claims every block at once: one winner per block, an answer for every claim, the route
+    goes to the winner."""
+    devices = [d for d in fleet.devices if d.startswith("sim-")]
+    blocks = [a_block(f"B{n:02d}") for n in range(10)]
+    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db", workers=1)
+    stores = [EventStore(tmp_path / f"{d}.db") for d in devices]
+
+    async def scenario() -> tuple[list[list], list[DeviceSync]]:
+        syncs = [DeviceSync(store, sync_settings(d), fleet.broker_settings(d, tls_broker.port), fleet.verifier)
+                 for d, store in zip(devices, stores)]
+        for sync in syncs:
+            await sync.start()
+        try:
+            await asyncio.gather(*(asyncio.wait_for(s.connected.wait(), 30) for s in syncs))
+            await asyncio.to_thread(cloud.call, cloud.peer.add_blocks([(b, a_route(b.id)) for b in blocks]))
+            results = await asyncio.gather(*(asyncio.gather(*(s.claim(b.id) for b in blocks)) for s in syncs))
+            await asyncio.sleep(0.5)  # routes follow the grants
+        finally:
+            await asyncio.gather(*(sync.stop() for sync in syncs))
+        return results, syncs
+
+    try:
+        results, syncs = asyncio.run(scenario())
+        winners_in_db = CloudDb(tmp_path / "cloud.db").winners()
+    finally:
+        cloud.stop()
+        for store in stores:
+            store.close()
+    assert len(results) == 50 and all(len(r) == 10 for r in results)  # every device got every answer
+    inboxes = {device: _drain_inbox(sync) for device, sync in zip(devices, syncs)}
+    for n, block in enumerate(blocks):
+        statuses = [device_results[n].status for device_results in results]
+        assert statuses.count(ClaimStatus.GRANTED) == 1, block.id
+        assert statuses.count(ClaimStatus.TAKEN) == 49
+        winner = devices[statuses.index(ClaimStatus.GRANTED)]
+        assert winners_in_db[block.id] == winner
+        assert any(isinstance(i, RouteAssignment) and i.route.block_id == block.id for i in inboxes[winner])
+    for device, sync in zip(devices, syncs):
+        assert sync.counters.rejected == Counter()
+        assert any(isinstance(i, Offers) and i.station == STATION for i in inboxes[device])
+
+
+def _drain_inbox(sync: DeviceSync) -> list:
+    items = []
+    while not sync.inbox.empty():
+        items.append(sync.inbox.get_nowait())
+    return items
+
+
+# --- isolation and forged input ----------------------------------------------------------------------
+
+
+def test_broker_keeps_devices_apart(tls_broker: MosquittoBroker, fleet: FleetPki) -> None:
+    """The ACL (pattern %u, username = certificate CN): van-a cannot publish into van-b's tree or read it,
+    nor another station's offers; its own topics work."""
+    b = TOPICS.device("van-b")
+    with RawClient(fleet.broker_settings("van-a", tls_broker.port), "van-a-intruder") as van_a, \
+            RawClient(fleet.broker_settings("cloud", tls_broker.port), "cloud-observer") as cloud:
+        cloud.subscribe(TOPICS.all_devices("events"))
+        # Publishing as van-b: the broker answers PUBACK "Not authorized" and forwards nothing.
+        assert van_a.publish(b.events, b'{"forged": true}').getName() == "Not authorized"
+        assert van_a.publish(b.status, b'{"state": "offline"}').getName() == "Not authorized"
+        own = van_a.publish(TOPICS.device("van-a").events, b'{"own": true}')
+        assert not own.is_failure
+        # Reading van-b's downlink and another station's offers: mosquitto 2.0 grants the SUBSCRIBE but
+        # applies the ACL on delivery (newer brokers refuse at SUBACK); either way nothing may arrive.
+        for topic in (b.cmd, b.route, b.ack, TOPICS.offers(OTHER_STATION), f"{TOPICS.root}/#"):
+            van_a.subscribe(topic)
+        for topic in (b.cmd, b.route, b.ack, TOPICS.offers(OTHER_STATION)):
+            assert not cloud.publish(topic, b"secret").is_failure
+        wait_until(lambda: any(t == TOPICS.device("van-a").events for t, _ in cloud.messages), 10,
+                   "van-a's own event to reach the cloud")
+        time.sleep(0.5)
+    assert [t for t, _ in cloud.messages] == [TOPICS.device("van-a").events]
+    # Only what van-a may read reached it (its station's retained offers, via the '#' subscription); no secret.
+    assert {t for t, _ in van_a.messages} <= {TOPICS.offers(STATION)}
+    assert all(payload != b"secret" for _, payload in van_a.messages)
+
+
+def test_forged_and_malformed_downlink_rejected_and_counted(tls_broker: MosquittoBroker, fleet: FleetPki,
+                                                            tmp_path: Path) -> None:
+    """A route signed with the wrong key, a replayed command, a 10 MB payload and invalid JSON are each
+    rejected and counted; the agent goes on: a genuine route and command are taken, events keep draining."""
+    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db", workers=1)
+    store = EventStore(tmp_path / "van-a.db")
+    me = TOPICS.device("van-a")
+    forger = Signer.generate()
+    genuine = fleet.signer
+    command = Command("cmd-1", "van-a", "ping", {}, datetime.now(timezone.utc) + timedelta(minutes=5))
+    expired = Command("cmd-2", "van-a", "ping", {}, datetime.now(timezone.utc) - timedelta(minutes=1))
+    other_device = Command("cmd-3", "van-b", "ping", {}, datetime.now(timezone.utc) + timedelta(minutes=5))
+    wrong_key_route = encode(forger.sign(RouteAssignment("van-a", a_route("B-EVIL", 99)).to_body()))
+    tampered = genuine.sign(RouteAssignment("van-a", a_route("B-OK", 5)).to_body())
+    tampered["body"]["route"]["version"] = 6  # a valid signature over different bytes
+
+    async def scenario() -> tuple[DeviceSync, list]:
+        sync = DeviceSync(store, sync_settings("van-a"), fleet.broker_settings("van-a", tls_broker.port),
+                          fleet.verifier)
+        await sync.start()
+        await asyncio.wait_for(sync.connected.wait(), 30)
+        await asyncio.sleep(0.3)  # subscriptions in place
+        with RawClient(fleet.broker_settings("cloud", tls_broker.port), "cloud-forger") as raw:
+            signed_command = encode(genuine.sign(command.to_body()))
+            sent = [
+                (me.route, wrong_key_route),
+                (me.route, encode(tampered)),
+                (me.cmd, signed_command),
+                (me.cmd, signed_command),  # the replay
+                (me.cmd, encode(genuine.sign(expired.to_body()))),
+                (me.cmd, encode(genuine.sign(other_device.to_body()))),
+                (me.cmd, b"x" * (10 * 1024 * 1024)),  # 10 MB
+                (me.route, b"{not json"),
+                (me.route, encode(genuine.sign({"device": "van-a", "route": {"block_id": "B1"}}))),  # no version
+            ]
+            for topic, payload in sent:
+                await asyncio.to_thread(raw.publish, topic, payload)
+        await wait_for(lambda: sum(sync.counters.rejected.values()) >= 8, 30, "eight rejects")
+        # Still working: a genuine route (via the cloud), more events drained and acked.
+        await asyncio.to_thread(cloud.call, cloud.peer.add_blocks([(a_block("B-OK"), a_route("B-OK"))]))
+        claim = await sync.claim("B-OK")
+        events = [Event(EventType.PACKAGE_SCANNED, {"n": i}) for i in range(50)]
+        await store.append_async(events)
+        sync.kick()
+        await sync.wait_drained(30)
+        await wait_for(lambda: store.current_route("B-OK") is not None, 10, "the genuine route")
+        await sync.stop()
+        assert claim.granted
+        return sync, _drain_inbox(sync)
+
+    try:
+        sync, inbox = asyncio.run(scenario())
+    finally:
+        cloud.stop()
+        route = store.current_route("B-OK")
+        evil = store.current_route("B-EVIL")
+        store.close()
+    assert sync.counters.rejected == Counter({
+        RejectReason.BAD_SIGNATURE: 2, RejectReason.REPLAY: 1, RejectReason.EXPIRED: 1,
+        RejectReason.WRONG_DEVICE: 1, RejectReason.TOO_LARGE: 1, RejectReason.NOT_JSON: 1,
+        RejectReason.SCHEMA: 1})
+    assert evil is None and route is not None and route.version == 1
+    commands = [i for i in inbox if isinstance(i, Command)]
+    assert [c.id for c in commands] == ["cmd-1"]  # executed once
+    assert any(isinstance(i, Offers) for i in inbox)
+    assert any(isinstance(i, RouteAssignment) and i.route.block_id == "B-OK" for i in inbox)
+    assert_cloud_holds_exactly(tmp_path / "cloud.db", "van-a", _ids_in(tmp_path / "cloud.db", "van-a"))
+
+
+def _ids_in(db_path: Path, device: str) -> list[str]:
+    db = CloudDb(db_path)
+    try:
+        return [event_id for _, event_id, _ in db.event_rows(device)]
+    finally:
+        db.close()
+
+
+def test_priority_lane_and_live_position_after_outage(tls_broker: MosquittoBroker, fleet: FleetPki,
+                                                      tmp_path: Path) -> None:
+    """After an outage, the newest position goes first, then scans/proofs, then the GPS backlog oldest first."""
+    store = EventStore(tmp_path / "van-a.db")
+    track = [Event(EventType.GPS_FIX, {"n": i}) for i in range(600)]
+    scans = [Event(EventType.PACKAGE_SCANNED, {"n": i}) for i in range(30)]
+    store.append_many(track)
+    store.append_many(scans)
+    order: list[tuple[str, list[int]]] = []
+
+    with RawClient(fleet.broker_settings("cloud", tls_broker.port), "cloud-order") as raw:
+        raw.subscribe(TOPICS.device("van-a").events)
+
+        async def scenario() -> None:
+            sync = DeviceSync(store, sync_settings("van-a", batch_max_events=100, inflight_batches=100),
+                              fleet.broker_settings("van-a", tls_broker.port), fleet.verifier)
+            await sync.start()
+            await wait_for(lambda: sum(1 for _ in raw.messages) >= 8, 30, "the batches")
+            await sync.stop()
+
+        asyncio.run(scenario())
+        for _, payload in raw.messages:
+            batch = EventBatch.from_payload(payload)
+            order.append((batch.events[0]["type"], [e["seq"] for e in batch.events]))
+    store.close()
+    assert order[0] == ("gps.fix", [600])  # the live position
+    assert order[1] == ("package.scanned", list(range(601, 631)))
+    assert order[2] == ("gps.fix", list(range(1, 101)))
