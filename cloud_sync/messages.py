@@ -104,7 +104,9 @@ class EventBatch:
         if compression == Compression.ZSTD.value:
             try:
                 packed = base64.b64decode(_field(doc, "events", str, where), validate=True)
-                # max_output_size caps a decompression bomb at the same limit as a plain batch
+                declared = zstandard.frame_content_size(packed)
+                if declared > max_bytes:  # a decompression bomb is refused before it is inflated
+                    raise MessageRejected(RejectReason.TOO_LARGE, f"batch inflates to {declared} bytes > {max_bytes}")
                 raw = zstandard.ZstdDecompressor().decompress(packed, max_output_size=max_bytes)
             except (binascii.Error, zstandard.ZstdError) as exc:
                 raise MessageRejected(RejectReason.SCHEMA, f"batch.events: bad zstd data ({exc})") from None

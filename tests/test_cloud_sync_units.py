@@ -1,0 +1,316 @@
+"""cloud_sync pieces on their own: signatures, payload checks, backoff, topics, PKI, the cloud's ingest and grants."""
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import orjson
+import pytest
+import zstandard
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cloud_sync.cloud import CloudDb, FlagKind
+from cloud_sync.connection import Backoff
+from cloud_sync.device_sync import SyncSettings
+from cloud_sync.errors import MessageRejected, PkiError, RejectReason
+from cloud_sync.messages import (
+    BatchAck,
+    ClaimStatus,
+    Command,
+    Compression,
+    EventBatch,
+    Offers,
+    RouteAssignment,
+    decode_json,
+)
+from cloud_sync.pki import Pki, acl_text
+from cloud_sync.signing import Signer, Verifier
+from cloud_sync.topics import FleetTopics
+from device.cli import main as cli_main
+from device.config import ConfigError, load_config
+from device.domain import Block, Event, EventType, Lane, Package, Route, Stop
+from device.store import EventStore
+from device.store.event_store import StoredEvent
+
+
+def _route(block_id: str = "B1", version: int = 1) -> Route:
+    return Route(block_id, version, (Stop("S1", "1 Main St", "1", 47.6, -122.3, (Package("P1"),)),))
+
+
+# --- signatures ------------------------------------------------------------------------------------
+
+
+def test_signed_message_round_trip_and_forgeries() -> None:
+    cloud, forger = Signer.generate(), Signer.generate()
+    verifier = Verifier.of(cloud.public_key)
+    body = RouteAssignment("van-a", _route()).to_body()
+    signed = json.loads(orjson.dumps(cloud.sign(body)))  # through the wire format
+    assert RouteAssignment.from_body(verifier.verify(signed)).route == _route()
+
+    with pytest.raises(MessageRejected) as wrong_key:
+        verifier.verify(forger.sign(body))
+    assert wrong_key.value.reason is RejectReason.BAD_SIGNATURE
+    impostor = forger.sign(body) | {"kid": cloud.kid}  # claims to be the cloud's key
+    with pytest.raises(MessageRejected) as forged:
+        verifier.verify(impostor)
+    assert forged.value.reason is RejectReason.BAD_SIGNATURE
+    tampered = cloud.sign(body)
+    tampered["body"]["route"]["version"] = 2
+    with pytest.raises(MessageRejected) as changed:
+        verifier.verify(tampered)
+    assert changed.value.reason is RejectReason.BAD_SIGNATURE
+    for shape in ([], {"body": body}, {"body": body, "kid": cloud.kid, "sig": 5}, {"body": "x", "kid": "", "sig": ""}):
+        with pytest.raises(MessageRejected) as bad:
+            verifier.verify(shape)
+        assert bad.value.reason is RejectReason.SCHEMA
+    with pytest.raises(MessageRejected) as not_base64:
+        verifier.verify({"body": body, "kid": cloud.kid, "sig": "***"})
+    assert not_base64.value.reason is RejectReason.BAD_SIGNATURE
+
+
+def test_signing_keys_load_from_pem(tmp_path: Path) -> None:
+    pki = Pki(tmp_path)
+    pki.init()
+    signer, verifier = Signer.from_pem_file(pki.signing_key), Verifier.from_pem_files(pki.signing_pub)
+    assert verifier.verify(signer.sign({"a": 1})) == {"a": 1}
+    with pytest.raises(PkiError):
+        Signer.from_pem_file(pki.ca_key)  # an EC key is not an Ed25519 signing key
+    with pytest.raises(PkiError):
+        Verifier.from_pem_files(tmp_path / "missing.pub")
+
+
+# --- payloads --------------------------------------------------------------------------------------
+
+
+def _batch(n: int = 3) -> EventBatch:
+    events = tuple({"id": f"e{i}", "seq": i + 1, "type": "gps.fix", "hash": "ab" * 32, "data": {"n": i}}
+                   for i in range(n))
+    return EventBatch("b1", "van-a", int(Lane.TRACK), 1, events)
+
+
+@pytest.mark.parametrize("compression", list(Compression))
+def test_event_batch_round_trip(compression: Compression) -> None:
+    batch = _batch(200)
+    payload = batch.to_payload(compression)
+    assert (b'"compression":"zstd"' in payload) == (compression is Compression.ZSTD)
+    assert EventBatch.from_payload(payload) == batch
+
+
+def test_event_batch_rejects() -> None:
+    def reason(payload: bytes, max_bytes: int = 1 << 20) -> RejectReason:
+        with pytest.raises(MessageRejected) as exc:
+            EventBatch.from_payload(payload, max_bytes)
+        return exc.value.reason
+
+    good = orjson.loads(_batch().to_payload())
+    assert reason(b"x" * 2000, max_bytes=1000) is RejectReason.TOO_LARGE
+    assert reason(b"\xff\xfe{") is RejectReason.NOT_JSON
+    assert reason(b"[1, 2]") is RejectReason.SCHEMA
+    assert reason(orjson.dumps(good | {"count": 7})) is RejectReason.SCHEMA
+    assert reason(orjson.dumps(good | {"events": []})) is RejectReason.SCHEMA
+    assert reason(orjson.dumps(good | {"compression": "lz4"})) is RejectReason.SCHEMA
+    for broken in ({"seq": 0}, {"seq": True}, {"hash": "zz"}, {"id": ""}):
+        event = good["events"][0] | broken
+        assert reason(orjson.dumps(good | {"events": [event, *good["events"][1:]]})) is RejectReason.SCHEMA
+    bomb = zstandard.ZstdCompressor().compress(b"[" + b" " * (8 << 20) + b"]")  # 8 MB of nothing, 300 bytes sent
+    packed = orjson.dumps(good | {"compression": "zstd", "events": base64.b64encode(bomb).decode()})
+    assert len(packed) < 2000
+    assert reason(packed) is RejectReason.TOO_LARGE
+    garbage = orjson.dumps(good | {"compression": "zstd", "events": base64.b64encode(b"not zstd").decode()})
+    assert reason(garbage) is RejectReason.SCHEMA
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_are_parsed_or_rejected_never_crash(payload: bytes) -> None:
+    for parse in (EventBatch.from_payload, BatchAck.from_payload):
+        try:
+            parse(payload)
+        except MessageRejected:
+            pass
+
+
+def test_size_cap_comes_before_parsing() -> None:
+    with pytest.raises(MessageRejected) as exc:
+        decode_json(b"{" * (10 * 1024 * 1024), 1024 * 1024)
+    assert exc.value.reason is RejectReason.TOO_LARGE
+
+
+def test_downlink_bodies_are_schema_checked() -> None:
+    start = datetime(2026, 11, 25, 8, tzinfo=timezone.utc)
+    offers = Offers("DXX1", 3, (Block("B1", "DXX1", start, start + timedelta(hours=4)),))
+    assert Offers.from_body(json.loads(json.dumps(offers.to_body()))) == offers
+    command = Command("c1", "van-a", "ping", {"x": 1}, start)
+    assert Command.from_body(command.to_body()) == command
+    for bad in ({"station": "DXX1", "version": 1, "blocks": [{"id": "B1"}]}, {"station": "DXX1", "blocks": []}):
+        with pytest.raises(MessageRejected):
+            Offers.from_body(bad)
+    with pytest.raises(MessageRejected):
+        Command.from_body(command.to_body() | {"expires_at": "tomorrow"})
+    with pytest.raises(MessageRejected):
+        RouteAssignment.from_body({"device": "van-a", "route": {"block_id": "B1", "version": 0, "stops": []}})
+
+
+# --- connection policy, topics ---------------------------------------------------------------------
+
+
+def test_backoff_is_exponential_with_jitter_and_capped() -> None:
+    import random
+
+    delays = Backoff(initial_s=0.1, maximum_s=2.0).delays(random.Random(7))
+    first = [next(delays) for _ in range(40)]
+    assert all(0.05 <= d <= 2.0 for d in first)
+    assert max(first[:3]) <= 0.4 and max(first[10:]) > 1.0  # grows, then stays under the cap
+    assert len(set(first)) == len(first)  # jittered: no two devices retry in lockstep
+
+
+def test_topics_refuse_wildcards_and_separators() -> None:
+    fleet = FleetTopics("demo")
+    assert fleet.device("van-1").events == "flex/v1/demo/dev/van-1/events"
+    assert fleet.device_of("flex/v1/demo/dev/van-1/claim") == "van-1"
+    assert fleet.device_of("flex/v1/other/dev/van-1/claim") is None
+    assert fleet.shared("ingest", fleet.all_devices("events")) == "$share/ingest/flex/v1/demo/dev/+/events"
+    for bad in ("a/b", "+", "#", "", "$SYS"):
+        with pytest.raises(ValueError):
+            fleet.device(bad)
+
+
+# --- PKI ---------------------------------------------------------------------------------------------
+
+
+def test_pki_issues_device_and_broker_certificates(tmp_path: Path) -> None:
+    pki = Pki(tmp_path)
+    pki.init()
+    with pytest.raises(PkiError):
+        pki.init()  # never replaces a CA
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    device = x509.load_pem_x509_certificate(pki.issue("van-0001").cert_path.read_bytes())
+    broker = x509.load_pem_x509_certificate(pki.issue_broker(["mqtt.example.com", "10.0.0.5"]).cert_path.read_bytes())
+    device.verify_directly_issued_by(ca)
+    broker.verify_directly_issued_by(ca)
+    assert device.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "van-0001"
+    assert ExtendedKeyUsageOID.CLIENT_AUTH in device.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    names = broker.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["mqtt.example.com"]
+    assert (tmp_path / "van-0001.key").stat().st_mode & 0o077 == 0
+    for bad in ("van/1", "+", "", "a b"):
+        with pytest.raises(PkiError):
+            pki.issue(bad)
+
+
+def test_acl_gives_devices_their_own_tree_and_station() -> None:
+    acl = acl_text("demo", {"van-1": "DXX1"})
+    assert "pattern write flex/v1/demo/dev/%u/events" in acl
+    assert "pattern read flex/v1/demo/dev/%u/route" in acl
+    assert "user van-1\ntopic read flex/v1/demo/station/DXX1/offers" in acl
+    assert "user cloud\ntopic readwrite flex/v1/demo/#" in acl
+
+
+def test_pki_cli_provisions_a_unit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["pki", "init", "--dir", str(tmp_path)]) == 0
+    assert cli_main(["pki", "broker", "--dir", str(tmp_path), "--host", "localhost"]) == 0
+    assert cli_main(["pki", "device", "--dir", str(tmp_path), "--json", "van-0042"]) == 0
+    issued = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert Path(issued["cert"]).exists()
+    assert cli_main(["pki", "mosquitto", "--dir", str(tmp_path), "--fleet", "demo", "--device", "van-0042=DXX1"]) == 0
+    out = capsys.readouterr().out
+    assert "require_certificate true" in out and "use_identity_as_username true" in out
+    assert "user van-0042" in (tmp_path / "acl").read_text()
+    assert cli_main(["pki", "device", "--dir", str(tmp_path), "bad/name"]) == 2
+
+
+def test_sync_config_section(tmp_path: Path) -> None:
+    config = load_config(None, env={"FLEXEDGE_SYNC__BATCH_MAX_EVENTS": "50", "FLEXEDGE_SYNC__COMPRESSION": "none"})
+    settings = SyncSettings.from_config(config)
+    assert settings.batch_max_events == 50 and settings.compression is Compression.NONE
+    with pytest.raises(ConfigError):
+        SyncSettings.from_config(load_config(None, env={"FLEXEDGE_SYNC__COMPRESSION": "lz4"}))
+
+
+# --- the cloud's ingest --------------------------------------------------------------------------------
+
+
+def _stored(tmp_path: Path, n: int) -> list[StoredEvent]:
+    with EventStore(tmp_path / "device.db") as store:
+        store.append_many([Event(EventType.PACKAGE_SCANNED if i % 4 == 0 else EventType.GPS_FIX, {"n": i})
+                           for i in range(n)])
+        return store.pending(limit=n, max_bytes=1 << 30)
+
+
+def _batch_of(events: list[StoredEvent], floor_seq: int = 1, batch_id: str = "b") -> EventBatch:
+    docs = tuple(orjson.loads(e.body) | {"hash": e.hash} for e in events)
+    return EventBatch(batch_id, "van-a", 0, floor_seq, docs)
+
+
+def test_ingest_is_idempotent_and_verifies_the_chain(tmp_path: Path) -> None:
+    events = _stored(tmp_path, 40)
+    db = CloudDb(tmp_path / "cloud.db")
+    events_lane = [e for e in events if e.lane is Lane.EVENTS]
+    track = [e for e in events if e.lane is Lane.TRACK]
+    early = db.ingest("van-a", _batch_of(events_lane))  # the priority lane arrives first: chain waits
+    assert early.stored == 10 and early.verified_seq == 1  # seq 1 is a scan, seq 2 a breadcrumb not yet here
+    assert [chain for _, _, chain in db.event_rows("van-a")] == ["ok"] + ["pending"] * 9
+    done = db.ingest("van-a", _batch_of(track))
+    assert done.verified_seq == 40 and done.flagged == 0
+    again = db.ingest("van-a", _batch_of(track))  # a resend after a lost ack
+    assert (again.stored, again.duplicates) == (0, 30)
+    rows = db.event_rows("van-a")
+    assert [seq for seq, _, _ in rows] == list(range(1, 41))
+    assert {chain for _, _, chain in rows} == {"ok"}
+    assert db.flags() == []
+
+
+def test_ingest_flags_breaks_conflicts_and_gaps(tmp_path: Path) -> None:
+    events = _stored(tmp_path, 10)
+    db = CloudDb(tmp_path / "cloud.db")
+    docs = [orjson.loads(e.body) | {"hash": e.hash} for e in events]
+    docs[3]["data"] = {"n": 999}  # altered after hashing
+    db.ingest("van-a", EventBatch("b1", "van-a", 0, 1, tuple(docs[:6])))
+    conflict = docs[2] | {"id": "another-id"}  # seq 3 again, with a different id
+    db.ingest("van-a", EventBatch("b2", "van-a", 0, 1, (conflict,)))
+    # The device says everything below seq 10 was acked, but 7 to 9 never came: a real gap.
+    db.ingest("van-a", EventBatch("b3", "van-a", 0, 10, tuple(docs[9:])))
+    kinds = {(f["seq"], f["kind"]) for f in db.flags("van-a")}
+    assert kinds == {(4, FlagKind.CHAIN_BREAK.value), (3, FlagKind.SEQ_CONFLICT.value), (7, FlagKind.GAP.value)}
+    assert [chain for seq, _, chain in db.event_rows("van-a") if seq <= 6] == ["ok", "ok", "ok", "broken", "ok", "ok"]
+    assert db.event_count("van-a") == 7  # the conflicting copy is not stored over the original
+    assert "van-a" not in {f["device"] for f in db.flags() if f["kind"] == FlagKind.DEVICE_MISMATCH.value}
+    assert db.ingest("van-b", EventBatch("b4", "van-b", 0, 1, (docs[0],))).flagged == 1  # van-a's event id
+
+
+def test_exactly_one_grant_under_concurrent_claims(tmp_path: Path) -> None:
+    """Eight connections (as eight workers would have) race to grant the same blocks."""
+    path = tmp_path / "cloud.db"
+    start = datetime(2026, 11, 25, 8, tzinfo=timezone.utc)
+    setup = CloudDb(path)
+    for n in range(5):
+        setup.add_block(Block(f"B{n}", "DXX1", start, start + timedelta(hours=3)), _route(f"B{n}"))
+    results: list[tuple[str, str, ClaimStatus]] = []
+    lock = threading.Lock()
+
+    def worker(k: int) -> None:
+        db = CloudDb(path)
+        for n in range(5):
+            status, _, _ = db.grant(f"B{n}", f"van-{k}")
+            with lock:
+                results.append((f"B{n}", f"van-{k}", status))
+        db.close()
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = setup.winners()
+    for n in range(5):
+        granted = [dev for block, dev, status in results if block == f"B{n}" and status is ClaimStatus.GRANTED]
+        assert granted == [winners[f"B{n}"]]
+    assert setup.grant("B0", winners["B0"])[0] is ClaimStatus.GRANTED  # a retry by the winner is still a win
+    assert setup.grant("nope", "van-1")[0] is ClaimStatus.UNKNOWN_BLOCK
+    version, open_blocks = setup.open_blocks("DXX1")
+    assert open_blocks == [] and version == 1
