@@ -62,11 +62,11 @@ class SyncSettings:
     device_id: str
     fleet: str
     station: str
-    batch_max_events: int = 500
-    batch_max_bytes: int = 256 * 1024
+    batch_max_events: int = 1000
+    batch_max_bytes: int = 512 * 1024
     compression: Compression = Compression.ZSTD
     compress_min_bytes: int = 2048  # smaller batches go plain: zstd would not pay for its header
-    inflight_batches: int = 4  # batches sent and awaiting the cloud's ack at once
+    inflight_batches: int = 8  # batches sent and awaiting the cloud's ack at once
     ack_timeout_s: float = 15.0  # no ack within this: the batch goes again
     status_interval_s: float = 30.0  # retained status refresh (outbox depth, last ack)
     claim_timeout_s: float = 10.0
@@ -214,7 +214,7 @@ class DeviceSync:
     async def wait_drained(self, timeout_s: float | None) -> None:
         """Until the outbox is empty (every event acked by the cloud)."""
         async with asyncio.timeout(timeout_s):
-            while (await asyncio.to_thread(self.store.stats)).depth:
+            while await asyncio.to_thread(self._floor_seq):
                 await asyncio.sleep(0.1)
 
     # --- connection loop -------------------------------------------------------------------------
@@ -296,10 +296,14 @@ class DeviceSync:
         while len(self._superseded) > SUPERSEDED_BATCHES_KEPT:
             self._superseded.popitem(last=False)
 
+    def _floor_seq(self) -> int:
+        """The lowest unacked seq (0 if none). Per lane: each lookup is one step on the pending index."""
+        heads = [events[0].seq for lane in LANE_ORDER if (events := self.store.pending(limit=1, lane=lane))]
+        return min(heads, default=0)
+
     def _next_batch(self, cursors: dict[Lane, int]) -> tuple[Lane, list[StoredEvent], int]:
         """(lane, events, floor seq): the oldest unsent events of the most urgent lane with any. Store thread."""
-        floor = self.store.pending(limit=1)
-        floor_seq = floor[0].seq if floor else 0
+        floor_seq = self._floor_seq()
         for lane in LANE_ORDER:
             events = self.store.pending(self.settings.batch_max_events, self.settings.batch_max_bytes, lane,
                                         after_seq=cursors[lane])
@@ -325,7 +329,7 @@ class DeviceSync:
     async def _drain(self, client: aiomqtt.Client, live: StoredEvent | None) -> None:
         cursors = {lane: 0 for lane in LANE_ORDER}
         if live is not None:  # the newest position first: the operator sees where the van is now
-            await self._send(client, Lane.TRACK, [live], (await asyncio.to_thread(self.store.pending, 1))[0].seq)
+            await self._send(client, Lane.TRACK, [live], await asyncio.to_thread(self._floor_seq))
         while True:
             if self._inflight:
                 oldest = min(sent.sent_at for sent in self._inflight.values())

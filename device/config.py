@@ -58,10 +58,10 @@ class SyncSection:
     """The cloud link (cloud_sync.device_sync)."""
 
     cloud_key_file: str = ""  # the cloud's Ed25519 public key (PEM): offers, routes, commands must verify
-    batch_max_events: int = 500
-    batch_max_bytes: int = 256 * 1024
+    batch_max_events: int = 1000
+    batch_max_bytes: int = 512 * 1024
     compression: str = "zstd"  # zstd | none
-    inflight_batches: int = 4  # batches awaiting the cloud's ack at once
+    inflight_batches: int = 8  # batches awaiting the cloud's ack at once
     ack_timeout_s: float = 15.0  # a batch without an ack after this goes again
     status_interval_s: float = 30.0
     session_expiry_s: int = 7 * 86400  # the broker keeps our session (queued acks, routes) this long

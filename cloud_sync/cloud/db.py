@@ -143,9 +143,10 @@ class CloudDb:
         expected, prev = row[0] + 1, row[1]
         marks: list[tuple[str, str, int]] = []
         broken = 0
-        for seq, body, claimed in cur.execute(
-                "SELECT seq, body, hash FROM events WHERE device = ? AND seq > ? ORDER BY seq", (device, row[0])
-        ).fetchall():
+        # A cursor of its own, read lazily: the walk stops at the first hole without loading what lies beyond.
+        walk = self.conn.execute("SELECT seq, body, hash FROM events WHERE device = ? AND seq > ? ORDER BY seq",
+                                 (device, row[0]))
+        for seq, body, claimed in walk:
             if seq != expected:
                 break
             computed = hash_body(prev, body.encode("utf-8"))
@@ -156,6 +157,7 @@ class CloudDb:
                 broken += 1
             prev = claimed  # after a break the chain goes on from the claimed hash: one break, one flag
             expected += 1
+        walk.close()
         cur.executemany("UPDATE events SET chain = ? WHERE device = ? AND seq = ?", marks)
         for _, _, seq in (m for m in marks if m[0] == "broken"):
             self._flag(cur, device, seq, FlagKind.CHAIN_BREAK, "hash does not follow from the previous event", now)
