@@ -158,8 +158,11 @@ def test_agent_sigkilled_mid_drain_loses_nothing(tls_broker: MosquittoBroker, fl
             finally:
                 child.communicate(timeout=10)
             assert child.returncode == -signal.SIGKILL
+            # The broker publishes the Last Will: the operator sees the van offline.
+            wait_until(lambda: _presence(db, "van-b") == "offline", 20, "the Last Will")
         final = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert final.returncode == 0, final.stderr[-2000:]
+        wait_until(lambda: _presence(db, "van-b") == "stopped", 20, "the retained 'stopped' status")
         counters = cloud.peer.counters.copy()
     finally:
         cloud.stop()
@@ -169,6 +172,12 @@ def test_agent_sigkilled_mid_drain_loses_nothing(tls_broker: MosquittoBroker, fl
     assert_cloud_holds_exactly(tmp_path / "cloud.db", "van-b", [e.id for e in events])
     assert counters["events_stored"] == 20_000
     assert counters["events_duplicate"] > 0  # batches in flight at each kill were sent again
+
+
+def _presence(db: CloudDb, device: str) -> str | None:
+    view = {row["device"]: row["status"] for row in db.device_view()}
+    status = view.get(device)
+    return status["state"] if status else None
 
 
 # --- dispatch ----------------------------------------------------------------------------------------
@@ -359,3 +368,43 @@ def test_priority_lane_and_live_position_after_outage(tls_broker: MosquittoBroke
     assert order[0] == ("gps.fix", [600])  # the live position
     assert order[1] == ("package.scanned", list(range(601, 631)))
     assert order[2] == ("gps.fix", list(range(1, 101)))
+
+
+def test_route_revisions_replace_older_versions(tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path) -> None:
+    """A won block's route arrives (v1); a revision (v2) replaces it; a genuine but older v1 sent again is
+    ignored and the stored route stays v2. Presence is online while connected."""
+    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db", workers=1)
+    store = EventStore(tmp_path / "van-a.db")
+    me = TOPICS.device("van-a")
+
+    async def scenario() -> DeviceSync:
+        sync = DeviceSync(store, sync_settings("van-a"), fleet.broker_settings("van-a", tls_broker.port),
+                          fleet.verifier)
+        await sync.start()
+        try:
+            await asyncio.wait_for(sync.connected.wait(), 30)
+            await asyncio.to_thread(cloud.call, cloud.peer.add_blocks([(a_block("B-REV"), a_route("B-REV"))]))
+            assert (await sync.claim("B-REV")).granted
+            await wait_for(lambda: store.current_route("B-REV") is not None, 10, "route v1")
+            revised = await asyncio.to_thread(cloud.call, cloud.peer.revise_route(a_route("B-REV", stops=3)))
+            assert revised.version == 2
+            await wait_for(lambda: store.current_route("B-REV").version == 2, 10, "route v2")
+            old = encode(fleet.signer.sign(RouteAssignment("van-a", a_route("B-REV", 1)).to_body()))
+            with RawClient(fleet.broker_settings("cloud", tls_broker.port), "cloud-old-route") as raw:
+                await asyncio.to_thread(raw.publish, me.route, old)
+            await wait_for(lambda: sync.counters.routes_ignored >= 1, 10, "the old version ignored")
+            db = CloudDb(tmp_path / "cloud.db")
+            await wait_for(lambda: _presence(db, "van-a") == "online", 10, "online presence")
+            db.close()
+        finally:
+            await sync.stop()
+        return sync
+
+    try:
+        sync = asyncio.run(scenario())
+    finally:
+        cloud.stop()
+        route = store.current_route("B-REV")
+        store.close()
+    assert route is not None and route.version == 2 and len(route.stops) == 3
+    assert sync.counters.rejected == Counter()
