@@ -366,6 +366,9 @@ class DeviceSync:
                 log.warning("rejected message on %s: %s", topic, exc)
             except StoreError as exc:
                 log.error("store error while handling %s: %s", topic, exc)
+            except Exception:  # noqa: BLE001 - a payload we failed to foresee must not end the session
+                self.counters.rejected[RejectReason.SCHEMA] += 1
+                log.exception("unexpected error handling a message on %s; rejected", topic)
 
     async def _handle(self, topic: str, payload: bytes, props: Properties | None) -> None:
         if topic == self.topics.ack:

@@ -1,6 +1,7 @@
 """cloud_sync pieces on their own: signatures, payload checks, backoff, topics, PKI, the cloud's ingest and grants."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import threading
@@ -12,12 +13,12 @@ import pytest
 import zstandard
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloud_sync.cloud import CloudDb, FlagKind
-from cloud_sync.connection import Backoff
-from cloud_sync.device_sync import SyncSettings
+from cloud_sync.connection import Backoff, BrokerSettings
+from cloud_sync.device_sync import DeviceSync, SyncSettings
 from cloud_sync.errors import MessageRejected, PkiError, RejectReason
 from cloud_sync.messages import (
     BatchAck,
@@ -314,3 +315,32 @@ def test_exactly_one_grant_under_concurrent_claims(tmp_path: Path) -> None:
     assert setup.grant("nope", "van-1")[0] is ClaimStatus.UNKNOWN_BLOCK
     version, open_blocks = setup.open_blocks("DXX1")
     assert open_blocks == [] and version == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(topic=st.sampled_from(["ack", "claim_result", "route", "cmd", "offers"]),
+       payload=st.one_of(st.binary(max_size=200),
+                         st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                                      lambda inner: st.lists(inner, max_size=4)
+                                      | st.dictionaries(st.sampled_from(["body", "kid", "sig", "batch_id",
+                                                                         "upto_seq", "route", "device"]),
+                                                        inner, max_size=4),
+                                      max_leaves=12).map(orjson.dumps)))
+def test_inbound_garbage_is_rejected_never_raised(tmp_path_factory: pytest.TempPathFactory, topic: str,
+                                                  payload: bytes) -> None:
+    """Whatever arrives on a device's inbound topics is either used or rejected with a reason."""
+    store = EventStore(tmp_path_factory.mktemp("fuzz") / "d.db")
+    sync = DeviceSync(store, SyncSettings("van-a", "demo", "DXX1"), BrokerSettings("127.0.0.1", 1),
+                      Verifier.of(Signer.generate().public_key))
+    full_topic = sync.offers_topic if topic == "offers" else getattr(sync.topics, topic)
+
+    async def feed() -> None:
+        try:
+            await sync._handle(full_topic, payload, None)
+        except MessageRejected:
+            pass
+
+    try:
+        asyncio.run(feed())
+    finally:
+        store.close()
