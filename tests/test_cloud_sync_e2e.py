@@ -5,6 +5,7 @@ Fault criteria (DESIGN.md section 4): zero events lost, zero duplicates stored b
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -408,3 +409,43 @@ def test_route_revisions_replace_older_versions(tls_broker: MosquittoBroker, fle
         store.close()
     assert route is not None and route.version == 2 and len(route.stops) == 3
     assert sync.counters.rejected == Counter()
+
+
+def test_cloud_program_serves_claims_and_ingest(tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path) -> None:
+    """`flexedge cloud` as a real program: offers the blocks of --blocks, grants a claim, stores events."""
+    blocks = tmp_path / "blocks.json"
+    blocks.write_text(json.dumps([{"block": a_block("B-CLI").to_dict(), "route": a_route("B-CLI").to_dict()}]))
+    cloud = subprocess.Popen(
+        [sys.executable, "-m", "device.cli", "cloud", "--db", str(tmp_path / "cloud.db"), "--fleet", FLEET,
+         "--broker", f"127.0.0.1:{tls_broker.port}", "--pki", str(fleet.pki.dir), "--workers", "2",
+         "--client-prefix", "cloud-cli", "--blocks", str(blocks), "--log-level", "WARNING"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "FLEXEDGE_DATA_DIR": str(tmp_path / "cloud-data")})
+    store = EventStore(tmp_path / "van-a.db")
+    events = mixed_events(300)
+    store.append_many(events)
+
+    async def scenario() -> tuple[bool, list]:
+        sync = DeviceSync(store, sync_settings("van-a"), fleet.broker_settings("van-a", tls_broker.port),
+                          fleet.verifier)
+        await sync.start()
+        try:
+            result = await sync.claim("B-CLI")
+            await sync.wait_drained(30)
+            await wait_for(lambda: store.current_route("B-CLI") is not None, 10, "the route")
+        finally:
+            await sync.stop()
+        return result.granted, _drain_inbox(sync)
+
+    try:
+        assert cloud.stdout is not None
+        assert json.loads(cloud.stdout.readline()) == {"ready": True, "fleet": FLEET}
+        granted, inbox = asyncio.run(scenario())
+    finally:
+        cloud.send_signal(signal.SIGTERM)
+        _, stderr = cloud.communicate(timeout=15)
+        store.close()
+    assert cloud.returncode == 0, stderr[-2000:]
+    assert granted
+    assert any(isinstance(i, Offers) and [b.id for b in i.blocks] == ["B-CLI"] for i in inbox)
+    assert_cloud_holds_exactly(tmp_path / "cloud.db", "van-a", [e.id for e in events])

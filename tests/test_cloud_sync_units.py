@@ -314,7 +314,7 @@ def test_exactly_one_grant_under_concurrent_claims(tmp_path: Path) -> None:
     assert setup.grant("B0", winners["B0"])[0] is ClaimStatus.GRANTED  # a retry by the winner is still a win
     assert setup.grant("nope", "van-1")[0] is ClaimStatus.UNKNOWN_BLOCK
     version, open_blocks = setup.open_blocks("DXX1")
-    assert open_blocks == [] and version == 1
+    assert open_blocks == [] and setup.open_blocks("DXX1")[0] > version  # each republish outranks the last
 
 
 @settings(max_examples=60, deadline=None)

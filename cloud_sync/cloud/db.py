@@ -208,10 +208,13 @@ class CloudDb:
                          route.version))
 
     def open_blocks(self, station: str) -> tuple[int, list[Block]]:
-        """(next offers version, unclaimed blocks of the station)."""
+        """(next offers version, unclaimed blocks of the station). The version also never falls behind the
+        clock in milliseconds, so a cloud started on a fresh database still outranks the retained offers."""
+        now_ms = time.time_ns() // 1_000_000
         with self._transaction() as cur:
-            cur.execute("INSERT INTO stations (station, offers_version) VALUES (?, 1) "
-                        "ON CONFLICT (station) DO UPDATE SET offers_version = offers_version + 1", (station,))
+            cur.execute("INSERT INTO stations (station, offers_version) VALUES (?, ?) ON CONFLICT (station) "
+                        "DO UPDATE SET offers_version = MAX(offers_version + 1, excluded.offers_version)",
+                        (station, now_ms))
             version = cur.execute("SELECT offers_version FROM stations WHERE station = ?", (station,)).fetchone()[0]
             rows = cur.execute("SELECT body FROM blocks WHERE station = ? AND winner IS NULL ORDER BY id",
                                (station,)).fetchall()
