@@ -317,10 +317,13 @@ def test_exactly_one_grant_under_concurrent_claims(tmp_path: Path) -> None:
     assert open_blocks == [] and setup.open_blocks("DXX1")[0] > version  # each republish outranks the last
 
 
+JSON_SCALARS = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20)
+
+
 @settings(max_examples=60, deadline=None)
 @given(topic=st.sampled_from(["ack", "claim_result", "route", "cmd", "offers"]),
        payload=st.one_of(st.binary(max_size=200),
-                         st.recursive(st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20),
+                         st.recursive(JSON_SCALARS,
                                       lambda inner: st.lists(inner, max_size=4)
                                       | st.dictionaries(st.sampled_from(["body", "kid", "sig", "batch_id",
                                                                          "upto_seq", "route", "device"]),
