@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import aiomqtt
-from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -58,7 +57,7 @@ def make_client(settings: BrokerSettings, client_id: str, *, will: aiomqtt.Will 
     return aiomqtt.Client(
         settings.host, settings.port, identifier=client_id, protocol=aiomqtt.ProtocolVersion.V5,
         will=will, keepalive=settings.keepalive_s, timeout=settings.connect_timeout_s,
-        clean_start=False if persistent else MQTT_CLEAN_START_FIRST_ONLY, properties=props,
+        clean_start=not persistent, properties=props,
         tls_context=settings.tls_context(), max_inflight_messages=max_inflight)
 
 

@@ -155,6 +155,7 @@ class DeviceSync:
         self._claims: dict[str, asyncio.Future[ClaimResult]] = {}
         self._offers_version = -1
         self._last_ack_seq: int | None = None
+        self._rewind = False  # set when an ack could not be recorded: resend from the oldest unacked event
 
     # --- API -------------------------------------------------------------------------------------
 
@@ -336,8 +337,11 @@ class DeviceSync:
                 if time.monotonic() - oldest > self.settings.ack_timeout_s:
                     log.warning("no cloud ack within %.0f s for %d batches; sending them again",
                                 self.settings.ack_timeout_s, len(self._inflight))
-                    self._supersede_inflight()
-                    cursors = {lane: 0 for lane in LANE_ORDER}
+                    self._rewind = True
+            if self._rewind:
+                self._rewind = False
+                self._supersede_inflight()
+                cursors = {lane: 0 for lane in LANE_ORDER}
             if len(self._inflight) >= self.settings.inflight_batches:
                 await self._sleep_until_woken(self.settings.ack_timeout_s / 4)
                 continue
@@ -392,7 +396,11 @@ class DeviceSync:
             self.counters.acks_unknown += 1
             log.debug("ack for unknown batch %s (sent by an earlier run)", ack.batch_id)
             return
-        changed = await asyncio.to_thread(self.store.mark_acked, sent.seqs)
+        try:
+            changed = await asyncio.to_thread(self.store.mark_acked, sent.seqs)
+        except StoreError:
+            self._rewind = True  # not marked: the drain goes back and sends those events again
+            raise
         self.counters.events_acked += changed
         self._last_ack_seq = ack.upto_seq
         self._wakeup.set()

@@ -449,3 +449,38 @@ def test_cloud_program_serves_claims_and_ingest(tls_broker: MosquittoBroker, fle
     assert granted
     assert any(isinstance(i, Offers) and [b.id for b in i.blocks] == ["B-CLI"] for i in inbox)
     assert_cloud_holds_exactly(tmp_path / "cloud.db", "van-a", [e.id for e in events])
+
+
+def test_cloud_restart_mid_drain(tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path) -> None:
+    """The cloud goes away while batches are in flight (the broker stays): whatever was not acked is sent again
+    (queued session or ack timeout) and stored once."""
+    store = EventStore(tmp_path / "van-a.db")
+    events = mixed_events(20_000)
+    store.append_many(events)
+    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db", workers=1)
+    acked_at_outage: list[int] = []
+
+    async def scenario() -> DeviceSync:
+        nonlocal cloud
+        sync = DeviceSync(store, sync_settings("van-a", batch_max_events=100, ack_timeout_s=2.0),
+                          fleet.broker_settings("van-a", tls_broker.port), fleet.verifier)
+        await sync.start()
+        try:
+            await wait_for(lambda: sync.counters.events_acked >= 1000, 30, "some acks")
+            await asyncio.to_thread(cloud.stop)
+            acked_at_outage.append(sync.counters.events_acked)
+            await asyncio.sleep(3.0)  # longer than the ack timeout: the device sends again into the void
+            cloud = await asyncio.to_thread(start_cloud, fleet, tls_broker.port, tmp_path / "cloud.db", 1)
+            await sync.wait_drained(60)
+        finally:
+            await sync.stop()
+        return sync
+
+    try:
+        sync = asyncio.run(scenario())
+    finally:
+        cloud.stop()
+        store.close()
+    assert acked_at_outage[0] < len(events) // 2  # the cloud really vanished mid-drain
+    assert sync.counters.batches_resent > 0
+    assert_cloud_holds_exactly(tmp_path / "cloud.db", "van-a", [e.id for e in events])

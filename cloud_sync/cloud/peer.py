@@ -1,7 +1,10 @@
 """The reference cloud peer: ingest workers and a dispatcher, each its own MQTT 5 client on one asyncio loop.
 
 Ingest workers share `$share/ingest/flex/v1/{fleet}/dev/+/events`: the broker hands each batch to one of them,
-so N workers (in this process or in N processes on other machines) split a fleet's load. A worker stores the
+so N workers (in this process or in N processes on other machines) split a fleet's load. Workers use clean
+sessions on purpose: a persistent session of a worker that is gone would keep taking its share of the batches
+(queued for it until the session expires); with clean sessions the live workers get everything, and a batch
+lost with a crashed worker is simply sent again by its device after the ack timeout. A worker stores the
 batch (idempotent, chain-checked) and only then publishes the ack. The dispatcher takes claims from
 `$share/dispatch/.../dev/+/claim`, grants each block once (atomic in the database), answers on the claim's
 response topic with its correlation data, and publishes signed offers and routes.
@@ -95,7 +98,7 @@ class CloudPeer:
         try:
             delays = self.settings.backoff.delays()
             while True:
-                client = make_client(self.broker, client_id)
+                client = make_client(self.broker, client_id, persistent=False)
                 try:
                     async with client:
                         delays = self.settings.backoff.delays()
