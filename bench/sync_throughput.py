@@ -151,7 +151,8 @@ def main() -> None:
         print(json.dumps({
             "bench": "sync_throughput", "events": args.events, "compression": args.compression,
             "events_per_s": round(rate), "raw_events_per_s": round(raw_rate), "ratio": round(rate / raw_rate, 2),
-            "batch_events": args.batch_events, "inflight_batches": args.inflight, "batches": counters["batches_sent"], "events_acked": counters["events_acked"],
+            "batch_events": args.batch_events, "inflight_batches": args.inflight,
+            "batches": counters["batches_sent"], "events_acked": counters["events_acked"],
             "outbox_left": depth,
         }))
 

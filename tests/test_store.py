@@ -206,3 +206,18 @@ def test_damaged_pages_fail_quick_check_and_are_moved_aside(tmp_path: Path) -> N
         assert store.recovery is not None
         assert store.events()[0]["type"] == "store.recovered"
     assert len(list(tmp_path.glob("events.db.corrupt-*"))) == 1
+
+
+def test_acks_out_of_order_keep_the_highest_acked_seq(store: EventStore) -> None:
+    """The sync acks lanes out of seq order: the mark only ever rises, and pending(after_seq=...) and
+    newest_pending serve a sender that keeps several batches in flight."""
+    store.append_many([scan(i) for i in range(6)])
+    assert [e.seq for e in store.pending(after_seq=2)] == [3, 4, 5, 6]
+    assert store.newest_pending(Lane.EVENTS).seq == 6
+    store.mark_acked([5, 1])
+    store.mark_acked([2])
+    store.mark_acked([99])  # not an event: changes nothing
+    assert store.stats().last_acked_seq == 5
+    store.mark_acked([6])
+    assert store.stats().last_acked_seq == 6 and store.newest_pending(Lane.EVENTS).seq == 4
+    assert store.newest_pending(Lane.TRACK) is None
