@@ -7,17 +7,20 @@ connection.py): the store calls go to the store's writer thread via `asyncio.to_
 
 The outbox is the source of truth (STYLE.md item 7): an event is marked acked only when the cloud's ack for its
 batch arrives; whatever is in flight when a connection drops is sent again on the next one (event ids make that
-harmless), and a batch without an ack within `ack_timeout_s` is sent again too.
+harmless), and a batch without an ack within `ack_timeout_s` is sent again too. Proof photos go up in chunks
+(`upload_photo`) only while no event is waiting; each chunk is acked like a batch, so an upload resumes.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -26,9 +29,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cloud_sync.connection import DEFAULT_SESSION_EXPIRY_S, Backoff, BrokerSettings, make_client, release
-from cloud_sync.errors import BrokerUnavailable, ClaimTimeout, MessageRejected, RejectReason
+from cloud_sync.errors import BrokerUnavailable, ClaimTimeout, MessageRejected, RejectReason, SyncError
 from cloud_sync.messages import (
     MAX_INBOUND_BYTES,
+    PHOTO_CHUNK_BYTES,
     BatchAck,
     ClaimRequest,
     ClaimResult,
@@ -37,6 +41,7 @@ from cloud_sync.messages import (
     DeviceStatus,
     EventBatch,
     Offers,
+    PhotoChunk,
     Presence,
     RouteAssignment,
     decode_json,
@@ -54,6 +59,7 @@ log = logging.getLogger(__name__)
 LANE_ORDER = (Lane.EVENTS, Lane.TRACK)  # proofs, scans, blocks before the GPS breadcrumb backlog
 IDLE_POLL_S = 1.0  # with nothing to send, look at the outbox again this often (kick() wakes sooner)
 SEEN_COMMANDS_KEY = "cloud_sync.seen_commands"  # store state: command id -> expiry (epoch s), for replays
+PHOTO_UPLOADS_KEY = "cloud_sync.photo_uploads"  # store state: photo id -> {path, sha256, total, done: [chunks]}
 SUPERSEDED_BATCHES_KEPT = 512  # batches sent on an earlier connection whose late acks are still honoured
 
 
@@ -101,6 +107,9 @@ class SyncCounters:
     batches_resent: int = 0  # batches sent again after a reconnect or an ack timeout
     acks_unknown: int = 0  # acks for batches of an earlier process (their events simply go again)
     routes_ignored: int = 0  # equal or lower version than the stored one
+    photo_chunks_sent: int = 0
+    photos_uploaded: int = 0
+    photos_failed: int = 0  # the file went missing before it was uploaded
     inbox_dropped: int = 0
     rejected: Counter = field(default_factory=Counter)  # RejectReason -> count
 
@@ -112,9 +121,10 @@ class SyncCounters:
 
 @dataclass(frozen=True)
 class _Sent:
-    lane: Lane
-    seqs: tuple[int, ...]
+    lane: Lane | None  # None: a photo chunk
+    seqs: tuple[int, ...]  # event seqs, or the chunk index of a photo chunk
     sent_at: float
+    photo_id: str | None = None
 
 
 class _StopSession(Exception):
@@ -156,6 +166,7 @@ class DeviceSync:
         self._offers_version = -1
         self._last_ack_seq: int | None = None
         self._rewind = False  # set when an ack could not be recorded: resend from the oldest unacked event
+        self._photo_lock = asyncio.Lock()  # read-modify-write of the upload list in the store
 
     # --- API -------------------------------------------------------------------------------------
 
@@ -211,6 +222,30 @@ class DeviceSync:
             raise ClaimTimeout(block_id, timeout_s) from None
         finally:
             self._claims.pop(request_id, None)
+
+    async def upload_photo(self, photo_id: str, path: Path | str) -> None:
+        """Queue a proof photo for upload in chunks, after the events (a lower priority). The upload list lives
+        in the store, so an upload resumes after an outage or a restart from the first chunk not yet acked."""
+        self.fleet.device(self.settings.device_id).photo(photo_id)  # a valid topic level, or ValueError
+
+        def read() -> tuple[str, int]:
+            data = Path(path).read_bytes()
+            if not data:
+                raise SyncError(f"photo {path} is empty")
+            return hashlib.sha256(data).hexdigest(), -(-len(data) // PHOTO_CHUNK_BYTES)
+
+        try:
+            sha256, total = await asyncio.to_thread(read)
+        except OSError as exc:
+            raise SyncError(f"cannot read photo {path}: {exc}") from exc
+        async with self._photo_lock:
+            uploads = await asyncio.to_thread(self.store.get_state, PHOTO_UPLOADS_KEY, {})
+            uploads.setdefault(photo_id, {"path": str(path), "sha256": sha256, "total": total, "done": []})
+            await asyncio.to_thread(self.store.set_state, PHOTO_UPLOADS_KEY, uploads)
+        self.kick()
+
+    async def photos_pending(self) -> list[str]:
+        return list(await asyncio.to_thread(self.store.get_state, PHOTO_UPLOADS_KEY, {}))
 
     async def wait_drained(self, timeout_s: float | None) -> None:
         """Until the outbox is empty (every event acked by the cloud)."""
@@ -347,10 +382,63 @@ class DeviceSync:
                 continue
             lane, events, floor_seq = await asyncio.to_thread(self._next_batch, cursors)
             if not events:
-                await self._sleep_until_woken(IDLE_POLL_S)
+                if not await self._send_photo_chunk(client):
+                    await self._sleep_until_woken(IDLE_POLL_S)
                 continue
             await self._send(client, lane, events, floor_seq)
             cursors[lane] = events[-1].seq
+
+    def _next_photo_chunk(self, busy: set[tuple[str, int]]) -> PhotoChunk | str | None:
+        """The first chunk not yet acked nor in flight, read from its file; or the id of a photo whose file is
+        gone (dropped from the list). Store thread."""
+        uploads = self.store.get_state(PHOTO_UPLOADS_KEY, {})
+        for photo_id, upload in uploads.items():
+            done = set(upload["done"])
+            for index in range(upload["total"]):
+                if index in done or (photo_id, index) in busy:
+                    continue
+                try:
+                    with open(upload["path"], "rb") as fh:
+                        fh.seek(index * PHOTO_CHUNK_BYTES)
+                        data = fh.read(PHOTO_CHUNK_BYTES)
+                except OSError as exc:
+                    data, problem = b"", str(exc)
+                else:
+                    problem = "file shorter than when it was queued"
+                if not data:
+                    log.error("photo %s dropped from the upload list: %s", photo_id, problem)
+                    del uploads[photo_id]
+                    self.store.set_state(PHOTO_UPLOADS_KEY, uploads)
+                    return photo_id
+                return PhotoChunk(new_event_id(), photo_id, index, upload["total"], upload["sha256"], data)
+        return None
+
+    async def _send_photo_chunk(self, client: aiomqtt.Client) -> bool:
+        busy = {(sent.photo_id, sent.seqs[0]) for sent in self._inflight.values() if sent.photo_id is not None}
+        async with self._photo_lock:
+            chunk = await asyncio.to_thread(self._next_photo_chunk, busy)
+        if chunk is None:
+            return False
+        if isinstance(chunk, str):
+            self.counters.photos_failed += 1
+            return True
+        self._inflight[chunk.batch_id] = _Sent(None, (chunk.seq,), time.monotonic(), chunk.photo_id)
+        await client.publish(self.topics.photo(chunk.photo_id), chunk.to_payload(), qos=1)
+        self.counters.photo_chunks_sent += 1
+        return True
+
+    async def _on_photo_chunk_ack(self, photo_id: str, index: int) -> None:
+        async with self._photo_lock:
+            uploads = await asyncio.to_thread(self.store.get_state, PHOTO_UPLOADS_KEY, {})
+            upload = uploads.get(photo_id)
+            if upload is None or index in upload["done"]:
+                return
+            upload["done"].append(index)
+            if len(upload["done"]) >= upload["total"]:
+                del uploads[photo_id]
+                self.counters.photos_uploaded += 1
+                log.info("photo %s uploaded", photo_id)
+            await asyncio.to_thread(self.store.set_state, PHOTO_UPLOADS_KEY, uploads)
 
     async def _sleep_until_woken(self, timeout_s: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -395,6 +483,10 @@ class DeviceSync:
         if sent is None:
             self.counters.acks_unknown += 1
             log.debug("ack for unknown batch %s (sent by an earlier run)", ack.batch_id)
+            return
+        if sent.photo_id is not None:
+            await self._on_photo_chunk_ack(sent.photo_id, sent.seqs[0])
+            self._wakeup.set()
             return
         try:
             changed = await asyncio.to_thread(self.store.mark_acked, sent.seqs)

@@ -135,6 +135,47 @@ class EventBatch:
                    events=tuple(events))
 
 
+PHOTO_CHUNK_BYTES = 64 * 1024  # raw bytes per chunk: small enough to go through on a weak cellular link
+MAX_PHOTO_CHUNKS = 1024  # 64 MiB at most per photo
+_SHA256 = _HEX64
+
+
+@dataclass(frozen=True)
+class PhotoChunk:
+    """One piece of a proof photo. Acked like an event batch (same ack topic, by `batch_id`), so an upload
+    resumes chunk by chunk after an outage or a restart."""
+
+    batch_id: str
+    photo_id: str
+    seq: int  # 0-based chunk index
+    total: int
+    sha256: str  # of the whole photo: the cloud checks it once every chunk is there
+    data: bytes
+
+    def to_payload(self) -> bytes:
+        return orjson.dumps({"batch_id": self.batch_id, "photo_id": self.photo_id, "seq": self.seq,
+                             "total": self.total, "sha256": self.sha256,
+                             "bytes": base64.b64encode(self.data).decode("ascii")})
+
+    @classmethod
+    def from_payload(cls, payload: bytes, max_bytes: int = 2 * PHOTO_CHUNK_BYTES) -> PhotoChunk:
+        doc = decode_json(payload, max_bytes)
+        where = "photo_chunk"
+        total, seq = _field(doc, "total", int, where), _field(doc, "seq", int, where)
+        if not 0 < total <= MAX_PHOTO_CHUNKS or not 0 <= seq < total:
+            raise MessageRejected(RejectReason.SCHEMA, f"{where}: chunk {seq} of {total} out of range")
+        sha = _field(doc, "sha256", str, where)
+        if not _SHA256.match(sha):
+            raise MessageRejected(RejectReason.SCHEMA, f"{where}.sha256: expected 64 hex digits")
+        try:
+            data = base64.b64decode(_field(doc, "bytes", str, where), validate=True)
+        except binascii.Error:
+            raise MessageRejected(RejectReason.SCHEMA, f"{where}.bytes: not base64") from None
+        if not data or len(data) > PHOTO_CHUNK_BYTES:
+            raise MessageRejected(RejectReason.SCHEMA, f"{where}.bytes: 1..{PHOTO_CHUNK_BYTES} bytes expected")
+        return cls(_field(doc, "batch_id", str, where), _field(doc, "photo_id", str, where), seq, total, sha, data)
+
+
 @dataclass(frozen=True)
 class BatchAck:
     """The cloud stored (or already had) every event of the batch."""

@@ -484,3 +484,56 @@ def test_cloud_restart_mid_drain(tls_broker: MosquittoBroker, fleet: FleetPki, t
     assert acked_at_outage[0] < len(events) // 2  # the cloud really vanished mid-drain
     assert sync.counters.batches_resent > 0
     assert_cloud_holds_exactly(tmp_path / "cloud.db", "van-a", [e.id for e in events])
+
+
+def test_photo_upload_yields_to_events_and_resumes(tls_broker: MosquittoBroker, fleet: FleetPki,
+                                                   tmp_path: Path) -> None:
+    """A 300 KB proof photo goes up in chunks after the waiting events; stopped half way, a new run (as after
+    a restart) sends only the chunks not yet acked; the cloud reassembles it and checks its sha256."""
+    photo = tmp_path / "proof.jpg"
+    photo.write_bytes(os.urandom(300 * 1024))  # 5 chunks of 64 KiB
+    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db", workers=1)
+    store = EventStore(tmp_path / "van-a.db")
+    events = mixed_events(3000)
+    store.append_many(events)
+    settings = sync_settings("van-a", inflight_batches=1, batch_max_events=300)
+    arrivals: list[str] = []
+
+    async def first_run() -> DeviceSync:
+        sync = DeviceSync(store, settings, fleet.broker_settings("van-a", tls_broker.port), fleet.verifier)
+        await sync.upload_photo("P-1", photo)
+        await sync.start()
+        try:
+            await wait_for(lambda: sync.counters.photo_chunks_sent >= 3, 30, "three chunks sent")
+        finally:
+            await sync.stop()
+        return sync
+
+    async def second_run() -> DeviceSync:
+        sync = DeviceSync(store, settings, fleet.broker_settings("van-a", tls_broker.port), fleet.verifier)
+        await sync.start()
+        try:
+            await wait_for(lambda: sync.counters.photos_uploaded == 1, 30, "the photo uploaded")
+            assert await sync.photos_pending() == []
+        finally:
+            await sync.stop()
+        return sync
+
+    try:
+        with RawClient(fleet.broker_settings("cloud", tls_broker.port), "cloud-watch") as raw:
+            raw.subscribe(TOPICS.device("van-a").events)
+            raw.subscribe(f"{TOPICS.device('van-a').base}/photo/+")
+            first = asyncio.run(first_run())
+            second = asyncio.run(second_run())
+            arrivals = [topic.rsplit("/", 2)[-2] if "/photo/" in topic else "events" for topic, _ in raw.messages]
+        db = CloudDb(tmp_path / "cloud.db")
+        stored = db.photo("van-a", "P-1")
+        db.close()
+    finally:
+        cloud.stop()
+        store.close()
+    assert arrivals.index("photo") > max(i for i, kind in enumerate(arrivals) if kind == "events")
+    assert first.counters.photo_chunks_sent >= 3 and first.counters.photos_uploaded == 0
+    assert first.counters.photo_chunks_sent + second.counters.photo_chunks_sent <= 5 + 1  # resumed, not restarted
+    assert stored is not None and stored[1] == photo.read_bytes()
+    assert_cloud_holds_exactly(tmp_path / "cloud.db", "van-a", [e.id for e in events])

@@ -21,12 +21,14 @@ from cloud_sync.connection import Backoff, BrokerSettings
 from cloud_sync.device_sync import DeviceSync, SyncSettings
 from cloud_sync.errors import MessageRejected, PkiError, RejectReason
 from cloud_sync.messages import (
+    PHOTO_CHUNK_BYTES,
     BatchAck,
     ClaimStatus,
     Command,
     Compression,
     EventBatch,
     Offers,
+    PhotoChunk,
     RouteAssignment,
     decode_json,
 )
@@ -347,3 +349,27 @@ def test_inbound_garbage_is_rejected_never_raised(tmp_path_factory: pytest.TempP
         asyncio.run(feed())
     finally:
         store.close()
+
+
+def test_photo_chunks_parse_and_reassemble(tmp_path: Path) -> None:
+    import hashlib
+
+    photo = bytes(range(256)) * 600  # 150 KiB: three chunks
+    sha = hashlib.sha256(photo).hexdigest()
+    size = PHOTO_CHUNK_BYTES
+    chunks = [PhotoChunk(f"b{i}", "P-1", i, 3, sha, photo[i * size:(i + 1) * size]) for i in range(3)]
+    assert PhotoChunk.from_payload(chunks[1].to_payload()) == chunks[1]
+    good = orjson.loads(chunks[0].to_payload())
+    for bad in ({"seq": 3}, {"total": 0}, {"sha256": "x"}, {"bytes": "***"}, {"bytes": ""},
+                {"bytes": base64.b64encode(b"x" * (size + 1)).decode()}):
+        with pytest.raises(MessageRejected):
+            PhotoChunk.from_payload(orjson.dumps(good | bad), max_bytes=1 << 20)
+    db = CloudDb(tmp_path / "cloud.db")
+    assert [db.store_photo_chunk("van-a", c) for c in (chunks[2], chunks[0], chunks[0], chunks[1])] == \
+        [False, False, False, True]
+    assert db.photo("van-a", "P-1") == (sha, photo)
+    assert db.store_photo_chunk("van-a", chunks[1]) is False  # a resend after completion changes nothing
+    forged = [PhotoChunk(f"f{i}", "P-2", i, 2, sha, b"not the photo") for i in range(2)]
+    assert [db.store_photo_chunk("van-a", c) for c in forged] == [False, False]
+    assert db.photo("van-a", "P-2") is None
+    assert [f["kind"] for f in db.flags("van-a")] == [FlagKind.PHOTO_CORRUPT.value]

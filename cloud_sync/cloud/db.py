@@ -7,18 +7,20 @@ one worker, calls may come from several threads (asyncio.to_thread): a lock seri
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sqlite3
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from cloud_sync.errors import SyncError
-from cloud_sync.messages import ClaimStatus, EventBatch
+from cloud_sync.messages import ClaimStatus, EventBatch, PhotoChunk
 from device.chain import GENESIS_HASH, canonical_bytes, hash_body
 from device.domain import Block, Route
 
@@ -44,6 +46,14 @@ CREATE TABLE IF NOT EXISTS blocks (
     route_version INTEGER NOT NULL, winner TEXT, granted_at REAL
 );
 CREATE TABLE IF NOT EXISTS stations (station TEXT PRIMARY KEY, offers_version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS photo_chunks (
+    device TEXT NOT NULL, photo_id TEXT NOT NULL, seq INTEGER NOT NULL, total INTEGER NOT NULL,
+    sha256 TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (device, photo_id, seq)
+);
+CREATE TABLE IF NOT EXISTS photos (
+    device TEXT NOT NULL, photo_id TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+    data BLOB NOT NULL, received_at REAL NOT NULL, PRIMARY KEY (device, photo_id)
+);
 """
 BUSY_TIMEOUT_MS = 30_000  # other workers hold the write lock for one batch at most
 
@@ -57,6 +67,7 @@ class FlagKind(StrEnum):
     CHAIN_BREAK = "chain_break"  # an event's hash does not follow from its predecessor's
     SEQ_CONFLICT = "seq_conflict"  # the same device and seq arrived with a different event id
     DEVICE_MISMATCH = "device_mismatch"  # an event id already stored for another device
+    PHOTO_CORRUPT = "photo_corrupt"  # every chunk of a photo arrived but the whole does not match its sha256
 
 
 @dataclass(frozen=True)
@@ -164,6 +175,39 @@ class CloudDb:
         cur.execute("UPDATE devices SET verified_seq = ?, verified_hash = ? WHERE device = ?",
                     (expected - 1, prev, device))
         return expected - 1, broken
+
+    def store_photo_chunk(self, device: str, chunk: PhotoChunk) -> bool:
+        """Keep a chunk (idempotent); once all are here, assemble and check the photo. True if this chunk
+        completed it."""
+        now = time.time()
+        with self._transaction() as cur:
+            if cur.execute("SELECT 1 FROM photos WHERE device = ? AND photo_id = ?",
+                           (device, chunk.photo_id)).fetchone():
+                return False  # a resent chunk of a finished photo
+            cur.execute("INSERT OR IGNORE INTO photo_chunks (device, photo_id, seq, total, sha256, data) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (device, chunk.photo_id, chunk.seq, chunk.total, chunk.sha256, chunk.data))
+            rows = cur.execute("SELECT seq, data FROM photo_chunks WHERE device = ? AND photo_id = ? AND total = ? "
+                               "AND sha256 = ? ORDER BY seq", (device, chunk.photo_id, chunk.total,
+                                                                chunk.sha256)).fetchall()
+            if len(rows) < chunk.total:
+                return False
+            whole = b"".join(data for _, data in rows)
+            cur.execute("DELETE FROM photo_chunks WHERE device = ? AND photo_id = ?", (device, chunk.photo_id))
+            if hashlib.sha256(whole).hexdigest() != chunk.sha256:
+                # flags are keyed by (device, seq, kind): a photo has no seq, its id's crc32 stands in
+                self._flag(cur, device, zlib.crc32(chunk.photo_id.encode()), FlagKind.PHOTO_CORRUPT,
+                           f"photo {chunk.photo_id}: sha256 mismatch", now)
+                return False
+            cur.execute("INSERT INTO photos (device, photo_id, sha256, size, data, received_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", (device, chunk.photo_id, chunk.sha256, len(whole), whole, now))
+        log.info("photo %s from %s complete (%d bytes)", chunk.photo_id, device, len(whole))
+        return True
+
+    def photo(self, device: str, photo_id: str) -> tuple[str, bytes] | None:
+        """(sha256, bytes) of a complete photo."""
+        rows = self._read("SELECT sha256, data FROM photos WHERE device = ? AND photo_id = ?", (device, photo_id))
+        return (rows[0][0], bytes(rows[0][1])) if rows else None
 
     def record_status(self, device: str, status: dict[str, Any]) -> None:
         with self._transaction() as cur:

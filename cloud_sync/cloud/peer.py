@@ -38,6 +38,7 @@ from cloud_sync.messages import (
     DeviceStatus,
     EventBatch,
     Offers,
+    PhotoChunk,
     RouteAssignment,
     encode,
 )
@@ -125,7 +126,8 @@ class CloudPeer:
     # --- ingest ------------------------------------------------------------------------------------
 
     async def _ingest_session(self, client: aiomqtt.Client, db: CloudDb, first: bool) -> None:
-        await client.subscribe(self.fleet.shared(INGEST_SHARE_GROUP, self.fleet.all_devices("events")), qos=1)
+        for leaf in ("events", "photo/+"):
+            await client.subscribe(self.fleet.shared(INGEST_SHARE_GROUP, self.fleet.all_devices(leaf)), qos=1)
         self._note_subscribed(first)
         acks: set[asyncio.Task[None]] = set()
         async for message in client.messages:
@@ -134,25 +136,41 @@ class CloudPeer:
             try:
                 if device is None:
                     raise MessageRejected(RejectReason.UNEXPECTED_TOPIC, topic)
-                batch = EventBatch.from_payload(bytes(message.payload))  # type: ignore[arg-type]
-                if batch.device != device:  # the topic is the authenticated identity (ACL %u)
-                    raise MessageRejected(RejectReason.WRONG_DEVICE, f"batch says {batch.device!r:.40}")
-                result = await asyncio.to_thread(db.ingest, device, batch)
+                payload = bytes(message.payload)  # type: ignore[arg-type]
+                if topic.endswith("/events"):
+                    ack = await self._ingest_batch(db, device, payload)
+                else:
+                    ack = await self._ingest_photo_chunk(db, device, topic, payload)
             except MessageRejected as exc:
                 self._reject(topic, exc)
                 continue
             except CloudDbError as exc:
-                log.error("ingest of a batch from %s failed, not acked (the device will resend): %s", device, exc)
+                log.error("ingest from %s failed, not acked (the device will resend): %s", device, exc)
                 continue
-            self.counters["batches"] += 1
-            self.counters["events_stored"] += result.stored
-            self.counters["events_duplicate"] += result.duplicates
-            self.counters["flags"] += result.flagged
-            ack = BatchAck(batch.batch_id, max(e["seq"] for e in batch.events), result.stored, result.duplicates)
             # Not awaited in line: the next batch is stored while this ack's PUBACK is on its way.
             task = asyncio.create_task(self._publish_ack(client, device, ack))
             acks.add(task)
             task.add_done_callback(acks.discard)
+
+    async def _ingest_batch(self, db: CloudDb, device: str, payload: bytes) -> BatchAck:
+        batch = EventBatch.from_payload(payload)
+        if batch.device != device:  # the topic is the authenticated identity (ACL %u)
+            raise MessageRejected(RejectReason.WRONG_DEVICE, f"batch says {batch.device!r:.40}")
+        result = await asyncio.to_thread(db.ingest, device, batch)
+        self.counters["batches"] += 1
+        self.counters["events_stored"] += result.stored
+        self.counters["events_duplicate"] += result.duplicates
+        self.counters["flags"] += result.flagged
+        return BatchAck(batch.batch_id, max(e["seq"] for e in batch.events), result.stored, result.duplicates)
+
+    async def _ingest_photo_chunk(self, db: CloudDb, device: str, topic: str, payload: bytes) -> BatchAck:
+        chunk = PhotoChunk.from_payload(payload)
+        if topic != self.fleet.device(device).photo(chunk.photo_id):
+            raise MessageRejected(RejectReason.UNEXPECTED_TOPIC, f"chunk of {chunk.photo_id!r:.40} on {topic}")
+        complete = await asyncio.to_thread(db.store_photo_chunk, device, chunk)
+        self.counters["photo_chunks"] += 1
+        self.counters["photos_complete"] += complete
+        return BatchAck(chunk.batch_id, chunk.seq)
 
     async def _publish_ack(self, client: aiomqtt.Client, device: str, ack: BatchAck) -> None:
         with contextlib.suppress(aiomqtt.MqttError):  # lost ack: the device resends, the batch dedups
