@@ -164,7 +164,6 @@ class DeviceSync:
         self._superseded: OrderedDict[str, _Sent] = OrderedDict()
         self._claims: dict[str, asyncio.Future[ClaimResult]] = {}
         self._offers_version = -1
-        self._last_ack_seq: int | None = None
         self._rewind = False  # set when an ack could not be recorded: resend from the oldest unacked event
         self._photo_lock = asyncio.Lock()  # read-modify-write of the upload list in the store
 
@@ -494,7 +493,6 @@ class DeviceSync:
             self._rewind = True  # not marked: the drain goes back and sends those events again
             raise
         self.counters.events_acked += changed
-        self._last_ack_seq = ack.upto_seq
         self._wakeup.set()
 
     def _deliver(self, item: Offers | RouteAssignment | Command) -> None:
