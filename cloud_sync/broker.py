@@ -1,6 +1,7 @@
 """A real mosquitto broker run by the demo and the tests: its own config, port and persistence directory."""
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import signal
@@ -38,6 +39,9 @@ class MosquittoBroker:
             "log_type notice",
             "log_type subscribe",
             "max_queued_messages 100000",
+            # Run as whoever started us: as root, mosquitto would otherwise switch to its own user and lose
+            # access to our private work directory (keys, ACL, persistence).
+            f"user {getpass.getuser()}",
         ]
         lines.append(self.extra_config if self.extra_config is not None else "allow_anonymous true")
         self.conf_path.write_text("\n".join(lines) + "\n")

@@ -42,6 +42,7 @@ from firmware_bridge.mcu.commands import Input
 log = logging.getLogger(__name__)
 
 HEALTH_INTERVAL_S = 60.0  # a health event (counters, outbox depth) this often
+STOP_DRAIN_S = 3.0  # on a clean stop, wait this long for the cloud to ack what is pending
 
 
 @dataclass(frozen=True)
@@ -257,7 +258,7 @@ class Agent:
             return
         try:
             result = await self.sync.claim(block_id)
-            granted, reason = result.granted, getattr(result, "reason", "") or ""
+            granted, reason = result.granted, "" if result.granted else result.status.value
         except (SyncError, TimeoutError) as exc:
             granted, reason = False, f"timeout: {exc}"
         await self.submit(ClaimResult(block_id, granted, reason))
@@ -323,7 +324,11 @@ class Agent:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            if self.sync is not None:
-                await self.sync.stop()
             with contextlib.suppress(StoreError):
                 await self.store.append_async([Event(EventType.AGENT_STOPPED, dict(vars(self.counters)))])
+            if self.sync is not None:
+                # A clean stop gives the outbox a moment to drain; what is left goes at the next start.
+                with contextlib.suppress(Exception):
+                    self.sync.kick()
+                    await self.sync.wait_drained(STOP_DRAIN_S)
+                await self.sync.stop()

@@ -32,9 +32,7 @@ class FleetPki:
         return cls(pki, devices, acl)
 
     def mosquitto_config(self) -> str:
-        # The temp dirs are private to the test user: mosquitto must not drop to its own user to read them
-        # (a no-op when the tests do not run as root).
-        return mosquitto_tls_config(self.pki, self.acl_path) + "\nuser root"
+        return mosquitto_tls_config(self.pki, self.acl_path)  # MosquittoBroker runs it as the invoking user
 
     def broker_settings(self, identity: str, port: int) -> BrokerSettings:
         issued = self.pki.client(identity)
