@@ -93,7 +93,10 @@ class CloudDb:
             raise CloudDbError(f"cannot open cloud database {self.path}: {exc}") from exc
 
     def close(self) -> None:
-        self.conn.close()
+        # Under the lock: a worker thread may still be inside an ingest (its task was cancelled, the thread
+        # was not); closing the connection under it crashes the sqlite3 module.
+        with self.lock:
+            self.conn.close()
 
     def _transaction(self) -> _Tx:
         return _Tx(self.conn, self.lock)
