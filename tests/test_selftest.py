@@ -50,10 +50,11 @@ def test_selftest_passes_on_a_healthy_unit(tmp_path: Path, broker, gpsfake, shar
     statuses = {c["name"]: c["status"] for c in doc["checks"]}
     assert doc["ok"] is True
     assert statuses == {"config": "pass", "data_dir": "pass", "store": "pass", "clock": "pass", "tflite": "pass",
-                        "broker": "pass", "gpsd": "pass"}
+                        "broker": "pass", "gpsd": "pass", "scanner": "skip", "mcu": "skip"}
     store_check = next(c for c in doc["checks"] if c["name"] == "store")
     assert store_check["data"]["last_seq"] == 1 and store_check["data"]["pending"] == 1
-    human = selftest("--data-dir", str(tmp_path), env=env)  # gpsd not given: SKIP, still a pass
+    env["FLEXEDGE_GPS__ENABLED"] = "false"
+    human = selftest("--data-dir", str(tmp_path), env=env)  # no GPS on this unit: SKIP, still a pass
     assert human.returncode == 0 and "SKIP  gpsd" in human.stdout and "all checks passed" in human.stdout
 
 
@@ -159,3 +160,38 @@ def test_clock_skew_against_the_store(tmp_path: Path) -> None:
 def test_store_and_tflite_checks(tmp_path: Path) -> None:
     assert check_store(tmp_path / "absent.db").status is CheckStatus.PASS
     assert check_tflite().status is CheckStatus.PASS
+
+
+def test_selftest_checks_serial_devices(tmp_path: Path, broker) -> None:
+    """A simulated MCU on a pty answers the handshake; a missing scanner port fails, a present one passes."""
+    import asyncio
+    import threading
+
+    from firmware_bridge.sim.mcu import SimMcu
+    from firmware_bridge.sim.scanner import SimScanner
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    mcu = SimMcu(str(tmp_path / "mcu"))
+    scanner = SimScanner(str(tmp_path / "scanner"))
+    asyncio.run_coroutine_threadsafe(mcu.start(), loop).result(5)
+    asyncio.run_coroutine_threadsafe(scanner.start(), loop).result(5)
+    try:
+        env = {"FLEXEDGE_MQTT__PORT": str(broker.port), "FLEXEDGE_MQTT__TLS": "false",
+               "FLEXEDGE_GPS__ENABLED": "false", "FLEXEDGE_MCU__PORT": str(tmp_path / "mcu"),
+               "FLEXEDGE_SCANNER__PORT": str(tmp_path / "scanner")}
+        result = selftest("--json", "--data-dir", str(tmp_path / "data"), env=env)
+        statuses = {c["name"]: c["status"] for c in json.loads(result.stdout)["checks"]}
+        assert statuses["mcu"] == "pass" and statuses["scanner"] == "pass", result.stdout
+        assert result.returncode == 0
+        env["FLEXEDGE_SCANNER__PORT"] = str(tmp_path / "unplugged")
+        result = selftest("--json", "--data-dir", str(tmp_path / "data"), env=env)
+        statuses = {c["name"]: c["status"] for c in json.loads(result.stdout)["checks"]}
+        assert statuses["scanner"] == "fail" and result.returncode == 1
+    finally:
+        asyncio.run_coroutine_threadsafe(mcu.stop(), loop).result(5)
+        asyncio.run_coroutine_threadsafe(scanner.stop(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()

@@ -1,7 +1,7 @@
 """`flexedge selftest [--json]`: what a technician runs after installing a unit. Exit 0 when nothing FAILs.
 
 Each check is a small function returning a `CheckResult`; it never raises. Checks of parts that are not
-configured report SKIP. Hardware checks (serial devices, camera, model run) are added next to these.
+configured report SKIP.
 """
 from __future__ import annotations
 
@@ -177,6 +177,59 @@ def check_gpsd(address: str | None) -> CheckResult:
                                                                     banner.get("proto_minor")]})
 
 
+def check_scanner(config: Config) -> CheckResult:
+    """The scanner's serial port exists and opens (a scanner is silent until a code is scanned)."""
+    from device.hardware import scanner_config
+
+    settings = scanner_config(config)
+    if settings is None:
+        return CheckResult("scanner", CheckStatus.SKIP, "no [scanner] port configured")
+    path = settings.port.path
+    try:
+        import serial
+
+        with serial.Serial(path, settings.port.baudrate, timeout=0):
+            pass
+    except (OSError, ValueError) as exc:  # serial.SerialException is an OSError
+        return CheckResult("scanner", CheckStatus.FAIL, f"{path}: {exc}")
+    return CheckResult("scanner", CheckStatus.PASS, f"{path} opens", {"port": path})
+
+
+def check_mcu(config: Config, timeout_s: float = 5.0) -> CheckResult:
+    """The MCU answers the HELLO handshake on its port."""
+    import asyncio
+
+    from device.hardware import mcu_config
+    from firmware_bridge.errors import BridgeError
+    from firmware_bridge.mcu.bridge import McuBridge
+
+    settings = mcu_config(config)
+    if settings is None:
+        return CheckResult("mcu", CheckStatus.SKIP, "no [mcu] port configured (feedback as log lines)")
+
+    async def handshake() -> None:
+        bridge = McuBridge(settings).start()
+        try:
+            await bridge.wait_up(timeout_s)
+        finally:
+            await bridge.stop()
+    try:
+        asyncio.run(handshake())
+    except (BridgeError, TimeoutError, OSError) as exc:
+        return CheckResult("mcu", CheckStatus.FAIL, f"{settings.port.path}: no handshake: {exc!r}")
+    return CheckResult("mcu", CheckStatus.PASS, f"{settings.port.path}: handshake ok")
+
+
+def gpsd_address(config: Config, flag: str | None) -> str | None:
+    """The gpsd to check: the flag, else the config's when the unit reads GPS through gpsd."""
+    if flag:
+        return flag
+    gps = config.gps
+    if gps.enabled and gps.source.value == "gpsd":
+        return f"{gps.gpsd_host}:{gps.gpsd_port}"
+    return None
+
+
 def run_checks(config_path: Path | None, config: Config | None, data_dir: Path, gpsd: str | None,
                now: Callable[[], datetime] = utc_now) -> list[CheckResult]:
     results = [check_config(config_path)]
@@ -189,7 +242,9 @@ def run_checks(config_path: Path | None, config: Config | None, data_dir: Path, 
         check_clock(now(), newest_event_time(path)),
         check_tflite(),
         check_broker(config.mqtt),
-        check_gpsd(gpsd),
+        check_gpsd(gpsd_address(config, gpsd)),
+        check_scanner(config),
+        check_mcu(config),
     ]
     return results
 
