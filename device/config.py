@@ -122,6 +122,36 @@ class DriverSection:
     seed: int = 0
 
 
+class CameraBackend(Enum):
+    PICAMERA2 = "picamera2"  # the Pi camera (needs the `pi` extra)
+    SIMULATED = "simulated"  # serves image files from camera.sim_dir
+
+
+@dataclass(frozen=True)
+class CameraSection:
+    backend: CameraBackend = CameraBackend.SIMULATED
+    photo_dir: str = ""  # empty: <data dir>/photos
+    sim_dir: str = ""  # folder of images the simulated camera serves
+    width: int = 2304  # Camera Module 3 binned full field of view
+    height: int = 1296
+    autofocus: bool = True  # continuous autofocus, then one focus cycle before each capture
+    exposure_us: int = 0  # 0: automatic exposure
+    jpeg_quality: int = 90
+
+
+@dataclass(frozen=True)
+class VisionSection:
+    model: str = ""  # empty: the model shipped in the package
+    match_min_confidence: float = 0.85  # reader confidence for "match"; lower is "unreadable"
+    mismatch_min_confidence: float = 0.7
+    locate_min: float = 0.5
+    max_megapixels: float = 40.0  # bigger images are rejected before decoding
+    min_sharpness: float = 60.0  # variance of the Laplacian at 640 px width; below: "blurry"
+    min_brightness: float = 50.0  # mean grey 0..255; below: "too_dark"
+    max_brightness: float = 215.0  # above: "too_bright"
+    max_clipped_fraction: float = 0.25  # share of pixels crushed to black or blown to white
+
+
 @dataclass(frozen=True)
 class Config:
     device: DeviceSection = field(default_factory=DeviceSection)
@@ -133,6 +163,8 @@ class Config:
     driver: DriverSection = field(default_factory=DriverSection)
     scanner: ScannerSection = field(default_factory=ScannerSection)
     mcu: McuSection = field(default_factory=McuSection)
+    camera: CameraSection = field(default_factory=CameraSection)
+    vision: VisionSection = field(default_factory=VisionSection)
     data_dir: str = ""  # empty: the platform default (see device.paths)
 
 

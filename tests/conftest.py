@@ -115,3 +115,15 @@ def pty_pair() -> Iterator[PtyPair]:
     pair = open_pty_pair()
     yield pair
     pair.close()
+
+
+@pytest.fixture(scope="session")
+def checker():
+    """The shipped model in the real TFLite interpreter (LiteRT)."""
+    from device.vision.check import HouseNumberChecker
+    from device.vision.errors import ModelError
+
+    try:
+        return HouseNumberChecker.default()
+    except ModelError as exc:
+        pytest.fail(f"{exc} (pip install ai-edge-litert)")

@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(mosquitto mosquitto-clients gpsd gpsd-clients libzbar0 socat fonts-dejavu-core
-              fonts-liberation fonts-freefont-ttf systemd iproute2 python3-venv)
+APT_PACKAGES=(mosquitto mosquitto-clients gpsd gpsd-clients libzbar0 socat fonts-dejavu-core fonts-dejavu-extra
+              fonts-liberation fonts-freefont-ttf fonts-urw-base35 systemd iproute2 python3-venv)
 VENV=.venv
 STAMP=$VENV/.flexedge-installed
 

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "device.cli.sync",
     "device.cli.cloud",
     "device.cli.pki",
+    "device.cli.vision_cmd",
 )
 
 

@@ -1,0 +1,73 @@
+"""Pluggable inference backend (like Frigate's detector API): the checker asks for named signatures.
+
+`TFLiteBackend` runs a .tflite file with LiteRT (`ai_edge_litert`, the maintained successor, numpy 2
+ready) and falls back to `tflite_runtime` (needs numpy<2) where LiteRT has no wheel. Another backend (a
+Coral Edge TPU, an NPU) implements the same `run(signature, **inputs)`.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from device.vision.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
+
+
+class InferenceBackend(Protocol):
+    name: str
+
+    def run(self, signature: str, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        """Run one named signature; returns its outputs by name."""
+        ...
+
+
+def _interpreter_class() -> tuple[str, Any]:
+    missing = []
+    for module_name in INTERPRETER_MODULES:
+        try:
+            return module_name.split(".")[0], importlib.import_module(module_name).Interpreter
+        except ImportError as exc:
+            missing.append(f"{module_name}: {exc}")
+    raise ModelError("no TFLite interpreter: pip install ai-edge-litert (or tflite-runtime with numpy<2); "
+                     + "; ".join(missing))
+
+
+class TFLiteBackend:
+    """One interpreter, used by one thread at a time (TFLite interpreters are not thread-safe)."""
+
+    def __init__(self, model_path: Path, num_threads: int = 1) -> None:
+        self.model_path = Path(model_path)
+        runtime, interpreter_class = _interpreter_class()
+        self.name = f"tflite:{runtime}"
+        if not self.model_path.is_file():
+            raise ModelError(f"model file not found: {self.model_path}")
+        try:
+            self._interpreter = interpreter_class(model_path=str(self.model_path), num_threads=num_threads)
+            self._runners = {key: self._interpreter.get_signature_runner(key)
+                             for key in self._interpreter.get_signature_list()}
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"cannot load {self.model_path}: {exc}") from exc
+        self._lock = threading.Lock()
+        log.info("loaded %s with %s, signatures %s", self.model_path.name, runtime, sorted(self._runners))
+
+    @property
+    def signatures(self) -> tuple[str, ...]:
+        return tuple(sorted(self._runners))
+
+    def run(self, signature: str, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        runner = self._runners.get(signature)
+        if runner is None:
+            raise ModelError(f"{self.model_path.name} has no signature {signature!r} (has {self.signatures})")
+        with self._lock:
+            try:
+                return {k: np.array(v) for k, v in runner(**inputs).items()}
+            except (ValueError, RuntimeError) as exc:
+                raise ModelError(f"{signature} failed: {exc}") from exc
