@@ -25,6 +25,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from device.vision import preprocess as pp  # noqa: E402
 from device.vision.check import HouseNumberChecker, Verdict, default_model_path  # noqa: E402
 from device.vision.image import load_image  # noqa: E402
 from device.vision.synth import SUFFIXES, jpeg_bytes, render_photo  # noqa: E402
@@ -50,6 +51,44 @@ def wrong_number(rng: np.random.Generator, truth: str) -> str:
         if candidate != truth:
             return candidate
     return truth + "1"
+
+
+class MserChecker(HouseNumberChecker):
+    """Baseline for the locator choice: classic OpenCV localisation (MSER regions grouped into text lines),
+    the same reader and decision after it."""
+
+    def locate(self, gray: np.ndarray) -> list[pp.Candidate]:
+        regions, rects = cv2.MSER_create(delta=5, min_area=60, max_area=20000).detectRegions(gray)
+        h_img = gray.shape[0]
+        glyphs = [(x, y, w, h) for x, y, w, h in rects if 0.05 * h_img <= h <= 0.3 * h_img and 0.15 <= w / h <= 1.2]
+        groups: list[list[tuple[int, int, int, int]]] = []
+        for g in sorted(set(glyphs)):
+            for group in groups:
+                x, y, w, h = group[-1]
+                if (abs(g[3] - h) < 0.3 * h and abs((g[1] + g[3] / 2) - (y + h / 2)) < 0.3 * h
+                        and -0.2 * h <= g[0] - (x + w) <= 0.8 * h):
+                    group.append(g)
+                    break
+            else:
+                groups.append([g])
+        groups.sort(key=len, reverse=True)
+        found = []
+        for group in groups[: self.thresholds.max_candidates]:
+            x0, y0 = min(g[0] for g in group), min(g[1] for g in group)
+            x1, y1 = max(g[0] + g[2] for g in group), max(g[1] + g[3] for g in group)
+            found.append(pp.Candidate((x0, y0, x1, y1), float(len(group))))
+        return found
+
+
+def locator_comparison(photos: list, jpegs: list[bytes], model: Path | None) -> dict[str, object]:
+    baseline = MserChecker.default(model)
+    right, ms = 0, []
+    for photo, data in zip(photos, jpegs):
+        t = time.perf_counter()
+        right += baseline.check(data, photo.text).verdict is Verdict.MATCH
+        ms.append((time.perf_counter() - t) * 1000)
+    return {"mser_baseline_sequence_accuracy": round(right / len(photos), 4),
+            "mser_baseline_ms_median": round(statistics.median(ms), 1)}
 
 
 def real_photos_accuracy(checker: HouseNumberChecker) -> dict[str, object]:
@@ -110,6 +149,7 @@ def main() -> int:
         big_ms.append((time.perf_counter() - t) * 1000)
 
     real = real_photos_accuracy(checker)
+    comparison = locator_comparison(photos[:150], jpegs[:150], args.model)
     n = len(photos)
     model = args.model or default_model_path()
     median_check = statistics.median(check_ms)
@@ -130,6 +170,7 @@ def main() -> int:
         "ratio_check_to_decode": round(median_check / max(median_decode, 1e-6), 1),
         "model_bytes": model.stat().st_size,
         "backend": checker.backend.name,
+        **comparison,
         **real,
         "one_core": True,
     }
