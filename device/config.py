@@ -142,7 +142,7 @@ class CameraSection:
 @dataclass(frozen=True)
 class VisionSection:
     model: str = ""  # empty: the model shipped in the package
-    match_min_confidence: float = 0.85  # reader confidence for "match"; lower is "unreadable"
+    match_min_confidence: float = 0.75  # reader confidence for "match"; lower is "unreadable"
     mismatch_min_confidence: float = 0.7
     locate_min: float = 0.5
     max_megapixels: float = 40.0  # bigger images are rejected before decoding

@@ -52,7 +52,7 @@ def render_chunk(args: tuple[int, int]) -> dict[str, np.ndarray]:
     import cv2
     seed, count = args
     rng = np.random.default_rng(seed)
-    loc_x, loc_y, read_x, read_y = [], [], [], []
+    loc_x, loc_y, read_x, read_y, photos = [], [], [], [], []
     for _ in range(count):
         photo = synth.render_photo(rng, with_number=rng.random() >= NO_NUMBER_FRACTION)
         gray = cv2.cvtColor(photo.image, cv2.COLOR_RGB2GRAY)
@@ -62,12 +62,14 @@ def render_chunk(args: tuple[int, int]) -> dict[str, np.ndarray]:
         if photo.box is None:
             continue
         label = pp.encode_label(photo.text)
+        ok, jpeg = cv2.imencode(".jpg", gray, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        photos.append((len(loc_x) - 1, jpeg.tobytes(), photo.box, label))
         for _ in range(CROPS_PER_PHOTO):
             crop = pp.reader_input(gray, jitter_box(rng, photo.box, synth.PHOTO_SIZE))
             read_x.append((crop * 255).astype(np.uint8))
             read_y.append(label + [-1] * (pp.MAX_LABEL - len(label)))
     return {"loc_x": np.array(loc_x), "loc_y": np.array(loc_y), "read_x": np.array(read_x),
-            "read_y": np.array(read_y, np.int32)}
+            "read_y": np.array(read_y, np.int32), "photos": photos}
 
 
 def render_dataset(seed: int, photos: int, workers: int) -> dict[str, np.ndarray]:
@@ -75,7 +77,37 @@ def render_dataset(seed: int, photos: int, workers: int) -> dict[str, np.ndarray
     jobs = [(seed * 100_003 + i, min(chunk, photos - i * chunk)) for i in range((photos + chunk - 1) // chunk)]
     with multiprocessing.Pool(workers) as pool:
         parts = pool.map(render_chunk, jobs)
-    return {key: np.concatenate([p[key] for p in parts if len(p[key])]) for key in parts[0]}
+    data = {key: np.concatenate([p[key] for p in parts if len(p[key])]) for key in parts[0] if key != "photos"}
+    offsets = np.cumsum([0] + [len(p["loc_x"]) for p in parts])
+    data["photos"] = [(offset + i, jpeg, box, label) for p, offset in zip(parts, offsets)
+                      for i, jpeg, box, label in p["photos"]]
+    return data
+
+
+def locator_crops(locator, data: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Reader crops cut where the trained locator found the number (IoU >= 0.3 with the truth), so the reader
+    learns the boxes it will get at run time, not only jittered true boxes."""
+    import cv2
+    heat = locator.predict((data["loc_x"].astype(np.float32) / 255.0)[..., None], batch_size=128, verbose=0)
+    _, letterbox = pp.locator_input(np.zeros(synth.PHOTO_SIZE[::-1], np.uint8))
+    xs, ys = [], []
+    for index, jpeg, box, label in data["photos"]:
+        gray = None
+        for cand in pp.candidates(heat[index], letterbox, synth.PHOTO_SIZE):
+            if iou(cand.box, box) < 0.3:
+                continue
+            if gray is None:
+                gray = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
+            xs.append((pp.reader_input(gray, cand.box) * 255).astype(np.uint8))
+            ys.append(label + [-1] * (pp.MAX_LABEL - len(label)))
+    return np.array(xs), np.array(ys, np.int32)
+
+
+def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+    return ix * iy / union if union > 0 else 0.0
 
 
 def real_crops(folder: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -219,6 +251,8 @@ def main() -> int:
     parser.add_argument("--epochs-reader", type=int, default=12)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--real", type=Path, help="folder of real photos with labels.tsv")
+    parser.add_argument("--resume", action="store_true",
+                        help="load the locator and reader kept in --keep: fine-tune the reader only")
     parser.add_argument("--out", type=Path, default=MODELS / "housenumber.tflite")
     parser.add_argument("--keep", type=Path, default=REPO / "build" / "housenumber",
                         help="folder for the trained Keras models")
@@ -248,15 +282,22 @@ def main() -> int:
     def as_input(a: np.ndarray) -> np.ndarray:
         return (a.astype(np.float32) / 255.0)[..., None]
 
-    locator = build_locator(keras)
-    locator.compile(optimizer=keras.optimizers.Adam(3e-3), loss=locator_loss(tf))
-    locator.fit(as_input(data["loc_x"]), data["loc_y"].astype(np.float32), batch_size=64,
-                epochs=args.epochs_locator, verbose=2,
-                validation_data=(as_input(validation["loc_x"]), validation["loc_y"].astype(np.float32)))
-
-    reader = build_reader(keras)
+    if args.resume:  # start from the kept models: skip the locator, fine-tune the reader
+        locator = keras.models.load_model(args.keep / "locator.keras", compile=False)
+        reader = keras.models.load_model(args.keep / "reader.keras", compile=False)
+    else:
+        locator = build_locator(keras)
+        locator.compile(optimizer=keras.optimizers.Adam(3e-3), loss=locator_loss(tf))
+        locator.fit(as_input(data["loc_x"]), data["loc_y"].astype(np.float32), batch_size=64,
+                    epochs=args.epochs_locator, verbose=2,
+                    validation_data=(as_input(validation["loc_x"]), validation["loc_y"].astype(np.float32)))
+        reader = build_reader(keras)
+    lx, ly = locator_crops(locator, data)
+    log.info("added %d reader crops from the locator's boxes", len(lx))
+    read_x, read_y = np.concatenate([read_x, lx]), np.concatenate([read_y, ly])
     steps = args.epochs_reader * (len(read_x) // 64 + 1)
-    reader.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(2e-3, steps)),
+    rate = 7e-4 if args.resume else 2e-3
+    reader.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(rate, steps)),
                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     reader.fit(as_input(read_x), position_targets(read_y), batch_size=64, epochs=args.epochs_reader, verbose=2,
                shuffle=True)
@@ -272,13 +313,19 @@ def main() -> int:
     log.info("TFLite reader crop accuracy %.4f (Keras %.4f)", tflite_accuracy, crop_accuracy)
     card_path = args.out.with_suffix(".json")
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    if args.resume and "training" in card:  # a fine-tuning run: keep how the starting point was made
+        card["training_history"] = card.get("training_history", []) + [card["training"]]
+    elif not args.resume:
+        card.pop("training_history", None)
     card["training"] = {
         "command": " ".join(["tools/train_housenumbers.py"] + sys.argv[1:]),
         "seed": args.seed,
         "synthetic_photos": args.photos,
         "reader_crops": int(len(data["read_x"])),
         "real_photos": real_count,
-        "epochs": {"locator": args.epochs_locator, "reader": args.epochs_reader},
+        "epochs": {"locator": 0 if args.resume else args.epochs_locator, "reader": args.epochs_reader},
+        "resumed_from_kept_models": args.resume,
+        "reader_crops_from_locator": int(len(lx)),
         "tensorflow": tf.__version__,
         "seconds": round(train_s),
         "validation_crop_sequence_accuracy": round(crop_accuracy, 4),

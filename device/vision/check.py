@@ -41,7 +41,8 @@ class Verdict(enum.StrEnum):
 @dataclass(frozen=True)
 class CheckThresholds:
     locate_min: float = 0.5  # locator probability for a pixel to belong to a number
-    match_min_confidence: float = 0.85  # reader confidence needed to say "match"
+    locate_retry_min: float = 0.25  # second look when nothing reached locate_min
+    match_min_confidence: float = 0.75  # reader confidence needed to say "match" (calibrated: FAR <= 0.3%)
     mismatch_min_confidence: float = 0.7  # reader confidence needed to say "mismatch" (else unreadable)
     max_candidates: int = 3  # regions read per photo
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
@@ -102,8 +103,12 @@ class HouseNumberChecker:
         if heatmap.shape[1:] != (pp.LOC_H // pp.LOC_STRIDE, pp.LOC_W // pp.LOC_STRIDE):
             raise ModelError(f"locate output has shape {heatmap.shape}")
         h, w = gray.shape[:2]
-        return pp.candidates(heatmap[0], letterbox, (w, h), self.thresholds.locate_min,
-                             self.thresholds.max_candidates)
+        found = pp.candidates(heatmap[0], letterbox, (w, h), self.thresholds.locate_min,
+                              self.thresholds.max_candidates)
+        if not found:  # a faint number (small, low contrast): look again at a lower threshold
+            found = pp.candidates(heatmap[0], letterbox, (w, h), self.thresholds.locate_retry_min,
+                                  self.thresholds.max_candidates)
+        return found
 
     def read(self, gray: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> list[pp.Reading]:
         if not boxes:
