@@ -253,6 +253,8 @@ def main() -> int:
     parser.add_argument("--real", type=Path, help="folder of real photos with labels.tsv")
     parser.add_argument("--resume", action="store_true",
                         help="load the locator and reader kept in --keep: fine-tune the reader only")
+    parser.add_argument("--tune-locator", type=int, default=0, metavar="EPOCHS",
+                        help="with --resume: also fine-tune the locator for this many epochs")
     parser.add_argument("--out", type=Path, default=MODELS / "housenumber.tflite")
     parser.add_argument("--keep", type=Path, default=REPO / "build" / "housenumber",
                         help="folder for the trained Keras models")
@@ -285,6 +287,11 @@ def main() -> int:
     if args.resume:  # start from the kept models: skip the locator, fine-tune the reader
         locator = keras.models.load_model(args.keep / "locator.keras", compile=False)
         reader = keras.models.load_model(args.keep / "reader.keras", compile=False)
+        if args.tune_locator:
+            locator.compile(optimizer=keras.optimizers.Adam(1e-3), loss=locator_loss(tf))
+            locator.fit(as_input(data["loc_x"]), data["loc_y"].astype(np.float32), batch_size=64,
+                        epochs=args.tune_locator, verbose=2,
+                        validation_data=(as_input(validation["loc_x"]), validation["loc_y"].astype(np.float32)))
     else:
         locator = build_locator(keras)
         locator.compile(optimizer=keras.optimizers.Adam(3e-3), loss=locator_loss(tf))
@@ -323,7 +330,7 @@ def main() -> int:
         "synthetic_photos": args.photos,
         "reader_crops": int(len(data["read_x"])),
         "real_photos": real_count,
-        "epochs": {"locator": 0 if args.resume else args.epochs_locator, "reader": args.epochs_reader},
+        "epochs": {"locator": args.tune_locator if args.resume else args.epochs_locator, "reader": args.epochs_reader},
         "resumed_from_kept_models": args.resume,
         "reader_crops_from_locator": int(len(lx)),
         "tensorflow": tf.__version__,
