@@ -74,10 +74,9 @@ class Assembly:
 
 def _photo_taker(config: Config, data_dir: Path):
     """Camera + house-number check as one awaitable step; None when the unit has no camera."""
-    from firmware_bridge.camera import capture_photo
-
     from device.photos import camera_from_config
     from device.vision.check import checker_from_config
+    from firmware_bridge.camera import capture_photo
 
     section = config.camera
     if section.backend.value == "simulated" and not section.sim_dir:
