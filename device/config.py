@@ -132,6 +132,7 @@ class CameraSection:
     backend: CameraBackend = CameraBackend.SIMULATED
     photo_dir: str = ""  # empty: <data dir>/photos
     sim_dir: str = ""  # folder of images the simulated camera serves
+    live_scene: bool = False  # simulated: the folder is the current view (new files = a new scene)
     width: int = 2304  # Camera Module 3 binned full field of view
     height: int = 1296
     autofocus: bool = True  # continuous autofocus, then one focus cycle before each capture

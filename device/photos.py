@@ -11,7 +11,7 @@ from firmware_bridge.camera.picam import PiCamera
 def camera_from_config(section: CameraSection) -> Camera:
     if section.backend is CameraBackend.PICAMERA2:
         return PiCamera(section.width, section.height, autofocus=section.autofocus, exposure_us=section.exposure_us)
-    return SimulatedCamera(Path(section.sim_dir))
+    return SimulatedCamera(Path(section.sim_dir), live=section.live_scene)
 
 
 def photo_dir(section: CameraSection, data_dir: Path) -> Path:

@@ -159,3 +159,28 @@ def test_camera_from_config(tmp_path: Path, sim_dir: Path) -> None:
     pi = load_config(path, env={"FLEXEDGE_CAMERA__BACKEND": "picamera2", "FLEXEDGE_CAMERA__EXPOSURE_US": "8000"})
     camera = camera_from_config(pi.camera)
     assert isinstance(camera, PiCamera) and camera.exposure_us == 8000 and (camera.width, camera.height) == (2304, 1296)
+
+
+def test_live_folder_serves_the_scene_in_view(tmp_path: Path) -> None:
+    """Live mode: each capture takes the next new file; with nothing new, the last scene again."""
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "view"
+    folder.mkdir()
+
+    def show(name: str, text: str) -> None:
+        (folder / name).write_bytes(jpeg_bytes(render_photo(rng, text=text)))
+
+    show("0001.jpg", "12")
+    camera = SimulatedCamera(folder, live=True)
+    camera.open()
+    first = camera.capture().rgb
+    assert np.array_equal(camera.capture().rgb, first)  # nothing new: the same scene
+    show("0002.jpg", "14")
+    show("0003.jpg", "16")
+    second, third = camera.capture().rgb, camera.capture().rgb
+    assert not np.array_equal(second, first) and not np.array_equal(third, second)
+    assert np.array_equal(camera.capture().rgb, third)
+    for old in folder.iterdir():
+        old.unlink()
+    with pytest.raises(CaptureTimeout):
+        camera.capture()

@@ -65,12 +65,3 @@ def test_config_validate_names_bad_key(tmp_path: Path) -> None:
     assert flexedge("config", "--validate", "--config", str(good)).returncode == 0
     result = flexedge("status", env={"FLEXEDGE_CONFIG": str(bad), "FLEXEDGE_DATA_DIR": str(tmp_path)})
     assert result.returncode == 2
-
-
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    report = tmp_path / "report.json"
-    result = flexedge("demo", "--stops", "3", "--data-dir", str(tmp_path / "data"), "--report", str(report))
-    assert result.returncode == 0, result.stderr[-2000:]
-    doc = json.loads(report.read_text())
-    assert doc["events_stored"] == doc["events_produced"] > 0
-    assert doc["chain"]["ok"] and doc["integrity"] == "ok"

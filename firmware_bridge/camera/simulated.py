@@ -35,9 +35,14 @@ class SimFault(enum.Enum):
 
 
 class SimulatedCamera:
-    def __init__(self, folder: Path, *, fault_rate: float = 0.0, seed: int = 0,
+    def __init__(self, folder: Path, *, fault_rate: float = 0.0, seed: int = 0, live: bool = False,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        """`live`: the folder is what the lens sees now. Each capture takes the next file (by name) after the
+        last one served, or the last one again when nothing new arrived (a bench or demo puts the scene
+        in front of the camera by writing files); otherwise the files found at open() are served in a loop."""
         self.folder = Path(folder)
+        self.live = live
+        self._last_served: str | None = None
         self.fault_rate = fault_rate
         self._rng = np.random.default_rng(seed)
         self._clock = clock
@@ -72,10 +77,19 @@ class SimulatedCamera:
             return list(SimFault)[int(self._rng.integers(len(SimFault)))]
         return None
 
+    def _next_live_file(self) -> Path:
+        files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise CaptureTimeout(f"nothing in view: no images in {self.folder}")
+        newer = [p for p in files if self._last_served is None or p.name > self._last_served]
+        path = newer[0] if newer else next((p for p in files if p.name == self._last_served), files[-1])
+        self._last_served = path.name
+        return path
+
     def capture(self) -> Frame:
         if not self._open or self._unplugged:
             raise CameraUnavailable("camera not open" if not self._open else "camera disconnected")
-        path = self._files[self._next % len(self._files)]
+        path = self._next_live_file() if self.live else self._files[self._next % len(self._files)]
         self._next += 1
         self.captures += 1
         data = path.read_bytes()
