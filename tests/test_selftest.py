@@ -50,7 +50,8 @@ def test_selftest_passes_on_a_healthy_unit(tmp_path: Path, broker, gpsfake, shar
     statuses = {c["name"]: c["status"] for c in doc["checks"]}
     assert doc["ok"] is True
     assert statuses == {"config": "pass", "data_dir": "pass", "store": "pass", "clock": "pass", "tflite": "pass",
-                        "broker": "pass", "gpsd": "pass", "scanner": "skip", "mcu": "skip"}
+                        "broker": "pass", "gpsd": "pass", "scanner": "skip", "mcu": "skip",
+                        "camera": "skip", "model": "pass"}
     store_check = next(c for c in doc["checks"] if c["name"] == "store")
     assert store_check["data"]["last_seq"] == 1 and store_check["data"]["pending"] == 1
     env["FLEXEDGE_GPS__ENABLED"] = "false"
@@ -195,3 +196,22 @@ def test_selftest_checks_serial_devices(tmp_path: Path, broker) -> None:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
+
+
+def test_selftest_checks_camera_and_model(tmp_path: Path, broker) -> None:
+    import numpy as np
+
+    from device.vision.synth import jpeg_bytes, render_photo
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    env = {"FLEXEDGE_MQTT__PORT": str(broker.port), "FLEXEDGE_MQTT__TLS": "false", "FLEXEDGE_GPS__ENABLED": "false",
+           "FLEXEDGE_CAMERA__SIM_DIR": str(frames)}
+    result = selftest("--json", "--data-dir", str(tmp_path / "data"), env=env)
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["camera"]["status"] == "fail" and result.returncode == 1  # no picture in view
+    assert checks["model"]["status"] == "pass" and checks["model"]["data"]["ms"] > 0
+    (frames / "door.jpg").write_bytes(jpeg_bytes(render_photo(np.random.default_rng(1), text="7")))
+    result = selftest("--json", "--data-dir", str(tmp_path / "data"), env=env)
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["camera"]["status"] == "pass" and result.returncode == 0

@@ -220,6 +220,45 @@ def check_mcu(config: Config, timeout_s: float = 5.0) -> CheckResult:
     return CheckResult("mcu", CheckStatus.PASS, f"{settings.port.path}: handshake ok")
 
 
+def check_camera(config: Config) -> CheckResult:
+    """One frame from the configured camera (picamera2 on a Pi, the simulated camera elsewhere)."""
+    from device.photos import camera_from_config
+    from firmware_bridge.camera import CameraError
+
+    section = config.camera
+    if section.backend.value == "simulated" and not section.sim_dir:
+        return CheckResult("camera", CheckStatus.SKIP, "no camera configured")
+    try:
+        camera = camera_from_config(section)
+        camera.open()
+        try:
+            width, height = camera.capture().size
+        finally:
+            camera.close()
+    except (CameraError, OSError) as exc:
+        return CheckResult("camera", CheckStatus.FAIL, f"{section.backend.value}: {exc}")
+    return CheckResult("camera", CheckStatus.PASS, f"{section.backend.value}: {width}x{height} frame",
+                       {"width": width, "height": height})
+
+
+def check_model(config: Config) -> CheckResult:
+    """The house-number model loads and runs on a synthetic photo; reports the time it took."""
+    import numpy as np
+
+    from device.vision.check import checker_from_config
+    from device.vision.errors import VisionError
+    from device.vision.synth import render_photo
+
+    try:
+        checker = checker_from_config(config.vision)
+        photo = render_photo(np.random.default_rng(0), text="12")
+        result = checker.check(photo.image, "12")
+    except (VisionError, OSError, ValueError) as exc:
+        return CheckResult("model", CheckStatus.FAIL, f"{type(exc).__name__}: {exc}")
+    return CheckResult("model", CheckStatus.PASS, f"house-number check ran in {result.ms:.0f} ms "
+                       f"(verdict {result.verdict.value})", {"ms": result.ms, "verdict": result.verdict.value})
+
+
 def gpsd_address(config: Config, flag: str | None) -> str | None:
     """The gpsd to check: the flag, else the config's when the unit reads GPS through gpsd."""
     if flag:
@@ -245,6 +284,8 @@ def run_checks(config_path: Path | None, config: Config | None, data_dir: Path, 
         check_gpsd(gpsd_address(config, gpsd)),
         check_scanner(config),
         check_mcu(config),
+        check_camera(config),
+        check_model(config),
     ]
     return results
 
