@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import getpass
 import logging
-import os
 import signal
 import subprocess
 from pathlib import Path
 
-from firmware_bridge.sim.procs import free_tcp_port, require_program, wait_for_port
+from firmware_bridge.sim.procs import end_process_group, free_tcp_port, require_program, wait_for_port
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +78,7 @@ class MosquittoBroker:
     def _signal(self, sig: int) -> None:
         if self._proc is None:
             return
-        try:
-            os.killpg(self._proc.pid, sig)
-            self._proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(self._proc.pid, signal.SIGKILL)
-            self._proc.wait()
+        end_process_group(self._proc, sig)
         self._proc = None
 
     def __enter__(self) -> MosquittoBroker:

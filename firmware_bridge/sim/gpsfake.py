@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 from pathlib import Path
 
-from firmware_bridge.sim.procs import free_tcp_port, require_program, wait_for_port
+from firmware_bridge.sim.procs import end_process_group, free_tcp_port, require_program, wait_for_port
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +49,7 @@ class GpsFake:
     def stop(self) -> None:
         if self._proc is None:
             return
-        try:
-            os.killpg(self._proc.pid, signal.SIGTERM)
-            self._proc.wait(timeout=5)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(self._proc.pid, signal.SIGKILL)
-            self._proc.wait()
+        end_process_group(self._proc, timeout_s=5)
         if self._proc.stderr:
             self._proc.stderr.close()
         self._proc = None

@@ -1,8 +1,11 @@
 """Running helper programs (mosquitto, gpsd/gpsfake, socat) for simulations and tests."""
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
+import subprocess
 import time
 
 
@@ -34,3 +37,15 @@ def wait_for_port(port: int, timeout_s: float = 10.0, host: str = "127.0.0.1") -
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s} s") from None
             time.sleep(0.05)
+
+
+def end_process_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> None:
+    """Send `sig` to a helper started with start_new_session=True (it and its children), wait, then SIGKILL."""
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=timeout_s)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
