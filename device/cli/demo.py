@@ -27,7 +27,7 @@ def _print_report(report: dict) -> None:
     print("\n== report")
     for key in ("blocks_offered", "blocks_claimed", "blocks_completed", "stops_delivered", "packages_delivered",
                 "exceptions", "photo_checks", "wrong_package_caught", "wrong_house_caught", "events_produced",
-                "events_stored", "pending_in_outboxes", "lost", "duplicates", "chain_flags", "seconds"):
+                "events_stored", "pending_in_outboxes", "lost", "duplicates", "chain_flags", "mcu_commands", "seconds"):
         print(f"{key:22} {report[key]}")
     for summary in report["summaries"]:
         print(f"block {summary['block_id']}: {summary['stops']} stops, {summary['delivered']}/{summary['packages']}"

@@ -362,6 +362,7 @@ level = "INFO"
             "lost": len(all_produced - set(stored_ids) - pending),
             "duplicates": sum(n - 1 for n in stored_ids.values() if n > 1),
             "chain_flags": broken,
+            "mcu_commands": {a.device: len(a.mcu.received) for a in self.agents},  # LED/buzzer patterns received
             "summaries": completed,
         }
 
