@@ -112,14 +112,17 @@ function render(s) {
   show("offers", ["idle", "offered", "claiming"].includes(phase));
   show("loading", ["claimed", "loading"].includes(phase));
   show("route", ["on_route", "at_stop"].includes(phase));
-  show("stop", phase === "at_stop");
+  // A finished stop stays "current" until the van leaves it: then the next stop is what matters.
+  const cur = v.stops.find((x) => x.id === v.current_stop);
+  const working = phase === "at_stop" && cur && !cur.done;
+  show("stop", working);
   show("summary", phase === "block_complete");
   show("dock", false);
   show("manual-scan", phase === "loading");
   renderOffers(v);
   if (phase === "claimed" || phase === "loading") renderLoad(v);
   if (phase === "on_route" || phase === "at_stop") { renderMap(v, s); renderStopCard(v, s); }
-  if (phase === "at_stop") renderStop(v);
+  if (working) renderStop(v);
   else { lastPhoto = null; strokes = []; }
   if (phase === "block_complete") renderSummary(v, s);
 }
@@ -215,10 +218,14 @@ function instructionLines(p) {
 function renderStopCard(v, s) {
   const card = $("stop-card");
   card.replaceChildren();
-  const id = v.current_stop || v.next_stop;
-  const st = v.stops.find((x) => x.id === id);
+  const cur = v.stops.find((x) => x.id === v.current_stop);
+  const here = cur && !cur.done ? cur : null;
+  const st = here || v.stops.find((x) => x.id === v.next_stop);
+  if (cur && cur.done) {
+    card.append(h("div", { class: "big", "data-testid": "stop-done" }, cur.address + ": " + words(cur.outcome)));
+  }
   if (!st) { card.append(h("p", { class: "big" }, "No open stop")); return; }
-  if (v.current_stop) card.append(h("div", { class: "big verdict-match" }, "At stop"));
+  if (here) card.append(h("div", { class: "big verdict-match" }, "At stop"));
   else {
     const ns = s.next_stop || {};
     card.append(h("div", {}, "Next stop"),
@@ -227,7 +234,7 @@ function renderStopCard(v, s) {
   card.append(h("div", { class: "big", "data-testid": "address" }, st.address),
     h("div", {}, "House number " + st.house_number + (st.window_end ? " · by " + st.window_end.slice(11, 16) : "")));
   for (const p of st.packages) card.append(instructionLines(p));
-  if (!v.current_stop) {
+  if (!here) {
     card.append(h("button", { "data-testid": "arrive", onclick: () => post("arrive", { stop_id: st.id }) },
       "I am here"));
   }
