@@ -93,7 +93,7 @@ async def open_page(browser: Browser, url: str, viewport: dict, name: str) -> Pa
 
 async def shot(page: Page, name: str) -> None:
     size = page.viewport_size
-    await page.screenshot(path=ARTIFACTS / f"{name}-{size['width']}x{size['height']}.png")
+    await page.screenshot(path=ARTIFACTS / f"{name}-{size['width']}x{size['height']}.png", full_page=True)
 
 
 async def drive(agent: Agent, start: tuple[float, float], end: tuple[float, float], seconds: int,
@@ -224,16 +224,16 @@ def test_dock_screen_in_chromium(tmp_path: Path) -> None:
             await expect(wall.locator('tr[data-route="B-SOUTH"]')).to_contain_text("0 / 2", timeout=WAIT_MS)
             await agent.scan("PKG-101")
             result = wall.get_by_test_id("stage-result")
-            await expect(result).to_have_text("B-SOUTH / bag B-SOUTH-1", timeout=WAIT_MS)
+            await expect(result).to_have_text("B-SOUTH / bag B-SOUTH-1PKG-101", timeout=WAIT_MS)
             await expect(result).to_have_class("stage ok")
             await expect(wall.locator('tr[data-route="B-SOUTH"]')).to_contain_text("1 / 2")
             await agent.scan("PKG-001")
             await expect(wall.locator('tr[data-route="B-NORTH"]')).to_have_class("complete", timeout=WAIT_MS)
             await shot(wall, "dock-01-staged")
             await agent.scan("PKG-404")
-            await expect(result).to_have_text("UNKNOWN", timeout=WAIT_MS)
+            await expect(result).to_have_text("UNKNOWNPKG-404", timeout=WAIT_MS)
             await expect(result).to_have_class("stage problem")
-            await expect(phone.get_by_test_id("stage-result")).to_have_text("UNKNOWN", timeout=WAIT_MS)
+            await expect(phone.get_by_test_id("stage-result")).to_have_text("UNKNOWNPKG-404", timeout=WAIT_MS)
             await shot(wall, "dock-02-problem")
             await shot(phone, "dock-02-problem")
 

@@ -70,6 +70,7 @@ async function showPairing() {
     const doc = await r.json();
     $("pair-code-shown").textContent = doc.code;
     $("pair-code-shown").hidden = false;
+    $("pair-code-label").hidden = false;
   }
 }
 
@@ -90,7 +91,7 @@ function onNotice(n) {
   toast(n.text, WARN.has(n.kind) ? "warn" : GOOD.has(n.kind) ? "good" : "");
   if (n.kind === "stage_result") {
     const el = $("stage-result");
-    el.textContent = n.text;
+    el.replaceChildren(h("div", {}, n.text), h("div", { class: "stage-code" }, n.data.package || ""));
     el.className = "stage " + (n.data.reason ? "problem" : "ok");
   }
 }
@@ -104,6 +105,7 @@ function render(s) {
   $("phase").textContent = words(v.phase) + (v.block ? " · " + v.block : "");
   const sync = s.sync;
   const pill = $("sync");
+  pill.hidden = false;
   pill.textContent = (!sync.configured ? "NO CLOUD LINK" : sync.online ? "ONLINE" : "OFFLINE") +
     " · outbox " + sync.outbox_depth;
   pill.className = "pill " + (sync.online ? "online" : "offline");
@@ -122,6 +124,7 @@ function render(s) {
   renderOffers(v);
   if (phase === "claimed" || phase === "loading") renderLoad(v);
   if (phase === "on_route" || phase === "at_stop") { renderMap(v, s); renderStopCard(v, s); }
+  $("map").toggleAttribute("hidden", Boolean(working)); // at the door the stop's details and the actions need the room
   if (working) renderStop(v);
   else { lastPhoto = null; strokes = []; }
   if (phase === "block_complete") renderSummary(v, s);
@@ -315,6 +318,7 @@ function showPhoto(p) {
   };
   img.src = "/api/photo/" + encodeURIComponent(p.photo_id);
   show("photo-result", true);
+  $("photo-result").scrollIntoView({ block: "start" });
 }
 
 // --- the signature pad --------------------------------------------------------------------------------
