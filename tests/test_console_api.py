@@ -4,6 +4,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -330,3 +332,21 @@ def test_console_server_starts_on_configured_loopback_port(tmp_path: Path) -> No
             await first.stop()
             agent.store.close()
     run(scenario())
+
+
+def test_console_pair_command(tmp_path: Path) -> None:
+    """`flexedge console pair` as a user runs it: the code it prints pairs once; --revoke unpairs."""
+    def pair_cmd(*extra: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "device.cli", "console", "pair", "--json",
+                               "--data-dir", str(tmp_path), *extra], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    doc = pair_cmd()
+    assert len(doc["code"]) == 6 and doc["url"] == "http://127.0.0.1:8080/"
+    pairing = Pairing(tmp_path)
+    token = pairing.pair(doc["code"])
+    assert pairing.valid(token) and not pairing.valid(token + "x")
+    assert token not in (tmp_path / "console-pairing.json").read_text()
+    assert pair_cmd("--revoke")["revoked"] == 1
+    assert not pairing.valid(token)
