@@ -159,6 +159,7 @@ class ConsoleSection:
 
     enabled: bool = False
     bind: str = "127.0.0.1"  # loopback only; "0.0.0.0" to let a phone on the van's Wi-Fi reach it
+    allowed_hosts: tuple[str, ...] = ()  # names the page may be opened by, besides IP addresses and localhost
     port: int = 8080
     pairing_code_ttl_s: float = 900.0  # an unused pairing code expires after this
     pairing_max_attempts: int = 5  # wrong codes before the code is burnt (a new one is made)

@@ -124,6 +124,20 @@ def test_pairing_code_shown_to_the_device_screen_only(tmp_path: Path) -> None:
     run(scenario())
 
 
+def test_foreign_host_name_refused(tmp_path: Path) -> None:
+    """A DNS-rebinding page (evil.example resolving to this address) can neither read the code nor act."""
+    async def scenario() -> None:
+        async with console(tmp_path) as (client, _, pairing):
+            headers = await paired(client, pairing)
+            for method, path in (("GET", "/api/pairing-code"), ("GET", "/api/view"), ("POST", "/api/loading-done")):
+                r = await client.request(method, path, headers={**headers, "Host": "evil.example:8080"})
+                assert r.status == 403 and "not this console" in (await r.json())["error"]
+            for host in ("localhost:8080", "[::1]:8080", "10.0.0.5"):
+                r = await client.get("/api/view", headers={**headers, "Host": host})
+                assert r.status == 200, host
+    run(scenario())
+
+
 def test_csrf_header_and_origin_required_on_posts(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with console(tmp_path) as (client, agent, pairing):
@@ -350,3 +364,23 @@ def test_console_pair_command(tmp_path: Path) -> None:
     assert token not in (tmp_path / "console-pairing.json").read_text()
     assert pair_cmd("--revoke")["revoked"] == 1
     assert not pairing.valid(token)
+
+
+def test_camera_fault_is_a_503_not_a_crash(tmp_path: Path) -> None:
+    async def broken_camera(stop, fix):
+        raise OSError("camera: no frame within 2 s")  # what a stalled sensor gives
+
+    async def scenario() -> None:
+        async with console(tmp_path) as (client, agent, pairing):
+            headers = await paired(client, pairing)
+            await on_route(agent)
+            for code in console_route().manifest():
+                await agent.scan(code)
+            await agent.submit(LoadingDone())
+            await agent.submit(ArrivedAt("S1"))
+            agent.take_photo = broken_camera
+            r = await client.post("/api/photo", headers=headers)
+            assert r.status == 503 and "no frame" in (await r.json())["error"]
+            r = await client.get("/api/view", headers=headers)
+            assert (await r.json())["view"]["phase"] == "at_stop"
+    run(scenario())

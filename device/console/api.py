@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Awaitable, Callable
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -70,6 +71,7 @@ class ConsoleApp:
     pairing: Pairing
     show_code_on_loopback: bool = True
     state_interval_s: float = 2.0
+    allowed_hosts: tuple[str, ...] = ()  # host names besides IP literals and localhost
     counters: ConsoleCounters = field(default_factory=ConsoleCounters)
 
 
@@ -127,6 +129,21 @@ def _strokes(doc: dict[str, Any]) -> tuple[tuple[tuple[float, float], ...], ...]
     return tuple(strokes)
 
 
+def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    """An IP literal, localhost or a configured name: a DNS-rebinding page (its own domain name pointing at
+    this address) is refused, so it can neither read the pairing code nor use a token."""
+    try:
+        name = urlsplit(f"//{host}").hostname or ""
+    except ValueError:
+        return False
+    if name == "localhost" or name in allowed:
+        return True
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(name)
+        return True
+    return False
+
+
 def _is_loopback(request: web.Request) -> bool:
     with contextlib.suppress(ValueError):
         return ipaddress.ip_address(request.remote or "").is_loopback
@@ -159,6 +176,8 @@ async def _errors_as_json(request: web.Request, handler: Callable[[web.Request],
 async def _access(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
     """The page and its files are public; the API needs a paired token, and POSTs the CSRF header."""
     app: ConsoleApp = request.app[CONSOLE]
+    if not _host_allowed(request.host, app.allowed_hosts):
+        raise web.HTTPForbidden(reason=f"host {request.host!r} is not this console (use its IP address)")
     if request.method == "POST":
         if REQUEST_HEADER not in request.headers:
             raise web.HTTPForbidden(reason=f"missing {REQUEST_HEADER} header")
@@ -168,7 +187,7 @@ async def _access(request: web.Request, handler: Callable[[web.Request], Awaitab
     public = not request.path.startswith("/api/") or request.path in ("/api/pair", "/api/pairing-code")
     if not public:
         token = request.headers.get(TOKEN_HEADER) or request.cookies.get(COOKIE)
-        if not app.pairing.valid(token):
+        if not await asyncio.to_thread(app.pairing.valid, token):
             raise web.HTTPUnauthorized(reason="not paired: enter the pairing code shown on the device")
     return await handler(request)
 
@@ -302,7 +321,11 @@ async def photo(request: web.Request) -> web.Response:
     stop_id = _current_stop(app, doc)
     if app.agent.take_photo is None:
         raise web.HTTPConflict(reason="no camera attached to this unit")
-    outcome = await app.agent.photo(stop_id)
+    try:
+        outcome = await app.agent.photo(stop_id)
+    except Exception as exc:  # a camera or vision fault: the driver retries or records an exception
+        log.exception("proof photo failed at %s", stop_id)
+        raise web.HTTPServiceUnavailable(reason=f"the camera failed: {exc}") from None
     if outcome is None:
         raise web.HTTPConflict(reason=f"stop {stop_id} is not on the route")
     return _answer(app, outcome)

@@ -25,7 +25,7 @@ class ConsoleServer:
     def __init__(self, agent: Agent, section: ConsoleSection, data_dir: Path) -> None:
         self.section = section
         self.console = ConsoleApp(agent, Pairing.from_config(section, data_dir), section.show_code_on_loopback,
-                                  section.state_interval_s)
+                                  section.state_interval_s, tuple(h.lower() for h in section.allowed_hosts))
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
