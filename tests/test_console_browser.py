@@ -2,7 +2,8 @@
 
 The driver flow goes through the real cloud link (TLS mosquitto + the reference cloud): the offer arrives from
 the cloud, the claim is granted by it and the route comes back. Scans go in as the scanner loop sends them, the
-arrival comes from GPS fixes through the real geofence tracker. Screenshots: tests/artifacts/console/.
+arrival comes from GPS fixes through the real geofence tracker; the broker is stopped after loading, so the
+deliveries happen offline and the outbox drains when it is back. Screenshots: tests/artifacts/console/.
 """
 from __future__ import annotations
 
@@ -153,6 +154,9 @@ def test_driver_flow_in_chromium(tls_broker: MosquittoBroker, fleet: FleetPki, t
             await agent.scan("PKG-004")
             await expect(phone.get_by_test_id("load-count")).to_have_text("4 / 4")
             await cab.get_by_test_id("loading-done").click()
+            # The cloud becomes unreachable: the console says so and keeps working (it talks only to the agent).
+            await asyncio.to_thread(tls_broker.stop)
+            await expect(cab.get_by_test_id("sync")).to_contain_text("OFFLINE", timeout=WAIT_MS)
 
             # On the road: fixes from 600 m south of S1; the map, distance and ETA; then the geofence arrival.
             await expect(cab.get_by_test_id("map")).to_be_visible(timeout=WAIT_MS)
@@ -202,6 +206,8 @@ def test_driver_flow_in_chromium(tls_broker: MosquittoBroker, fleet: FleetPki, t
                 await expect(page.get_by_test_id("summary")).to_contain_text("3 / 4")
             await shot(cab, "driver-07-summary")
             await shot(phone, "driver-07-summary")
+            await asyncio.to_thread(tls_broker.start)  # back in range: the outbox drains
+            await expect(phone.get_by_test_id("sync")).to_have_text("ONLINE · outbox 0", timeout=30_000)
             summary = agent.runner.workflow.summary()
             assert (summary.delivered, summary.exceptions, summary.photo_checks) == (3, 1, {"match": 2})
             assert agent.counters.photos == 2
