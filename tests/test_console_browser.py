@@ -2,8 +2,9 @@
 
 The driver flow goes through the real cloud link (TLS mosquitto + the reference cloud): the offer arrives from
 the cloud, the claim is granted by it and the route comes back. Scans go in as the scanner loop sends them, the
-arrival comes from GPS fixes through the real geofence tracker; the broker is stopped after loading, so the
-deliveries happen offline and the outbox drains when it is back. Screenshots: tests/artifacts/console/.
+arrival comes from GPS fixes through the real geofence tracker, the proof photos from the simulated camera
+through the shipped house-number model. The broker is stopped after loading: the deliveries happen offline and
+the outbox drains when it is back. Screenshots: tests/artifacts/console/.
 """
 from __future__ import annotations
 
@@ -30,10 +31,10 @@ from device.workflow.runner import WorkflowRunner
 from firmware_bridge.fix import Fix, FixMode
 from tests.helpers.console import (
     build_agent,
+    camera_photo_taker,
     console_block,
     console_plan,
     console_route,
-    synthesized_photo_taker,
 )
 from tests.helpers.fleet import FleetPki
 from tests.helpers.sync_harness import start_cloud, sync_settings
@@ -117,100 +118,115 @@ def test_driver_flow_in_chromium(tls_broker: MosquittoBroker, fleet: FleetPki, t
         store = EventStore(data_dir / "events.db", RetentionPolicy())
         sync = DeviceSync(store, sync_settings("van-b"), fleet.broker_settings("van-b", tls_broker.port),
                           fleet.verifier)
+        take_photo, close_camera, _ = camera_photo_taker(data_dir)
         agent = Agent(store=store, runner=await WorkflowRunner.open(store, Role.VEHICLE), role=Role.VEHICLE,
-                      sync=sync, take_photo=synthesized_photo_taker(data_dir / "photos"),
+                      sync=sync, take_photo=take_photo,
                       tracker_factory=lambda stops: positioning.tracker(GpsSection(), stops))
-        async with running(agent, data_dir) as url, chromium() as browser:
-            cab = await open_page(browser, url, CAB, "driver")
-            phone = await open_page(browser, url, PHONE, "driver")
-            for page in (cab, phone):
-                await expect(page.get_by_test_id("sync")).to_contain_text("ONLINE", timeout=WAIT_MS)
+        async with contextlib.AsyncExitStack() as stack:
+            stack.callback(close_camera)
+            url = await stack.enter_async_context(running(agent, data_dir))
+            browser = await stack.enter_async_context(chromium())
+            await driver_flow(agent, url, browser)
 
-            # The cloud offers the block; the driver claims it on the cab screen; the cloud grants it.
-            await asyncio.to_thread(cloud.call, cloud.peer.add_blocks([(console_block(), console_route())]))
-            claim = cab.get_by_test_id("claim-B-NORTH")
-            await expect(claim).to_be_visible(timeout=WAIT_MS)
-            await expect(phone.get_by_test_id("claim-B-NORTH")).to_be_visible(timeout=WAIT_MS)
-            await shot(cab, "driver-02-offers")
-            await shot(phone, "driver-02-offers")
-            await claim.click()
-            for page in (cab, phone):  # both screens follow live
-                await expect(page.get_by_test_id("phase")).to_contain_text("loading · B-NORTH", timeout=WAIT_MS)
-                await expect(page.get_by_test_id("load-count")).to_have_text("0 / 4")
+    async def driver_flow(agent: Agent, url: str, browser: Browser) -> None:
+        cab = await open_page(browser, url, CAB, "driver")
+        phone = await open_page(browser, url, PHONE, "driver")
+        for page in (cab, phone):
+            await expect(page.get_by_test_id("sync")).to_contain_text("ONLINE", timeout=WAIT_MS)
 
-            # The scanner: three packages of the route and one that is not on it.
-            for code in ("PKG-001", "PKG-002"):
-                await agent.scan(code)
-            await expect(cab.get_by_test_id("load-count")).to_have_text("2 / 4")
-            await agent.scan("PKG-777")
-            await agent.scan("PKG-003")
-            await expect(cab.get_by_test_id("load-count")).to_have_text("3 / 4")
-            await expect(cab.locator('tr[data-package="PKG-004"]')).to_have_class("expected")
-            await expect(cab.locator('tr[data-package="PKG-001"]')).to_have_class("loaded")
-            await expect(cab.locator('[data-extra="PKG-777"]')).to_contain_text("unknown")
-            await expect(cab.get_by_test_id("toast")).to_contain_text("PKG-003 ok (3/4)")
-            await shot(cab, "driver-03-loading")
-            await shot(phone, "driver-03-loading")
-            await agent.scan("PKG-004")
-            await expect(phone.get_by_test_id("load-count")).to_have_text("4 / 4")
-            await cab.get_by_test_id("loading-done").click()
-            # The cloud becomes unreachable: the console says so and keeps working (it talks only to the agent).
-            await asyncio.to_thread(tls_broker.stop)
-            await expect(cab.get_by_test_id("sync")).to_contain_text("OFFLINE", timeout=WAIT_MS)
+        # The cloud offers the block; the driver claims it on the cab screen; the cloud grants it.
+        await asyncio.to_thread(cloud.call, cloud.peer.add_blocks([(console_block(), console_route())]))
+        claim = cab.get_by_test_id("claim-B-NORTH")
+        await expect(claim).to_be_visible(timeout=WAIT_MS)
+        await expect(phone.get_by_test_id("claim-B-NORTH")).to_be_visible(timeout=WAIT_MS)
+        await shot(cab, "driver-02-offers")
+        await shot(phone, "driver-02-offers")
+        await claim.click()
+        for page in (cab, phone):  # both screens follow live
+            await expect(page.get_by_test_id("phase")).to_contain_text("loading · B-NORTH", timeout=WAIT_MS)
+            await expect(page.get_by_test_id("load-count")).to_have_text("0 / 4")
 
-            # On the road: fixes from 600 m south of S1; the map, distance and ETA; then the geofence arrival.
-            await expect(cab.get_by_test_id("map")).to_be_visible(timeout=WAIT_MS)
-            s1 = (47.6100, -122.3400)
-            t = await drive(agent, (47.6046, -122.3400), (47.6073, -122.3400), 10, datetime.now(timezone.utc))
-            await expect(cab.get_by_test_id("distance")).to_contain_text(" m · ", timeout=WAIT_MS)
-            await expect(cab.get_by_test_id("address")).to_have_text("12 Pine St")
-            await expect(cab.locator('#map g[data-stop="S1"]')).to_have_class("next")
-            await expect(cab.get_by_test_id("van")).to_be_visible()
-            await shot(cab, "driver-04-next-stop")
-            await shot(phone, "driver-04-next-stop")
-            t = await drive(agent, (47.6073, -122.3400), s1, 10, t)
-            await drive(agent, s1, s1, 25, t)  # dwell inside the stop's radius
-            await expect(cab.get_by_test_id("phase")).to_contain_text("at stop", timeout=WAIT_MS)
+        # The scanner: three packages of the route and one that is not on it.
+        for code in ("PKG-001", "PKG-002"):
+            await agent.scan(code)
+        await expect(cab.get_by_test_id("load-count")).to_have_text("2 / 4")
+        await agent.scan("PKG-777")
+        await agent.scan("PKG-003")
+        await expect(cab.get_by_test_id("load-count")).to_have_text("3 / 4")
+        await expect(cab.locator('tr[data-package="PKG-004"]')).to_have_class("expected")
+        await expect(cab.locator('tr[data-package="PKG-001"]')).to_have_class("loaded")
+        await expect(cab.locator('[data-extra="PKG-777"]')).to_contain_text("unknown")
+        await expect(cab.get_by_test_id("toast")).to_contain_text("PKG-003 ok (3/4)")
+        await shot(cab, "driver-03-loading")
+        await shot(phone, "driver-03-loading")
+        await agent.scan("PKG-004")
+        await expect(phone.get_by_test_id("load-count")).to_have_text("4 / 4")
+        await cab.get_by_test_id("loading-done").click()
+        # The cloud becomes unreachable: the console says so and keeps working (it talks only to the agent).
+        await asyncio.to_thread(tls_broker.stop)
+        await expect(cab.get_by_test_id("sync")).to_contain_text("OFFLINE", timeout=WAIT_MS)
 
-            # The proof photo through the camera step: the verdict and the box drawn over the photo.
-            await cab.get_by_test_id("take-photo").click()
-            await expect(cab.get_by_test_id("verdict")).to_have_attribute("data-verdict", "match", timeout=WAIT_MS)
-            await expect(cab.get_by_test_id("verdict")).to_contain_text("12 matches")
-            await expect(cab.get_by_test_id("photo-box")).to_have_count(1)
-            await shot(cab, "driver-05-photo")
-            # PKG-002 is handed over in person: sign on the pad.
-            await expect(cab.get_by_test_id("sign-box")).to_be_visible()
-            pad = cab.get_by_test_id("signature-pad")
-            await pad.scroll_into_view_if_needed()
-            box = await pad.bounding_box()
-            await cab.mouse.move(box["x"] + 20, box["y"] + box["height"] / 2)
-            await cab.mouse.down()
-            for i in range(1, 12):
-                await cab.mouse.move(box["x"] + 20 + i * 25, box["y"] + box["height"] / 2 + (-1) ** i * 25)
-            await cab.mouse.up()
-            await shot(cab, "driver-06-signature")
-            await shot(phone, "driver-06-at-stop")
-            await cab.get_by_test_id("sign-send").click()
-            await expect(cab.get_by_test_id("address")).to_have_text("40 Cedar Ave", timeout=WAIT_MS)
+        # On the road: fixes from 600 m south of S1; the map, distance and ETA; then the geofence arrival.
+        await expect(cab.get_by_test_id("map")).to_be_visible(timeout=WAIT_MS)
+        s1 = (47.6100, -122.3400)
+        t = await drive(agent, (47.6046, -122.3400), (47.6073, -122.3400), 10, datetime.now(timezone.utc))
+        await expect(cab.get_by_test_id("distance")).to_contain_text(" m · ", timeout=WAIT_MS)
+        await expect(cab.get_by_test_id("address")).to_have_text("12A Pine St")
+        await expect(cab.locator('#map g[data-stop="S1"]')).to_have_class("next")
+        await expect(cab.get_by_test_id("van")).to_be_visible()
+        await shot(cab, "driver-04-next-stop")
+        await shot(phone, "driver-04-next-stop")
+        t = await drive(agent, (47.6073, -122.3400), s1, 10, t)
+        await drive(agent, s1, s1, 25, t)  # dwell inside the stop's radius
+        await expect(cab.get_by_test_id("phase")).to_contain_text("at stop", timeout=WAIT_MS)
 
-            # S2 by the driver's "I am here", photo; S3 cannot be accessed: an exception ends the block.
-            await cab.get_by_test_id("arrive").click()
-            await expect(cab.get_by_test_id("phase")).to_contain_text("at stop", timeout=WAIT_MS)
-            await cab.get_by_test_id("take-photo").click()
-            await expect(cab.get_by_test_id("address")).to_have_text("7 Birch Ln", timeout=WAIT_MS)
-            await cab.get_by_test_id("arrive").click()
-            await expect(cab.get_by_test_id("exception-no_access")).to_be_visible(timeout=WAIT_MS)
-            await cab.get_by_test_id("exception-no_access").click()
-            for page in (cab, phone):
-                await expect(page.get_by_test_id("phase")).to_contain_text("block complete", timeout=WAIT_MS)
-                await expect(page.get_by_test_id("summary")).to_contain_text("3 / 4")
-            await shot(cab, "driver-07-summary")
-            await shot(phone, "driver-07-summary")
-            await asyncio.to_thread(tls_broker.start)  # back in range: the outbox drains
-            await expect(phone.get_by_test_id("sync")).to_have_text("ONLINE · outbox 0", timeout=30_000)
-            summary = agent.runner.workflow.summary()
-            assert (summary.delivered, summary.exceptions, summary.photo_checks) == (3, 1, {"match": 2})
-            assert agent.counters.photos == 2
+        # The proof photo through the camera step: the verdict and the box drawn over the photo.
+        await cab.get_by_test_id("take-photo").click()
+        await expect(cab.get_by_test_id("verdict")).to_have_attribute("data-verdict", "match", timeout=WAIT_MS)
+        await expect(cab.get_by_test_id("verdict")).to_contain_text("12A matches")
+        await expect(cab.get_by_test_id("photo-box")).to_have_count(1)
+        await shot(cab, "driver-05-photo")
+        # PKG-002 is handed over in person: sign on the pad.
+        await expect(cab.get_by_test_id("sign-box")).to_be_visible()
+        pad = cab.get_by_test_id("signature-pad")
+        await pad.scroll_into_view_if_needed()
+        box = await pad.bounding_box()
+        await cab.mouse.move(box["x"] + 20, box["y"] + box["height"] / 2)
+        await cab.mouse.down()
+        for i in range(1, 12):
+            await cab.mouse.move(box["x"] + 20 + i * 25, box["y"] + box["height"] / 2 + (-1) ** i * 25)
+        await cab.mouse.up()
+        await shot(cab, "driver-06-signature")
+        await shot(phone, "driver-06-at-stop")
+        await cab.get_by_test_id("sign-send").click()
+        await expect(cab.get_by_test_id("address")).to_have_text("40 Cedar Ave", timeout=WAIT_MS)
+
+        # S2 by the driver's "I am here": the photo shows 12A, not 40 (a mismatch, never a delivery); the
+        # customer refuses the package. S3 cannot be accessed: a second exception ends the block.
+        await cab.get_by_test_id("arrive").click()
+        await expect(cab.get_by_test_id("phase")).to_contain_text("at stop", timeout=WAIT_MS)
+        await cab.get_by_test_id("take-photo").click()
+        verdict = cab.get_by_test_id("verdict")
+        await expect(verdict).to_have_attribute("data-verdict", "mismatch", timeout=WAIT_MS)
+        await expect(verdict).to_contain_text("Photo shows 12A, this is 40")
+        await expect(cab.get_by_test_id("photo-box")).to_have_count(1)
+        await shot(cab, "driver-07-mismatch")
+        await cab.get_by_test_id("exception-refused").click()
+        await expect(cab.get_by_test_id("address")).to_have_text("7 Birch Ln", timeout=WAIT_MS)
+        await cab.get_by_test_id("arrive").click()
+        await expect(cab.get_by_test_id("exception-no_access")).to_be_visible(timeout=WAIT_MS)
+        await cab.get_by_test_id("exception-no_access").click()
+        for page in (cab, phone):
+            await expect(page.get_by_test_id("phase")).to_contain_text("block complete", timeout=WAIT_MS)
+            await expect(page.get_by_test_id("summary")).to_contain_text("2 / 4")
+        await shot(cab, "driver-08-summary")
+        await shot(phone, "driver-08-summary")
+        await asyncio.to_thread(tls_broker.start)  # back in range: the outbox drains
+        await expect(phone.get_by_test_id("sync")).to_have_text("ONLINE · outbox 0", timeout=30_000)
+        summary = agent.runner.workflow.summary()
+        assert (summary.delivered, summary.exceptions) == (2, 2)
+        assert summary.photo_checks == {"match": 1, "mismatch": 1}
+        assert agent.counters.photos == 2
 
     try:
         asyncio.run(scenario())

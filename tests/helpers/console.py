@@ -1,24 +1,24 @@
 """Builders for the console tests: a real Agent on a real EventStore, a route with distinct stop positions,
-and a proof-photo step that synthesizes the photo a camera would take at the stop."""
+and the real proof-photo step (simulated camera + the shipped house-number model)."""
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable
 
-from PIL import Image, ImageDraw, ImageFont
+import numpy as np
 
-from device.agent import Agent, PhotoTaker, ProofPhoto
+from device.agent import Agent, PhotoTaker
+from device.assembly import _photo_taker
+from device.config import CameraSection, Config
 from device.domain import Block, Instruction, Package, Role, Route, Stop
 from device.store import EventStore, RetentionPolicy
-from device.workflow import StagingEntry, StagingPlan, Verdict
+from device.vision.synth import jpeg_bytes, render_photo
+from device.workflow import StagingEntry, StagingPlan
 from device.workflow.runner import WorkflowRunner
-from firmware_bridge.fix import Fix
 
 T0 = datetime(2026, 11, 25, 8, tzinfo=timezone.utc)
-FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
+PHOTO_SEED = 18  # a door photo showing "12A" that the shipped model reads (tests/test_photo_taker.py)
 
 
 def console_block(block_id: str = "B-NORTH") -> Block:
@@ -28,7 +28,7 @@ def console_block(block_id: str = "B-NORTH") -> Block:
 def console_route(block_id: str = "B-NORTH", version: int = 1) -> Route:
     """S1: two packages, one needs a signature; S2: an access code; S3: a neighbour note."""
     return Route(block_id, version, (
-        Stop("S1", "12 Pine St", "12", 47.6100, -122.3400,
+        Stop("S1", "12A Pine St", "12A", 47.6100, -122.3400,
              (Package("PKG-001"), Package("PKG-002", Instruction.HAND_TO_RESIDENT, signature_required=True)),
              window_end=T0 + timedelta(hours=1)),
         Stop("S2", "40 Cedar Ave", "40", 47.6135, -122.3365,
@@ -52,32 +52,13 @@ async def build_agent(data_dir: Path, role: Role = Role.VEHICLE, take_photo: Pho
     return Agent(store=store, runner=runner, role=role, sync=sync, take_photo=take_photo)
 
 
-def synthesized_photo_taker(photo_dir: Path, shows: dict[str, str] | None = None) -> PhotoTaker:
-    """The photo a camera takes at the stop: a house front with the number painted on it, saved as JPEG.
-
-    `shows` maps stop id -> the number painted (default: the stop's own number). The house-number verdict
-    compares what was painted with the stop's number and the box is where it was painted: the vision module
-    (issue 6) is not on main yet, so this step stands in for camera + check.
-    """
-    photo_dir.mkdir(parents=True, exist_ok=True)
-
-    def take(stop: Stop, fix: Fix | None) -> ProofPhoto:
-        number = (shows or {}).get(stop.id, stop.house_number)
-        image = Image.new("RGB", (640, 480), (150, 110, 80))
-        draw = ImageDraw.Draw(image)
-        draw.rectangle((180, 120, 460, 470), fill=(90, 60, 40))  # the door
-        font = ImageFont.truetype(FONT, 90)
-        x0, y0, x1, y1 = draw.textbbox((250, 20), number, font=font)
-        draw.rectangle((x0 - 10, y0 - 10, x1 + 10, y1 + 10), fill=(240, 240, 235))
-        draw.text((250, 20), number, font=font, fill=(10, 10, 10))
-        photo_id = str(uuid.uuid4())
-        path = photo_dir / f"{photo_id}.jpg"
-        image.save(path, "JPEG", quality=85)
-        verdict = Verdict.MATCH if number == stop.house_number else Verdict.MISMATCH
-        return ProofPhoto(photo_id, str(path), hashlib.sha256(path.read_bytes()).hexdigest(), verdict, number,
-                          0.97, (x0 - 10, y0 - 10, x1 - x0 + 20, y1 - y0 + 20), 1.0)
-
-    async def take_photo(stop: Stop, fix: Fix | None) -> ProofPhoto:
-        return await asyncio.to_thread(take, stop, fix)
-
-    return take_photo
+def camera_photo_taker(data_dir: Path) -> tuple[PhotoTaker, Callable[[], None], Path]:
+    """The proof-photo step as `flexedge run` assembles it: the simulated camera serving one door photo showing
+    "12A" (S1's number; every other stop's photo is then a mismatch), the JPEG with EXIF, the shipped model.
+    Returns the step, its close and the frame file (a test may damage it: a corrupt frame)."""
+    frames = data_dir / "frames"
+    frames.mkdir(parents=True, exist_ok=True)
+    frame = frames / "door.jpg"
+    frame.write_bytes(jpeg_bytes(render_photo(np.random.default_rng(PHOTO_SEED), "12A")))
+    take_photo, close = _photo_taker(Config(camera=CameraSection(sim_dir=str(frames))), data_dir)
+    return take_photo, close, frame
