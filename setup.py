@@ -22,6 +22,7 @@ RUNTIME = [
     "pillow>=10.3,<14",
     "piexif>=1.1.3,<2",
     "opencv-python-headless>=4.9,<6",
+    "aiohttp>=3.9,<4",  # the local console: asyncio-native HTTP server with streaming responses (SSE)
     # The TFLite interpreter: LiteRT (the maintained successor, numpy 2 ready) where it ships wheels,
     # tflite-runtime (needs numpy<2) on the rest.
     "ai-edge-litert>=1.2,<3; platform_machine == 'x86_64' or platform_machine == 'aarch64'",
@@ -37,7 +38,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["device*", "firmware_bridge*", "cloud_sync*"]),
     include_package_data=True,
-    package_data={"device": ["vision/models/*.tflite", "vision/models/*.json"]},
+    package_data={"device": ["vision/models/*.tflite", "vision/models/*.json", "console/static/*"]},
     install_requires=RUNTIME,
     extras_require={
         "pi": ["picamera2>=0.3.17"],
@@ -47,6 +48,7 @@ setup(
             "pytest-timeout>=2.3,<3",
             "hypothesis>=6.100,<7",
             "ruff>=0.5",
+            "playwright>=1.40,<2",  # console browser tests, driving Debian's /usr/bin/chromium
         ],
         "train": ["tensorflow-cpu>=2.16,<2.22"],
     },

@@ -138,6 +138,10 @@ class Agent:
         self._subscribers.append(queue)
         return queue
 
+    def unsubscribe(self, queue: asyncio.Queue[Notice]) -> None:
+        """A screen went away: stop filling its queue."""
+        self._subscribers = [q for q in self._subscribers if q is not queue]
+
     # --- sources -----------------------------------------------------------------------------------
 
     async def scan(self, code: str) -> Outcome:

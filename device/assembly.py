@@ -50,6 +50,7 @@ class Assembly:
     scanner: ScannerReader | None = None
     mcu: McuBridge | None = None
     gps: Any = None
+    console: Any = None  # device.console.server.ConsoleServer when [console] enabled
     closers: list[Any] = field(default_factory=list)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -61,9 +62,13 @@ class Assembly:
             self.agent.start("scanner", self.agent.scanner_loop(self.scanner))
         if self.gps is not None:
             self.agent.start("gps", self.agent.gps_loop(self.gps))
+        if self.console is not None:
+            await self.console.start()
         try:
             await self.agent.run(stop)
         finally:
+            if self.console is not None:
+                await self.console.stop()
             if self.scanner is not None:
                 await self.scanner.stop()
             if self.mcu is not None:
@@ -136,7 +141,12 @@ async def assemble(config: Config, data_dir: Path, notifier: Notifier | None = N
     )
     gps = positioning.fix_source(gps_section) if gps_section.enabled else None
     closers = ([close_camera] if close_camera else []) + [store.close]
-    assembly = Assembly(agent, scanner, mcu, gps, closers)
+    console = None
+    if config.console.enabled:
+        from device.console.server import ConsoleServer  # aiohttp is imported only when the console runs
+
+        console = ConsoleServer(agent, config.console, data_dir)
+    assembly = Assembly(agent, scanner, mcu, gps, console, closers)
     if config.driver.simulated:
         from device.driver_sim import DriverSettings, SimulatedDriver
 

@@ -154,6 +154,21 @@ class VisionSection:
 
 
 @dataclass(frozen=True)
+class ConsoleSection:
+    """The local web console (device/console): the cab touchscreen, the driver's phone, the dock screen."""
+
+    enabled: bool = False
+    bind: str = "127.0.0.1"  # loopback only; "0.0.0.0" to let a phone on the van's Wi-Fi reach it
+    allowed_hosts: tuple[str, ...] = ()  # names the page may be opened by, besides IP addresses and localhost
+    port: int = 8080
+    pairing_code_ttl_s: float = 900.0  # an unused pairing code expires after this
+    pairing_max_attempts: int = 5  # wrong codes before the code is burnt (a new one is made)
+    max_tokens: int = 4  # paired browsers kept; the oldest is dropped beyond this
+    show_code_on_loopback: bool = True  # the cab screen (a loopback client) may show the current code
+    state_interval_s: float = 2.0  # the live stream sends the state at least this often
+
+
+@dataclass(frozen=True)
 class Config:
     device: DeviceSection = field(default_factory=DeviceSection)
     store: StoreSection = field(default_factory=StoreSection)
@@ -166,6 +181,7 @@ class Config:
     mcu: McuSection = field(default_factory=McuSection)
     camera: CameraSection = field(default_factory=CameraSection)
     vision: VisionSection = field(default_factory=VisionSection)
+    console: ConsoleSection = field(default_factory=ConsoleSection)
     data_dir: str = ""  # empty: the platform default (see device.paths)
 
 

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(mosquitto mosquitto-clients gpsd gpsd-clients libzbar0 socat fonts-dejavu-core fonts-dejavu-extra
-              fonts-liberation fonts-freefont-ttf fonts-urw-base35 systemd iproute2 python3-venv)
+              fonts-liberation fonts-freefont-ttf fonts-urw-base35 systemd iproute2 python3-venv
+              chromium)
 VENV=.venv
 STAMP=$VENV/.flexedge-installed
 

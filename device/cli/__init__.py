@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "device.cli.cloud",
     "device.cli.pki",
     "device.cli.vision_cmd",
+    "device.cli.console_cmd",
 )
 
 
