@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: bootstrap demo test bench lint clean
+.PHONY: bootstrap demo test bench chaos lint clean
 
 bootstrap:
 	@bash tools/bootstrap.sh
@@ -14,7 +14,10 @@ test: bootstrap
 	$(BIN)/python -m pytest
 
 bench: bootstrap
-	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	$(BIN)/python tools/bench.py
+
+chaos: bootstrap
+	$(BIN)/python tools/chaos.py
 
 lint: bootstrap
 	$(BIN)/ruff check device firmware_bridge cloud_sync tests bench tools

@@ -1,0 +1,1 @@
+"""Fault scenarios against real processes (`make chaos`; a short form runs in `make test`)."""
