@@ -113,8 +113,7 @@ def main() -> None:
         pki.issue(DEVICE)
         acl = work / "pki" / "acl"
         acl.write_text(acl_text(FLEET, {DEVICE: STATION}))
-        # `user root`: the temp dir is private; a no-op when not run as root.
-        broker = MosquittoBroker(work / "mosquitto", extra_config=mosquitto_tls_config(pki, acl) + "\nuser root")
+        broker = MosquittoBroker(work / "mosquitto", extra_config=mosquitto_tls_config(pki, acl))
         broker.start()
         device_identity = pki.client(DEVICE)
         settings = BrokerSettings("127.0.0.1", broker.port, str(pki.ca_cert), str(device_identity.cert_path),

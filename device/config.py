@@ -266,6 +266,10 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Conf
             raise ConfigError("-", source, "file not found") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("-", source, f"not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib lets the codec's error through
+            raise ConfigError("-", source, f"not valid UTF-8 at byte {exc.start}") from None
+        except RecursionError:  # tomllib parses nested arrays/tables recursively
+            raise ConfigError("-", source, "nested too deeply") from None
     return _build(Config, raw, "", source, env)
 
 
