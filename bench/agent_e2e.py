@@ -232,17 +232,20 @@ def main() -> None:
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     raw_p50, raw_p99 = percentile(raw, 50), percentile(raw, 99)
     print(json.dumps({"bench": "scan_to_cloud", "scans": args.scans, "arrived": lat["arrived"],
-                      "rate_per_s": args.rate, "p50_ms": round(p50, 1), "p99_ms": round(p99, 1),
+                      "scans_per_second": args.rate,
+                      "figure": "p50_ms", "baseline": "raw_mqtt_p50_ms", "p50_ms": round(p50, 1),
+                      "p99_ms": round(p99, 1),
                       "raw_mqtt_p50_ms": round(raw_p50, 2), "raw_mqtt_p99_ms": round(raw_p99, 2),
                       "ratio": round(p50 / raw_p50, 1)}), flush=True)
     base_rss = bare_python_rss_mb()
     for phase in (idle, load):
-        record = {"bench": "agent_resources", **phase, "raw_bare_python_rss_mb": round(base_rss, 1),
+        record = {"bench": "agent_resources", **phase, "figure": "rss_mb", "baseline": "raw_bare_python_rss_mb",
+                  "raw_bare_python_rss_mb": round(base_rss, 1),
                   "ratio": round(phase["rss_mb"] / base_rss, 2), "vision_model_loaded": False}
         if phase["phase"] == "idle":
             record["idle_ok"] = phase["cpu_pct_of_core"] < IDLE_CPU_LIMIT_PCT and phase["rss_mb"] < IDLE_RSS_LIMIT_MB
         else:
-            record["scans_per_s"] = args.rate
+            record["scans_per_second"] = args.rate
         print(json.dumps(record), flush=True)
 
 

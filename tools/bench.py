@@ -43,7 +43,10 @@ def parse_lines(text: str) -> list[dict[str, Any]]:
 
 
 def figure_and_baseline(record: dict[str, Any]) -> tuple[str | None, str | None]:
-    """The record's headline figure and its raw baseline: the first figure-like key, the first baseline key."""
+    """The record's headline figure and its raw baseline: named by the bench ("figure", "baseline") or else the
+    first figure-like key and the first baseline-like key."""
+    if "figure" in record:
+        return record["figure"], record.get("baseline")
     keys = [k for k, v in record.items() if isinstance(v, (int, float)) and k.endswith(FIGURE_SUFFIXES)]
     baselines = [k for k in keys if any(mark in k for mark in BASELINE_MARKS)]
     figures = [k for k in keys if k not in baselines]
@@ -53,7 +56,7 @@ def figure_and_baseline(record: dict[str, Any]) -> tuple[str | None, str | None]
 def label(record: dict[str, Any]) -> str:
     """The bench name plus what distinguishes its lines (burst size, profile, phase...)."""
     parts = [record["bench"]]
-    for key in ("burst", "profile", "phase", "compression", "events"):
+    for key in ("burst", "profile", "phase", "compression", "events", "p99_ms", "cpu_pct_of_core"):
         if key in record:
             parts.append(f"{key}={record[key]}")
     return " ".join(parts)
@@ -88,7 +91,11 @@ def run_bench(script: Path) -> tuple[list[dict[str, Any]], float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", help="bench script names (without .py)")
+    parser.add_argument("--table", action="store_true", help="only print the table of the last results.json")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(RESULTS.read_text())["results"]))
+        return 0
     scripts = sorted(p for p in BENCH_DIR.glob("*.py") if not args.only or p.stem in args.only)
     results: list[dict[str, Any]] = []
     durations: dict[str, float] = {}
