@@ -21,7 +21,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO / "bench"
 RESULTS = BENCH_DIR / "results.json"
-FIGURE_SUFFIXES = ("_per_s", "_ms", "_mb", "_pct", "_s")
+FIGURE_SUFFIXES = ("_per_s", "_ms", "_mb", "_pct", "_s", "_median")
 BASELINE_MARKS = ("raw", "baseline", "pynmeagps")
 TIMEOUT_S = 1800
 
@@ -56,7 +56,8 @@ def figure_and_baseline(record: dict[str, Any]) -> tuple[str | None, str | None]
 def label(record: dict[str, Any]) -> str:
     """The bench name plus what distinguishes its lines (burst size, profile, phase...)."""
     parts = [record["bench"]]
-    for key in ("burst", "profile", "phase", "compression", "events", "p99_ms", "cpu_pct_of_core"):
+    for key in ("burst", "profile", "phase", "compression", "events", "p99_ms", "cpu_pct_of_core",
+                "sequence_accuracy", "false_accept_rate"):
         if key in record:
             parts.append(f"{key}={record[key]}")
     return " ".join(parts)
@@ -71,7 +72,7 @@ def table(records: list[dict[str, Any]]) -> str:
         figure, baseline = figure_and_baseline(record)
         rows.append((label(record), figure or "", str(record.get(figure, "")) if figure else "",
                      baseline or "", str(record.get(baseline, "")) if baseline else "",
-                     str(record.get("ratio", ""))))
+                     str(next((v for k, v in record.items() if k.startswith("ratio")), ""))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
