@@ -36,7 +36,8 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from cloud_sync.broker import MosquittoBroker  # noqa: E402
 from cloud_sync.connection import BrokerSettings  # noqa: E402
-from cloud_sync.pki import CLOUD_IDENTITY, Pki, acl_text, mosquitto_tls_config  # noqa: E402
+from cloud_sync.fleet import LocalFleet  # noqa: E402
+from cloud_sync.pki import CLOUD_IDENTITY, Pki  # noqa: E402
 from cloud_sync.topics import FleetTopics  # noqa: E402
 from device.vision.synth import jpeg_bytes, render_photo  # noqa: E402
 from firmware_bridge.scanner.parse import Symbology  # noqa: E402
@@ -220,20 +221,13 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="flexedge-bench-e2e-") as tmp:
         work = Path(tmp)
-        pki = Pki(work / "pki")
-        pki.init()
-        pki.issue_broker()
-        pki.issue(CLOUD_IDENTITY)
-        pki.issue(DEVICE)
-        acl = work / "pki" / "acl"
-        acl.write_text(acl_text(FLEET, {DEVICE: STATION}))
-        broker = MosquittoBroker(work / "mosquitto", extra_config=mosquitto_tls_config(pki, acl))
+        fleet = LocalFleet.create(work / "pki", FLEET, {DEVICE: STATION})
+        pki = fleet.pki
+        broker = MosquittoBroker(work / "mosquitto", extra_config=fleet.mosquitto_config())
         broker.start()
         try:
             idle, load, lat = asyncio.run(measure(args, work, pki, broker))
-            device, cloud = (pki.client(name) for name in (DEVICE, CLOUD_IDENTITY))
-            settings = [BrokerSettings("127.0.0.1", broker.port, str(pki.ca_cert), str(c.cert_path), str(c.key_path))
-                        for c in (device, cloud)]
+            settings = [fleet.broker_settings(name, broker.port) for name in (DEVICE, CLOUD_IDENTITY)]
             raw = raw_latency_ms(*settings, FleetTopics(FLEET).device(DEVICE).events, args.scans, 1 / args.rate)
         finally:
             broker.stop()

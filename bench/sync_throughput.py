@@ -28,8 +28,8 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from cloud_sync.broker import MosquittoBroker  # noqa: E402
 from cloud_sync.connection import BrokerSettings  # noqa: E402
 from cloud_sync.device_sync import DeviceSync, SyncSettings  # noqa: E402
+from cloud_sync.fleet import LocalFleet  # noqa: E402
 from cloud_sync.messages import Compression  # noqa: E402
-from cloud_sync.pki import CLOUD_IDENTITY, Pki, acl_text, mosquitto_tls_config  # noqa: E402
 from cloud_sync.signing import Verifier  # noqa: E402
 from cloud_sync.topics import FleetTopics  # noqa: E402
 from device.domain import Event, EventType  # noqa: E402
@@ -106,18 +106,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="flexedge-bench-sync-") as tmp:
         work = Path(tmp)
-        pki = Pki(work / "pki")
-        pki.init()
-        pki.issue_broker()
-        pki.issue(CLOUD_IDENTITY)
-        pki.issue(DEVICE)
-        acl = work / "pki" / "acl"
-        acl.write_text(acl_text(FLEET, {DEVICE: STATION}))
-        broker = MosquittoBroker(work / "mosquitto", extra_config=mosquitto_tls_config(pki, acl))
+        fleet = LocalFleet.create(work / "pki", FLEET, {DEVICE: STATION})
+        broker = MosquittoBroker(work / "mosquitto", extra_config=fleet.mosquitto_config())
         broker.start()
-        device_identity = pki.client(DEVICE)
-        settings = BrokerSettings("127.0.0.1", broker.port, str(pki.ca_cert), str(device_identity.cert_path),
-                                  str(device_identity.key_path))
+        settings = fleet.broker_settings(DEVICE, broker.port)
         cloud = None
         try:
             store = EventStore(work / "device.db")
@@ -139,7 +131,7 @@ def main() -> None:
                                          batch_max_events=args.batch_events, batch_max_bytes=args.batch_kib * 1024,
                                          inflight_batches=args.inflight)
             rate, counters = asyncio.run(drain(store, sync_settings, settings,
-                                               Verifier.from_pem_files(pki.signing_pub), args.events))
+                                               fleet.verifier, args.events))
             depth = store.stats().depth
             store.close()
         finally:

@@ -29,9 +29,8 @@ import numpy as np
 
 from cloud_sync.broker import MosquittoBroker
 from cloud_sync.cloud.peer import CloudPeer, CloudSettings
-from cloud_sync.connection import BrokerSettings
-from cloud_sync.pki import CLOUD_IDENTITY, Pki, acl_text, mosquitto_tls_config
-from cloud_sync.signing import Signer
+from cloud_sync.fleet import LocalFleet
+from cloud_sync.pki import CLOUD_IDENTITY, Pki
 from device.demo.scenario import DEPOT, STATION, Scenario, make_scenario
 from device.vision.synth import jpeg_bytes, render_photo
 from firmware_bridge.scanner.parse import Symbology
@@ -92,15 +91,6 @@ class Demo:
         self._scene_counter = 0
 
     # --- set-up --------------------------------------------------------------------------------------
-
-    def _pki(self, devices: list[str]) -> Pki:
-        pki = Pki(self.workdir / "pki")
-        if not pki.ca_cert.exists():
-            pki.init()
-        pki.issue_broker()
-        for name in [CLOUD_IDENTITY, *devices]:
-            pki.issue(name)
-        return pki
 
     def _agent_config(self, agent: AgentProc, pki: Pki) -> Path:
         issued = pki.client(agent.device)
@@ -240,19 +230,15 @@ level = "INFO"
     async def run(self) -> dict[str, Any]:
         started = time.monotonic()
         devices = [f"van-{i + 1:02d}" for i in range(self.agent_count)]
-        pki = self._pki(devices)
-        acl = self.workdir / "acl"
-        acl.write_text(acl_text(FLEET, {d: STATION for d in devices}))
-        self.broker = MosquittoBroker(self.workdir / "broker", extra_config=mosquitto_tls_config(pki, acl))
+        fleet = LocalFleet.create(self.workdir / "pki", FLEET, {d: STATION for d in devices})
+        pki = fleet.pki
+        self.broker = MosquittoBroker(self.workdir / "broker", extra_config=fleet.mosquitto_config())
         cloud_task = None
         try:
             self.broker.start()
             self.progress(f"broker: mosquitto with mutual TLS on 127.0.0.1:{self.broker.port}")
-            cloud_cert = pki.client(CLOUD_IDENTITY)
             peer = CloudPeer(CloudSettings(FLEET, self.cloud_db),
-                             BrokerSettings("127.0.0.1", self.broker.port, str(pki.ca_cert),
-                                            str(cloud_cert.cert_path), str(cloud_cert.key_path)),
-                             Signer.from_pem_file(pki.signing_key))
+                             fleet.broker_settings(CLOUD_IDENTITY, self.broker.port), fleet.signer)
             cloud_task = asyncio.create_task(peer.run())
             await asyncio.wait_for(peer.ready.wait(), 20)
             await peer.add_blocks(list(self.scenario.blocks))
