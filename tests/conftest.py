@@ -1,7 +1,7 @@
 """Shared test infrastructure: real mosquitto, real gpsd via gpsfake, raw pty pairs, the shared test data.
 
 A missing program makes its fixture FAIL with the package to install: in CI a skipped
-hardware-in-the-loop test would be a hidden failure. Only `hil` tests (real devices) skip without --hil.
+hardware-in-the-loop test would be a hidden failure. Nothing in the suite skips.
 """
 from __future__ import annotations
 
@@ -20,19 +20,6 @@ from tests.helpers.fleet import FleetPki
 REPO = Path(__file__).resolve().parent.parent
 SHARED_TESTDATA = Path(os.environ.get("FLEXEDGE_SHARED_TESTDATA", REPO.parent / "shared" / "testdata"))
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--hil", action="store_true", help="run tests that need real hardware attached")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--hil"):
-        return
-    marker = pytest.mark.skip(reason="needs real hardware: run with --hil")
-    for item in items:
-        if "hil" in item.keywords:
-            item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")
