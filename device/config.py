@@ -45,12 +45,12 @@ class StoreSection:
 @dataclass(frozen=True)
 class MqttSection:
     host: str = "127.0.0.1"
-    port: int = 8883
+    port: int = field(default=8883, metadata={"range": (1, 65535)})
     tls: bool = True
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
-    keepalive_s: int = 30
+    keepalive_s: int = field(default=30, metadata={"range": (1, 3600)})
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class GpsSection:
     enabled: bool = True  # false on a unit without a receiver (a dock)
     source: GpsSourceKind = GpsSourceKind.GPSD
     gpsd_host: str = "127.0.0.1"
-    gpsd_port: int = 2947
+    gpsd_port: int = field(default=2947, metadata={"range": (1, 65535)})
     serial_port: str = "/dev/serial0"  # for source = "serial"
     baudrate: int = 9600
     min_mode: int = 2  # gpsd mode: 2 = 2D fixes are used, 3 = only 3D fixes
@@ -160,7 +160,7 @@ class ConsoleSection:
     enabled: bool = False
     bind: str = "127.0.0.1"  # loopback only; "0.0.0.0" to let a phone on the van's Wi-Fi reach it
     allowed_hosts: tuple[str, ...] = ()  # names the page may be opened by, besides IP addresses and localhost
-    port: int = 8080
+    port: int = field(default=8080, metadata={"range": (1, 65535)})
     pairing_code_ttl_s: float = 900.0  # an unused pairing code expires after this
     pairing_max_attempts: int = 5  # wrong codes before the code is burnt (a new one is made)
     max_tokens: int = 4  # paired browsers kept; the oldest is dropped beyond this
@@ -232,7 +232,7 @@ def _coerce(value: Any, hint: Any, key: str, source: str, from_env: bool) -> Any
 
 def _build(cls: type, raw: Mapping[str, Any], prefix: str, source: str, env: Mapping[str, str]) -> Any:
     hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in fields:
             raise ConfigError(f"{prefix}{key}", source, "unknown key")
@@ -250,6 +250,10 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str, source: str, env: Map
             values[name] = _coerce(env[env_name], hint, key, f"environment {env_name}", from_env=True)
         elif name in raw:
             values[name] = _coerce(raw[name], hint, key, source, from_env=False)
+        limits = fields[name].metadata.get("range")  # a field may carry its valid (low, high) range
+        if limits is not None and name in values and not limits[0] <= values[name] <= limits[1]:
+            where = f"environment {env_name}" if env_name in env else source
+            raise ConfigError(key, where, f"{values[name]} outside [{limits[0]}, {limits[1]}]")
     return cls(**values)
 
 

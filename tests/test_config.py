@@ -39,6 +39,9 @@ def test_file_values_and_environment_overrides(tmp_path: Path) -> None:
     ('device = 3\n', {}, "device", "flexedge.toml"),
     ('', {"FLEXEDGE_MQTT__PORT": "eighty"}, "mqtt.port", "FLEXEDGE_MQTT__PORT"),
     ('[device\n', {}, "-", "flexedge.toml"),
+    ('[mqtt]\nport = -5\n', {}, "mqtt.port", "flexedge.toml"),
+    ('[mqtt]\nport = 99999999999999999999\n', {}, "mqtt.port", "flexedge.toml"),
+    ('', {"FLEXEDGE_GPS__GPSD_PORT": "0"}, "gps.gpsd_port", "FLEXEDGE_GPS__GPSD_PORT"),
 ])
 def test_errors_name_the_key_and_the_source(tmp_path: Path, text, env, key, source) -> None:
     with pytest.raises(ConfigError) as info:
