@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
@@ -95,7 +94,6 @@ class Agent:
         self._last_track_time: datetime | None = None
         self._subscribers: list[asyncio.Queue[Notice]] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._heartbeats: dict[str, float] = {}
         self._sync_route_tracker()
 
     # --- inputs ------------------------------------------------------------------------------------
@@ -152,14 +150,12 @@ class Agent:
     async def scanner_loop(self, reader: Any) -> None:
         """Scans from firmware_bridge.scanner's reader (one `Scan` at a time from `await reader.get()`)."""
         while True:
-            self._beat("scanner")
             scan = await reader.get()
             await self.scan(scan.sscc or scan.data)  # GS1 labels: the SSCC is the package id
 
     async def mcu_input_loop(self, bridge: Any) -> None:
         """The MCU's inputs: the driver's button at a stop takes the proof photo."""
         while True:
-            self._beat("mcu")
             event = await bridge.inputs.get()
             log.info("MCU input %s %s", event.input.name, "on" if event.active else "off")
             if event.input is Input.BUTTON and event.active and self.runner.workflow.phase == "at_stop":
@@ -168,7 +164,6 @@ class Agent:
     async def gps_loop(self, source: Any) -> None:
         """Fixes from gpsd or a serial receiver: stamp, breadcrumb, geofence."""
         async for fix in source:
-            self._beat("gps")
             await self.on_fix(fix)
 
     async def on_fix(self, fix: Fix) -> None:
@@ -244,7 +239,6 @@ class Agent:
         from cloud_sync.messages import Command, Offers, RouteAssignment
 
         while True:
-            self._beat("cloud")
             message = await self.sync.inbox.get()
             if isinstance(message, Offers):
                 await self.submit(OffersReceived(tuple(message.blocks)))
@@ -268,9 +262,6 @@ class Agent:
         await self.submit(ClaimResult(block_id, granted, reason))
 
     # --- lifecycle ---------------------------------------------------------------------------------
-
-    def _beat(self, loop_name: str) -> None:
-        self._heartbeats[loop_name] = time.monotonic()
 
     def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
@@ -297,7 +288,6 @@ class Agent:
 
     async def health_loop(self, interval_s: float = HEALTH_INTERVAL_S) -> None:
         while True:
-            self._beat("health")
             stats = await asyncio.to_thread(self.store.stats)
             data = {"outbox_depth": stats.depth, "last_seq": stats.last_seq, **vars(self.counters)}
             if self.sync is not None:

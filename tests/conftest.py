@@ -29,10 +29,8 @@ def shared_testdata() -> Path:
     return SHARED_TESTDATA
 
 
-@pytest.fixture(scope="session")
-def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
-    """One real broker per session on a free loopback port; tests may stop/kill/start it."""
-    broker = MosquittoBroker(tmp_path_factory.mktemp("mosquitto"))
+def _session_broker(broker: MosquittoBroker) -> Iterator[MosquittoBroker]:
+    """Start a real mosquitto for the session (a missing program fails the tests) and stop it at the end."""
     try:
         broker.start()
     except ProgramMissing as exc:
@@ -41,12 +39,23 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBro
     broker.stop()
 
 
+def _running(broker: MosquittoBroker) -> MosquittoBroker:
+    """The session broker, started again if a fault test stopped or killed it."""
+    if not broker.running:
+        broker.start()
+    return broker
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
+    """One real broker per session on a free loopback port; tests may stop/kill/start it."""
+    yield from _session_broker(MosquittoBroker(tmp_path_factory.mktemp("mosquitto")))
+
+
 @pytest.fixture
 def broker(mosquitto: MosquittoBroker) -> MosquittoBroker:
     """The session broker, guaranteed running at the start of the test (a fault test may have stopped it)."""
-    if not mosquitto.running:
-        mosquitto.start()
-    return mosquitto
+    return _running(mosquitto)
 
 
 SIM_DEVICES = tuple(f"sim-{n:03d}" for n in range(50))
@@ -61,21 +70,14 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> FleetPki:
 @pytest.fixture(scope="session")
 def tls_mosquitto(tmp_path_factory: pytest.TempPathFactory, fleet: FleetPki) -> Iterator[MosquittoBroker]:
     """A real mosquitto with mutual TLS, identity = certificate CN, and the fleet ACL."""
-    broker = MosquittoBroker(tmp_path_factory.mktemp("mosquitto-tls"), extra_config=fleet.mosquitto_config())
-    try:
-        broker.start()
-    except ProgramMissing as exc:
-        pytest.fail(str(exc))
-    yield broker
-    broker.stop()
+    yield from _session_broker(MosquittoBroker(tmp_path_factory.mktemp("mosquitto-tls"),
+                                               extra_config=fleet.mosquitto_config()))
 
 
 @pytest.fixture
 def tls_broker(tls_mosquitto: MosquittoBroker) -> MosquittoBroker:
     """The TLS broker, running at the start of the test (fault tests stop and kill it)."""
-    if not tls_mosquitto.running:
-        tls_mosquitto.start()
-    return tls_mosquitto
+    return _running(tls_mosquitto)
 
 
 @pytest.fixture
