@@ -158,6 +158,7 @@ class DeviceSync:
         self.connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._wakeup = asyncio.Event()
+        self._status_due = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: dict[str, _Sent] = {}
@@ -312,12 +313,19 @@ class DeviceSync:
         stats = await asyncio.to_thread(self.store.stats)
         position = orjson.loads(live.body).get("fix") if live is not None else None
         status = DeviceStatus(state, self.settings.device_id, __version__, stats.depth,
-                              stats.last_acked_seq, position)
+                              stats.last_acked_seq, position, storage=self.store.disk_condition.value)
         await client.publish(self.topics.status, status.to_payload(), qos=1, retain=True)
+
+    def report_status(self) -> None:
+        """Something the operator should see changed (the disk filled up): publish the status now."""
+        self._status_due.set()
 
     async def _refresh_status(self, client: aiomqtt.Client) -> None:
         while True:
-            await asyncio.sleep(self.settings.status_interval_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.status_interval_s):
+                    await self._status_due.wait()
+            self._status_due.clear()
             await self._publish_status(client, Presence.ONLINE, None)
 
     # --- uplink: the outbox drain ----------------------------------------------------------------

@@ -214,11 +214,12 @@ class DeviceStatus:
     last_ack_seq: int | None = None
     position: Mapping[str, Any] | None = None  # the newest fix, so the operator sees it before the backlog
     ts: str = field(default_factory=lambda: iso_utc(datetime.now(timezone.utc)))
+    storage: str = "ok"  # the event store's disk: ok | low | full (full: events are being refused)
 
     def to_payload(self) -> bytes:
         return encode({"state": self.state.value, "device": self.device, "version": self.version,
                        "outbox_depth": self.outbox_depth, "last_ack_seq": self.last_ack_seq,
-                       "position": self.position, "ts": self.ts})
+                       "position": self.position, "ts": self.ts, "storage": self.storage})
 
     @classmethod
     def from_payload(cls, payload: bytes, max_bytes: int = 16 * 1024) -> DeviceStatus:
@@ -229,7 +230,8 @@ class DeviceStatus:
             raise MessageRejected(RejectReason.SCHEMA, f"status.state: unknown {doc.get('state')!r:.30}") from None
         return cls(state=state, device=_field(doc, "device", str, "status"), version=str(doc.get("version", "")),
                    outbox_depth=doc.get("outbox_depth"), last_ack_seq=doc.get("last_ack_seq"),
-                   position=doc.get("position"), ts=str(doc.get("ts", "")))
+                   position=doc.get("position"), ts=str(doc.get("ts", "")),
+                   storage=str(doc.get("storage", "ok"))[:16])
 
 
 # --- claims ----------------------------------------------------------------------------------------

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
-from device.domain import Event, EventType, Role, Stop
+from device.domain import Event, EventType, Role, Stop, iso_utc
 from device.positioning.setup import workflow_input
 from device.positioning.tracker import NextStop, PositionTracker
 from device.sdnotify import Notifier
-from device.store import EventStore, StoreError
+from device.store import DiskCondition, EventStore, StoreError, StoreFull
 from device.workflow import (
     ClaimResult,
     Notice,
@@ -41,6 +41,7 @@ from firmware_bridge.mcu.commands import Input
 log = logging.getLogger(__name__)
 
 HEALTH_INTERVAL_S = 60.0  # a health event (counters, outbox depth) this often
+STORAGE_CHECK_S = 1.0  # how soon a full disk reaches the status (a flag read; no I/O unless full)
 STOP_DRAIN_S = 3.0  # on a clean stop, wait this long for the cloud to ack what is pending
 
 
@@ -182,8 +183,9 @@ class Agent:
 
     async def _breadcrumb(self, fix: Fix) -> None:
         moment = fix.time or datetime.now(timezone.utc)
+        # A fix time that went backwards (receiver reset, replayed log) starts a new interval, never a silent track.
         if self._last_track_time is not None and \
-                (moment - self._last_track_time).total_seconds() < self.track_interval_s:
+                0 <= (moment - self._last_track_time).total_seconds() < self.track_interval_s:
             return
         self._last_track_time = moment
         block = getattr(self.runner.workflow.state, "block_id", None)
@@ -299,12 +301,49 @@ class Agent:
             self.notifier.status(f"outbox {stats.depth}, phase {self.runner.workflow.phase}")
             await asyncio.sleep(interval_s)
 
+    async def storage_loop(self, interval_s: float = STORAGE_CHECK_S) -> None:
+        """Report a full disk at once (log, systemd status, the cloud's retained status), probe for space while
+        full, and once an event lands again, record the episode (how long, how many events were refused)."""
+        full_since: datetime | None = None
+        refused_before = 0
+        while True:
+            await asyncio.sleep(interval_s)
+            if self.store.disk_condition is DiskCondition.FULL and full_since is None:
+                full_since, refused_before = datetime.now(timezone.utc), self.store.refused_while_full
+                log.error("storage full: events are being refused until space returns")
+                self.notifier.status("STORAGE FULL: events refused")
+                self._report_status()
+            if full_since is None:
+                continue
+            seconds = (datetime.now(timezone.utc) - full_since).total_seconds()
+            episode = Event(EventType.STORE_FULL, {"since": iso_utc(full_since), "seconds": round(seconds, 1),
+                                                   "refused_events": self.store.refused_while_full - refused_before})
+            try:  # while full this is the probe; once it lands, the disk has room again
+                await self.store.append_async([episode])
+            except StoreFull:
+                continue
+            except StoreError as exc:
+                log.error("storage episode not recorded: %s", exc)
+                continue
+            log.warning("storage has room again after %.1f s; %d events were refused", seconds,
+                        episode.data["refused_events"])
+            self.notifier.status(f"storage ok, phase {self.runner.workflow.phase}")
+            full_since = None
+            self._report_status()
+            if self.sync is not None:
+                self.sync.kick()
+
+    def _report_status(self) -> None:
+        if self.sync is not None:
+            self.sync.report_status()
+
     async def run(self, stop: asyncio.Event) -> None:
         await self.store.append_async([Event(EventType.AGENT_STARTED, {"role": self.role.value})])
         if self.sync is not None:
             await self.sync.start()
             self.start("cloud", self.cloud_loop())
         self.start("health", self.health_loop())
+        self.start("storage", self.storage_loop())
         self.notifier.ready(f"phase {self.runner.workflow.phase}")
         interval = self.notifier.watchdog_interval_s()
         try:

@@ -46,6 +46,7 @@ class EventType(StrEnum):
     AGENT_STARTED = "agent.started"
     AGENT_STOPPED = "agent.stopped"
     STORE_RECOVERED = "store.recovered"  # a corrupt database was moved aside
+    STORE_FULL = "store.full"  # recorded once space returned: how long the disk was full, events refused
     CLOCK_SKEW = "clock.skew"
     HEALTH = "health"
     GPS_FIX = "gps.fix"  # breadcrumb: the only type that may be thinned

@@ -1,17 +1,19 @@
 """The short form of `make chaos`: every fault scenario against real processes (a TLS mosquitto, the reference
-cloud, a producer process and `flexedge sync` on one store), fewer rounds. Criterion: lost 0, duplicates 0,
-the cloud's chain and the device's store intact."""
+cloud, and on the device side either a producer process with `flexedge sync` on one store, or the whole agent,
+`flexedge run`, on simulated serial devices and a real gpsd), fewer rounds. Criterion: lost 0, duplicates 0,
+the cloud's chain and the device's store intact, and each scenario's own checks."""
 from __future__ import annotations
 
 import pytest
 
-from tests.helpers.chaos.scenarios import SCENARIOS, SHORT, run_scenario
+from tests.helpers.chaos.catalog import ALL_SCENARIOS, run
+from tests.helpers.chaos.scenarios import SHORT
 from tests.helpers.fleet import FleetPki
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("name", ALL_SCENARIOS)
 def test_chaos_scenario_short(name: str, fleet: FleetPki) -> None:
-    result = run_scenario(name, fleet, SHORT)
+    result = run(name, fleet, SHORT)
     print(result.line())
     assert result.passed, result.line()
-    assert result.tally.produced > 100  # the load really ran through the fault
+    assert result.tally.produced > 20  # the load really ran through the fault

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from device.domain import Event, EventType
-from device.store import EventStore, StoreFull
+from device.store import DiskCondition, EventStore, StoreFull
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,11 +83,15 @@ def test_disk_full_keeps_committed_events_and_recovers(small_fs: Path) -> None:
                 burst = [Event(EventType.PACKAGE_SCANNED, {"n": i, "pad": "y" * 400}) for _ in range(5)]
                 committed.extend(s.id for s in store.append_many(burst))
         assert len(committed) > 100
+        assert store.disk_condition is DiskCondition.FULL
+        refused = store.refused_while_full
         with pytest.raises(StoreFull):  # still full: refused again, clearly
             store.append(Event(EventType.PACKAGE_SCANNED, {"after": "full"}))
+        assert store.refused_while_full == refused + 1
         subprocess.run(["mount", "-o", "remount,size=16m", str(small_fs)], check=True)
         after = store.append(Event(EventType.PACKAGE_SCANNED, {"after": "space returned"}))
         assert after.seq == len(committed) + 1  # no seq burnt by the failed commits
+        assert store.disk_condition is not DiskCondition.FULL  # the first commit that lands clears it
     with EventStore(db) as store:
         ids = [e["id"] for e in _all_events(store)]
         assert ids[:-1] == committed and ids[-1] == after.id

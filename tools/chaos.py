@@ -12,13 +12,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.helpers.chaos.scenarios import FULL, SCENARIOS, SHORT, make_fleet, run_scenario  # noqa: E402
+from tests.helpers.chaos.catalog import ALL_SCENARIOS, run  # noqa: E402
+from tests.helpers.chaos.scenarios import FULL, SHORT, make_fleet  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="fewer rounds and events (what `make test` runs)")
-    parser.add_argument("--only", nargs="+", choices=sorted(SCENARIOS), help="run only these scenarios")
+    parser.add_argument("--only", nargs="+", choices=sorted(ALL_SCENARIOS), help="run only these scenarios")
     parser.add_argument("--seed", type=int, default=9)
     parser.add_argument("--log", default="/tmp/flexedge-chaos.log", help="the in-process cloud's log (not stdout)")
     args = parser.parse_args()
@@ -28,9 +29,9 @@ def main() -> int:
     failed = 0
     with tempfile.TemporaryDirectory(prefix="flexedge-chaos-pki-") as tmp:
         fleet = make_fleet(Path(tmp))
-        for name in args.only or list(SCENARIOS):
+        for name in args.only or ALL_SCENARIOS:
             try:
-                result = run_scenario(name, fleet, scale, args.seed)
+                result = run(name, fleet, scale, args.seed)
                 line, ok = result.line(), result.passed
             except Exception as exc:  # a scenario that cannot finish is a failed scenario, reported as such
                 line, ok = f"{name}: failed, {type(exc).__name__}: {exc}", False

@@ -207,7 +207,8 @@ class CloudPeer:
         await asyncio.to_thread(db.record_status, device, {"state": status.state.value, "ts": status.ts,
                                                            "outbox_depth": status.outbox_depth,
                                                            "last_ack_seq": status.last_ack_seq,
-                                                           "version": status.version, "position": status.position})
+                                                           "version": status.version, "position": status.position,
+                                                           "storage": status.storage})
 
     async def _on_claim(self, client: aiomqtt.Client, db: CloudDb, topic: str, payload: bytes,
                         props: Properties | None) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import logging
 import shutil
@@ -25,6 +26,14 @@ INSERT_EVENT = (
     "INSERT INTO events (seq, id, type, lane, ts, mono, block, stop, body, hash, acked, stored_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)"
 )
+
+
+class DiskCondition(enum.StrEnum):
+    """What the store knows about its disk, for the agent's status and the operator."""
+
+    OK = "ok"
+    LOW = "low"  # under RetentionPolicy.min_free_bytes: acked events pruned at once, GPS track thinned
+    FULL = "full"  # the last commit failed for lack of space: events are being refused
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,8 @@ class EventStore:
         self._head_seq = 0
         self._head_hash = GENESIS_HASH
         self._low_disk = False
+        self._full = False  # set by a commit refused for lack of space, cleared by the next commit that lands
+        self.refused_while_full = 0  # events refused for lack of space since the store opened
         self._disk_checked_at = -policy.disk_check_interval_s
         self._last_track_mono: float | None = None
         self._writer = Writer(self._open, self._commit_group, name=f"store-writer:{self.path.name}")
@@ -116,6 +127,12 @@ class EventStore:
     def alive(self) -> bool:
         """The writer thread is running (health checks and the watchdog ask this)."""
         return self._writer.alive
+
+    @property
+    def disk_condition(self) -> DiskCondition:
+        if self._full:
+            return DiskCondition.FULL
+        return DiskCondition.LOW if self._low_disk else DiskCondition.OK
 
     def __enter__(self) -> EventStore:
         return self
@@ -182,7 +199,11 @@ class EventStore:
                 for job in jobs:  # find the bad job; its neighbours still commit
                     self._commit_single(db, job)
                 return
-            log.error("event commit failed, %d events not stored: %s", sum(len(j.events) for j in jobs), error)
+            refused = sum(len(j.events) for j in jobs)
+            log.error("event commit failed, %d events not stored: %s", refused, error)
+            if isinstance(error, StoreFull):
+                self._full = True
+                self.refused_while_full += refused
             for job in jobs:
                 job.future.set_exception(error)
 
@@ -191,6 +212,9 @@ class EventStore:
             self._commit_jobs(db, [job])
         except (sqlite3.Error, TypeError, ValueError) as exc:
             error = StoreFull(str(exc)) if _full(exc) else StoreError(f"{type(exc).__name__}: {exc}")
+            if isinstance(error, StoreFull):
+                self._full = True
+                self.refused_while_full += len(job.events)
             job.future.set_exception(error)
 
     def _commit_jobs(self, db: sqlite_utils.Database, jobs: list[AppendJob]) -> None:
@@ -226,6 +250,7 @@ class EventStore:
             self._last_track_mono = last_track
             raise
         self._head_seq, self._head_hash = seq, prev.hex()
+        self._full = False
         self.group_commits += 1
         for job, out in zip(jobs, results):
             job.future.set_result(out)
@@ -236,7 +261,10 @@ class EventStore:
         try:
             return self._writer.submit_call(fn).result()
         except sqlite3.Error as exc:
-            raise (StoreFull(str(exc)) if _full(exc) else StoreError(f"{type(exc).__name__}: {exc}")) from exc
+            if _full(exc):
+                self._full = True  # a state write (the workflow journal) hit the full disk first
+                raise StoreFull(str(exc)) from exc
+            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
 
     def pending(self, limit: int = 500, max_bytes: int = 256 * 1024, lane: Lane | None = None,
                 after_seq: int = 0) -> list[StoredEvent]:

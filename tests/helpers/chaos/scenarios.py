@@ -39,11 +39,13 @@ class Result:
     recovered_s: float
     extra: str = ""
     store_ok: bool = True
+    failures: tuple[str, ...] = ()  # a scenario's own checks that did not hold, each said in words
 
     @property
     def passed(self) -> bool:
         t = self.tally
-        return t.lost == 0 and t.duplicates == 0 and t.chain_ok and self.store_ok and t.produced > 0
+        return (t.lost == 0 and t.duplicates == 0 and t.chain_ok and self.store_ok and t.produced > 0
+                and not self.failures)
 
     def line(self) -> str:
         t = self.tally
@@ -54,6 +56,7 @@ class Result:
             details.append("CLOUD CHAIN BROKEN")
         if not self.store_ok:
             details.append("DEVICE STORE DAMAGED")
+        details.extend(f"FAILED: {failure}" for failure in self.failures)
         if self.extra:
             details.append(self.extra)
         return f"{text} ({'; '.join(details)})"
