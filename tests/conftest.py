@@ -16,6 +16,7 @@ from firmware_bridge.sim.gpsfake import GpsFake
 from firmware_bridge.sim.procs import ProgramMissing
 from firmware_bridge.sim.pty import PtyPair, open_pty_pair
 from tests.helpers.fleet import FleetPki
+from tests.helpers.tmpfs import MountRefused, small_tmpfs
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_TESTDATA = Path(os.environ.get("FLEXEDGE_SHARED_TESTDATA", REPO.parent / "shared" / "testdata"))
@@ -27,6 +28,16 @@ def shared_testdata() -> Path:
     if not SHARED_TESTDATA.is_dir():
         pytest.fail(f"shared test data not found at {SHARED_TESTDATA} (set FLEXEDGE_SHARED_TESTDATA)")
     return SHARED_TESTDATA
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB tmpfs: a store on it fills up for real."""
+    try:
+        with small_tmpfs(tmp_path / "small", "1m") as mount_point:
+            yield mount_point
+    except MountRefused as exc:
+        pytest.fail(f"{exc} (the disk-full tests need root)")
 
 
 def _session_broker(broker: MosquittoBroker) -> Iterator[MosquittoBroker]:

@@ -6,10 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import subprocess
 from pathlib import Path
-
-import pytest
 
 from device.agent import Agent
 from device.domain import EventType, Role
@@ -17,18 +14,6 @@ from device.sdnotify import Notifier
 from device.store import DiskCondition, EventStore
 from device.workflow import RejectReason
 from device.workflow.runner import WorkflowRunner
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path):
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs (the disk-full test needs root): {result.stderr.strip()}")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def _fill(directory: Path) -> Path:

@@ -54,6 +54,15 @@ def test_data_dir_from_environment(tmp_path: Path) -> None:
     assert (tmp_path / "d" / "events.db").exists()
 
 
+def test_status_tells_a_low_disk(small_fs: Path) -> None:
+    result = flexedge("status", "--json", env={"FLEXEDGE_DATA_DIR": str(small_fs)})
+    assert result.returncode == 0, result.stderr
+    disk = json.loads(result.stdout)["disk"]
+    assert disk["condition"] == "low" and 0 < disk["free_mb"] < 1.1  # a 1 MiB disk is under the 200 MiB floor
+    result = flexedge("status", env={"FLEXEDGE_DATA_DIR": str(small_fs)})
+    assert "MB free (low; low below 200 MiB)" in result.stdout
+
+
 def test_config_validate_names_bad_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[store]\nretention_dayz = 3\n')

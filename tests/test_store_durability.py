@@ -61,19 +61,6 @@ def _all_events(store: EventStore) -> list[dict]:
         out.extend(chunk)
 
 
-@pytest.fixture
-def small_fs(tmp_path: Path):
-    """A real 1 MiB tmpfs: the store fills it for real."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs (the disk-full test needs root): {result.stderr.strip()}")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
 def test_disk_full_keeps_committed_events_and_recovers(small_fs: Path) -> None:
     db = small_fs / "events.db"
     committed: list[str] = []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from dataclasses import asdict
 
 from device import __version__
@@ -20,14 +21,18 @@ def run(args: argparse.Namespace) -> int:
         stats = store.stats()
         block = store.get_state("current_block")
     device = ctx.config.device
+    free_mb = shutil.disk_usage(ctx.data_dir).free / 1e6
+    disk = "low" if free_mb < ctx.config.store.min_free_mb * 1.048576 else "ok"  # min_free_mb is in MiB
     doc = {"version": __version__, "device": device.id, "fleet": device.fleet, "station": device.station,
            "role": device.role.value, "data_dir": str(ctx.data_dir), "store": str(store_path(ctx.data_dir)),
-           "current_block": block, "outbox": asdict(stats)}
+           "current_block": block, "outbox": asdict(stats),
+           "disk": {"free_mb": round(free_mb, 1), "condition": disk}}
     emit(args, doc, "\n".join([
         f"flexedge {__version__}  device {device.id} ({device.role.value}) "
         f"fleet {device.fleet} station {device.station}",
         f"data dir   {ctx.data_dir}",
         f"block      {block or '-'}",
         f"outbox     {stats.depth} pending, last seq {stats.last_seq}, last acked {stats.last_acked_seq}",
+        f"disk       {free_mb:.0f} MB free ({disk}; low below {ctx.config.store.min_free_mb} MiB)",
     ]))
     return 0

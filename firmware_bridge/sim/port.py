@@ -1,7 +1,7 @@
 """The device end of a simulated serial port: a pty pair driven from the event loop, at a stable path.
 
-The agent opens `path` like /dev/ttyACM0. With `link_path` the path is a symlink that is re-pointed to a
-new pty on every replug, as udev re-creates /dev/serial/by-id/... when a USB device comes back.
+The agent opens `path` like /dev/ttyACM0. With `link_path` the path is a symlink that goes at unplug and
+points to a new pty at replug, as udev removes and re-creates /dev/serial/by-id/... for a USB device.
 """
 from __future__ import annotations
 
@@ -62,6 +62,10 @@ class SimPort:
         pair, self._pair = self._pair, None
         if pair is None:
             return
+        if self.link_path and os.path.islink(self.link_path):
+            # udev removes the by-id link with the device: a stale link could name a pty number the kernel
+            # hands to another simulated device next, and the agent would open the wrong device.
+            os.unlink(self.link_path)
         if self._writer is not None:
             self._writer.abort()  # unsent bytes die with the cable
         if self._reader is not None:
@@ -74,5 +78,3 @@ class SimPort:
 
     async def close(self) -> None:
         await self.unplug()
-        if self.link_path and os.path.islink(self.link_path):
-            os.unlink(self.link_path)

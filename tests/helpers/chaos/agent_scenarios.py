@@ -3,9 +3,9 @@ SIGKILLed under load, serial devices unplugged mid-scan, gpsd killed, the disk f
 sync scenarios (lost 0, duplicates 0, chains intact) and adds its own checks, said in words when they fail."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -14,6 +14,7 @@ from typing import Callable
 from tests.helpers.chaos.agent_rig import SCAN_RATE, AgentRig
 from tests.helpers.chaos.scenarios import DRAIN_TIMEOUT_S, Result, Scale
 from tests.helpers.fleet import FleetPki
+from tests.helpers.tmpfs import small_tmpfs
 
 WAIT_S = 30.0  # for a state the agent should reach (the cloud sees a restart, a status, a track point)
 
@@ -36,6 +37,8 @@ def _agent_checks(rig: AgentRig, beeps: int, failures: list[str]) -> str:
         failures.append(f"{beeps} beeps for {committed} committed scans: feedback went out before a commit")
     if rig.load.sent and committed == 0:
         failures.append("no scan reached the cloud")
+    if committed > rig.load.sent:
+        failures.append(f"{committed} scans committed but only {rig.load.sent} sent: phantom scans")
     # Seqs are gapless: the cloud holding seq 1..N and the device's head at N means nothing is missing, even
     # what a low disk pruned from the device after its ack.
     last_seq, in_cloud = rig.device_last_seq(), rig.cloud_count()
@@ -49,15 +52,21 @@ def _started_in_cloud(rig: AgentRig) -> int:
     return rig.cloud_types().get("agent.started", 0)
 
 
+def _start(rig: AgentRig, failures: list[str]) -> int:
+    """The agent up and in the cloud, the scanner going; returns the agent's pid."""
+    rig.start_agent()
+    rig.start_scanning()
+    if _wait(lambda: _started_in_cloud(rig) >= 1) is None:
+        failures.append("the agent never reached the cloud")
+    return rig.agent.pid if rig.agent else -1
+
+
 def agent_sigkill(rig: AgentRig, scale: Scale, rng: random.Random) -> Result:
     """`flexedge run` SIGKILLed at random moments under a steady scan load and restarted at once, as systemd's
     Restart=always does. Each restart must be back in the cloud (its agent.started event) before the next kill."""
     failures: list[str] = []
-    rig.start_agent()
-    rig.start_scanning()
+    _start(rig, failures)
     restart_s: list[float] = []
-    if _wait(lambda: _started_in_cloud(rig) >= 1) is None:
-        failures.append("the agent never reached the cloud")
     for _ in range(scale.rounds):
         time.sleep(rng.uniform(0.2, 1.5))
         rig.kill_agent()
@@ -82,11 +91,7 @@ def serial_replug(rig: AgentRig, scale: Scale, rng: random.Random) -> Result:
     """The scanner and the MCU unplugged and plugged back in mid-scan (a new pty behind the same by-id path).
     The agent keeps running (same process), reads scans again and its MCU link comes back after each replug."""
     failures: list[str] = []
-    rig.start_agent()
-    pid = rig.agent.pid if rig.agent else -1
-    rig.start_scanning()
-    if _wait(lambda: _started_in_cloud(rig) >= 1) is None:
-        failures.append("the agent never reached the cloud")
+    pid = _start(rig, failures)
     replug_s: list[float] = []
     for n in range(scale.rounds):
         time.sleep(rng.uniform(0.5, 1.5))
@@ -124,9 +129,7 @@ def gpsd_restart(rig: AgentRig, scale: Scale, rng: random.Random) -> Result:
     """gpsd (with its gpsfake feed) killed and started again; the agent's GPS source reconnects by itself and
     the track resumes, the agent process never restarting."""
     failures: list[str] = []
-    rig.start_agent()
-    pid = rig.agent.pid if rig.agent else -1
-    rig.start_scanning()
+    pid = _start(rig, failures)
 
     def track_points() -> int:
         return rig.cloud_types().get("gps.fix", 0)
@@ -161,11 +164,7 @@ def agent_disk_full(rig: AgentRig, scale: Scale, rng: random.Random) -> Result:
     keeps running, and once space returns it records the episode (`store.full`) and takes scans again."""
     assert rig.data_dir is not None
     failures: list[str] = []
-    rig.start_agent()
-    pid = rig.agent.pid if rig.agent else -1
-    rig.start_scanning()
-    if _wait(lambda: _started_in_cloud(rig) >= 1) is None:
-        failures.append("the agent never reached the cloud")
+    pid = _start(rig, failures)
     filler = _fill(rig.data_dir, leave_bytes=96 * 1024)
 
     def storage() -> str | None:
@@ -220,21 +219,13 @@ AGENT_SCENARIOS: dict[str, Callable[[AgentRig, Scale, random.Random], Result]] =
 
 
 def run_agent_scenario(name: str, fleet: FleetPki, scale: Scale, seed: int = 9) -> Result:
-    with tempfile.TemporaryDirectory(prefix=f"flexedge-chaos-{name}-") as tmp:
-        work = Path(tmp)
-        data_dir = None
-        if name == "agent_disk_full":
-            data_dir = work / "small"
-            data_dir.mkdir()
-            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(data_dir)], check=True)
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"flexedge-chaos-{name}-")))
+        data_dir = stack.enter_context(small_tmpfs(work / "small", "4m")) if name == "agent_disk_full" else None
         rig = AgentRig(work, fleet, data_dir=data_dir)
-        try:
-            rig.start()
-            return AGENT_SCENARIOS[name](rig, scale, random.Random(seed))
-        finally:
-            rig.close()
-            if data_dir is not None:
-                subprocess.run(["umount", "-l", str(data_dir)], check=False)
+        stack.callback(rig.close)
+        rig.start()
+        return AGENT_SCENARIOS[name](rig, scale, random.Random(seed))
 
 
 __all__ = ["AGENT_SCENARIOS", "SCAN_RATE", "run_agent_scenario"]

@@ -4,6 +4,7 @@ duplicates (stored twice). Passed: lost 0, duplicates 0, the cloud's hash chain 
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import subprocess
 import tempfile
@@ -15,6 +16,7 @@ from typing import Callable
 from tests.helpers.chaos.proxy import Mode
 from tests.helpers.chaos.rig import DEVICE, Rig, Tally
 from tests.helpers.fleet import FleetPki
+from tests.helpers.tmpfs import small_tmpfs
 
 DRAIN_TIMEOUT_S = 90.0
 
@@ -180,24 +182,14 @@ SCENARIOS: dict[str, Callable[[Rig, Scale, random.Random], Result]] = {
 
 
 def run_scenario(name: str, fleet: FleetPki, scale: Scale, seed: int = 9) -> Result:
-    with tempfile.TemporaryDirectory(prefix=f"flexedge-chaos-{name}-") as tmp:
-        work = Path(tmp)
-        data_dir = None
-        mounted = False
-        if name == "disk_full":
-            data_dir = work / "small"
-            data_dir.mkdir()
-            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(data_dir)], check=True)
-            mounted = True
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"flexedge-chaos-{name}-")))
+        data_dir = stack.enter_context(small_tmpfs(work / "small", "2m")) if name == "disk_full" else None
         rig = Rig(work, fleet, drop_acks=name == "acks_lost", proxied=name == "network_cut",
                   keepalive_s=2 if name == "network_cut" else 5, data_dir=data_dir)
-        try:
-            rig.start()
-            return SCENARIOS[name](rig, scale, random.Random(seed))
-        finally:
-            rig.close()
-            if mounted:
-                subprocess.run(["umount", "-l", str(data_dir)], check=False)
+        stack.callback(rig.close)
+        rig.start()
+        return SCENARIOS[name](rig, scale, random.Random(seed))
 
 
 def make_fleet(directory: Path) -> FleetPki:
