@@ -21,7 +21,8 @@ RUNTIME = [
     "numpy>=1.26,<3",
     "pillow>=10.3,<14",
     "piexif>=1.1.3,<2",
-    "opencv-python-headless>=4.9,<6",
+    "opencv-python-headless>=4.9,<6",  # synthetic photo rendering only (device.vision.synth); the agent never imports it
+    "connected-components-3d>=3.18,<5",  # cc3d: the locator's connected regions, without OpenCV's 33 MB
     "aiohttp>=3.9,<4",  # the local console: asyncio-native HTTP server with streaming responses (SSE)
     # The TFLite interpreter: LiteRT (the maintained successor, numpy 2 ready) where it ships wheels,
     # tflite-runtime (needs numpy<2) on the rest.

@@ -11,7 +11,6 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -63,21 +62,21 @@ def _from_array(name: str, array: np.ndarray, max_megapixels: float, work_side: 
         raise ImageError(name, "bad_array", f"expected 3 or 4 channels, got {array.shape[2]}")
     height, width = array.shape[:2]
     _check_size(name, width, height, max_megapixels)
-    rgb = cv2.cvtColor(array, cv2.COLOR_GRAY2RGB) if array.ndim == 2 else np.ascontiguousarray(array[:, :, :3])
-    return _finish(rgb, width, height, work_side)
+    img = Image.fromarray(array).convert("RGB") if array.ndim == 2 else Image.fromarray(array[:, :, :3])
+    return _finish(img, width, height, work_side)
 
 
-def _finish(rgb: np.ndarray, width: int, height: int, work_side: int) -> LoadedImage:
-    h, w = rgb.shape[:2]
+def _finish(img: Image.Image, width: int, height: int, work_side: int) -> LoadedImage:
+    w, h = img.size
     factor = work_side / max(w, h)
-    if factor < 1.0:
-        rgb = cv2.resize(rgb, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
-    return LoadedImage(rgb, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), width, height)
+    if factor < 1.0:  # BOX: each working pixel the mean of the photo pixels under it (no aliasing)
+        img = img.resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.Resampling.BOX)
+    return LoadedImage(np.asarray(img), np.asarray(img.convert("L")), width, height)  # L: ITU-R 601 luma
 
 
 def load_image(source: ImageSource, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
                work_side: int = DEFAULT_WORK_SIDE) -> LoadedImage:
-    """Decode and size-check a photo. Raises ImageError (never a Pillow/OpenCV error) for bad input."""
+    """Decode and size-check a photo. Raises ImageError (never a Pillow error) for bad input."""
     name = _describe(source)
     if isinstance(source, np.ndarray):
         return _from_array(name, source, max_megapixels, work_side)
@@ -100,7 +99,8 @@ def load_image(source: ImageSource, *, max_megapixels: float = DEFAULT_MAX_MEGAP
                     width, height = height, width
                 if turned.mode in ("P", "PA", "LA"):  # palette transparency must go through RGBA first
                     turned = turned.convert("RGBA")
-                rgb = np.asarray(turned.convert("RGB"))
+                decoded = turned.convert("RGB")
+                decoded.load()  # decode now, inside the error handling
     except ImageError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
@@ -109,4 +109,4 @@ def load_image(source: ImageSource, *, max_megapixels: float = DEFAULT_MAX_MEGAP
         raise ImageError(name, "not_an_image", "not an image file Pillow can read") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow's corrupt/truncated data errors
         raise ImageError(name, "corrupt", f"corrupt or truncated image: {exc}") from exc
-    return _finish(rgb, width, height, work_side)
+    return _finish(decoded, width, height, work_side)

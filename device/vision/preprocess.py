@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+
+from device.vision.pixels import regions, resize
 
 LOC_W, LOC_H = 160, 120
 LOC_STRIDE = 4
@@ -45,7 +46,7 @@ def locator_input(gray: np.ndarray) -> tuple[np.ndarray, Letterbox]:
     h, w = gray.shape[:2]
     scale = min(LOC_W / w, LOC_H / h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    small = cv2.resize(gray, (nw, nh), interpolation=cv2.INTER_AREA)
+    small = resize(gray, (nw, nh))
     pad_x, pad_y = (LOC_W - nw) // 2, (LOC_H - nh) // 2
     canvas = np.full((LOC_H, LOC_W), float(np.median(small)), np.float32)
     canvas[pad_y:pad_y + nh, pad_x:pad_x + nw] = small
@@ -81,21 +82,17 @@ class Candidate:
 def candidates(prob_map: np.ndarray, letterbox: Letterbox, photo_size: tuple[int, int],
                threshold: float = 0.5, limit: int = 3) -> list[Candidate]:
     """Regions of the locator map above threshold, as photo boxes, best first."""
-    full = cv2.resize(prob_map.astype(np.float32), (LOC_W, LOC_H), interpolation=cv2.INTER_LINEAR)
-    mask = (full >= threshold).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    full = resize(prob_map.astype(np.float32), (LOC_W, LOC_H))
     w, h = photo_size
     found = []
-    for label in range(1, count):
-        x, y, bw, bh, area = stats[label]
-        if area < 6:
+    for region in regions(full >= threshold, full):
+        if region.area < 6:
             continue
-        score = float(full[labels == label].mean())
-        px0, py0 = letterbox.to_photo(x, y)
-        px1, py1 = letterbox.to_photo(x + bw, y + bh)
+        px0, py0 = letterbox.to_photo(region.x, region.y)
+        px1, py1 = letterbox.to_photo(region.x + region.width, region.y + region.height)
         box = (max(0, int(px0)), max(0, int(py0)), min(w, int(np.ceil(px1))), min(h, int(np.ceil(py1))))
         if box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
-            found.append(Candidate(box, score * float(np.sqrt(area))))
+            found.append(Candidate(box, region.mean * float(np.sqrt(region.area))))
     found.sort(key=lambda c: c.score, reverse=True)
     return [Candidate(c.box, min(1.0, c.score)) for c in found[:limit]]
 
@@ -112,7 +109,7 @@ def reader_input(gray: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray
     crop = gray[cy0:max(cy1, cy0 + 1), cx0:max(cx1, cx0 + 1)]
     ch, cw = crop.shape[:2]
     nw = min(READ_W, max(1, round(cw * READ_H / ch)))
-    resized = cv2.resize(crop, (nw, READ_H), interpolation=cv2.INTER_AREA if ch > READ_H else cv2.INTER_LINEAR)
+    resized = resize(crop, (nw, READ_H))
     norm = normalise(resized)
     out = np.full((READ_H, READ_W), float(np.median(norm)), np.float32)
     out[:, :nw] = norm  # left-aligned: character k sits at a similar place whatever the length

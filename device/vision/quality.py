@@ -8,8 +8,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+
+from device.vision.pixels import laplacian_variance, resize
 
 MEASURE_WIDTH = 640  # sharpness is measured at this width
 
@@ -51,8 +52,8 @@ class Quality:
 def assess(gray: np.ndarray, thresholds: QualityThresholds = QualityThresholds()) -> Quality:
     h, w = gray.shape[:2]
     if w != MEASURE_WIDTH:
-        gray = cv2.resize(gray, (MEASURE_WIDTH, max(1, round(h * MEASURE_WIDTH / w))), interpolation=cv2.INTER_AREA)
-    sharpness = float(cv2.Laplacian(gray, cv2.CV_64F).var())
+        gray = resize(gray, (MEASURE_WIDTH, max(1, round(h * MEASURE_WIDTH / w))))
+    sharpness = laplacian_variance(gray)
     brightness = float(gray.mean())
     dark = float((gray <= 5).mean())
     bright = float((gray >= 250).mean())

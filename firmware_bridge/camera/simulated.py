@@ -14,9 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFilter, UnidentifiedImageError
 
 from firmware_bridge.camera.base import Frame
 from firmware_bridge.camera.errors import CameraUnavailable, CaptureTimeout, CorruptFrame
@@ -106,11 +105,12 @@ class SimulatedCamera:
             data = data[: max(1, len(data) // 3)]
         try:
             with Image.open(io.BytesIO(data)) as img:
-                rgb = np.asarray(img.convert("RGB"))
+                frame = img.convert("RGB")
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise CorruptFrame(f"frame from {path.name} is not a complete image: {exc}") from exc
+        if fault is SimFault.DEFOCUSED:
+            frame = frame.filter(ImageFilter.GaussianBlur(max(3.0, frame.width / 200)))
+        rgb = np.asarray(frame)
         if fault is SimFault.DARK:
             rgb = (rgb.astype(np.float32) * 0.08).astype(np.uint8)
-        elif fault is SimFault.DEFOCUSED:
-            rgb = cv2.GaussianBlur(rgb, (0, 0), max(3.0, rgb.shape[1] / 200))
         return Frame(rgb, self._clock())
