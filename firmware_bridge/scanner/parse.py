@@ -7,15 +7,17 @@ scan: bad UTF-8, control characters, a failed check digit, a GS1 symbol whose da
 from __future__ import annotations
 
 import enum
+import functools
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
-
-import biip
-from biip.symbology import GS1Symbology, ISOSymbology
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from firmware_bridge.errors import ScanRejected
+
+if TYPE_CHECKING:
+    import biip
 
 GROUP_SEPARATOR = "\x1d"  # FNC1 inside GS1 data, as scanners transmit it
 # ISO/IEC 15434 envelopes ("[)>" RS "06" GS ... RS EOT) also use RS and EOT; every other control is garbage.
@@ -42,18 +44,33 @@ class Symbology(enum.StrEnum):
     UNKNOWN = "unknown"  # no AIM prefix: the scanner was not set to send one
 
 
-_GS1_SYMBOLOGY = {
-    GS1Symbology.EAN_13: Symbology.EAN_13, GS1Symbology.EAN_8: Symbology.EAN_8,
-    GS1Symbology.EAN_13_WITH_ADD_ON: Symbology.EAN_13, GS1Symbology.ITF_14: Symbology.ITF_14,
-    GS1Symbology.GS1_128: Symbology.GS1_128, GS1Symbology.GS1_DATABAR: Symbology.GS1_DATABAR,
-    GS1Symbology.GS1_DATAMATRIX: Symbology.GS1_DATAMATRIX, GS1Symbology.GS1_QR_CODE: Symbology.GS1_QR,
-}
-_ISO_SYMBOLOGY = {
-    ISOSymbology.CODE_39: Symbology.CODE_39, ISOSymbology.CODE_128: Symbology.CODE_128,
-    ISOSymbology.ITF: Symbology.ITF, ISOSymbology.QR_CODE: Symbology.QR,
-    ISOSymbology.DATA_MATRIX: Symbology.DATAMATRIX, ISOSymbology.PDF417: Symbology.PDF417,
-    ISOSymbology.AZTEC_CODE: Symbology.AZTEC,
-}
+@dataclass(frozen=True)
+class _Biip:
+    module: ModuleType
+    gs1_symbology: dict[Any, Symbology]  # biip's GS1Symbology -> ours
+    iso_symbology: dict[Any, Symbology]  # biip's ISOSymbology -> ours
+
+
+@functools.cache
+def _biip() -> _Biip:
+    """biip, imported on the first scan: its import builds GS1's company-prefix trie (about 15 MB of resident
+    memory), which a unit that has not scanned yet, or has no scanner, need not carry."""
+    import biip
+    from biip.symbology import GS1Symbology, ISOSymbology
+
+    return _Biip(biip, {
+        GS1Symbology.EAN_13: Symbology.EAN_13, GS1Symbology.EAN_8: Symbology.EAN_8,
+        GS1Symbology.EAN_13_WITH_ADD_ON: Symbology.EAN_13, GS1Symbology.ITF_14: Symbology.ITF_14,
+        GS1Symbology.GS1_128: Symbology.GS1_128, GS1Symbology.GS1_DATABAR: Symbology.GS1_DATABAR,
+        GS1Symbology.GS1_DATAMATRIX: Symbology.GS1_DATAMATRIX, GS1Symbology.GS1_QR_CODE: Symbology.GS1_QR,
+    }, {
+        ISOSymbology.CODE_39: Symbology.CODE_39, ISOSymbology.CODE_128: Symbology.CODE_128,
+        ISOSymbology.ITF: Symbology.ITF, ISOSymbology.QR_CODE: Symbology.QR,
+        ISOSymbology.DATA_MATRIX: Symbology.DATAMATRIX, ISOSymbology.PDF417: Symbology.PDF417,
+        ISOSymbology.AZTEC_CODE: Symbology.AZTEC,
+    })
+
+
 _GS1_DATA = frozenset({Symbology.GS1_128, Symbology.GS1_DATAMATRIX, Symbology.GS1_QR, Symbology.GS1_DATABAR})
 _EAN_UPC = frozenset({Symbology.EAN_13, Symbology.EAN_8, Symbology.ITF_14})
 
@@ -103,25 +120,26 @@ def _decode_text(raw: bytes) -> str:
     return text
 
 
-def _symbology(result: biip.ParseResult) -> tuple[Symbology, str | None]:
+def _symbology(result: biip.ParseResult, tables: _Biip) -> tuple[Symbology, str | None]:
     ident = result.symbology_identifier
     if ident is None:
         return Symbology.UNKNOWN, None
-    if ident.gs1_symbology is not None and ident.gs1_symbology in _GS1_SYMBOLOGY:
-        return _GS1_SYMBOLOGY[ident.gs1_symbology], ident.value
-    return _ISO_SYMBOLOGY.get(ident.iso_symbology, Symbology.OTHER), ident.value
+    if ident.gs1_symbology is not None and ident.gs1_symbology in tables.gs1_symbology:
+        return tables.gs1_symbology[ident.gs1_symbology], ident.value
+    return tables.iso_symbology.get(ident.iso_symbology, Symbology.OTHER), ident.value
 
 
 def parse_line(raw: bytes, *, require_aim: bool = False) -> Scan:
     """Interpret one line (terminator already removed). Raises ScanRejected for anything not a scan."""
     text = _decode_text(raw)
+    lib = _biip()
     try:
-        result = biip.parse(text)
-    except biip.ParseError as exc:
+        result = lib.module.parse(text)
+    except lib.module.ParseError as exc:
         raise ScanRejected(f"unparseable: {exc}", raw) from exc
     except (IndexError, ValueError) as exc:  # biip 5.2 raises IndexError on a bare "]" (found by hypothesis)
         raise ScanRejected(f"unparseable: {type(exc).__name__} in biip: {exc}", raw) from exc
-    symbology, aim = _symbology(result)
+    symbology, aim = _symbology(result, lib)
     if require_aim and aim is None:
         raise ScanRejected("no AIM symbology identifier", raw)
     data = text[len(aim):] if aim else text
