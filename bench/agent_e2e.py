@@ -7,10 +7,16 @@ of it (`received_at`, same host clock). The agent here is an idle van without a 
 `input.rejected` event, stored, synced and acked like any other — the path measured is the same.
 
 Baselines from the same run: latency — a raw paho QoS 1 publish to a subscriber through the same TLS broker
-(transport only); RSS — a bare Python interpreter. CPU and RSS come from /proc/<agent pid>; the agent has a
-simulated camera, so the house-number TFLite model is loaded (as on a van) when RSS is read.
+(transport only); RSS — a bare Python interpreter. CPU and RSS (VmRSS) come from /proc/<agent pid>. The agent
+runs as systemd/flexedge.service starts it: the installed `flexedge run` entry point with the unit's
+environment, no allocator tuning. It has a simulated camera, so the house-number TFLite model is loaded (as on
+a van: interpreter built, both signatures ready; not yet invoked, no photo taken) when RSS is read.
 
-Prints JSON lines: "scan_to_cloud" (p50/p99 ms), "agent_resources" phase idle and phase load.
+Three phases: "idle" (connected, no events yet: the issue's check), "load" (scans at a steady rate), and
+"idle_after_load" (idle again: what a van carries between deliveries, e.g. the GS1 tables biip loads on the
+first scan).
+
+Prints JSON lines: "scan_to_cloud" (p50/p99 ms), "agent_resources" for each phase.
     python bench/agent_e2e.py [--scans N] [--rate PER_S] [--idle-s S]
 """
 from __future__ import annotations
@@ -49,6 +55,16 @@ REPO = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
 IDLE_CPU_LIMIT_PCT = 2.0
 IDLE_RSS_LIMIT_MB = 80.0
+# systemd/flexedge.service: ExecStart=/opt/flexedge/venv/bin/flexedge run, Environment=... PYTHONUNBUFFERED=1
+UNIT_ENVIRONMENT = {"PYTHONUNBUFFERED": "1"}
+
+
+def agent_command() -> list[str]:
+    """The installed entry point next to this interpreter, as the unit runs it."""
+    script = Path(sys.executable).parent / "flexedge"
+    if not script.is_file():
+        raise SystemExit(f"no {script}: install the package (pip install -e .) to bench the agent as deployed")
+    return [str(script), "run"]
 
 
 def percentile(values: list[float], q: int) -> float:
@@ -163,7 +179,8 @@ def raw_latency_ms(pub_settings: BrokerSettings, sub_settings: BrokerSettings, t
 async def measure(args: argparse.Namespace, work: Path, pki: Pki, broker: MosquittoBroker) -> list[dict]:
     scanner = SimScanner(str(work / "scanner"), ScannerBehaviour(aim=True))
     await scanner.start()
-    env = {**os.environ, "FLEXEDGE_CONFIG": str(agent_config(work, pki, broker.port, scanner.path))}
+    env = {**os.environ, **UNIT_ENVIRONMENT,
+           "FLEXEDGE_CONFIG": str(agent_config(work, pki, broker.port, scanner.path))}
     cloud_db = work / "cloud.db"
     cloud = subprocess.Popen(
         [sys.executable, "-m", "device.cli", "cloud", "--db", str(cloud_db), "--fleet", FLEET,
@@ -174,16 +191,12 @@ async def measure(args: argparse.Namespace, work: Path, pki: Pki, broker: Mosqui
         assert cloud.stdout is not None
         if b"ready" not in await asyncio.to_thread(cloud.stdout.readline):
             raise RuntimeError("cloud did not start")
-        agent = subprocess.Popen([sys.executable, "-m", "device.cli", "run"], cwd=REPO, env=env,
+        agent = subprocess.Popen(agent_command(), cwd=REPO, env=env,
                                  stderr=open(work / "agent.log", "wb"))  # noqa: SIM115
         await asyncio.sleep(args.settle_s)  # start-up: imports, store, TLS connect, first status
         if agent.poll() is not None:
             raise RuntimeError(f"agent exited: {(work / 'agent.log').read_text()[-2000:]}")
-        # Idle: connected, nothing to do.
-        cpu0, t0 = cpu_seconds(agent.pid), time.monotonic()
-        await asyncio.sleep(args.idle_s)
-        idle_cpu = (cpu_seconds(agent.pid) - cpu0) / (time.monotonic() - t0) * 100
-        idle_rss = rss_mb(agent.pid)
+        idle = await idle_phase(agent.pid, "idle", args.idle_s)  # connected, nothing to do, no events yet
         # Load: scans at a steady rate, each timed to the cloud.
         sent: list[float] = []
         cpu0, t0 = cpu_seconds(agent.pid), time.monotonic()
@@ -197,6 +210,7 @@ async def measure(args: argparse.Namespace, work: Path, pki: Pki, broker: Mosqui
         while len(cloud_rejections(cloud_db)) < args.scans and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         arrived = cloud_rejections(cloud_db)
+        idle_again = await idle_phase(agent.pid, "idle_after_load", args.idle_s)
     finally:
         if agent is not None:
             agent.terminate()
@@ -206,10 +220,18 @@ async def measure(args: argparse.Namespace, work: Path, pki: Pki, broker: Mosqui
         await scanner.stop()
     latencies = [(a - s) * 1000 for s, a in zip(sent, arrived)]
     return [
-        {"phase": "idle", "cpu_pct_of_core": round(idle_cpu, 2), "rss_mb": round(idle_rss, 1)},
+        idle,
         {"phase": "load", "cpu_pct_of_core": round(load_cpu, 2), "rss_mb": round(load_rss, 1)},
+        idle_again,
         {"latencies": latencies, "arrived": len(arrived)},
     ]
+
+
+async def idle_phase(pid: int, phase: str, seconds: float) -> dict:
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    await asyncio.sleep(seconds)
+    cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0) * 100
+    return {"phase": phase, "cpu_pct_of_core": round(cpu, 2), "rss_mb": round(rss_mb(pid), 1)}
 
 
 def main() -> None:
@@ -226,7 +248,7 @@ def main() -> None:
         broker = MosquittoBroker(work / "mosquitto", extra_config=fleet.mosquitto_config())
         broker.start()
         try:
-            idle, load, lat = asyncio.run(measure(args, work, pki, broker))
+            idle, load, idle_again, lat = asyncio.run(measure(args, work, pki, broker))
             settings = [fleet.broker_settings(name, broker.port) for name in (DEVICE, CLOUD_IDENTITY)]
             raw = raw_latency_ms(*settings, FleetTopics(FLEET).device(DEVICE).events, args.scans, 1 / args.rate)
         finally:
@@ -243,14 +265,19 @@ def main() -> None:
                       "raw_mqtt_p50_ms": round(raw_p50, 2), "raw_mqtt_p99_ms": round(raw_p99, 2),
                       "ratio": round(p50 / raw_p50, 1)}), flush=True)
     base_rss = bare_python_rss_mb()
-    for phase in (idle, load):
+    for phase in (idle, load, idle_again):
         record = {"bench": "agent_resources", **phase, "figure": "rss_mb", "baseline": "raw_bare_python_rss_mb",
                   "raw_bare_python_rss_mb": round(base_rss, 1),
-                  "ratio": round(phase["rss_mb"] / base_rss, 2), "vision_model_loaded": True}
-        if phase["phase"] == "idle":
-            record["idle_ok"] = phase["cpu_pct_of_core"] < IDLE_CPU_LIMIT_PCT and phase["rss_mb"] < IDLE_RSS_LIMIT_MB
-        else:
+                  "ratio": round(phase["rss_mb"] / base_rss, 2), "vision_model_loaded": True,
+                  "vision_model_invoked": False, "process": "flexedge run (entry point, unit environment)"}
+        if phase["phase"] == "load":
             record["scans_per_second"] = args.rate
+        else:
+            record["within_idle_target"] = (phase["cpu_pct_of_core"] < IDLE_CPU_LIMIT_PCT
+                                            and phase["rss_mb"] < IDLE_RSS_LIMIT_MB)
+            record["idle_target"] = f"< {IDLE_CPU_LIMIT_PCT:g}% of a core, < {IDLE_RSS_LIMIT_MB:g} MB"
+        if phase["phase"] == "idle":
+            record["idle_ok"] = record["within_idle_target"]  # the issue's check: connected, no events yet
         print(json.dumps(record), flush=True)
 
 
