@@ -19,6 +19,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from cloud_sync.cloud.clock import ClockFlag, ClockStamp, check_clock
 from cloud_sync.errors import SyncError
 from cloud_sync.messages import ClaimStatus, EventBatch, PhotoChunk
 from device.chain import GENESIS_HASH, canonical_bytes, hash_body
@@ -40,6 +43,11 @@ CREATE TABLE IF NOT EXISTS devices (
 CREATE TABLE IF NOT EXISTS flags (
     device TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (device, seq, kind)
+);
+-- Timestamps to distrust, apart from the integrity flags above: the stream is whole, the device's clock was not.
+CREATE TABLE IF NOT EXISTS clock_flags (
+    device TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, jump_s REAL NOT NULL, detail TEXT NOT NULL,
+    at REAL NOT NULL, PRIMARY KEY (device, seq, kind)
 );
 CREATE TABLE IF NOT EXISTS blocks (
     id TEXT PRIMARY KEY, station TEXT NOT NULL, body TEXT NOT NULL, route TEXT NOT NULL,
@@ -76,6 +84,7 @@ class IngestResult:
     duplicates: int
     flagged: int
     verified_seq: int
+    clock_flagged: int = 0
 
 
 class CloudDb:
@@ -127,7 +136,7 @@ class CloudDb:
                 else:
                     flagged += self._flag(cur, device, event["seq"], FlagKind.SEQ_CONFLICT,
                                           f"other event id {event['id']}: {body[:2000]}", now)
-            verified_seq, broken = self._advance_chain(cur, device, now)
+            verified_seq, broken, clock_flagged = self._advance_chain(cur, device, now)
             flagged += broken
             # Every seq below the device's floor was acked, so it must be here: a hole there is a real gap.
             if batch.floor_seq > verified_seq + 1:
@@ -137,7 +146,7 @@ class CloudDb:
                     flagged += self._flag(cur, device, missing, FlagKind.GAP,
                                           f"seq {missing} missing below the device's floor {batch.floor_seq}", now)
             cur.execute("UPDATE devices SET last_batch_at = ? WHERE device = ?", (now, device))
-        return IngestResult(stored, duplicates, flagged, verified_seq)
+        return IngestResult(stored, duplicates, flagged, verified_seq, clock_flagged)
 
     def _flag(self, cur: sqlite3.Cursor, device: str, seq: int, kind: FlagKind, detail: str, now: float) -> int:
         cur.execute("INSERT OR IGNORE INTO flags (device, seq, kind, detail, at) VALUES (?, ?, ?, ?, ?)",
@@ -146,9 +155,11 @@ class CloudDb:
             log.warning("ingest flag %s for %s seq %d: %s", kind.value, device, seq, detail[:200])
         return cur.rowcount
 
-    def _advance_chain(self, cur: sqlite3.Cursor, device: str, now: float) -> tuple[int, int]:
+    def _advance_chain(self, cur: sqlite3.Cursor, device: str, now: float) -> tuple[int, int, int]:
         """Walk the contiguous run after the verified head. Events of the priority lane arrive ahead of the
-        track backlog, so a hole here usually means 'not yet arrived' and the walk simply waits at it."""
+        track backlog, so a hole here usually means 'not yet arrived' and the walk simply waits at it.
+        The walk meets every event once, in seq order: the clock check (each event against its predecessor)
+        rides on it. Returns (verified seq, chain breaks, clock flags)."""
         row = cur.execute("SELECT verified_seq, verified_hash FROM devices WHERE device = ?", (device,)).fetchone()
         if row is None:
             cur.execute("INSERT INTO devices (device, verified_seq, verified_hash) VALUES (?, 0, ?)",
@@ -157,6 +168,7 @@ class CloudDb:
         expected, prev = row[0] + 1, row[1]
         marks: list[tuple[str, str, int]] = []
         broken = 0
+        stamps: list[ClockStamp | None] = []
         # A cursor of its own, read lazily: the walk stops at the first hole without loading what lies beyond.
         walk = self.conn.execute("SELECT seq, body, hash FROM events WHERE device = ? AND seq > ? ORDER BY seq",
                                  (device, row[0]))
@@ -170,6 +182,7 @@ class CloudDb:
                 marks.append(("broken", device, seq))
                 broken += 1
             prev = claimed  # after a break the chain goes on from the claimed hash: one break, one flag
+            stamps.append(ClockStamp.of(seq, orjson.loads(body)))
             expected += 1
         walk.close()
         cur.executemany("UPDATE events SET chain = ? WHERE device = ? AND seq = ?", marks)
@@ -177,7 +190,24 @@ class CloudDb:
             self._flag(cur, device, seq, FlagKind.CHAIN_BREAK, "hash does not follow from the previous event", now)
         cur.execute("UPDATE devices SET verified_seq = ?, verified_hash = ? WHERE device = ?",
                     (expected - 1, prev, device))
-        return expected - 1, broken
+        if stamps:
+            stamps.insert(0, self._clock_stamp(cur, device, row[0]))  # the old head: the first one's predecessor
+        clock_flags = [flag for before, stamp in zip(stamps, stamps[1:]) if stamp is not None
+                       for flag in check_clock(before, stamp, now)]
+        return expected - 1, broken, sum(self._flag_clock(cur, device, flag, now) for flag in clock_flags)
+
+    @staticmethod
+    def _clock_stamp(cur: sqlite3.Cursor, device: str, seq: int) -> ClockStamp | None:
+        row = cur.execute("SELECT body FROM events WHERE device = ? AND seq = ?", (device, seq)).fetchone()
+        return None if row is None else ClockStamp.of(seq, orjson.loads(row[0]))
+
+    def _flag_clock(self, cur: sqlite3.Cursor, device: str, flag: ClockFlag, now: float) -> int:
+        cur.execute("INSERT OR IGNORE INTO clock_flags (device, seq, kind, jump_s, detail, at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (device, flag.seq, flag.kind.value, flag.jump_s, flag.detail(), now))
+        if cur.rowcount:
+            log.warning("clock flag %s for %s seq %d: %s", flag.kind.value, device, flag.seq, flag.detail())
+        return cur.rowcount
 
     def store_photo_chunk(self, device: str, chunk: PhotoChunk) -> bool:
         """Keep a chunk (idempotent); once all are here, assemble and check the photo. True if this chunk
@@ -237,6 +267,18 @@ class CloudDb:
         rows = self._read("SELECT device, seq, kind, detail FROM flags" + (" WHERE device = ?" if device else ""),
                           (device,) if device else ())
         return [dict(zip(("device", "seq", "kind", "detail"), row)) for row in rows]
+
+    def arrivals(self, device: str) -> list[tuple[int, str, str, float]]:
+        """(seq, type, batch id, received at) in the order the cloud first stored them (a resend keeps the first)."""
+        return self._read("SELECT seq, type, batch_id, received_at FROM events WHERE device = ? "
+                          "ORDER BY received_at, seq", (device,))
+
+    def clock_flags(self, device: str | None = None) -> list[dict[str, Any]]:
+        """Timestamps to distrust, in seq order (see cloud_sync/cloud/clock.py)."""
+        rows = self._read("SELECT device, seq, kind, jump_s, detail FROM clock_flags"
+                          + (" WHERE device = ?" if device else "") + " ORDER BY device, seq, kind",
+                          (device,) if device else ())
+        return [dict(zip(("device", "seq", "kind", "jump_s", "detail"), row)) for row in rows]
 
     def device_view(self) -> list[dict[str, Any]]:
         rows = self._read("SELECT d.device, d.verified_seq, d.status, COUNT(e.seq) FROM devices d "

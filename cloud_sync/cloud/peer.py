@@ -128,6 +128,7 @@ class CloudPeer:
     async def _ingest_session(self, client: aiomqtt.Client, db: CloudDb, first: bool) -> None:
         for leaf in ("events", "photo/+"):
             await client.subscribe(self.fleet.shared(INGEST_SHARE_GROUP, self.fleet.all_devices(leaf)), qos=1)
+        self.counters["ingest_sessions"] += 1
         self._note_subscribed(first)
         acks: set[asyncio.Task[None]] = set()
         async for message in client.messages:
@@ -161,6 +162,7 @@ class CloudPeer:
         self.counters["events_stored"] += result.stored
         self.counters["events_duplicate"] += result.duplicates
         self.counters["flags"] += result.flagged
+        self.counters["clock_flags"] += result.clock_flagged
         return BatchAck(batch.batch_id, max(e["seq"] for e in batch.events), result.stored, result.duplicates)
 
     async def _ingest_photo_chunk(self, db: CloudDb, device: str, topic: str, payload: bytes) -> BatchAck:

@@ -26,6 +26,18 @@ def clock_offset(done: int, total: int, jumps: bool) -> timedelta:
     return timedelta(hours=-1) if done < 2 * total // 3 else timedelta(days=1)
 
 
+def clock_steps(total: int) -> list[tuple[int, float]]:
+    """With --clock-jumps: (index of the first event after each step, the step in seconds), what the cloud must
+    flag. The offset is chosen per burst, so a step lands on the first event of a burst."""
+    steps, before = [], timedelta(0)
+    for start in range(0, total, BURST):
+        offset = clock_offset(start, total, True)
+        if offset != before:
+            steps.append((start, (offset - before).total_seconds()))
+            before = offset
+    return steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("db")

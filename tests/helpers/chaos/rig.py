@@ -52,6 +52,7 @@ class Tally:
     duplicates: int
     chain_ok: bool
     cloud_duplicates_discarded: int
+    clock_flags: int = 0  # timestamps the cloud distrusts (clock steps, ts ahead of it)
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Rig:
     drop_acks: bool = False
     proxied: bool = False
     keepalive_s: int = 5
+    batch_max_events: int = 100
     data_dir: Path | None = None
     produced: list[str] = field(default_factory=list)
 
@@ -135,8 +137,9 @@ class Rig:
     def wait_producer(self, timeout_s: float) -> None:
         assert self.producer is not None
         self.producer.wait(timeout_s)
-        assert self._reader is not None
+        assert self._reader is not None and self.producer.stdout is not None
         self._reader.join(10)
+        self.producer.stdout.close()  # read to the end; a scenario may start another producer
         err = (self.work / "producer.log").read_bytes()
         self.producer_refusals = err.count(b"FULL\n")
         self.producer_thinned = err.count(b"THINNED\n")
@@ -161,7 +164,7 @@ key_file = "{issued.key_path}"
 keepalive_s = {self.keepalive_s}
 [sync]
 cloud_key_file = "{self.fleet.pki.signing_pub}"
-batch_max_events = 100
+batch_max_events = {self.batch_max_events}
 ack_timeout_s = 2.0
 backoff_initial_s = 0.05
 backoff_max_s = 0.5
@@ -213,6 +216,7 @@ level = "WARNING"
         try:
             rows = list(db.event_rows(DEVICE))
             flags = db.flags(DEVICE)
+            clock_flags = len(db.clock_flags(DEVICE))
         finally:
             db.close()
         ids = [event_id for _, event_id, _ in rows]
@@ -222,7 +226,27 @@ level = "WARNING"
         counters = self.cloud.peer.counters if self.cloud and self.cloud.peer else {}
         return Tally(produced=len(produced), stored=len(produced & set(ids)), lost=len(produced - set(ids)),
                      duplicates=len(ids) - len(set(ids)), chain_ok=chain_ok,
-                     cloud_duplicates_discarded=counters.get("events_duplicate", 0))
+                     cloud_duplicates_discarded=counters.get("events_duplicate", 0), clock_flags=clock_flags)
+
+    def clock_flags(self) -> list[dict]:
+        """The cloud's flags on the device's timestamps (seq, kind, jump_s, detail), in seq order."""
+        db = CloudDb(self.cloud_db)
+        try:
+            return db.clock_flags(DEVICE)
+        finally:
+            db.close()
+
+    def arrivals(self) -> list[tuple[int, str, str, float]]:
+        """(seq, type, batch id, received at) in the order the cloud stored them."""
+        db = CloudDb(self.cloud_db)
+        try:
+            return db.arrivals(DEVICE)
+        finally:
+            db.close()
+
+    def cloud_ingest_sessions(self) -> int:
+        """How many times the cloud's ingest worker has (re)subscribed."""
+        return self.cloud.peer.counters["ingest_sessions"] if self.cloud and self.cloud.peer else 0
 
     def store_intact(self) -> bool:
         with EventStore(self.store_path) as store:

@@ -1,6 +1,7 @@
 """The fault scenarios. Each builds a fresh rig, runs a steady load through a fault, lets the device recover,
 and reports from the cloud's rows: produced (committed on the device), stored (in the cloud), lost,
-duplicates (stored twice). Passed: lost 0, duplicates 0, the cloud's hash chain intact, the device store intact.
+duplicates (stored twice). Passed: lost 0, duplicates 0, the cloud's hash chain intact, the device store intact,
+no clock flag unless the scenario stepped the clock, and the scenario's own checks (`Result.failures`).
 """
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import random
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from cloud_sync.cloud.clock import FUTURE_TOLERANCE_S, ClockFlagKind
+from tests.helpers.chaos.checks import bench_sync_rate, drain_order
+from tests.helpers.chaos.producer import clock_offset, clock_steps
 from tests.helpers.chaos.proxy import Mode
 from tests.helpers.chaos.rig import DEVICE, Rig, Tally
 from tests.helpers.fleet import FleetPki
@@ -75,7 +79,10 @@ def _finish(rig: Rig, name: str, fault_end: float, extra: str = "") -> Result:
     recovered = time.monotonic() - started
     time.sleep(0.5)  # resends still in flight would show up as duplicates now, if dedup failed
     rig.stop_sync()
-    return Result(name, rig.tally(), recovered, extra, rig.store_intact())
+    tally = rig.tally()
+    # Only clock_jump steps the device's clock (and replaces this with its own check): elsewhere a flag is false.
+    false_flags = (f"{tally.clock_flags} clock flags without a clock step",) if tally.clock_flags else ()
+    return Result(name, tally, recovered, extra, rig.store_intact(), false_flags)
 
 
 def _running_time(scale: Scale) -> float:
@@ -116,14 +123,20 @@ def acks_lost(rig: Rig, scale: Scale, rng: random.Random) -> Result:
     return Result(result.scenario, result.tally, result.recovered_s, f"acks dropped {dropped}", result.store_ok)
 
 
+SLOW_PERIOD_S = 2.0
+
+
 def network_cut(rig: Rig, scale: Scale, rng: random.Random) -> Result:
-    """Device <-> broker through a proxy: blackholed (half-open, only keepalive can tell) and reset, in turns."""
+    """Device <-> broker through a proxy: blackholed (half-open, only keepalive can tell) and reset, in turns,
+    each cut preceded by a slow period (latency and a bandwidth cap): the link degrades, then fails."""
     assert rig.proxy is not None
     rig.start_producer(scale.events, scale.rate)
     rig.start_sync()
     cuts = max(2, scale.rounds // 4)
     for n in range(cuts):
         time.sleep(rng.uniform(0.5, 1.5))
+        rig.proxy.set_mode(Mode.SLOW)
+        time.sleep(SLOW_PERIOD_S)
         mode = Mode.BLACKHOLE if n % 2 == 0 else Mode.RESET
         rig.proxy.set_mode(mode)
         # A blackhole lasts past the keepalive: the client must notice a silent, open connection.
@@ -131,9 +144,13 @@ def network_cut(rig: Rig, scale: Scale, rng: random.Random) -> Result:
         rig.proxy.set_mode(Mode.PASS)
     # Drop the blackholed connections still open: half-open ones the client left behind are dead anyway.
     result = _finish(rig, "network_cut", time.monotonic())
-    connects = rig.proxy.connections
-    return Result(result.scenario, result.tally, result.recovered_s,
-                  f"{cuts} cuts (blackhole/reset), {connects} connections through the proxy", result.store_ok)
+    proxy = rig.proxy
+    slowed_nothing = () if proxy.delayed_chunks else ("the slow periods delayed no traffic",)
+    return replace(result, failures=result.failures + slowed_nothing,
+                   extra=f"{cuts} cuts (blackhole/reset), {cuts} slow periods of {SLOW_PERIOD_S:.0f} s "
+                         f"({proxy.slow.describe()}: {proxy.delayed_chunks} chunks, "
+                         f"{proxy.delayed_bytes / 1024:.0f} KiB delayed), {proxy.connections} connections through "
+                         f"the proxy")
 
 
 def disk_full(rig: Rig, scale: Scale, rng: random.Random) -> Result:
@@ -156,12 +173,88 @@ def disk_full(rig: Rig, scale: Scale, rng: random.Random) -> Result:
 
 
 def clock_jump(rig: Rig, scale: Scale, rng: random.Random) -> Result:
-    """The wall clock jumps back an hour, then forward a day, mid-stream: seq order and the chain hold."""
+    """The wall clock jumps back an hour, then forward a day, mid-stream: seq order and the chain hold, and the
+    cloud flags exactly those two steps (at their seqs, with their size) and where ts runs ahead of it."""
     rig.start_producer(scale.events, scale.rate, "--clock-jumps")
     rig.start_sync()
     result = _finish(rig, "clock_jump", time.monotonic())
-    return Result(result.scenario, result.tally, result.recovered_s,
-                  "ts back 1 h then forward 1 day; seq order checked", result.store_ok)
+    # seq = index + 1: the producer is the only writer of a fresh store
+    steps = [(index + 1, step) for index, step in clock_steps(scale.events)]
+    ahead_from = [seq for seq, _ in steps
+                  if clock_offset(seq - 1, scale.events, True).total_seconds() > FUTURE_TOLERANCE_S]
+    flags = rig.clock_flags()
+    jumps = [(f["seq"], f["jump_s"]) for f in flags if f["kind"] == ClockFlagKind.JUMP]
+    ahead = [f["seq"] for f in flags if f["kind"] == ClockFlagKind.FUTURE]
+    failures = []
+    if len(rig.produced) != scale.events:
+        failures.append(f"{len(rig.produced)} events produced, the steps' seqs assume {scale.events}")
+    if [seq for seq, _ in jumps] != [seq for seq, _ in steps] or \
+            any(abs(got - want) >= 1.0 for (_, got), (_, want) in zip(jumps, steps)):
+        failures.append("the clock jumps flagged are not the steps made")
+    if ahead != ahead_from:
+        failures.append("the future timestamps flagged are not where the clock ran ahead")
+
+    def listed(pairs: list[tuple[int, float]]) -> str:
+        return ", ".join(f"{jump:+.0f} s at seq {seq}" for seq, jump in pairs) or "none"
+    # This scenario's own flag check replaces the common "no clock flag" one.
+    return replace(result, failures=tuple(failures),
+                   extra=f"ts back 1 h then forward 1 day; seq order checked; clock jumps flagged: {listed(jumps)} "
+                         f"(expected {listed(steps)}); ts ahead of the cloud flagged at seq "
+                         f"{', '.join(map(str, ahead)) or 'none'} (expected {', '.join(map(str, ahead_from))})")
+
+
+BROKER_DOWN_S = 300.0  # the outage the backlog stands for
+WARMUP_EVENTS = 50
+DRAIN_RATE_FLOOR = 0.25  # of the sync bench's rate: this rig shares 2 cores with the load and the cloud
+
+
+def broker_down(rig: Rig, scale: Scale, rng: random.Random) -> Result:
+    """The broker down for 5 minutes, then back. The time is simulated by the backlog it leaves: the producer
+    writes `scale.events` (5 minutes of a van at scale.events / 300 events/s) at its own fast rate while the
+    broker is down. The cloud's side comes back first (its workers sit next to the broker; the device's path
+    through the proxy opens once the cloud has subscribed again, so no batch goes to a broker with nobody
+    listening); then the backlog must drain oldest first (per lane) at no less than a quarter of the sync
+    bench's rate, with the device's own sync settings (batches of 1000, as in the bench)."""
+    assert rig.proxy is not None
+    rig.start_sync()
+    rig.start_producer(WARMUP_EVENTS, scale.rate)
+    rig.wait_producer(DRAIN_TIMEOUT_S)
+    rig.wait_cloud_has_all(DRAIN_TIMEOUT_S)
+    down_at = time.monotonic()
+    rig.broker.stop()
+    rig.start_producer(scale.events, scale.rate)
+    rig.wait_producer(DRAIN_TIMEOUT_S)
+    sessions = rig.cloud_ingest_sessions()
+    rig.proxy.set_mode(Mode.RESET)
+    rig.broker.start()
+    deadline = time.monotonic() + 30
+    while rig.cloud_ingest_sessions() <= sessions and time.monotonic() < deadline:
+        time.sleep(0.02)
+    down_s = time.monotonic() - down_at
+    back_at, back_mono = time.time(), time.monotonic()
+    rig.proxy.set_mode(Mode.PASS)
+    result = _finish(rig, "broker_down", back_mono)
+    arrivals = rig.arrivals()
+    order = drain_order([(seq, kind, batch) for seq, kind, batch, _ in arrivals])
+    backlog = [(at, batch) for seq, _, batch, at in arrivals if seq > WARMUP_EVENTS]
+    first_at, first_batch = min(backlog) if backlog else (back_at, "")
+    last_at = max(at for at, _ in backlog) if backlog else back_at
+    after_first = sum(batch != first_batch for _, batch in backlog)  # stored after the first batch arrived
+    rate = after_first / (last_at - first_at) if last_at > first_at else float("inf")
+    expected, source = bench_sync_rate()
+    failures = list(result.failures)
+    if order.out_of_order:
+        failures.append(f"{order.out_of_order} backlog events arrived after newer ones of their lane")
+    if len(backlog) != scale.events:
+        failures.append(f"the cloud holds {len(backlog)} backlog events of {scale.events}")
+    if rate < DRAIN_RATE_FLOOR * expected:
+        failures.append(f"drained at {rate:,.0f} events/s, under {DRAIN_RATE_FLOOR} of the bench's rate")
+    return replace(result, failures=tuple(failures), extra=(
+        f"backlog {scale.events} events = {BROKER_DOWN_S / 60:.0f} min at {scale.events / BROKER_DOWN_S:.0f} "
+        f"events/s, broker down {down_s:.1f} s; drained oldest first: {order.out_of_order} out of order "
+        f"({order.live_positions} newest positions sent first by design); reconnect {first_at - back_at:.2f} s, "
+        f"then {last_at - first_at:.2f} s at {rate:,.0f} events/s = {rate / expected:.2f} of the bench's "
+        f"{expected:,.0f} events/s ({source}); criterion >= {DRAIN_RATE_FLOOR}"))
 
 
 def _df_free(path: Path) -> int:
@@ -178,6 +271,7 @@ SCENARIOS: dict[str, Callable[[Rig, Scale, random.Random], Result]] = {
     "network_cut": network_cut,
     "disk_full": disk_full,
     "clock_jump": clock_jump,
+    "broker_down": broker_down,
 }
 
 
@@ -185,8 +279,9 @@ def run_scenario(name: str, fleet: FleetPki, scale: Scale, seed: int = 9) -> Res
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"flexedge-chaos-{name}-")))
         data_dir = stack.enter_context(small_tmpfs(work / "small", "2m")) if name == "disk_full" else None
-        rig = Rig(work, fleet, drop_acks=name == "acks_lost", proxied=name == "network_cut",
-                  keepalive_s=2 if name == "network_cut" else 5, data_dir=data_dir)
+        rig = Rig(work, fleet, drop_acks=name == "acks_lost", proxied=name in ("network_cut", "broker_down"),
+                  keepalive_s=2 if name == "network_cut" else 5, data_dir=data_dir,
+                  batch_max_events=1000 if name == "broker_down" else 100)
         stack.callback(rig.close)
         rig.start()
         return SCENARIOS[name](rig, scale, random.Random(seed))
