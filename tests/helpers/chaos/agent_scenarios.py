@@ -61,6 +61,12 @@ def _start(rig: AgentRig, failures: list[str]) -> int:
     return rig.agent.pid if rig.agent else -1
 
 
+def _same_process(rig: AgentRig, pid: int, fault: str, failures: list[str]) -> None:
+    """Faults of the hardware around the agent must not take the agent down: the same process runs on."""
+    if not rig.agent_alive or rig.agent is None or rig.agent.pid != pid:
+        failures.append(f"the agent did not survive {fault} in one process")
+
+
 def agent_sigkill(rig: AgentRig, scale: Scale, rng: random.Random) -> Result:
     """`flexedge run` SIGKILLed at random moments under a steady scan load and restarted at once, as systemd's
     Restart=always does. Each restart must be back in the cloud (its agent.started event) before the next kill."""
@@ -109,8 +115,7 @@ def serial_replug(rig: AgentRig, scale: Scale, rng: random.Random) -> Result:
         replug_s.append(time.monotonic() - replugged)
     time.sleep(1.0)
     beeps = rig.beeps()
-    if not rig.agent_alive or rig.agent is None or rig.agent.pid != pid:
-        failures.append("the agent did not survive the unplugs in one process")
+    _same_process(rig, pid, "the unplugs", failures)
     ended = time.monotonic()
     tally = rig.finish(DRAIN_TIMEOUT_S)
     extra = _agent_checks(rig, beeps, failures)
@@ -148,8 +153,7 @@ def gpsd_restart(rig: AgentRig, scale: Scale, rng: random.Random) -> Result:
             break
         resumed_s.append(time.monotonic() - restarted)
     beeps = rig.beeps()
-    if not rig.agent_alive or rig.agent is None or rig.agent.pid != pid:
-        failures.append("the agent did not survive the gpsd restarts in one process")
+    _same_process(rig, pid, "the gpsd restarts", failures)
     ended = time.monotonic()
     tally = rig.finish(DRAIN_TIMEOUT_S)
     extra = _agent_checks(rig, beeps, failures)
@@ -181,8 +185,7 @@ def agent_disk_full(rig: AgentRig, scale: Scale, rng: random.Random) -> Result:
         failures.append("after space returned: no storage-ok status or no store.full episode in the cloud")
     time.sleep(1.0)
     beeps = rig.beeps()
-    if not rig.agent_alive or rig.agent is None or rig.agent.pid != pid:
-        failures.append("the agent did not survive the full disk in one process")
+    _same_process(rig, pid, "the full disk", failures)
     tally = rig.finish(DRAIN_TIMEOUT_S)
     extra = _agent_checks(rig, beeps, failures)
     episode = rig.cloud_events_of("store.full")
