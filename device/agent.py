@@ -41,7 +41,8 @@ from firmware_bridge.mcu.commands import Input
 log = logging.getLogger(__name__)
 
 HEALTH_INTERVAL_S = 60.0  # a health event (counters, outbox depth) this often
-STORAGE_CHECK_S = 1.0  # how soon a full disk reaches the status (a flag read; no I/O unless full)
+STORAGE_CHECK_S = 1.0  # how soon a full disk reaches the status (a flag read; a statvfs while full)
+STORAGE_PROBE_MIN_FREE = 256 * 1024  # while full, try a commit again only once this much space is back
 STOP_DRAIN_S = 3.0  # on a clean stop, wait this long for the cloud to ack what is pending
 
 
@@ -305,20 +306,19 @@ class Agent:
         """Report a full disk at once (log, systemd status, the cloud's retained status), probe for space while
         full, and once an event lands again, record the episode (how long, how many events were refused)."""
         full_since: datetime | None = None
-        refused_before = 0
         while True:
             await asyncio.sleep(interval_s)
             if self.store.disk_condition is DiskCondition.FULL and full_since is None:
-                full_since, refused_before = datetime.now(timezone.utc), self.store.refused_while_full
+                full_since = datetime.now(timezone.utc)
                 log.error("storage full: events are being refused until space returns")
                 self.notifier.status("STORAGE FULL: events refused")
                 self._report_status()
-            if full_since is None:
-                continue
+            if full_since is None or await asyncio.to_thread(self.store.free_bytes) < STORAGE_PROBE_MIN_FREE:
+                continue  # still full: no probe (each failed commit is a log line, and the log may share the disk)
             seconds = (datetime.now(timezone.utc) - full_since).total_seconds()
             episode = Event(EventType.STORE_FULL, {"since": iso_utc(full_since), "seconds": round(seconds, 1),
-                                                   "refused_events": self.store.refused_while_full - refused_before})
-            try:  # while full this is the probe; once it lands, the disk has room again
+                                                   "refused_events": self.store.refused_while_full})
+            try:  # the probe: once it lands, the disk has room again
                 await self.store.append_async([episode])
             except StoreFull:
                 continue

@@ -100,7 +100,7 @@ class EventStore:
         self._head_hash = GENESIS_HASH
         self._low_disk = False
         self._full = False  # set by a commit refused for lack of space, cleared by the next commit that lands
-        self.refused_while_full = 0  # events refused for lack of space since the store opened
+        self.refused_while_full = 0  # events refused for lack of space in the current (or last) full episode
         self._disk_checked_at = -policy.disk_check_interval_s
         self._last_track_mono: float | None = None
         self._writer = Writer(self._open, self._commit_group, name=f"store-writer:{self.path.name}")
@@ -127,6 +127,15 @@ class EventStore:
     def alive(self) -> bool:
         """The writer thread is running (health checks and the watchdog ask this)."""
         return self._writer.alive
+
+    def _note_full(self, refused: int) -> None:
+        if not self._full:  # a new episode
+            self._full, self.refused_while_full = True, 0
+        self.refused_while_full += refused
+
+    def free_bytes(self) -> int:
+        """Space left for the store's files (statvfs of its directory)."""
+        return shutil.disk_usage(self.path.parent).free
 
     @property
     def disk_condition(self) -> DiskCondition:
@@ -168,7 +177,7 @@ class EventStore:
         if now - self._disk_checked_at < self.policy.disk_check_interval_s:
             return
         self._disk_checked_at = now
-        free = shutil.disk_usage(self.path.parent).free
+        free = self.free_bytes()
         low = free < self.policy.min_free_bytes
         if low:
             if not self._low_disk:
@@ -202,8 +211,7 @@ class EventStore:
             refused = sum(len(j.events) for j in jobs)
             log.error("event commit failed, %d events not stored: %s", refused, error)
             if isinstance(error, StoreFull):
-                self._full = True
-                self.refused_while_full += refused
+                self._note_full(refused)
             for job in jobs:
                 job.future.set_exception(error)
 
@@ -213,8 +221,7 @@ class EventStore:
         except (sqlite3.Error, TypeError, ValueError) as exc:
             error = StoreFull(str(exc)) if _full(exc) else StoreError(f"{type(exc).__name__}: {exc}")
             if isinstance(error, StoreFull):
-                self._full = True
-                self.refused_while_full += len(job.events)
+                self._note_full(len(job.events))
             job.future.set_exception(error)
 
     def _commit_jobs(self, db: sqlite_utils.Database, jobs: list[AppendJob]) -> None:
@@ -262,7 +269,7 @@ class EventStore:
             return self._writer.submit_call(fn).result()
         except sqlite3.Error as exc:
             if _full(exc):
-                self._full = True  # a state write (the workflow journal) hit the full disk first
+                self._note_full(0)  # a state write (the workflow journal) hit the full disk first
                 raise StoreFull(str(exc)) from exc
             raise StoreError(f"{type(exc).__name__}: {exc}") from exc
 
