@@ -1,7 +1,9 @@
 """The house-number check: find the number in a delivery photo, read it, compare with the stop's number.
 
 Two steps through the model's two signatures: `locate` (a small fully convolutional net: a map of where
-the number's glyphs are) and `read` (a conv net that classifies each character position of a candidate crop). "match"
+the number's glyphs are) and `read` (a conv net that classifies each character position of a candidate
+crop). Each located number gets a second, closer locator pass (a tighter box) and is read through several
+slightly moved boxes; a reading counts only when at least two of those looks agree. "match"
 needs the expected number read with high confidence; anything doubtful is "unreadable", because a wrong
 "match" lets a wrong-address delivery through while "unreadable" only asks the driver to look again.
 """
@@ -45,6 +47,8 @@ class CheckThresholds:
     match_min_confidence: float = 0.75  # reader confidence needed to say "match" (calibrated: FAR <= 0.3%)
     mismatch_min_confidence: float = 0.7  # reader confidence needed to say "mismatch" (else unreadable)
     max_candidates: int = 3  # regions read per photo
+    refine_zoom: float = 5.0  # second locator pass on a window this many box heights tall (0: no second pass)
+    agree: int = 2  # looks at a number (box moves, refined box) that must read the same text with the confidence
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
     work_side: int = DEFAULT_WORK_SIDE
 
@@ -97,18 +101,36 @@ class HouseNumberChecker:
                 quality: QualityThresholds = DEFAULT_QUALITY) -> HouseNumberChecker:
         return cls(TFLiteBackend(model_path or default_model_path()), thresholds, quality)
 
-    def locate(self, gray: np.ndarray) -> list[pp.Candidate]:
+    def _heatmap(self, gray: np.ndarray) -> tuple[np.ndarray, pp.Letterbox]:
         image, letterbox = pp.locator_input(gray)
         heatmap = self.backend.run("locate", image=image[None, :, :, None])["heatmap"]
         if heatmap.shape[1:] != (pp.LOC_H // pp.LOC_STRIDE, pp.LOC_W // pp.LOC_STRIDE):
             raise ModelError(f"locate output has shape {heatmap.shape}")
+        return heatmap[0], letterbox
+
+    def locate(self, gray: np.ndarray) -> list[pp.Candidate]:
+        heatmap, letterbox = self._heatmap(gray)
         h, w = gray.shape[:2]
-        found = pp.candidates(heatmap[0], letterbox, (w, h), self.thresholds.locate_min,
-                              self.thresholds.max_candidates)
+        found = pp.candidates(heatmap, letterbox, (w, h), self.thresholds.locate_min, self.thresholds.max_candidates)
         if not found:  # a faint number (small, low contrast): look again at a lower threshold
-            found = pp.candidates(heatmap[0], letterbox, (w, h), self.thresholds.locate_retry_min,
+            found = pp.candidates(heatmap, letterbox, (w, h), self.thresholds.locate_retry_min,
                                   self.thresholds.max_candidates)
         return found
+
+    def refine(self, gray: np.ndarray, box: pp.Box) -> pp.Box | None:
+        """A tighter box for a located number: the locator again on a window around it, at several times the
+        resolution; all glyph regions there that overlap the first box, merged (so a suffix is not cut off).
+        None when the second look finds nothing there."""
+        if self.thresholds.refine_zoom <= 0:
+            return None
+        h, w = gray.shape[:2]
+        wx0, wy0, wx1, wy1 = pp.zoom_window(box, (w, h), self.thresholds.refine_zoom)
+        if wx1 - wx0 < 16 or wy1 - wy0 < 16:
+            return None
+        heatmap, letterbox = self._heatmap(gray[wy0:wy1, wx0:wx1])
+        found = pp.candidates(heatmap, letterbox, (wx1 - wx0, wy1 - wy0), self.thresholds.locate_min, limit=6)
+        return pp.union_of_overlapping([(c.box[0] + wx0, c.box[1] + wy0, c.box[2] + wx0, c.box[3] + wy0)
+                                        for c in found], box)
 
     def read(self, gray: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> list[pp.Reading]:
         if not boxes:
@@ -116,6 +138,15 @@ class HouseNumberChecker:
         crops = np.stack([pp.reader_input(gray, box) for box in boxes])[:, :, :, None]
         probs = self.backend.run("read", crop=crops)["probs"]
         return [pp.decode_positions(p) for p in probs]
+
+    def read_consensus(self, gray: np.ndarray, looks: list[list[pp.Box]]) -> list[pp.Reading]:
+        """One reading per number from all its looks (boxes), read in one batch; see preprocess.consensus."""
+        readings = self.read(gray, [box for boxes in looks for box in boxes])
+        out, start = [], 0
+        for boxes in looks:
+            out.append(pp.consensus(readings[start:start + len(boxes)], self.thresholds.agree))
+            start += len(boxes)
+        return out
 
     def check(self, image: ImageSource | LoadedImage, expected: str) -> CheckResult:
         """Raises ImageError for a bad photo, ExpectedNumberError for an impossible expected number."""
@@ -125,9 +156,13 @@ class HouseNumberChecker:
             image, max_megapixels=self.thresholds.max_megapixels, work_side=self.thresholds.work_side)
         quality = assess(loaded.gray, self.quality_thresholds)
         found = self.locate(loaded.gray)
-        readings = self.read(loaded.gray, [c.box for c in found])
+        size = (loaded.gray.shape[1], loaded.gray.shape[0])
+        located = [(c.box, self.refine(loaded.gray, c.box)) for c in found]
+        looks = [pp.jittered_boxes(box, size) + (pp.jittered_boxes(tight, size) if tight else [])
+                 for box, tight in located]
+        readings = self.read_consensus(loaded.gray, looks)
         to_photo = 1.0 / loaded.scale
-        boxes = tuple(tuple(int(round(v * to_photo)) for v in c.box) for c in found)
+        boxes = tuple(tuple(int(round(v * to_photo)) for v in (tight or box)) for box, tight in located)
         verdict, read, confidence, order = self._decide(want, readings)
         if order:  # the box that decided goes first
             boxes = (boxes[order],) + boxes[:order] + boxes[order + 1:]

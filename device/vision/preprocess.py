@@ -116,6 +116,49 @@ def reader_input(gray: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray
     return out
 
 
+Box = tuple[int, int, int, int]
+
+# Small moves of a located box (dx, dy as fractions of its width/height; grow x, grow y likewise) that the
+# reader also looks through: located boxes are quantised to the locator's cells and often a few pixels loose
+# or off, and one such crop can turn a sure reading into a doubtful or wrong one.
+BOX_JITTER = ((0.0, 0.0, 0.0, 0.0), (-0.08, 0.0, 0.0, 0.0), (0.08, 0.0, 0.0, 0.0), (0.0, -0.1, 0.0, 0.0),
+              (0.0, 0.1, 0.0, 0.0), (0.0, 0.0, -0.08, -0.1), (0.0, 0.0, 0.08, 0.1))
+
+
+def jittered_boxes(box: Box, photo_size: tuple[int, int]) -> list[Box]:
+    """The box and its BOX_JITTER moves, clipped to the photo (w, h); the box itself first."""
+    x0, y0, x1, y1 = box
+    bw, bh = x1 - x0, y1 - y0
+    w, h = photo_size
+    out = []
+    for dx, dy, gx, gy in BOX_JITTER:
+        nx0, nx1 = x0 + (dx - gx) * bw, x1 + (dx + gx) * bw
+        ny0, ny1 = y0 + (dy - gy) * bh, y1 + (dy + gy) * bh
+        out.append((max(0, int(nx0)), max(0, int(ny0)), min(w, max(int(nx1), int(nx0) + 1)),
+                    min(h, max(int(ny1), int(ny0) + 1))))
+    return out
+
+
+def zoom_window(box: Box, photo_size: tuple[int, int], zoom: float) -> Box:
+    """A window around the box with the locator's aspect, `zoom` box heights tall (taller for a wide box),
+    clipped to the photo: the locator looks again there at several times the first pass's resolution."""
+    x0, y0, x1, y1 = box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    win_h = max(zoom * (y1 - y0), 1.2 * (x1 - x0) * LOC_H / LOC_W)
+    win_w = win_h * LOC_W / LOC_H
+    w, h = photo_size
+    return (int(max(0, cx - win_w / 2)), int(max(0, cy - win_h / 2)), int(min(w, cx + win_w / 2)),
+            int(min(h, cy + win_h / 2)))
+
+
+def union_of_overlapping(boxes: list[Box], box: Box) -> Box | None:
+    """The union of the boxes that overlap `box` (all the glyph regions of one number, a suffix included)."""
+    hit = [b for b in boxes if min(b[2], box[2]) > max(b[0], box[0]) and min(b[3], box[3]) > max(b[1], box[1])]
+    if not hit:
+        return None
+    return min(b[0] for b in hit), min(b[1] for b in hit), max(b[2] for b in hit), max(b[3] for b in hit)
+
+
 def encode_label(text: str) -> list[int]:
     return [ALPHABET.index(ch) for ch in text]
 
@@ -135,3 +178,16 @@ def decode_positions(probs: np.ndarray) -> Reading:
     if np.any(best[length:] != END):
         confidence = 0.0
     return Reading("".join(ALPHABET[i] for i in best[:length]), confidence)
+
+
+def consensus(readings: list[Reading], agree: int) -> Reading:
+    """One reading from several looks at the same number: each text scores the `agree`-th highest confidence
+    among the looks that read it (0 when fewer read it), so one lucky or unlucky crop decides nothing."""
+    by_text: dict[str, list[float]] = {}
+    for reading in readings:
+        by_text.setdefault(reading.text, []).append(reading.confidence)
+    if not by_text:
+        return Reading("", 0.0)
+    scored = {text: (sorted(c, reverse=True)[agree - 1] if len(c) >= agree else 0.0) for text, c in by_text.items()}
+    text = max(scored, key=lambda t: (scored[t], len(by_text[t])))
+    return Reading(text, scored[text])
