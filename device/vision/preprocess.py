@@ -34,11 +34,30 @@ class Letterbox:
         return (x - self.pad_x) / self.scale, (y - self.pad_y) / self.scale
 
 
+def percentiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """np.percentile's default (linear) percentiles from one partial sort: the check takes up to three per
+    crop over dozens of small crops a photo, and np.percentile's overhead was a quarter of its time."""
+    flat = values.ravel()
+    last = flat.size - 1
+    positions = [q / 100 * last for q in qs]
+    ranks = sorted({min(last, int(pos) + step) for pos in positions for step in (0, 1)})
+    part = np.partition(flat, ranks)
+    out = []
+    for pos in positions:
+        below, above = float(part[int(pos)]), float(part[min(last, int(pos) + 1)])
+        out.append(below + (above - below) * (pos - int(pos)))
+    return out
+
+
+def _stretch(gray: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    out = (gray.astype(np.float32) - np.float32(lo)) / np.float32(max(hi - lo, 8.0))
+    return np.clip(out, 0.0, 1.0)
+
+
 def normalise(gray: np.ndarray) -> np.ndarray:
     """Stretch contrast (2nd..98th percentile) to 0..1 float32: robust to exposure and colour."""
-    lo, hi = np.percentile(gray, (2, 98))
-    out = (gray.astype(np.float32) - lo) / max(float(hi - lo), 8.0)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)  # numpy 2: float64 percentiles would promote
+    lo, hi = percentiles(gray, (2, 98))
+    return _stretch(gray, lo, hi)
 
 
 def locator_input(gray: np.ndarray) -> tuple[np.ndarray, Letterbox]:
@@ -48,7 +67,7 @@ def locator_input(gray: np.ndarray) -> tuple[np.ndarray, Letterbox]:
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     small = resize(gray, (nw, nh))
     pad_x, pad_y = (LOC_W - nw) // 2, (LOC_H - nh) // 2
-    canvas = np.full((LOC_H, LOC_W), float(np.median(small)), np.float32)
+    canvas = np.full((LOC_H, LOC_W), percentiles(small, (50,))[0], np.float32)
     canvas[pad_y:pad_y + nh, pad_x:pad_x + nw] = small
     return normalise(canvas), Letterbox(scale, pad_x, pad_y)
 
@@ -110,9 +129,9 @@ def reader_input(gray: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray
     ch, cw = crop.shape[:2]
     nw = min(READ_W, max(1, round(cw * READ_H / ch)))
     resized = resize(crop, (nw, READ_H))
-    norm = normalise(resized)
-    out = np.full((READ_H, READ_W), float(np.median(norm)), np.float32)
-    out[:, :nw] = norm  # left-aligned: character k sits at a similar place whatever the length
+    lo, median, hi = percentiles(resized, (2, 50, 98))
+    out = np.full((READ_H, READ_W), _stretch(np.float32(median), lo, hi), np.float32)
+    out[:, :nw] = _stretch(resized, lo, hi)  # left-aligned: character k sits at a similar place whatever the length
     return out
 
 
