@@ -144,7 +144,8 @@ class HouseNumberChecker:
         readings = self.read(gray, [box for boxes in looks for box in boxes])
         out, start = [], 0
         for boxes in looks:
-            out.append(pp.consensus(readings[start:start + len(boxes)], self.thresholds.agree))
+            out.append(pp.consensus(readings[start:start + len(boxes)], self.thresholds.agree,
+                                    longer_min=self.thresholds.mismatch_min_confidence))
             start += len(boxes)
         return out
 

@@ -199,9 +199,11 @@ def decode_positions(probs: np.ndarray) -> Reading:
     return Reading("".join(ALPHABET[i] for i in best[:length]), confidence)
 
 
-def consensus(readings: list[Reading], agree: int) -> Reading:
+def consensus(readings: list[Reading], agree: int, longer_min: float) -> Reading:
     """One reading from several looks at the same number: each text scores the `agree`-th highest confidence
-    among the looks that read it (0 when fewer read it), so one lucky or unlucky crop decides nothing."""
+    among the looks that read it (0 when fewer read it), so one lucky or unlucky crop decides nothing. When a
+    longer text containing the winner also scores `longer_min` or more, some looks cut characters off (a
+    suffix, a first digit) and the winner may be that cut: confidence 0, never a "match" for "310" on "310A"."""
     by_text: dict[str, list[float]] = {}
     for reading in readings:
         by_text.setdefault(reading.text, []).append(reading.confidence)
@@ -209,4 +211,6 @@ def consensus(readings: list[Reading], agree: int) -> Reading:
         return Reading("", 0.0)
     scored = {text: (sorted(c, reverse=True)[agree - 1] if len(c) >= agree else 0.0) for text, c in by_text.items()}
     text = max(scored, key=lambda t: (scored[t], len(by_text[t])))
+    if text and any(text in other and other != text and score >= longer_min for other, score in scored.items()):
+        return Reading(text, 0.0)
     return Reading(text, scored[text])
