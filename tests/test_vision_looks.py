@@ -76,13 +76,13 @@ def test_consensus_needs_agreeing_looks() -> None:
     assert pp.consensus([], agree=2, longer_min=0.7) == r("", 0.0)
 
 
-def test_consensus_doubts_a_reading_that_looks_cut_off() -> None:
+def test_consensus_prefers_the_reading_that_was_not_cut_off() -> None:
     r = pp.Reading
     # seed 560 photo 172: crops of a loose first box cut the suffix off "310A" and read "310" surely
     cut = [r("310", 0.999), r("310", 0.998), r("310A", 0.997), r("310A", 0.991), r("310", 0.4)]
-    assert pp.consensus(cut, agree=2, longer_min=0.7) == r("310", 0.0)
-    lead = [r("12", 0.99), r("12", 0.98), r("812", 0.9), r("812", 0.8)]  # a first digit cut off
-    assert pp.consensus(lead, agree=2, longer_min=0.7).confidence == 0.0
+    assert pp.consensus(cut, agree=2, longer_min=0.7) == r("310A", 0.991)
+    lead = [r("2A", 1.0), r("2A", 0.999), r("12A", 0.998), r("12A", 0.983)]  # a thin first digit cut off
+    assert pp.consensus(lead, agree=2, longer_min=0.7) == r("12A", 0.983)
     # a longer reading from one look only, or a weak one, does not spoil a clear reading
     assert pp.consensus([r("12", 0.99), r("12", 0.98), r("12A", 0.99)], agree=2, longer_min=0.7) == r("12", 0.98)
     assert pp.consensus([r("12", 0.99), r("12", 0.98), r("12A", 0.6), r("12A", 0.5)], agree=2,

@@ -203,7 +203,7 @@ def consensus(readings: list[Reading], agree: int, longer_min: float) -> Reading
     """One reading from several looks at the same number: each text scores the `agree`-th highest confidence
     among the looks that read it (0 when fewer read it), so one lucky or unlucky crop decides nothing. When a
     longer text containing the winner also scores `longer_min` or more, some looks cut characters off (a
-    suffix, a first digit) and the winner may be that cut: confidence 0, never a "match" for "310" on "310A"."""
+    suffix, a thin first digit): the longer text is the reading, never "310" for "310A"."""
     by_text: dict[str, list[float]] = {}
     for reading in readings:
         by_text.setdefault(reading.text, []).append(reading.confidence)
@@ -211,6 +211,9 @@ def consensus(readings: list[Reading], agree: int, longer_min: float) -> Reading
         return Reading("", 0.0)
     scored = {text: (sorted(c, reverse=True)[agree - 1] if len(c) >= agree else 0.0) for text, c in by_text.items()}
     text = max(scored, key=lambda t: (scored[t], len(by_text[t])))
-    if text and any(text in other and other != text and score >= longer_min for other, score in scored.items()):
-        return Reading(text, 0.0)
+    longer = [(score, other) for other, score in scored.items() if text and text in other and other != text
+              and score >= longer_min]
+    if longer:
+        score, text = max(longer)
+        return Reading(text, score)
     return Reading(text, scored[text])
