@@ -6,15 +6,13 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
 from tests.helpers.chaos.agent_rig import SCAN_RATE, AgentRig
-from tests.helpers.chaos.scenarios import DRAIN_TIMEOUT_S, Result, Scale
+from tests.helpers.chaos.scenarios import DRAIN_TIMEOUT_S, Result, Scale, scenario_dirs
 from tests.helpers.fleet import FleetPki
-from tests.helpers.tmpfs import small_tmpfs
 
 WAIT_S = 30.0  # for a state the agent should reach (the cloud sees a restart, a status, a track point)
 
@@ -223,8 +221,7 @@ AGENT_SCENARIOS: dict[str, Callable[[AgentRig, Scale, random.Random], Result]] =
 
 def run_agent_scenario(name: str, fleet: FleetPki, scale: Scale, seed: int = 9) -> Result:
     with contextlib.ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"flexedge-chaos-{name}-")))
-        data_dir = stack.enter_context(small_tmpfs(work / "small", "4m")) if name == "agent_disk_full" else None
+        work, data_dir = scenario_dirs(stack, name, "4m" if name == "agent_disk_full" else None)
         rig = AgentRig(work, fleet, data_dir=data_dir)
         stack.callback(rig.close)
         rig.start()

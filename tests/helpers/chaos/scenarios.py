@@ -275,10 +275,16 @@ SCENARIOS: dict[str, Callable[[Rig, Scale, random.Random], Result]] = {
 }
 
 
+def scenario_dirs(stack: contextlib.ExitStack, name: str, small_disk: str | None) -> tuple[Path, Path | None]:
+    """A scenario's work directory, and its device data directory on a small tmpfs when it fills the disk."""
+    work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"flexedge-chaos-{name}-")))
+    data_dir = stack.enter_context(small_tmpfs(work / "small", small_disk)) if small_disk else None
+    return work, data_dir
+
+
 def run_scenario(name: str, fleet: FleetPki, scale: Scale, seed: int = 9) -> Result:
     with contextlib.ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"flexedge-chaos-{name}-")))
-        data_dir = stack.enter_context(small_tmpfs(work / "small", "2m")) if name == "disk_full" else None
+        work, data_dir = scenario_dirs(stack, name, "2m" if name == "disk_full" else None)
         rig = Rig(work, fleet, drop_acks=name == "acks_lost", proxied=name in ("network_cut", "broker_down"),
                   keepalive_s=2 if name == "network_cut" else 5, data_dir=data_dir,
                   batch_max_events=1000 if name == "broker_down" else 100)
