@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from device.chain import GENESIS_HASH, canonical_bytes, hash_body  # noqa: E402
-from device.domain import Event, EventType  # noqa: E402
+from device.contract.chain import GENESIS_HASH, canonical_bytes, hash_body  # noqa: E402
+from device.contract.domain import Event, EventType  # noqa: E402
 from device.store import EventStore  # noqa: E402
 from device.store.database import PRAGMAS, open_database  # noqa: E402
 from device.store.event_store import INSERT_EVENT  # noqa: E402

@@ -32,9 +32,9 @@ from cloud_sync.fleet import LocalFleet  # noqa: E402
 from cloud_sync.messages import Compression  # noqa: E402
 from cloud_sync.signing import Verifier  # noqa: E402
 from cloud_sync.topics import FleetTopics  # noqa: E402
-from device.domain import Event, EventType  # noqa: E402
+from device.contract.domain import Event, EventType  # noqa: E402
+from device.contract.position import Position  # noqa: E402
 from device.store import EventStore  # noqa: E402
-from firmware_bridge.fix import Fix, FixMode  # noqa: E402
 
 FLEET, DEVICE, STATION = "bench", "van-bench", "DXX1"
 INFLIGHT = 100  # paho's in-flight window for both sides
@@ -46,8 +46,8 @@ def make_events(n: int) -> list[Event]:
     out = []
     for i in range(n):
         if i % 3:
-            fix = Fix(time=None, lat=47.61 + i * 1e-6, lon=-122.34, mode=FixMode.FIX_3D, speed=8.2, track=91.0,
-                      eph=4.0)
+            fix = Position.from_dict({"lat": 47.61 + i * 1e-6, "lon": -122.34, "mode": 3, "speed": 8.2,
+                                      "track": 91.0, "eph": 4.0})
             out.append(Event(EventType.GPS_FIX, {}, fix=fix, block="B-1"))
         else:
             out.append(Event(EventType.PACKAGE_SCANNED, {"package": f"TBA{i:09d}", "result": "ok"}, block="B-1"))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from device.domain import Block, Event, EventType, Package, Role, Route, Stop  # noqa: E402
+from device.contract.domain import Block, Event, EventType, Package, Role, Route, Stop  # noqa: E402
 from device.store import EventStore  # noqa: E402
 from device.workflow import (  # noqa: E402
     ClaimRequested,

@@ -50,7 +50,7 @@ from cloud_sync.signing import Verifier
 from cloud_sync.topics import FleetTopics
 from device import __version__
 from device.config import Config, ConfigError
-from device.domain import Lane, new_event_id
+from device.contract.domain import Lane, new_event_id
 from device.store import EventStore, StoreError
 from device.store.event_store import StoredEvent
 

@@ -18,7 +18,7 @@ import orjson
 import zstandard
 
 from cloud_sync.errors import MessageRejected, RejectReason
-from device.domain import Block, DomainError, Route, iso_utc
+from device.contract.domain import Block, DomainError, Route, iso_utc
 
 MAX_INBOUND_BYTES = 1024 * 1024  # device side: the largest offer/route/command accepted
 MAX_BATCH_BYTES = 4 * 1024 * 1024  # cloud side: the largest event batch accepted (after decompression too)

@@ -20,7 +20,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from cloud_sync.errors import MessageRejected, PkiError, RejectReason
-from device.chain import canonical_bytes
+from device.contract.chain import canonical_bytes
 
 # RFC 8410 DER of an Ed25519 key: a fixed header, then the 32 key bytes (the private key's is its seed).
 PUBLIC_KEY_DER_HEADER = bytes.fromhex("302a300506032b6570032100")  # SubjectPublicKeyInfo

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
-from device.domain import Event, EventType, Role, Stop, iso_utc
+from device.contract.domain import Event, EventType, Role, Stop, Verdict, iso_utc
+from device.contract.position import Position
 from device.positioning.setup import workflow_input
 from device.positioning.tracker import NextStop, PositionTracker
 from device.sdnotify import Notifier
@@ -29,7 +30,6 @@ from device.workflow import (
     RouteReceived,
     SendClaim,
     StageScan,
-    Verdict,
 )
 from device.workflow.outputs import Feedback
 from device.workflow.runner import WorkflowRunner
@@ -61,6 +61,11 @@ class ProofPhoto:
 
 
 PhotoTaker = Callable[[Stop, Fix | None], Awaitable[ProofPhoto]]
+
+
+def _position(fix: Fix | None) -> Position | None:
+    """The one place a receiver's fix becomes what an event carries (the contract's wire form)."""
+    return Position(fix.to_dict()) if fix is not None else None
 
 
 @dataclass
@@ -102,7 +107,7 @@ class Agent:
 
     async def submit(self, item: object, fix: Fix | None = None) -> Outcome:
         """Apply one input (from a source, the console, the CLI or the cloud) and act on its outcome."""
-        outcome = await self.runner.apply(item, fix or self.last_fix)
+        outcome = await self.runner.apply(item, _position(fix or self.last_fix))
         self.counters.inputs += 1
         if not outcome.accepted:
             self.counters.rejected += 1
@@ -191,7 +196,7 @@ class Agent:
         self._last_track_time = moment
         block = getattr(self.runner.workflow.state, "block_id", None)
         try:
-            await self.store.append_async([Event(EventType.GPS_FIX, fix=fix, block=block)])
+            await self.store.append_async([Event(EventType.GPS_FIX, fix=_position(fix), block=block)])
             self.counters.track_points += 1
         except StoreError as exc:
             log.error("GPS breadcrumb not stored: %s", exc)

@@ -13,13 +13,12 @@ from typing import Any
 
 from device.agent import Agent, ProofPhoto
 from device.config import Config
-from device.domain import Stop
+from device.contract.domain import Stop
 from device.hardware import mcu_config, scanner_config
 from device.paths import store_path
 from device.positioning import setup as positioning
 from device.sdnotify import Notifier
 from device.store import EventStore, RetentionPolicy
-from device.workflow import Verdict
 from device.workflow.runner import WorkflowRunner
 from firmware_bridge.feedback import Feedback as LedBuzzer
 from firmware_bridge.fix import Fix
@@ -98,7 +97,7 @@ def _photo_taker(config: Config, data_dir: Path):
         if result.boxes:
             x0, y0, x1, y1 = result.boxes[0]
             box = (x0, y0, x1 - x0, y1 - y0)
-        return ProofPhoto(saved.photo_id, str(saved.path), saved.sha256, Verdict(str(result.verdict)),
+        return ProofPhoto(saved.photo_id, str(saved.path), saved.sha256, result.verdict,
                           result.read, result.confidence, box, result.ms)
 
     async def take_photo(stop: Stop, fix: Fix | None) -> ProofPhoto:

@@ -15,7 +15,7 @@ from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any, Mapping
 
-from device.domain import Role
+from device.contract.domain import Role
 
 ENV_PREFIX = "FLEXEDGE_"
 

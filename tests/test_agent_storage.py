@@ -9,7 +9,7 @@ import socket
 from pathlib import Path
 
 from device.agent import Agent
-from device.domain import EventType, Role
+from device.contract.domain import EventType, Role
 from device.sdnotify import Notifier
 from device.store import DiskCondition, EventStore
 from device.workflow import RejectReason

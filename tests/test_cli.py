@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from device.domain import Event, EventType
+from device.contract.domain import Event, EventType
 from device.store import EventStore
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from cloud_sync.cloud import ClockFlag, ClockFlagKind, ClockStamp, CloudDb, check_clock
 from cloud_sync.messages import EventBatch
-from device.domain import Event, EventType, Lane, iso_utc
+from device.contract.domain import Event, EventType, Lane, iso_utc
 from device.store import EventStore
 
 BASE = datetime(2025, 3, 1, 8, tzinfo=timezone.utc)  # well before now: +1 day stays in the past

@@ -23,7 +23,7 @@ from cloud_sync.errors import RejectReason
 from cloud_sync.messages import ClaimStatus, Command, EventBatch, Offers, RouteAssignment, encode
 from cloud_sync.signing import Signer
 from cloud_sync.topics import FleetTopics
-from device.domain import Block, Event, EventType, Package, Route, Stop
+from device.contract.domain import Block, Event, EventType, Package, Route, Stop
 from device.paths import store_path
 from device.store import EventStore
 from tests.helpers.fleet import FLEET, OTHER_STATION, STATION, FleetPki

@@ -37,7 +37,7 @@ from cloud_sync.signing import Signer, Verifier
 from cloud_sync.topics import FleetTopics
 from device.cli import main as cli_main
 from device.config import ConfigError, load_config
-from device.domain import Block, Event, EventType, Lane, Package, Route, Stop
+from device.contract.domain import Block, Event, EventType, Lane, Package, Route, Stop
 from device.store import EventStore
 from device.store.event_store import StoredEvent
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from device.config import ConfigError, load_config
-from device.domain import Role
+from device.contract.domain import Role
 from device.paths import resolve_data_dir
 
 

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from device.agent import Agent
 from device.console.api import COOKIE, REQUEST_HEADER, TOKEN_HEADER, ConsoleApp, build_app
 from device.console.pairing import Pairing, PairingError, PairingSettings
-from device.domain import Role
+from device.contract.domain import Role
 from device.workflow import (
     ArrivedAt,
     ClaimRequested,

@@ -23,7 +23,7 @@ from cloud_sync.device_sync import DeviceSync
 from device.agent import Agent
 from device.config import ConsoleSection, GpsSection
 from device.console.server import ConsoleServer
-from device.domain import Role
+from device.contract.domain import Role
 from device.positioning import setup as positioning
 from device.store import EventStore, RetentionPolicy
 from device.workflow import StagingPlanReceived

@@ -8,7 +8,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from device.domain import Block, DomainError, Event, EventType, Instruction, Lane, Package, Route, Stop, new_event_id
+from device.contract.domain import (
+    Block,
+    DomainError,
+    Event,
+    EventType,
+    Instruction,
+    Lane,
+    Package,
+    Route,
+    Stop,
+    new_event_id,
+)
+from device.contract.position import Position
 from firmware_bridge.fix import Fix, FixError, FixMode
 
 
@@ -78,14 +90,14 @@ def test_event_carries_wall_clock_monotonic_and_fix() -> None:
     fix = Fix(time=datetime(2026, 11, 24, 10, 0, 0, 123000, tzinfo=timezone.utc), lat=47.6, lon=-122.3,
               mode=FixMode.FIX_3D, eph=3.5)
     before = time.monotonic()
-    event = Event(EventType.PACKAGE_SCANNED, {"package": "TBA001"}, fix=fix)
+    event = Event(EventType.PACKAGE_SCANNED, {"package": "TBA001"}, fix=Position(fix.to_dict()))
     assert before <= event.mono <= time.monotonic()
     assert event.ts.endswith("Z")
     doc = event.to_dict()
     assert doc["fix"]["mode"] == 3 and doc["fix"]["eph"] == 3.5
     assert Event.from_dict(json.loads(json.dumps(doc))) == event
     assert event.lane is Lane.EVENTS
-    assert Event(EventType.GPS_FIX, fix=fix).lane is Lane.TRACK
+    assert Event(EventType.GPS_FIX, fix=Position(fix.to_dict())).lane is Lane.TRACK
 
 
 def test_fix_rejects_impossible_values() -> None:
@@ -106,3 +118,12 @@ def test_any_json_object_either_parses_or_raises_domain_error(doc) -> None:
             parse(doc)
         except DomainError:
             pass
+
+
+@pytest.mark.parametrize("doc", [{"lat": 91.0, "lon": 0.0, "mode": 2}, {"mode": 3}, {"mode": 7},
+                                 {"lat": "47", "lon": 8.0, "mode": 2}, {"time": "2026-01-01T00:00:00", "mode": 1},
+                                 {"speed": float("nan")}])
+def test_event_fix_on_the_wire_is_checked(doc) -> None:
+    raw = Event(EventType.GPS_FIX).to_dict()
+    with pytest.raises(DomainError, match="event.fix"):
+        Event.from_dict({**raw, "fix": doc})

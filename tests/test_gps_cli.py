@@ -12,7 +12,7 @@ import pytest
 
 from device.cli import main
 from device.config import load_config
-from device.domain import Package, Stop
+from device.contract.domain import Package, Stop
 from device.positioning import Arrived, Departed, setup
 from device.positioning.geo import offset
 from firmware_bridge.fix import Fix, FixMode

@@ -12,9 +12,8 @@ import piexif
 from device.agent import ProofPhoto
 from device.assembly import _photo_taker
 from device.config import load_config
-from device.domain import Package, Stop
+from device.contract.domain import Package, Stop, Verdict
 from device.vision.synth import jpeg_bytes, render_photo
-from device.workflow.inputs import Verdict
 from firmware_bridge.fix import Fix, FixMode
 
 PHOTO_SEED = 18  # a seed whose "12A" photo the shipped model reads (checked below through the real check)

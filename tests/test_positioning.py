@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from device.domain import EventType
+from device.contract.domain import EventType
 from device.positioning import (
     Arrived,
     ClockSkewDetector,

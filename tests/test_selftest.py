@@ -27,7 +27,7 @@ from device.cli.selftest import (
     check_tflite,
 )
 from device.config import MqttSection
-from device.domain import Event, EventType
+from device.contract.domain import Event, EventType
 from device.store import EventStore
 from firmware_bridge.sim.procs import free_tcp_port
 

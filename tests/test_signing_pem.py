@@ -9,7 +9,7 @@ import pytest
 
 from cloud_sync.errors import PkiError
 from cloud_sync.signing import Signer, Verifier, write_signing_key
-from device.chain import canonical_bytes
+from device.contract.chain import canonical_bytes
 
 
 def openssl(*args: str) -> None:

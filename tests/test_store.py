@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from device.chain import GENESIS_HASH, chain_hash
-from device.domain import Event, EventType, Lane, Route
+from device.contract.chain import GENESIS_HASH, chain_hash
+from device.contract.domain import Event, EventType, Lane, Route
 from device.store import EventStore, RetentionPolicy, StoreError
 from device.store.migrations import latest_version
 from tests.test_domain import route_doc

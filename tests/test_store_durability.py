@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from device.domain import Event, EventType
+from device.contract.domain import Event, EventType
 from device.store import DiskCondition, EventStore, StoreFull
 
 REPO = Path(__file__).resolve().parent.parent

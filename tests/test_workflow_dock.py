@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from device.domain import EventType
+from device.contract.domain import EventType
 from device.workflow import (
     DockPhase,
     DockWorkflow,

@@ -9,7 +9,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from device.domain import EventType, Role
+from device.contract.domain import EventType, Role
+from device.contract.position import Position
 from device.store import EventStore
 from device.workflow import (
     ArrivedAt,
@@ -45,7 +46,7 @@ def test_events_are_in_the_store_when_apply_returns(tmp_path: Path) -> None:
             runner = await WorkflowRunner.open(store, Role.DOCK, clock=FakeClock())
             fix = Fix(time=T0, lat=47.61, lon=-122.34, mode=FixMode.FIX_3D)
             await runner.apply(StagingPlanReceived(StagingPlan.from_routes(1, (route(block_id="R1"),))))
-            outcome = await runner.apply(StageScan("P1"), fix=fix)
+            outcome = await runner.apply(StageScan("P1"), fix=Position(fix.to_dict()))
             assert outcome.feedback == (Feedback.GOOD_SCAN,)
             stored = store.events()
             assert [d["type"] for d in stored] == ["dock.plan_received", "dock.staged"]

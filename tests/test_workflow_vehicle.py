@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device.domain import EventType, Package, Route
+from device.contract.domain import EventType, Package, Route, Verdict
 from device.workflow import (
     ArrivedAt,
     ClaimRequested,
@@ -26,7 +26,6 @@ from device.workflow import (
     SignatureCaptured,
     StationManifest,
     VehicleWorkflow,
-    Verdict,
     restore,
     snapshot,
 )

@@ -24,8 +24,8 @@ import orjson
 from cloud_sync.cloud.clock import ClockFlag, ClockStamp, check_clock
 from cloud_sync.errors import SyncError
 from cloud_sync.messages import ClaimStatus, EventBatch, PhotoChunk
-from device.chain import GENESIS_HASH, canonical_bytes, hash_body
-from device.domain import Block, Route
+from device.contract.chain import GENESIS_HASH, canonical_bytes, hash_body
+from device.contract.domain import Block, Route
 
 log = logging.getLogger(__name__)
 

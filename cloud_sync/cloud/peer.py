@@ -44,7 +44,7 @@ from cloud_sync.messages import (
 )
 from cloud_sync.signing import Signer
 from cloud_sync.topics import DISPATCH_SHARE_GROUP, INGEST_SHARE_GROUP, FleetTopics
-from device.domain import Block, Route, new_event_id
+from device.contract.domain import Block, Route, new_event_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

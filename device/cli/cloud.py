@@ -20,7 +20,7 @@ from cloud_sync.errors import SyncError
 from cloud_sync.pki import CLOUD_IDENTITY, Pki
 from cloud_sync.signing import Signer
 from device.cli.common import load_context
-from device.domain import Block, DomainError, Route
+from device.contract.domain import Block, DomainError, Route
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from device.config import Config, ConfigError, MqttSection, load_config
-from device.domain import utc_now
+from device.contract.domain import utc_now
 from device.logsetup import setup_logging
 from device.paths import resolve_data_dir, store_path
 

@@ -27,7 +27,7 @@ from aiohttp import web
 from device.agent import Agent
 from device.console.pairing import Pairing, PairingError
 from device.console.state import console_state, notice_doc, outcome_doc
-from device.domain import Role
+from device.contract.domain import Role
 from device.workflow import (
     ArrivedAt,
     ClaimRequested,

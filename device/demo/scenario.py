@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from device.domain import Block, Instruction, Package, Route, Stop
+from device.contract.domain import Block, Instruction, Package, Route, Stop
 from firmware_bridge.sim.codes import sscc
 
 STATION = "DXX1"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
-from device.domain import Event, EventType, iso_utc, utc_now
+from device.contract.domain import Event, EventType, iso_utc, utc_now
 from firmware_bridge.fix import Fix
 
 log = logging.getLogger(__name__)

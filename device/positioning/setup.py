@@ -26,7 +26,7 @@ def filter_config(gps: GpsSection) -> FilterConfig:
 
 
 def tracker(gps: GpsSection, stops: Sequence[StopPoint]) -> PositionTracker:
-    """`stops` may be `device.domain.Stop` objects: only id, lat, lon and radius_m are read."""
+    """`stops` may be `device.contract.domain.Stop` objects: only id, lat, lon and radius_m are read."""
     config = TrackerConfig(dwell_s=gps.dwell_s, depart_margin_m=gps.depart_margin_m,
                            depart_confirm_s=gps.depart_confirm_s)
     return PositionTracker(stops, config, FixFilter(filter_config(gps)))

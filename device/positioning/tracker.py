@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StopPoint:
-    """What the tracker needs of a stop (`device.domain.Stop` has these fields)."""
+    """What the tracker needs of a stop (`device.contract.domain.Stop` has these fields)."""
 
     id: str
     lat: float

@@ -14,8 +14,8 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import sqlite_utils
 
-from device.chain import GENESIS_HASH, canonical_bytes, hash_body, next_digest
-from device.domain import Event, EventType, Lane, Route, lane_of
+from device.contract.chain import GENESIS_HASH, canonical_bytes, hash_body, next_digest
+from device.contract.domain import Event, EventType, Lane, Route, lane_of
 from device.store.database import Recovery, open_database
 from device.store.errors import StoreError, StoreFull
 from device.store.writer import AppendJob, Writer

@@ -9,7 +9,6 @@ needs the expected number read with high confidence; anything doubtful is "unrea
 """
 from __future__ import annotations
 
-import enum
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from device.config import VisionSection
+from device.contract.domain import Verdict
 from device.vision import preprocess as pp
 from device.vision.backend import InferenceBackend, TFLiteBackend
 from device.vision.errors import ExpectedNumberError, ModelError
@@ -32,12 +32,6 @@ MODEL_NAME = "housenumber.tflite"
 
 def default_model_path() -> Path:
     return Path(str(resources.files("device.vision") / "models" / MODEL_NAME))
-
-
-class Verdict(enum.StrEnum):
-    MATCH = "match"
-    MISMATCH = "mismatch"
-    UNREADABLE = "unreadable"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable
 
-from device.domain import Role, utc_now
+from device.contract.domain import Role, utc_now
 from device.workflow.dock import DockPhase, DockState, DockWorkflow
 from device.workflow.inputs import (
     ArrivedAt,
@@ -29,7 +29,6 @@ from device.workflow.inputs import (
     StagingPlan,
     StagingPlanReceived,
     StationManifest,
-    Verdict,
 )
 from device.workflow.outputs import Feedback, Notice, NoticeKind, Outcome, Rejection, RejectReason, SendClaim
 from device.workflow.state import PackageState, Phase, VehicleState
@@ -61,6 +60,6 @@ __all__ = [
     "DockWorkflow", "ExceptionReason", "ExceptionReported", "Feedback", "LoadingDone", "Notice", "NoticeKind",
     "OffersReceived", "Outcome", "PackageScanned", "PackageState", "Phase", "PhotoChecked", "RejectReason",
     "Rejection", "RouteReceived", "SendClaim", "SignatureCaptured", "StageScan", "StagingEntry", "StagingPlan",
-    "StagingPlanReceived", "StationManifest", "VehicleState", "VehicleWorkflow", "Verdict", "Workflow",
+    "StagingPlanReceived", "StationManifest", "VehicleState", "VehicleWorkflow", "Workflow",
     "new_workflow", "restore", "snapshot",
 ]

@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Callable, Generic, Mapping, TypeVar
 
-from device.domain import Event, EventType, iso_utc, utc_now
+from device.contract.domain import Event, EventType, iso_utc, utc_now
 from device.workflow.inputs import PERSON_INPUTS
 from device.workflow.outputs import Feedback, Notice, NoticeKind, Outcome, Rejection, RejectReason, SendClaim
 

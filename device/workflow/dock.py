@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Callable
 
-from device.domain import EventType, utc_now
+from device.contract.domain import EventType, utc_now
 from device.workflow.core import Machine, Rejected, Step, Transition, check_id
 from device.workflow.inputs import DOCK_INPUTS, StageScan, StagingEntry, StagingPlan, StagingPlanReceived
 from device.workflow.outputs import Feedback, NoticeKind, RejectReason

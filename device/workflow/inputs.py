@@ -10,17 +10,9 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Mapping
 
-from device.domain import Block, Route
+from device.contract.domain import Block, Route, Verdict
 
 Point = tuple[float, float]
-
-
-class Verdict(StrEnum):
-    """The house-number check of a proof photo."""
-
-    MATCH = "match"
-    MISMATCH = "mismatch"
-    UNREADABLE = "unreadable"
 
 
 class ExceptionReason(StrEnum):

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Mapping
 
-from device.domain import Event
+from device.contract.domain import Event
 
 
 class Feedback(StrEnum):

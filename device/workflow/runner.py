@@ -13,11 +13,11 @@ import logging
 from datetime import datetime
 from typing import Any, Callable
 
-from device.domain import Event, Role, utc_now
+from device.contract.domain import Event, Role, utc_now
+from device.contract.position import Position
 from device.store import EventStore, StoreError
 from device.workflow import Workflow, new_workflow, restore, snapshot
 from device.workflow.outputs import Feedback, Notice, NoticeKind, Outcome, Rejection, RejectReason
-from firmware_bridge.fix import Fix
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,12 @@ class WorkflowRunner:
     def _block(self) -> str | None:
         return getattr(self.workflow.state, "block_id", None)
 
-    async def apply(self, item: object, fix: Fix | None = None) -> Outcome:
+    async def apply(self, item: object, fix: Position | None = None) -> Outcome:
         """Run one input; its events are committed when this returns, so its feedback may go out."""
         async with self._lock:
             return await self._apply(item, fix)
 
-    async def _apply(self, item: object, fix: Fix | None) -> Outcome:
+    async def _apply(self, item: object, fix: Position | None) -> Outcome:
         before = self.workflow.state
         outcome = self.workflow.handle(item)
         events = [dataclasses.replace(e, fix=fix) if fix is not None and e.fix is None else e

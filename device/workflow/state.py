@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from device.domain import Block, Route
+from device.contract.domain import Block, Route
 
 
 class Phase(StrEnum):

@@ -10,7 +10,7 @@ from dataclasses import fields
 from datetime import datetime
 from typing import Any, Callable
 
-from device.domain import Block, EventType, Route, Stop, iso_utc, new_event_id, utc_now
+from device.contract.domain import Block, EventType, Route, Stop, Verdict, iso_utc, new_event_id, utc_now
 from device.workflow.core import Machine, Rejected, Step, Transition, check_fraction, check_id, check_ids
 from device.workflow.inputs import (
     VEHICLE_INPUTS,
@@ -27,7 +27,6 @@ from device.workflow.inputs import (
     RouteReceived,
     SignatureCaptured,
     StationManifest,
-    Verdict,
 )
 from device.workflow.outputs import Feedback, NoticeKind, RejectReason, SendClaim
 from device.workflow.state import (

@@ -6,7 +6,7 @@ import random
 import sys
 import time
 
-from device.domain import Event, EventType
+from device.contract.domain import Event, EventType
 from device.store import EventStore
 
 

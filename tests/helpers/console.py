@@ -11,7 +11,7 @@ import numpy as np
 from device.agent import Agent, PhotoTaker
 from device.assembly import _photo_taker
 from device.config import CameraSection, Config
-from device.domain import Block, Instruction, Package, Role, Route, Stop
+from device.contract.domain import Block, Instruction, Package, Role, Route, Stop
 from device.store import EventStore, RetentionPolicy
 from device.vision.synth import jpeg_bytes, render_photo
 from device.workflow import StagingEntry, StagingPlan

@@ -15,7 +15,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from cloud_sync.cloud import CloudDb, CloudPeer, CloudSettings, CloudThread
 from cloud_sync.connection import Backoff, BrokerSettings
 from cloud_sync.device_sync import SyncSettings
-from device.domain import Event, EventType
+from device.contract.domain import Event, EventType
 from tests.helpers.fleet import FLEET, STATION, FleetPki
 
 FAST_BACKOFF = Backoff(initial_s=0.05, maximum_s=0.5)

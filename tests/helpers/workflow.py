@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from device.domain import Block, Instruction, Package, Route, Stop
+from device.contract.domain import Block, Instruction, Package, Route, Stop, Verdict
 from device.workflow import (
     ArrivedAt,
     ClaimRequested,
@@ -18,7 +18,6 @@ from device.workflow import (
     PhotoChecked,
     RouteReceived,
     VehicleWorkflow,
-    Verdict,
 )
 
 T0 = datetime(2026, 5, 4, 8, 0, tzinfo=timezone.utc)

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 
-from device.domain import Role
+from device.contract.domain import Role
 from device.store import EventStore
 from device.workflow import (
     ArrivedAt,

@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from device.domain import EventType, Lane, lane_of
+from device.contract.domain import EventType, Lane, lane_of
 
 REPO = Path(__file__).resolve().parents[3]
 BENCH_RESULTS = REPO / "bench" / "results.json"

@@ -14,7 +14,7 @@ import sys
 import time
 from datetime import timedelta
 
-from device.domain import Event, EventType, iso_utc, utc_now
+from device.contract.domain import Event, EventType, iso_utc, utc_now
 from device.store import EventStore, StoreFull
 
 BURST = 5

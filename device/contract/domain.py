@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import uuid6
 
-from firmware_bridge.fix import Fix
+from device.contract.position import Position
 
 SCHEMA_VERSION = 1  # version of the event JSON shape, sent with every batch
 
@@ -73,6 +73,14 @@ class EventType(StrEnum):
     PACKAGE_STAGED = "dock.staged"
     STAGING_COMPLETE = "dock.staging_complete"
     INPUT_REJECTED = "input.rejected"
+
+
+class Verdict(StrEnum):
+    """The house-number check of a proof photo."""
+
+    MATCH = "match"
+    MISMATCH = "mismatch"
+    UNREADABLE = "unreadable"
 
 
 class Lane(IntEnum):
@@ -330,7 +338,7 @@ class Event:
     data: Mapping[str, Any] = field(default_factory=dict)
     block: str | None = None
     stop: str | None = None
-    fix: Fix | None = None
+    fix: Position | None = None
     id: str = field(default_factory=new_event_id)
     ts: str = field(default_factory=lambda: iso_utc(utc_now()))  # wall clock, UTC
     mono: float = field(default_factory=time.monotonic)  # survives wall-clock jumps
@@ -365,7 +373,7 @@ class Event:
         data = raw.get("data") or {}
         fix = raw.get("fix")
         try:
-            parsed_fix = Fix.from_dict(dict(_mapping(fix, "event.fix"))) if fix else None
+            parsed_fix = Position.from_dict(_mapping(fix, "event.fix")) if fix else None
         except (ValueError, TypeError, AttributeError) as exc:
             raise DomainError("event.fix", str(exc)) from exc
         return cls(
