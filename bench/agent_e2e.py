@@ -40,15 +40,15 @@ import numpy as np  # noqa: E402
 import paho.mqtt.client as paho  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from cloud_sync.broker import MosquittoBroker  # noqa: E402
 from cloud_sync.connection import BrokerSettings  # noqa: E402
-from cloud_sync.fleet import LocalFleet  # noqa: E402
 from cloud_sync.pki import CLOUD_IDENTITY, Pki  # noqa: E402
 from cloud_sync.topics import FleetTopics  # noqa: E402
+from device.testbench.broker import MosquittoBroker  # noqa: E402
+from device.testbench.codes import Barcode  # noqa: E402
+from device.testbench.fleet import LocalFleet  # noqa: E402
+from device.testbench.scanner import ScannerBehaviour, SimScanner  # noqa: E402
 from device.vision.synth import jpeg_bytes, render_photo  # noqa: E402
 from firmware_bridge.scanner.parse import Symbology  # noqa: E402
-from firmware_bridge.sim.codes import Barcode  # noqa: E402
-from firmware_bridge.sim.scanner import ScannerBehaviour, SimScanner  # noqa: E402
 
 FLEET, DEVICE, STATION = "bench", "van-bench", "DXX1"
 REPO = Path(__file__).resolve().parent.parent

@@ -15,13 +15,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from device.testbench.faults import LineFaults  # noqa: E402
+from device.testbench.mcu import SimMcu  # noqa: E402
+from device.testbench.port import SimPort  # noqa: E402
 from firmware_bridge.mcu.bridge import McuBridge, McuConfig  # noqa: E402
 from firmware_bridge.mcu.commands import Color, Led, LedPattern  # noqa: E402
 from firmware_bridge.mcu.framing import Frame, FrameDecoder, FrameKind  # noqa: E402
 from firmware_bridge.mcu.link import LinkConfig  # noqa: E402
-from firmware_bridge.sim.faults import LineFaults  # noqa: E402
-from firmware_bridge.sim.mcu import SimMcu  # noqa: E402
-from firmware_bridge.sim.port import SimPort  # noqa: E402
 from firmware_bridge.transport import PortSettings, ReconnectingPort  # noqa: E402
 
 MESSAGES = 5000

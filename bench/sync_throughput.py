@@ -25,16 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import paho.mqtt.client as paho  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from cloud_sync.broker import MosquittoBroker  # noqa: E402
 from cloud_sync.connection import BrokerSettings  # noqa: E402
 from cloud_sync.device_sync import DeviceSync, SyncSettings  # noqa: E402
-from cloud_sync.fleet import LocalFleet  # noqa: E402
 from cloud_sync.messages import Compression  # noqa: E402
 from cloud_sync.signing import Verifier  # noqa: E402
 from cloud_sync.topics import FleetTopics  # noqa: E402
 from device.contract.domain import Event, EventType  # noqa: E402
 from device.contract.position import Position  # noqa: E402
 from device.store import EventStore  # noqa: E402
+from device.testbench.broker import MosquittoBroker  # noqa: E402
+from device.testbench.fleet import LocalFleet  # noqa: E402
 
 FLEET, DEVICE, STATION = "bench", "van-bench", "DXX1"
 INFLIGHT = 100  # paho's in-flight window for both sides

@@ -11,10 +11,10 @@ from typing import Callable, Iterator
 
 import pytest
 
-from cloud_sync.broker import MosquittoBroker
-from firmware_bridge.sim.gpsfake import GpsFake
-from firmware_bridge.sim.procs import ProgramMissing
-from firmware_bridge.sim.pty import PtyPair, open_pty_pair
+from device.testbench.broker import MosquittoBroker
+from device.testbench.gpsfake import GpsFake
+from device.testbench.procs import ProgramMissing
+from device.testbench.pty import PtyPair, open_pty_pair
 from tests.helpers.fleet import FleetPki
 from tests.helpers.tmpfs import MountRefused, small_tmpfs
 

@@ -22,7 +22,7 @@ NOT_AT_IDLE = {
     "pyzbar": "barcode decoding in photos: `flexedge decode`",
     "zxingcpp": "barcode decoding in photos: `flexedge decode`",
     "cloud_sync.cloud": "the reference cloud: `flexedge cloud`",
-    "firmware_bridge.sim": "the simulators: `flexedge sim`",
+    "device.testbench": "the simulators: `flexedge sim`",
     "device.vision.synth": "synthetic photos: training, demo, benches",
 }
 

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 from typing import IO
 
+from device.testbench.codes import mixed_codes
 from firmware_bridge.mcu.bridge import McuBridge, McuConfig
 from firmware_bridge.mcu.commands import Color, Led, LedPattern
 from firmware_bridge.scanner import ScannerConfig, ScannerReader
-from firmware_bridge.sim.codes import mixed_codes
 from firmware_bridge.transport import PortSettings
 
 

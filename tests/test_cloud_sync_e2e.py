@@ -16,7 +16,6 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from cloud_sync.broker import MosquittoBroker
 from cloud_sync.cloud import CloudDb
 from cloud_sync.device_sync import DeviceSync
 from cloud_sync.errors import RejectReason
@@ -26,6 +25,7 @@ from cloud_sync.topics import FleetTopics
 from device.contract.domain import Block, Event, EventType, Package, Route, Stop
 from device.paths import store_path
 from device.store import EventStore
+from device.testbench.broker import MosquittoBroker
 from tests.helpers.fleet import FLEET, OTHER_STATION, STATION, FleetPki
 from tests.helpers.sync_harness import (
     RawClient,

@@ -18,7 +18,6 @@ from typing import AsyncIterator
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from cloud_sync.broker import MosquittoBroker
 from cloud_sync.device_sync import DeviceSync
 from device.agent import Agent
 from device.config import ConsoleSection, GpsSection
@@ -26,6 +25,7 @@ from device.console.server import ConsoleServer
 from device.contract.domain import Role
 from device.positioning import setup as positioning
 from device.store import EventStore, RetentionPolicy
+from device.testbench.broker import MosquittoBroker
 from device.workflow import StagingPlanReceived
 from device.workflow.runner import WorkflowRunner
 from firmware_bridge.fix import Fix, FixMode

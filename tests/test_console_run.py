@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from device.console.api import REQUEST_HEADER, TOKEN_HEADER
-from firmware_bridge.sim.procs import free_tcp_port, wait_for_port
+from device.testbench.procs import free_tcp_port, wait_for_port
 
 REPO = Path(__file__).resolve().parent.parent
 

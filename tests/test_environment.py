@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from PIL import Image
 
-from cloud_sync.broker import MosquittoBroker
+from device.testbench.broker import MosquittoBroker
 
 
 def test_zbar_reads_a_real_photo(shared_testdata: Path) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pynmeagps
 
+from device.testbench.gps_route import DriveConfig, SimStop, drive, write_log
 from firmware_bridge.fix import FixMode
 from firmware_bridge.gps import GpsdClient, GpsdSource
-from firmware_bridge.sim.gps_route import DriveConfig, SimStop, drive, write_log
 
 LOG = "gps/gpsd-test-daemon/mt3339.log"
 # gpsd 3.22 (Debian 12) guesses a GPS week rollover for this 2015 capture and reports it 1024 weeks later.

@@ -173,8 +173,8 @@ def test_nmea_shaped_text_never_raises(text: str) -> None:
 def test_serial_source_reads_a_simulated_receiver_over_a_pty(pty_pair) -> None:  # noqa: ANN001
     import asyncio
 
+    from device.testbench.gps_route import DriveConfig, SimStop, drive, feed_pty
     from firmware_bridge.gps.sources import SerialNmeaSource
-    from firmware_bridge.sim.gps_route import DriveConfig, SimStop, drive, feed_pty
 
     stops = [SimStop("A", 52.37, 4.89), SimStop("B", 52.372, 4.893)]
     cfg = DriveConfig(parked_s=5)

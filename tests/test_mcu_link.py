@@ -14,15 +14,15 @@ from typing import Awaitable, Callable
 
 import pytest
 
+from device.testbench.faults import LineFaults
+from device.testbench.mcu import SimMcu
+from device.testbench.port import SimPort
 from firmware_bridge.errors import LinkDown, NotAcked
 from firmware_bridge.feedback import PATTERNS, Feedback, Signal
 from firmware_bridge.mcu.bridge import McuBridge, McuConfig
 from firmware_bridge.mcu.commands import BuzzerPattern, Color, Input, InputEvent, Led, LedPattern, MessageType
 from firmware_bridge.mcu.framing import Frame, FrameDecoder, FrameKind
 from firmware_bridge.mcu.link import Hello, LinkConfig, LinkState
-from firmware_bridge.sim.faults import LineFaults
-from firmware_bridge.sim.mcu import SimMcu
-from firmware_bridge.sim.port import SimPort
 from firmware_bridge.transport import PortSettings
 
 # Short timers so fault tests finish quickly; the protocol is the same as with the defaults.

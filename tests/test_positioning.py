@@ -23,10 +23,10 @@ from device.positioning import (
 from device.positioning.geo import LocalProjection, distance_m, offset
 from device.positioning.setup import workflow_input
 from device.positioning.thinning import point_segment_distance
+from device.testbench.gps_route import DriveConfig, SimStop, Tunnel, drive, epoch_sentences
 from device.workflow.inputs import ArrivedAt, DepartedFrom
 from firmware_bridge.fix import Fix, FixMode
 from firmware_bridge.gps.nmea_reader import NmeaFixReader
-from firmware_bridge.sim.gps_route import DriveConfig, SimStop, Tunnel, drive, epoch_sentences
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
 

@@ -8,9 +8,9 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from device.testbench.codes import Barcode, mixed_codes
+from device.testbench.scanner import ScannerBehaviour, SimScanner
 from firmware_bridge.scanner import Scan, ScannerConfig, ScannerReader, Symbology
-from firmware_bridge.sim.codes import Barcode, mixed_codes
-from firmware_bridge.sim.scanner import ScannerBehaviour, SimScanner
 from firmware_bridge.transport import PortSettings
 
 RECONNECT_BOUND_S = 2.0  # the requirement

@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from cloud_sync.broker import MosquittoBroker
 from device.cli.selftest import (
     CheckStatus,
     check_broker,
@@ -29,7 +28,8 @@ from device.cli.selftest import (
 from device.config import MqttSection
 from device.contract.domain import Event, EventType
 from device.store import EventStore
-from firmware_bridge.sim.procs import free_tcp_port
+from device.testbench.broker import MosquittoBroker
+from device.testbench.procs import free_tcp_port
 
 NOW = dt.datetime(2026, 5, 4, 8, 0, tzinfo=dt.timezone.utc)
 
@@ -168,8 +168,8 @@ def test_selftest_checks_serial_devices(tmp_path: Path, broker) -> None:
     import asyncio
     import threading
 
-    from firmware_bridge.sim.mcu import SimMcu
-    from firmware_bridge.sim.scanner import SimScanner
+    from device.testbench.mcu import SimMcu
+    from device.testbench.scanner import SimScanner
 
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)

@@ -21,13 +21,13 @@ from typing import Awaitable, Callable
 
 from device.cli import sim_gps
 from device.cli.common import load_context
+from device.testbench.codes import Barcode, mixed_codes
+from device.testbench.faults import LineFaults
+from device.testbench.mcu import SimMcu
+from device.testbench.scanner import ScannerBehaviour, SimScanner
 from firmware_bridge.mcu.commands import BuzzerPattern, Input, LedPattern
 from firmware_bridge.mcu.link import LinkConfig
 from firmware_bridge.scanner.parse import GROUP_SEPARATOR, Symbology
-from firmware_bridge.sim.codes import Barcode, mixed_codes
-from firmware_bridge.sim.faults import LineFaults
-from firmware_bridge.sim.mcu import SimMcu
-from firmware_bridge.sim.scanner import ScannerBehaviour, SimScanner
 
 TERMINATORS = {"crlf": b"\r\n", "cr": b"\r", "lf": b"\n"}
 

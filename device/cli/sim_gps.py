@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from device.logsetup import setup_logging
-from firmware_bridge.sim.gps_route import (
+from device.testbench.gps_route import (
     SENTENCES_PER_FIX_EPOCH,
     DriveConfig,
     Tunnel,
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                       tunnel=tunnel, seed=args.seed)
     epochs = drive(stops, cfg)
     if args.pty:
-        from firmware_bridge.sim.pty import open_pty_pair
+        from device.testbench.pty import open_pty_pair
 
         pair = open_pty_pair()
         print(json.dumps({"pty": pair.port}), flush=True)
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             pair.close()
         return 0
     if args.gpsfake:
-        from firmware_bridge.sim.gpsfake import GpsFake
+        from device.testbench.gpsfake import GpsFake
 
         with tempfile.TemporaryDirectory() as tmp:
             log_path = Path(tmp) / "drive.log"

@@ -27,18 +27,18 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cloud_sync.broker import MosquittoBroker
 from cloud_sync.cloud.peer import CloudPeer, CloudSettings
-from cloud_sync.fleet import LocalFleet
 from cloud_sync.pki import CLOUD_IDENTITY, Pki
 from device.demo.scenario import DEPOT, STATION, Scenario, make_scenario
+from device.testbench.broker import MosquittoBroker
+from device.testbench.codes import Barcode
+from device.testbench.fleet import LocalFleet
+from device.testbench.gps_route import DriveConfig, SimStop, drive, feed_pty
+from device.testbench.mcu import SimMcu
+from device.testbench.pty import PtyPair, open_pty_pair
+from device.testbench.scanner import ScannerBehaviour, SimScanner
 from device.vision.synth import jpeg_bytes, render_photo
 from firmware_bridge.scanner.parse import Symbology
-from firmware_bridge.sim.codes import Barcode
-from firmware_bridge.sim.gps_route import DriveConfig, SimStop, drive, feed_pty
-from firmware_bridge.sim.mcu import SimMcu
-from firmware_bridge.sim.pty import PtyPair, open_pty_pair
-from firmware_bridge.sim.scanner import ScannerBehaviour, SimScanner
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from device.contract.domain import Block, Instruction, Package, Route, Stop
-from firmware_bridge.sim.codes import sscc
+from device.testbench.codes import sscc
 
 STATION = "DXX1"
 DEPOT = (47.6101, -122.3421)  # the station's loading dock

@@ -1,10 +1,10 @@
-"""The test fleet: `cloud_sync.fleet.LocalFleet` with the tests' fleet and stations."""
+"""The test fleet: `device.testbench.fleet.LocalFleet` with the tests' fleet and stations."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from cloud_sync.connection import BrokerSettings
-from cloud_sync.fleet import LocalFleet
+from device.testbench.fleet import LocalFleet
 
 FLEET = "test"
 STATION = "DXX1"

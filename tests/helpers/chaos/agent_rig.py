@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cloud_sync.cloud import CloudDb
+from device.testbench.codes import Barcode
+from device.testbench.gps_route import DriveConfig, SimStop, drive, write_log
+from device.testbench.gpsfake import GpsFake
+from device.testbench.mcu import SimMcu
+from device.testbench.procs import free_tcp_port
+from device.testbench.scanner import SimScanner
 from firmware_bridge.feedback import PATTERNS, Signal
 from firmware_bridge.scanner.parse import Symbology
-from firmware_bridge.sim.codes import Barcode
-from firmware_bridge.sim.gps_route import DriveConfig, SimStop, drive, write_log
-from firmware_bridge.sim.gpsfake import GpsFake
-from firmware_bridge.sim.mcu import SimMcu
-from firmware_bridge.sim.procs import free_tcp_port
-from firmware_bridge.sim.scanner import SimScanner
 from tests.helpers.chaos.rig import DEVICE, REPO, Rig, Tally
 
 T = TypeVar("T")

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from cloud_sync.broker import MosquittoBroker
 from cloud_sync.cloud import CloudDb, CloudPeer, CloudSettings, CloudThread
 from cloud_sync.connection import Backoff
 from cloud_sync.messages import BatchAck
 from device.paths import store_path
 from device.store import EventStore
+from device.testbench.broker import MosquittoBroker
 from tests.helpers.chaos.proxy import TcpProxy
 from tests.helpers.fleet import FLEET, STATION, FleetPki
 

@@ -9,8 +9,8 @@ import logging
 import random
 from dataclasses import dataclass
 
-from firmware_bridge.sim.codes import Barcode, noise_line
-from firmware_bridge.sim.port import SimPort
+from device.testbench.codes import Barcode, noise_line
+from device.testbench.port import SimPort
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import os
 
-from firmware_bridge.sim.pty import PtyPair, open_pty_pair
+from device.testbench.pty import PtyPair, open_pty_pair
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,12 @@ import logging
 from collections import deque
 from typing import Callable
 
+from device.testbench.faults import FaultyLine, LineFaults, LineTransport
+from device.testbench.port import SimPort
 from firmware_bridge.errors import CommandError, LinkError
 from firmware_bridge.mcu.commands import BuzzerPattern, Input, InputEvent, Led, LedPattern, parse_message
 from firmware_bridge.mcu.framing import DELIMITER
 from firmware_bridge.mcu.link import Link, LinkConfig, LinkState
-from firmware_bridge.sim.faults import FaultyLine, LineFaults, LineTransport
-from firmware_bridge.sim.port import SimPort
 
 log = logging.getLogger(__name__)
 

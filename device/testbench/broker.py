@@ -7,7 +7,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from firmware_bridge.sim.procs import end_process_group, free_tcp_port, require_program, wait_for_port
+from device.testbench.procs import end_process_group, free_tcp_port, require_program, wait_for_port
 
 log = logging.getLogger(__name__)
 
