@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable
 
 from device.contract.domain import Event, EventType, Role, Stop, Verdict, iso_utc
 from device.contract.position import Position
+from device.feedback import show
 from device.positioning.setup import workflow_input
 from device.positioning.tracker import NextStop, PositionTracker
 from device.sdnotify import Notifier
@@ -33,9 +34,8 @@ from device.workflow import (
 )
 from device.workflow.outputs import Feedback
 from device.workflow.runner import WorkflowRunner
-from firmware_bridge.feedback import Feedback as LedBuzzer
-from firmware_bridge.feedback import Signal
 from firmware_bridge.fix import Fix
+from firmware_bridge.indicator import Indicator
 from firmware_bridge.mcu.commands import Input
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class Agent:
     store: EventStore
     runner: WorkflowRunner
     role: Role
-    feedback: LedBuzzer = field(default_factory=LedBuzzer)  # without an MCU: log lines
+    indicator: Indicator = field(default_factory=Indicator)  # without an MCU: log lines
     sync: Any = None  # cloud_sync.device_sync.DeviceSync
     tracker_factory: Callable[[list[Stop]], PositionTracker] | None = None
     take_photo: PhotoTaker | None = None
@@ -133,7 +133,7 @@ class Agent:
 
     def _signal(self, signal: Feedback) -> None:
         try:
-            self.feedback.signal(Signal(signal.value))  # the two enums share their values
+            show(self.indicator, signal)
         except Exception as exc:  # feedback is best effort: a dead MCU must not stop deliveries
             log.warning("feedback %s not shown: %r", signal.value, exc)
 

@@ -20,8 +20,8 @@ from device.positioning import setup as positioning
 from device.sdnotify import Notifier
 from device.store import EventStore, RetentionPolicy
 from device.workflow.runner import WorkflowRunner
-from firmware_bridge.feedback import Feedback as LedBuzzer
 from firmware_bridge.fix import Fix
+from firmware_bridge.indicator import Indicator
 from firmware_bridge.mcu.bridge import McuBridge
 from firmware_bridge.scanner import ScannerReader
 
@@ -69,9 +69,9 @@ class Assembly:
             if self.console is not None:
                 await self.console.stop()
             if self.scanner is not None:
-                await self.scanner.stop()
+                await self.scanner.close()
             if self.mcu is not None:
-                await self.mcu.stop()
+                await self.mcu.close()
             for close in self.closers:
                 close()
 
@@ -132,7 +132,7 @@ async def assemble(config: Config, data_dir: Path, notifier: Notifier | None = N
         store=store,
         runner=runner,
         role=config.device.role,
-        feedback=LedBuzzer(mcu),
+        indicator=Indicator(mcu),
         sync=_sync(config, store),
         tracker_factory=lambda stops: positioning.tracker(gps_section, stops),
         take_photo=take_photo,

@@ -36,7 +36,7 @@ class CommandError(BridgeError):
 
 
 class LinkError(BridgeError):
-    """The MCU link could not deliver a message."""
+    """The MCU link could not get a message across."""
 
 
 class LinkDown(LinkError):

@@ -40,7 +40,7 @@ class PortSettings:
 class PortState(enum.StrEnum):
     WAITING = "waiting"  # the device is not there (yet); retrying
     CONNECTED = "connected"
-    STOPPED = "stopped"
+    CLOSED = "closed"
 
 
 class _KeepInputSerial(serial.Serial):
@@ -91,7 +91,7 @@ class ReconnectingPort:
     """Keeps a serial port open: opens it, waits for it to be lost, reopens it; logs each transition.
 
     `protocol_factory` is called for every connection (a fresh protocol per connection, or the same
-    long-lived object). Run with `start()`/`stop()` or `async with`.
+    long-lived object). Run with `start()`/`close()` or `async with`.
     """
 
     def __init__(self, settings: PortSettings, protocol_factory: Callable[[], asyncio.Protocol],
@@ -99,7 +99,7 @@ class ReconnectingPort:
         self.settings = settings
         self._factory = protocol_factory
         self._on_state = on_state
-        self.state = PortState.STOPPED
+        self.state = PortState.CLOSED
         self.connects = 0
         self.losses = 0
         self.idle_reopens = 0
@@ -123,7 +123,7 @@ class ReconnectingPort:
         async with asyncio.timeout(timeout_s):
             await self._connected.wait()
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -131,13 +131,13 @@ class ReconnectingPort:
                 await task
             except asyncio.CancelledError:
                 pass
-        self._set_state(PortState.STOPPED)
+        self._set_state(PortState.CLOSED)
 
     async def __aenter__(self) -> ReconnectingPort:
         return self.start()
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        await self.close()
 
     def _watch(self, lost: asyncio.Future[Exception | None]) -> _Watch:
         self._watch_current = _Watch(self._factory(), lost)

@@ -14,11 +14,13 @@ from typing import Awaitable, Callable
 
 import pytest
 
+from device.feedback import PATTERNS, show
 from device.testbench.faults import LineFaults
 from device.testbench.mcu import SimMcu
 from device.testbench.port import SimPort
+from device.workflow.outputs import Feedback
 from firmware_bridge.errors import LinkDown, NotAcked
-from firmware_bridge.feedback import PATTERNS, Feedback, Signal
+from firmware_bridge.indicator import OFF, Indicator
 from firmware_bridge.mcu.bridge import McuBridge, McuConfig
 from firmware_bridge.mcu.commands import BuzzerPattern, Color, Input, InputEvent, Led, LedPattern, MessageType
 from firmware_bridge.mcu.framing import Frame, FrameDecoder, FrameKind
@@ -43,7 +45,7 @@ def run(tmp_path: Path, body: Callable[[McuBridge, SimMcu], Awaitable[None]], *,
             await sim.link.wait_up(5)
             await body(bridge, sim)
         finally:
-            await bridge.stop()
+            await bridge.close()
             await sim.stop()
 
     asyncio.run(main())
@@ -119,15 +121,18 @@ def test_inputs_feedback_and_bad_messages(tmp_path: Path, caplog: pytest.LogCapt
         assert {(e.input, e.active) for e in initial} == {(i, False) for i in Input}
         await sim.set_input(Input.DOOR, True)
         assert await drain_inputs(bridge, 1, 5) == [InputEvent(Input.DOOR, True, 1)]
-        feedback = Feedback(bridge)
-        for signal, call in ((Signal.GOOD_SCAN, feedback.good_scan), (Signal.WRONG_PACKAGE, feedback.wrong_package),
-                             (Signal.ATTENTION, feedback.attention)):
-            done = call()
+        indicator = Indicator(bridge)
+        for feedback in (Feedback.GOOD_SCAN, Feedback.WRONG_PACKAGE, Feedback.ATTENTION):
+            done = show(indicator, feedback)
             assert done is not None
             await asyncio.wait_for(done, 5)
-            pattern = PATTERNS[signal]
+            pattern = PATTERNS[feedback]
             assert list(sim.received)[-2:] == [pattern.led, pattern.buzzer]
-        assert sim.leds[Led.STATUS] == PATTERNS[Signal.ATTENTION].led
+        assert sim.leds[Led.STATUS] == PATTERNS[Feedback.ATTENTION].led
+        done = indicator.clear()
+        assert done is not None
+        await asyncio.wait_for(done, 5)
+        assert sim.leds[Led.STATUS] == OFF.led
         # A message type the agent does not know, and a command sent the wrong way: counted, link stays up.
         await sim.link.send(0x7E, b"\x01")
         await sim.link.send(MessageType.LED_PATTERN, LedPattern(Led.STATUS, Color.RED, 1, 1, 1).to_payload())
@@ -137,11 +142,11 @@ def test_inputs_feedback_and_bad_messages(tmp_path: Path, caplog: pytest.LogCapt
 
 
 def test_feedback_without_mcu_is_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
-    feedback = Feedback(None)
-    with caplog.at_level(logging.INFO, logger="firmware_bridge.feedback"):
-        assert feedback.good_scan() is None and feedback.wrong_package() is None
-    assert feedback.logged_only == 2
-    assert "feedback good_scan (no MCU attached" in caplog.text and "wrong_package" in caplog.text
+    indicator = Indicator(None)
+    with caplog.at_level(logging.INFO, logger="firmware_bridge.indicator"):
+        assert show(indicator, Feedback.GOOD_SCAN) is None and show(indicator, Feedback.WRONG_PACKAGE) is None
+    assert indicator.logged_only == 2
+    assert "indicator good_scan (no MCU attached" in caplog.text and "wrong_package" in caplog.text
 
 
 def test_silent_mcu_takes_the_link_down_and_it_comes_back(tmp_path: Path) -> None:
@@ -153,7 +158,7 @@ def test_silent_mcu_takes_the_link_down_and_it_comes_back(tmp_path: Path) -> Non
         assert bridge.link.state is LinkState.CONNECTING and bridge.link.stats.link_downs == 1
         with pytest.raises(LinkDown):
             bridge.post(LedPattern(Led.STATUS, Color.RED, 1, 1, 1))
-        assert Feedback(bridge).good_scan() is None  # degrades to a log line
+        assert show(Indicator(bridge), Feedback.GOOD_SCAN) is None  # degrades to a log line
         sim.set_silent(False)
         await bridge.wait_up(5)
         await bridge.send(LedPattern(Led.STATUS, Color.GREEN, 1, 1, 1))
@@ -254,11 +259,7 @@ def test_lost_hello_ack_is_recovered_at_once(tmp_path: Path) -> None:
 
 
 def test_every_workflow_feedback_has_a_pattern() -> None:
-    from device.workflow import Feedback as WorkflowFeedback
-
-    for feedback in WorkflowFeedback:
-        assert Signal(feedback.value) in PATTERNS
-    assert set(PATTERNS) == set(Signal)
+    assert set(PATTERNS) == set(Feedback)
 
 
 def test_line_noise_between_messages_is_rejected_and_counted(tmp_path: Path) -> None:

@@ -212,7 +212,7 @@ def check_mcu(config: Config, timeout_s: float = 5.0) -> CheckResult:
         try:
             await bridge.wait_up(timeout_s)
         finally:
-            await bridge.stop()
+            await bridge.close()
     try:
         asyncio.run(handshake())
     except (BridgeError, TimeoutError, OSError) as exc:

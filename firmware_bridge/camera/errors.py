@@ -11,11 +11,11 @@ class CameraUnavailable(CameraError):
 
 
 class CaptureTimeout(CameraError):
-    """The camera did not deliver a frame in time."""
+    """The camera did not return a frame in time."""
 
 
 class CorruptFrame(CameraError):
-    """The camera delivered data that is not a complete image."""
+    """The camera returned data that is not a complete image."""
 
 
 class PhotoWriteError(CameraError):

@@ -42,15 +42,15 @@ class McuBridge:
         self.port.start()
         return self
 
-    async def stop(self) -> None:
-        await self.port.stop()
+    async def close(self) -> None:
+        await self.port.close()
         self.link.close()
 
     async def __aenter__(self) -> McuBridge:
         return self.start()
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        await self.close()
 
     async def wait_up(self, timeout_s: float) -> None:
         await self.link.wait_up(timeout_s)

@@ -1,4 +1,4 @@
-"""The MCU link: an asyncio protocol giving exactly-once, in-order delivery over a lossy serial line.
+"""The MCU link: an asyncio protocol giving exactly-once, in-order messages over a lossy serial line.
 
 Go-back-N with cumulative ACKs: up to `window` DATA frames in flight; the receiver accepts only the next
 sequence number, ACKs it, re-ACKs duplicates and NACKs the first gap once. The sender resends everything
@@ -80,8 +80,8 @@ class LinkStats:
     timeouts: int = 0  # ACK timeouts that triggered a resend
     nacks_sent: int = 0
     nacks_received: int = 0
-    delivered: int = 0  # DATA messages handed up, each exactly once
-    duplicates: int = 0  # DATA frames already delivered (re-ACKed, dropped)
+    handed_up: int = 0  # DATA messages handed up, each exactly once
+    duplicates: int = 0  # DATA frames already handed up (re-ACKed, dropped)
     out_of_order: int = 0  # DATA frames after a gap (dropped, gap NACKed)
     frames_rejected: int = 0  # bad COBS/CRC/length/kind
     handshakes: int = 0
@@ -260,7 +260,7 @@ class Link(asyncio.Protocol):
             self._rx_expected = (self._rx_expected + 1) % SEQ_MODULO
             self._nacked_for = None
             self._write(Frame(FrameKind.ACK, frame.seq))
-            self.stats.delivered += 1
+            self.stats.handed_up += 1
             try:
                 self._on_message(frame.msg_type, frame.payload)
             except Exception:  # a consumer bug must not take the link down

@@ -67,11 +67,11 @@ class ScannerProtocol(asyncio.Protocol):
     """Bytes → lines → scans for one connection; everything rejected is logged and counted."""
 
     def __init__(self, config: ScannerConfig, stats: ScannerStats, double_reads: DoubleReadFilter,
-                 deliver: Callable[[Scan], None]) -> None:
+                 emit: Callable[[Scan], None]) -> None:
         self._config = config
         self._stats = stats
         self._double_reads = double_reads
-        self._deliver = deliver
+        self._emit = emit
         self._lines = BoundedSplitter(LINE_DELIMITERS, config.max_line_bytes)
 
     def data_received(self, data: bytes) -> None:
@@ -96,7 +96,7 @@ class ScannerProtocol(asyncio.Protocol):
             log.debug("scanner %s: double read of %s suppressed", self._config.port.path, scan.data)
             return
         self._stats.scans += 1
-        self._deliver(scan)
+        self._emit(scan)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._lines.buffered:
@@ -139,11 +139,11 @@ class ScannerReader:
         self.port.start()
         return self
 
-    async def stop(self) -> None:
-        await self.port.stop()
+    async def close(self) -> None:
+        await self.port.close()
 
     async def __aenter__(self) -> ScannerReader:
         return self.start()
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        await self.close()

@@ -21,19 +21,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cloud_sync.cloud import CloudDb
+from device.feedback import PATTERNS
 from device.testbench.codes import Barcode
 from device.testbench.gps_route import DriveConfig, SimStop, drive, write_log
 from device.testbench.gpsfake import GpsFake
 from device.testbench.mcu import SimMcu
 from device.testbench.procs import free_tcp_port
 from device.testbench.scanner import SimScanner
-from firmware_bridge.feedback import PATTERNS, Signal
+from device.workflow.outputs import Feedback
 from firmware_bridge.scanner.parse import Symbology
 from tests.helpers.chaos.rig import DEVICE, REPO, Rig, Tally
 
 T = TypeVar("T")
 SCAN_RATE = 20.0  # codes per second from the scanner: a busy loading dock, sustained
-REJECTED_BEEP = PATTERNS[Signal.REJECTED].buzzer  # what the driver hears once a scan is committed
+REJECTED_BEEP = PATTERNS[Feedback.REJECTED].buzzer  # what the driver hears once a scan is committed
 STOP_TIMEOUT_S = 15.0
 
 
