@@ -17,12 +17,13 @@ from typing import Any, Awaitable, Callable
 from device.contract.domain import Event, EventType, Role, Stop, Verdict, iso_utc
 from device.contract.position import Position
 from device.feedback import show
-from device.positioning.setup import workflow_input
-from device.positioning.tracker import NextStop, PositionTracker
+from device.positioning.tracker import Arrived, Departed, NextStop, PositionEvent, PositionTracker
 from device.sdnotify import Notifier
 from device.store import DiskCondition, EventStore, StoreError, StoreFull
 from device.workflow import (
+    ArrivedAt,
     ClaimResult,
+    DepartedFrom,
     Notice,
     OffersReceived,
     Outcome,
@@ -66,6 +67,16 @@ PhotoTaker = Callable[[Stop, Fix | None], Awaitable[ProofPhoto]]
 def _position(fix: Fix | None) -> Position | None:
     """The one place a receiver's fix becomes what an event carries (the contract's wire form)."""
     return Position(fix.to_dict()) if fix is not None else None
+
+
+def workflow_input(event: PositionEvent) -> ArrivedAt | DepartedFrom | None:
+    """The geofence's Arrived/Departed as workflow inputs (the workflow then records `stop.arrived` /
+    `stop.departed`); NextStop is for the driver's screen only."""
+    if isinstance(event, Arrived):
+        return ArrivedAt(event.stop_id)
+    if isinstance(event, Departed):
+        return DepartedFrom(event.stop_id)
+    return None
 
 
 @dataclass

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
+from device.agent import workflow_input
 from device.contract.domain import EventType
 from device.positioning import (
     Arrived,
@@ -21,7 +22,6 @@ from device.positioning import (
     thin,
 )
 from device.positioning.geo import LocalProjection, distance_m, offset
-from device.positioning.setup import workflow_input
 from device.positioning.thinning import point_segment_distance
 from device.testbench.gps_route import DriveConfig, SimStop, Tunnel, drive, epoch_sentences
 from device.workflow.inputs import ArrivedAt, DepartedFrom

@@ -1,5 +1,4 @@
-"""Glue for the agent: the GPS source and positioning objects from the `[gps]` config section, and the
-tracker's events as workflow inputs (the workflow then records `stop.arrived` / `stop.departed`)."""
+"""Glue for the agent: the GPS source and positioning objects from the `[gps]` config section."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -8,8 +7,7 @@ from device.config import GpsSection, GpsSourceKind
 from device.positioning.clock import ClockConfig, ClockSkewDetector
 from device.positioning.fix_filter import FilterConfig, FixFilter
 from device.positioning.thinning import ThinningConfig
-from device.positioning.tracker import Arrived, Departed, PositionEvent, PositionTracker, StopPoint, TrackerConfig
-from device.workflow.inputs import ArrivedAt, DepartedFrom
+from device.positioning.tracker import PositionTracker, StopPoint, TrackerConfig
 from firmware_bridge.fix import FixMode
 from firmware_bridge.gps.sources import FixSource, GpsdSource, SerialNmeaSource
 
@@ -38,12 +36,3 @@ def thinning_config(gps: GpsSection) -> ThinningConfig:
 
 def clock_detector(gps: GpsSection) -> ClockSkewDetector:
     return ClockSkewDetector(ClockConfig(threshold_s=gps.clock_skew_threshold_s))
-
-
-def workflow_input(event: PositionEvent) -> ArrivedAt | DepartedFrom | None:
-    """Arrived/Departed for the workflow; NextStop is for the driver's screen only."""
-    if isinstance(event, Arrived):
-        return ArrivedAt(event.stop_id)
-    if isinstance(event, Departed):
-        return DepartedFrom(event.stop_id)
-    return None

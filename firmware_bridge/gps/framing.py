@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from firmware_bridge.delimited import BoundedSplitter
+
 log = logging.getLogger(__name__)
 
 # NMEA 0183 allows 82 characters; high-precision and proprietary sentences run longer in practice.
@@ -21,7 +23,7 @@ class NmeaCounters:
     sentences: int = 0  # passed checksum and parsed
     epochs: int = 0  # fixes emitted
     noise_bytes: int = 0  # non-blank bytes outside any sentence
-    oversize: int = 0  # sentence longer than MAX_SENTENCE_BYTES
+    oversize: int = 0  # line longer than MAX_SENTENCE_BYTES (binary noise without LF included)
     bad_checksum: int = 0  # missing or wrong checksum
     malformed: int = 0  # checksum fine, fields unparseable
     unsupported: int = 0  # valid but not a sentence we use (GSV, proprietary, ...)
@@ -41,25 +43,13 @@ class NmeaFramer:
 
     def __init__(self, counters: NmeaCounters) -> None:
         self.counters = counters
-        self._partial = b""
-        self._discarding = False  # inside an oversize line: drop up to the next LF
+        self._lines = BoundedSplitter(b"\n", MAX_SENTENCE_BYTES)
 
     def feed(self, data: bytes) -> list[bytes]:
-        *lines, self._partial = (self._partial + data).split(b"\n")
-        sentences = []
-        for line in lines:
-            if self._discarding:
-                self._discarding = False
-                continue
-            sentence = self._sentence(line)
-            if sentence is not None:
-                sentences.append(sentence)
-        if len(self._partial) > MAX_SENTENCE_BYTES:
-            if not self._discarding:  # count each over-long line once, however many chunks it spans
-                self._count_oversize(self._partial)
-            self._partial = b""
-            self._discarding = True
-        return sentences
+        oversize = self._lines.oversize_chunks
+        lines = self._lines.feed(data)
+        self.counters.oversize += self._lines.oversize_chunks - oversize
+        return [sentence for sentence in map(self._sentence, lines) if sentence is not None]
 
     def _sentence(self, line: bytes) -> bytes | None:
         # The last `$` starts the sentence: bytes before it are noise or a sentence cut off mid-line.
@@ -67,15 +57,4 @@ class NmeaFramer:
         self.counters.noise_bytes += len((line if at < 0 else line[:at]).strip())
         if at < 0:
             return None
-        sentence = line[at:].rstrip(b"\r")
-        if len(sentence) > MAX_SENTENCE_BYTES:
-            self._count_oversize(sentence)
-            return None
-        return sentence
-
-    def _count_oversize(self, data: bytes) -> None:
-        if b"$" in data:
-            self.counters.oversize += 1
-            log.debug("oversize NMEA line dropped: %r", data[:40])
-        else:
-            self.counters.noise_bytes += len(data.strip())
+        return line[at:].rstrip(b"\r")
