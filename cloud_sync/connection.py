@@ -16,8 +16,6 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from device.config import MqttSection
-
 DEFAULT_SESSION_EXPIRY_S = 7 * 86400  # the broker keeps a device's subscriptions and queued acks this long
 
 
@@ -30,12 +28,6 @@ class BrokerSettings:
     key_file: str = ""
     keepalive_s: int = 30
     connect_timeout_s: float = 10.0
-
-    @classmethod
-    def from_config(cls, mqtt: MqttSection) -> BrokerSettings:
-        tls = mqtt.tls
-        return cls(mqtt.host, mqtt.port, mqtt.ca_file if tls else "", mqtt.cert_file if tls else "",
-                   mqtt.key_file if tls else "", mqtt.keepalive_s)
 
     def tls_context(self) -> ssl.SSLContext | None:
         if not self.ca_file:

@@ -48,8 +48,6 @@ from cloud_sync.messages import (
 )
 from cloud_sync.signing import Verifier
 from cloud_sync.topics import FleetTopics
-from device import __version__
-from device.config import Config, ConfigError
 from device.contract.domain import Lane, new_event_id
 from device.store import EventStore, StoreError
 from device.store.event_store import StoredEvent
@@ -68,6 +66,7 @@ class SyncSettings:
     device_id: str
     fleet: str
     station: str
+    version: str = "unknown"  # the device software's, in the retained status
     batch_max_events: int = 1000
     batch_max_bytes: int = 512 * 1024
     compression: Compression = Compression.ZSTD
@@ -79,21 +78,6 @@ class SyncSettings:
     max_inbound_bytes: int = MAX_INBOUND_BYTES
     session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S
     backoff: Backoff = Backoff()
-
-
-    @classmethod
-    def from_config(cls, config: Config) -> SyncSettings:
-        sync = config.sync
-        try:
-            compression = Compression(sync.compression)
-        except ValueError:
-            raise ConfigError("sync.compression", "config", f"{sync.compression!r} is not zstd or none") from None
-        return cls(device_id=config.device.id, fleet=config.device.fleet, station=config.device.station,
-                   batch_max_events=sync.batch_max_events, batch_max_bytes=sync.batch_max_bytes,
-                   compression=compression, inflight_batches=sync.inflight_batches,
-                   ack_timeout_s=sync.ack_timeout_s, status_interval_s=sync.status_interval_s,
-                   session_expiry_s=sync.session_expiry_s,
-                   backoff=Backoff(sync.backoff_initial_s, sync.backoff_max_s))
 
 
 @dataclass
@@ -258,8 +242,8 @@ class DeviceSync:
     async def _run(self) -> None:
         delays = self.settings.backoff.delays()
         while not self._stop_requested.is_set():
-            will = aiomqtt.Will(self.topics.status, DeviceStatus(Presence.OFFLINE, self.settings.device_id,
-                                                                 __version__).to_payload(), qos=1, retain=True)
+            offline = DeviceStatus(Presence.OFFLINE, self.settings.device_id, self.settings.version)
+            will = aiomqtt.Will(self.topics.status, offline.to_payload(), qos=1, retain=True)
             client = make_client(self.broker, self.settings.device_id, will=will,
                                  session_expiry_s=self.settings.session_expiry_s)
             try:
@@ -312,7 +296,7 @@ class DeviceSync:
     async def _publish_status(self, client: aiomqtt.Client, state: Presence, live: StoredEvent | None) -> None:
         stats = await asyncio.to_thread(self.store.stats)
         position = orjson.loads(live.body).get("fix") if live is not None else None
-        status = DeviceStatus(state, self.settings.device_id, __version__, stats.depth,
+        status = DeviceStatus(state, self.settings.device_id, self.settings.version, stats.depth,
                               stats.last_acked_seq, position, storage=self.store.disk_condition.value)
         await client.publish(self.topics.status, status.to_payload(), qos=1, retain=True)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
+from device.cloud_port import CloudCommand, CloudPort
 from device.contract.domain import Event, EventType, Role, Stop, Verdict, iso_utc
 from device.contract.position import Position
 from device.feedback import show
@@ -25,11 +26,9 @@ from device.workflow import (
     ClaimResult,
     DepartedFrom,
     Notice,
-    OffersReceived,
     Outcome,
     PackageScanned,
     PhotoChecked,
-    RouteReceived,
     SendClaim,
     StageScan,
 )
@@ -97,7 +96,7 @@ class Agent:
     runner: WorkflowRunner
     role: Role
     indicator: Indicator = field(default_factory=Indicator)  # without an MCU: log lines
-    sync: Any = None  # cloud_sync.device_sync.DeviceSync
+    cloud: CloudPort | None = None  # no cloud link configured: claims are refused as offline
     tracker_factory: Callable[[list[Stop]], PositionTracker] | None = None
     take_photo: PhotoTaker | None = None
     notifier: Notifier = field(default_factory=lambda: Notifier({}))
@@ -138,8 +137,8 @@ class Agent:
         for request in outcome.requests:
             if isinstance(request, SendClaim):
                 self._spawn(self._claim(request.block_id), f"claim:{request.block_id}")
-        if outcome.events and self.sync is not None:
-            self.sync.kick()
+        if outcome.events and self.cloud is not None:
+            self.cloud.kick()
         self._sync_route_tracker()
 
     def _signal(self, signal: Feedback) -> None:
@@ -253,32 +252,21 @@ class Agent:
 
     # --- cloud -------------------------------------------------------------------------------------
 
-    async def cloud_loop(self) -> None:
-        """Offers and routes from the cloud, already verified by cloud_sync, into the workflow."""
-        from cloud_sync.messages import Command, Offers, RouteAssignment
-
+    async def cloud_loop(self, cloud: CloudPort) -> None:
+        """Offers and routes from the cloud, already verified by the link, into the workflow."""
         while True:
-            message = await self.sync.inbox.get()
-            if isinstance(message, Offers):
-                await self.submit(OffersReceived(tuple(message.blocks)))
-            elif isinstance(message, RouteAssignment):
-                await self.submit(RouteReceived(message.route))
-            elif isinstance(message, Command):
-                log.info("cloud command %s (%s) received; no handler on this unit", message.name, message.id)
+            item = await cloud.receive()
+            if isinstance(item, CloudCommand):
+                log.info("cloud command %s (%s) received; no handler on this unit", item.name, item.id)
+            else:
+                await self.submit(item)
 
     async def _claim(self, block_id: str) -> None:
-        from cloud_sync.errors import SyncError
-
         self.counters.claims_sent += 1
-        if self.sync is None:
+        if self.cloud is None:
             await self.submit(ClaimResult(block_id, False, "offline: no cloud link configured"))
             return
-        try:
-            result = await self.sync.claim(block_id)
-            granted, reason = result.granted, "" if result.granted else result.status.value
-        except (SyncError, TimeoutError) as exc:
-            granted, reason = False, f"timeout: {exc}"
-        await self.submit(ClaimResult(block_id, granted, reason))
+        await self.submit(await self.cloud.claim(block_id))
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -309,8 +297,8 @@ class Agent:
         while True:
             stats = await asyncio.to_thread(self.store.stats)
             data = {"outbox_depth": stats.depth, "last_seq": stats.last_seq, **vars(self.counters)}
-            if self.sync is not None:
-                data["sync"] = self.sync.counters.snapshot()
+            if self.cloud is not None:
+                data["sync"] = self.cloud.counters()
             try:
                 await self.store.append_async([Event(EventType.HEALTH, data)])
             except StoreError as exc:
@@ -346,18 +334,18 @@ class Agent:
             self.notifier.status(f"storage ok, phase {self.runner.workflow.phase}")
             full_since = None
             self._report_status()
-            if self.sync is not None:
-                self.sync.kick()
+            if self.cloud is not None:
+                self.cloud.kick()
 
     def _report_status(self) -> None:
-        if self.sync is not None:
-            self.sync.report_status()
+        if self.cloud is not None:
+            self.cloud.report_status()
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.store.append_async([Event(EventType.AGENT_STARTED, {"role": self.role.value})])
-        if self.sync is not None:
-            await self.sync.start()
-            self.start("cloud", self.cloud_loop())
+        if self.cloud is not None:
+            await self.cloud.start()
+            self.start("cloud", self.cloud_loop(self.cloud))
         self.start("health", self.health_loop())
         self.start("storage", self.storage_loop())
         self.notifier.ready(f"phase {self.runner.workflow.phase}")
@@ -375,9 +363,9 @@ class Agent:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             with contextlib.suppress(StoreError):
                 await self.store.append_async([Event(EventType.AGENT_STOPPED, dict(vars(self.counters)))])
-            if self.sync is not None:
+            if self.cloud is not None:
                 # A clean stop gives the outbox a moment to drain; what is left goes at the next start.
                 with contextlib.suppress(Exception):
-                    self.sync.kick()
-                    await self.sync.wait_drained(STOP_DRAIN_S)
-                await self.sync.stop()
+                    self.cloud.kick()
+                    await self.cloud.wait_drained(STOP_DRAIN_S)
+                await self.cloud.stop()

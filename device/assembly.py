@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from device.agent import Agent, ProofPhoto
+from device.cloud_port import CloudPort
 from device.config import Config
 from device.contract.domain import Stop
 from device.hardware import mcu_config, scanner_config
@@ -107,16 +108,13 @@ def _photo_taker(config: Config, data_dir: Path):
     return take_photo, camera.close
 
 
-def _sync(config: Config, store: EventStore):
-    from cloud_sync.connection import BrokerSettings
-    from cloud_sync.device_sync import DeviceSync, SyncSettings
-    from cloud_sync.signing import Verifier
-
+def _cloud(config: Config, store: EventStore) -> CloudPort | None:
     if not config.sync.cloud_key_file:
         log.warning("no [sync] cloud_key_file configured: running without a cloud link")
         return None
-    return DeviceSync(store, SyncSettings.from_config(config), BrokerSettings.from_config(config.mqtt),
-                      Verifier.from_pem_files(config.sync.cloud_key_file))
+    from device.cloud_adapter import CloudAdapter  # cloud_sync (paho, zstd) is imported only with a cloud link
+
+    return CloudAdapter.from_config(config, store)
 
 
 async def assemble(config: Config, data_dir: Path, notifier: Notifier | None = None) -> Assembly:
@@ -133,7 +131,7 @@ async def assemble(config: Config, data_dir: Path, notifier: Notifier | None = N
         runner=runner,
         role=config.device.role,
         indicator=Indicator(mcu),
-        sync=_sync(config, store),
+        cloud=_cloud(config, store),
         tracker_factory=lambda stops: positioning.tracker(gps_section, stops),
         take_photo=take_photo,
         notifier=notifier or Notifier(),

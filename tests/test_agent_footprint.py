@@ -35,7 +35,7 @@ from device.cli.common import load_context
 from device.assembly import assemble
 ctx = load_context(args)
 assembly = asyncio.run(assemble(ctx.config, ctx.data_dir))
-assert assembly.agent.sync is not None and assembly.scanner is not None
+assert assembly.agent.cloud is not None and assembly.scanner is not None
 at_idle = sorted(sys.modules)
 from firmware_bridge.scanner import parse_line
 scan = parse_line(b"]C1" + b"00" + b"012345678901234560")  # a GS1-128 SSCC: biip loads now

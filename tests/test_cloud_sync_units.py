@@ -36,6 +36,7 @@ from cloud_sync.pki import Pki, acl_text
 from cloud_sync.signing import Signer, Verifier
 from cloud_sync.topics import FleetTopics
 from device.cli import main as cli_main
+from device.cloud_adapter import sync_settings_from_config
 from device.config import ConfigError, load_config
 from device.contract.domain import Block, Event, EventType, Lane, Package, Route, Stop
 from device.store import EventStore
@@ -229,10 +230,10 @@ def test_pki_cli_provisions_a_unit(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_sync_config_section(tmp_path: Path) -> None:
     config = load_config(None, env={"FLEXEDGE_SYNC__BATCH_MAX_EVENTS": "50", "FLEXEDGE_SYNC__COMPRESSION": "none"})
-    settings = SyncSettings.from_config(config)
+    settings = sync_settings_from_config(config)
     assert settings.batch_max_events == 50 and settings.compression is Compression.NONE
     with pytest.raises(ConfigError):
-        SyncSettings.from_config(load_config(None, env={"FLEXEDGE_SYNC__COMPRESSION": "lz4"}))
+        sync_settings_from_config(load_config(None, env={"FLEXEDGE_SYNC__COMPRESSION": "lz4"}))
 
 
 # --- the cloud's ingest --------------------------------------------------------------------------------
@@ -373,3 +374,29 @@ def test_photo_chunks_parse_and_reassemble(tmp_path: Path) -> None:
     assert [db.store_photo_chunk("van-a", c) for c in forged] == [False, False]
     assert db.photo("van-a", "P-2") is None
     assert [f["kind"] for f in db.flags("van-a")] == [FlagKind.PHOTO_CORRUPT.value]
+
+
+def test_the_adapter_gives_the_agent_its_own_types(tmp_path: Path) -> None:
+    """Offers, routes and commands come out as the agent's inputs; a claim nobody answers is a refusal."""
+    from device.cloud_adapter import CloudAdapter, as_input
+    from device.cloud_port import CloudCommand
+    from device.workflow.inputs import ClaimResult as ClaimAnswer
+    from device.workflow.inputs import OffersReceived, RouteReceived
+
+    route = _route()
+    assert as_input(RouteAssignment("van-a", route)) == RouteReceived(route)
+    assert as_input(Offers("DXX1", 3, ())) == OffersReceived(())
+    expires = datetime.now(timezone.utc)
+    assert as_input(Command("c1", "van-a", "reboot", {"now": True}, expires)) == \
+        CloudCommand("c1", "reboot", {"now": True})
+
+    async def claim() -> ClaimAnswer:
+        with EventStore(tmp_path / "d.db") as store:
+            settings = SyncSettings("van-a", "demo", "DXX1", claim_timeout_s=0.2)
+            adapter = CloudAdapter(DeviceSync(store, settings, BrokerSettings("127.0.0.1", 1),
+                                              Verifier.of(Signer.generate().public_key)))
+            assert not adapter.online
+            return await adapter.claim("B1")
+
+    answer = asyncio.run(claim())
+    assert answer.block_id == "B1" and not answer.granted and answer.reason.startswith("timeout")

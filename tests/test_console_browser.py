@@ -20,6 +20,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from cloud_sync.device_sync import DeviceSync
 from device.agent import Agent
+from device.cloud_adapter import CloudAdapter
 from device.config import ConsoleSection, GpsSection
 from device.console.server import ConsoleServer
 from device.contract.domain import Role
@@ -120,7 +121,7 @@ def test_driver_flow_in_chromium(tls_broker: MosquittoBroker, fleet: FleetPki, t
                           fleet.verifier)
         take_photo, close_camera, _ = camera_photo_taker(data_dir)
         agent = Agent(store=store, runner=await WorkflowRunner.open(store, Role.VEHICLE), role=Role.VEHICLE,
-                      sync=sync, take_photo=take_photo,
+                      cloud=CloudAdapter(sync), take_photo=take_photo,
                       tracker_factory=lambda stops: positioning.tracker(GpsSection(), stops))
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(close_camera)

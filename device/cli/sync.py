@@ -11,11 +11,11 @@ import json
 import logging
 import signal
 
-from cloud_sync.connection import BrokerSettings
 from cloud_sync.device_sync import DeviceSync, SyncSettings
 from cloud_sync.errors import SyncError
 from cloud_sync.signing import Verifier
 from device.cli.common import Context, load_context
+from device.cloud_adapter import broker_settings_from_config, sync_settings_from_config
 from device.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def run(args: argparse.Namespace) -> int:
     ctx = load_context(args)
     try:
-        settings = SyncSettings.from_config(ctx.config)
+        settings = sync_settings_from_config(ctx.config)
         verifier = Verifier.from_pem_files(ctx.config.sync.cloud_key_file)
     except (ConfigError, SyncError) as exc:
         print(f"flexedge sync: {exc}")
@@ -45,7 +45,7 @@ async def _run(args: argparse.Namespace, ctx: Context, settings: SyncSettings, v
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     with ctx.open_store() as store:
-        sync = DeviceSync(store, settings, BrokerSettings.from_config(ctx.config.mqtt), verifier)
+        sync = DeviceSync(store, settings, broker_settings_from_config(ctx.config.mqtt), verifier)
         await sync.start()
         code = 0
         try:

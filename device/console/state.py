@@ -32,9 +32,9 @@ def _next_stop(agent: Agent, view: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _sync(agent: Agent) -> dict[str, Any]:
-    if agent.sync is None:
+    if agent.cloud is None:
         return {"configured": False, "online": False}
-    return {"configured": True, "online": agent.sync.connected.is_set()}
+    return {"configured": True, "online": agent.cloud.online}
 
 
 async def console_state(agent: Agent) -> dict[str, Any]:

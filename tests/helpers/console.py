@@ -10,6 +10,7 @@ import numpy as np
 
 from device.agent import Agent, PhotoTaker
 from device.assembly import _photo_taker
+from device.cloud_port import CloudPort
 from device.config import CameraSection, Config
 from device.contract.domain import Block, Instruction, Package, Role, Route, Stop
 from device.store import EventStore, RetentionPolicy
@@ -46,10 +47,10 @@ def console_plan() -> StagingPlan:
 
 
 async def build_agent(data_dir: Path, role: Role = Role.VEHICLE, take_photo: PhotoTaker | None = None,
-                      sync: object = None) -> Agent:
+                      cloud: CloudPort | None = None) -> Agent:
     store = EventStore(data_dir / "events.db", RetentionPolicy())
     runner = await WorkflowRunner.open(store, role)
-    return Agent(store=store, runner=runner, role=role, sync=sync, take_photo=take_photo)
+    return Agent(store=store, runner=runner, role=role, cloud=cloud, take_photo=take_photo)
 
 
 def camera_photo_taker(data_dir: Path) -> tuple[PhotoTaker, Callable[[], None], Path]:
