@@ -26,9 +26,10 @@ import paho.mqtt.client as paho  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from cloud_sync.connection import BrokerSettings  # noqa: E402
-from cloud_sync.device_sync import DeviceSync, SyncSettings  # noqa: E402
+from cloud_sync.device_sync import DeviceSync  # noqa: E402
 from cloud_sync.messages import Compression  # noqa: E402
 from cloud_sync.signing import Verifier  # noqa: E402
+from cloud_sync.sync_settings import SyncSettings  # noqa: E402
 from cloud_sync.topics import FleetTopics  # noqa: E402
 from device.contract.domain import Event, EventType  # noqa: E402
 from device.contract.position import Position  # noqa: E402

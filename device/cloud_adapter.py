@@ -8,10 +8,11 @@ import logging
 from typing import Any
 
 from cloud_sync.connection import Backoff, BrokerSettings
-from cloud_sync.device_sync import DeviceSync, SyncSettings
+from cloud_sync.device_sync import DeviceSync
 from cloud_sync.errors import SyncError
 from cloud_sync.messages import Command, Compression, Offers, RouteAssignment
 from cloud_sync.signing import Verifier
+from cloud_sync.sync_settings import SyncSettings
 from device import __version__
 from device.cloud_port import CloudCommand, CloudInput
 from device.config import Config, ConfigError, MqttSection

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from cloud_sync.cloud import CloudDb, FlagKind
 from cloud_sync.connection import Backoff, BrokerSettings
-from cloud_sync.device_sync import DeviceSync, SyncSettings
+from cloud_sync.device_sync import DeviceSync
 from cloud_sync.errors import MessageRejected, PkiError, RejectReason
 from cloud_sync.messages import (
     PHOTO_CHUNK_BYTES,
@@ -34,6 +34,7 @@ from cloud_sync.messages import (
 )
 from cloud_sync.pki import Pki, acl_text
 from cloud_sync.signing import Signer, Verifier
+from cloud_sync.sync_settings import SyncSettings
 from cloud_sync.topics import FleetTopics
 from device.cli import main as cli_main
 from device.cloud_adapter import sync_settings_from_config
@@ -342,7 +343,7 @@ def test_inbound_garbage_is_rejected_never_raised(tmp_path_factory: pytest.TempP
 
     async def feed() -> None:
         try:
-            await sync._handle(full_topic, payload, None)
+            await sync.downlink.handle(full_topic, payload, None)
         except MessageRejected:
             pass
 

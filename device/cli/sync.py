@@ -11,9 +11,10 @@ import json
 import logging
 import signal
 
-from cloud_sync.device_sync import DeviceSync, SyncSettings
+from cloud_sync.device_sync import DeviceSync
 from cloud_sync.errors import SyncError
 from cloud_sync.signing import Verifier
+from cloud_sync.sync_settings import SyncSettings
 from device.cli.common import Context, load_context
 from device.cloud_adapter import broker_settings_from_config, sync_settings_from_config
 from device.config import ConfigError

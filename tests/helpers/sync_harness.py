@@ -14,7 +14,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud_sync.cloud import CloudDb, CloudPeer, CloudSettings, CloudThread
 from cloud_sync.connection import Backoff, BrokerSettings
-from cloud_sync.device_sync import SyncSettings
+from cloud_sync.sync_settings import SyncSettings
 from device.contract.domain import Event, EventType
 from tests.helpers.fleet import FLEET, STATION, FleetPki
 

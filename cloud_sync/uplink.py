@@ -1,0 +1,195 @@
+"""The uplink: drains the outbox to the cloud in batches, most urgent lane first, and keeps the retained status.
+
+The outbox is the source of truth (STYLE.md item 7): an event is marked acked only when the cloud's ack for its
+batch arrives; whatever is in flight when a connection drops is sent again on the next one (event ids make that
+harmless), and a batch without an ack within `ack_timeout_s` is sent again too. With no event waiting, a photo
+chunk goes (`PhotoUploads`); its ack comes back through the same window of batches in flight.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import aiomqtt
+import orjson
+
+from cloud_sync.messages import BatchAck, Compression, DeviceStatus, EventBatch, Presence
+from cloud_sync.photos import PhotoUploads
+from cloud_sync.sync_settings import SyncCounters, SyncSettings
+from cloud_sync.topics import DeviceTopics
+from device.contract.domain import Lane, new_event_id
+from device.store import EventStore, StoreError
+from device.store.event_store import StoredEvent
+
+log = logging.getLogger(__name__)
+
+LANE_ORDER = (Lane.EVENTS, Lane.TRACK)  # proofs, scans, blocks before the GPS breadcrumb backlog
+IDLE_POLL_S = 1.0  # with nothing to send, look at the outbox again this often (kick() wakes sooner)
+SUPERSEDED_BATCHES_KEPT = 512  # batches sent on an earlier connection whose late acks are still honoured
+DRAINED_POLL_S = 0.1  # wait_drained looks at the outbox this often
+
+
+@dataclass(frozen=True)
+class _Sent:
+    lane: Lane | None  # None: a photo chunk
+    seqs: tuple[int, ...]  # event seqs, or the chunk index of a photo chunk
+    sent_at: float
+    photo_id: str | None = None
+
+
+class Uplink:
+    def __init__(self, store: EventStore, settings: SyncSettings, topics: DeviceTopics, counters: SyncCounters,
+                 photos: PhotoUploads) -> None:
+        self.store = store
+        self.settings = settings
+        self.topics = topics
+        self.counters = counters
+        self.photos = photos
+        self._wakeup = asyncio.Event()
+        self._status_due = asyncio.Event()
+        self._inflight: dict[str, _Sent] = {}
+        self._superseded: OrderedDict[str, _Sent] = OrderedDict()
+        self._rewind = False  # set when an ack could not be recorded: resend from the oldest unacked event
+
+    def kick(self) -> None:
+        """New events are in the outbox: look now instead of at the next idle poll."""
+        self._wakeup.set()
+
+    async def wait_drained(self, timeout_s: float | None) -> None:
+        """Until the outbox is empty (every event acked by the cloud)."""
+        async with asyncio.timeout(timeout_s):
+            while await asyncio.to_thread(self._floor_seq):
+                await asyncio.sleep(DRAINED_POLL_S)
+
+    # --- status ------------------------------------------------------------------------------------
+
+    def offline_status(self) -> DeviceStatus:
+        return DeviceStatus(Presence.OFFLINE, self.settings.device_id, self.settings.version)
+
+    async def publish_status(self, client: aiomqtt.Client, state: Presence, live: StoredEvent | None) -> None:
+        stats = await asyncio.to_thread(self.store.stats)
+        position = orjson.loads(live.body).get("fix") if live is not None else None
+        status = DeviceStatus(state, self.settings.device_id, self.settings.version, stats.depth,
+                              stats.last_acked_seq, position, storage=self.store.disk_condition.value)
+        await client.publish(self.topics.status, status.to_payload(), qos=1, retain=True)
+
+    def report_status(self) -> None:
+        """Something the operator should see changed (the disk filled up): publish the status now."""
+        self._status_due.set()
+
+    async def refresh_status(self, client: aiomqtt.Client) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.status_interval_s):
+                    await self._status_due.wait()
+            self._status_due.clear()
+            await self.publish_status(client, Presence.ONLINE, None)
+
+    # --- the outbox drain --------------------------------------------------------------------------
+
+    def supersede_inflight(self) -> None:
+        """Batches of a closed connection (or timed out) go again; a late ack for them still counts."""
+        for batch_id, sent in self._inflight.items():
+            self._superseded[batch_id] = sent
+            self.counters.batches_resent += 1
+        self._inflight.clear()
+        while len(self._superseded) > SUPERSEDED_BATCHES_KEPT:
+            self._superseded.popitem(last=False)
+
+    def _floor_seq(self) -> int:
+        """The lowest unacked seq (0 if none). Per lane: each lookup is one step on the pending index."""
+        heads = [events[0].seq for lane in LANE_ORDER if (events := self.store.pending(limit=1, lane=lane))]
+        return min(heads, default=0)
+
+    def _next_batch(self, cursors: dict[Lane, int]) -> tuple[Lane, list[StoredEvent], int]:
+        """(lane, events, floor seq): the oldest unsent events of the most urgent lane with any. Store thread."""
+        floor_seq = self._floor_seq()
+        for lane in LANE_ORDER:
+            events = self.store.pending(self.settings.batch_max_events, self.settings.batch_max_bytes, lane,
+                                        after_seq=cursors[lane])
+            if events:
+                return lane, events, floor_seq
+        return Lane.EVENTS, [], floor_seq
+
+    async def _send(self, client: aiomqtt.Client, lane: Lane, events: list[StoredEvent], floor_seq: int) -> None:
+        docs = []
+        size = 0
+        for event in events:
+            doc = orjson.loads(event.body)
+            doc["hash"] = event.hash
+            docs.append(doc)
+            size += len(event.body)
+        batch = EventBatch(new_event_id(), self.settings.device_id, int(lane), floor_seq, tuple(docs))
+        compression = self.settings.compression if size >= self.settings.compress_min_bytes else Compression.NONE
+        self._inflight[batch.batch_id] = _Sent(lane, tuple(e.seq for e in events), time.monotonic())
+        await client.publish(self.topics.events, batch.to_payload(compression), qos=1)
+        self.counters.batches_sent += 1
+        self.counters.events_sent += len(events)
+
+    async def drain(self, client: aiomqtt.Client, live: StoredEvent | None) -> None:
+        """A session task: send until the connection ends. `live`: the newest breadcrumb, sent first."""
+        cursors = {lane: 0 for lane in LANE_ORDER}
+        if live is not None:  # the newest position first: the operator sees where the van is now
+            await self._send(client, Lane.TRACK, [live], await asyncio.to_thread(self._floor_seq))
+        while True:
+            if self._inflight:
+                oldest = min(sent.sent_at for sent in self._inflight.values())
+                if time.monotonic() - oldest > self.settings.ack_timeout_s:
+                    log.warning("no cloud ack within %.0f s for %d batches; sending them again",
+                                self.settings.ack_timeout_s, len(self._inflight))
+                    self._rewind = True
+            if self._rewind:
+                self._rewind = False
+                self.supersede_inflight()
+                cursors = {lane: 0 for lane in LANE_ORDER}
+            if len(self._inflight) >= self.settings.inflight_batches:
+                await self._sleep_until_woken(self.settings.ack_timeout_s / 4)
+                continue
+            lane, events, floor_seq = await asyncio.to_thread(self._next_batch, cursors)
+            if not events:
+                if not await self._send_photo_chunk(client):
+                    await self._sleep_until_woken(IDLE_POLL_S)
+                continue
+            await self._send(client, lane, events, floor_seq)
+            cursors[lane] = events[-1].seq
+
+    async def _send_photo_chunk(self, client: aiomqtt.Client) -> bool:
+        busy = {(sent.photo_id, sent.seqs[0]) for sent in self._inflight.values() if sent.photo_id is not None}
+        chunk = await self.photos.next_chunk(busy)
+        if chunk is None:
+            return False
+        if isinstance(chunk, str):  # a photo whose file is gone: dropped, look again
+            return True
+        self._inflight[chunk.batch_id] = _Sent(None, (chunk.seq,), time.monotonic(), chunk.photo_id)
+        await client.publish(self.topics.photo(chunk.photo_id), chunk.to_payload(), qos=1)
+        self.counters.photo_chunks_sent += 1
+        return True
+
+    async def _sleep_until_woken(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._wakeup.wait()
+        self._wakeup.clear()
+
+    async def on_ack(self, ack: BatchAck) -> None:
+        """The cloud stored a batch (or a photo chunk): its events leave the outbox."""
+        sent = self._inflight.pop(ack.batch_id, None) or self._superseded.pop(ack.batch_id, None)
+        if sent is None:
+            self.counters.acks_unknown += 1
+            log.debug("ack for unknown batch %s (sent by an earlier run)", ack.batch_id)
+            return
+        if sent.photo_id is not None:
+            await self.photos.acked(sent.photo_id, sent.seqs[0])
+            self._wakeup.set()
+            return
+        try:
+            changed = await asyncio.to_thread(self.store.mark_acked, sent.seqs)
+        except StoreError:
+            self._rewind = True  # not marked: the drain goes back and sends those events again
+            raise
+        self.counters.events_acked += changed
+        self._wakeup.set()
