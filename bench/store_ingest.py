@@ -18,7 +18,7 @@ from device.contract.chain import GENESIS_HASH, canonical_bytes, hash_body  # no
 from device.contract.domain import Event, EventType  # noqa: E402
 from device.store import EventStore  # noqa: E402
 from device.store.database import PRAGMAS, open_database  # noqa: E402
-from device.store.event_store import INSERT_EVENT  # noqa: E402
+from device.store.outbox import INSERT_EVENT  # noqa: E402
 
 TOTAL = {1: 1500, 10: 10000, 100: 50000}  # events per burst size: enough commits to be stable
 ROUNDS = 3

@@ -48,7 +48,7 @@ async def runner_rate(path: Path) -> tuple[float, int]:
         for item in SCANS:
             await runner.apply(item)
         elapsed = time.perf_counter() - started
-        journal = len(json.dumps(store.get_state("workflow")))
+        journal = len(json.dumps(store.state.get("workflow")))
     return len(SCANS) / elapsed, journal
 
 

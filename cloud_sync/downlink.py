@@ -153,7 +153,7 @@ class Downlink:
     async def _on_route(self, assignment: RouteAssignment) -> None:
         if assignment.device != self.settings.device_id:
             raise MessageRejected(RejectReason.WRONG_DEVICE, f"route for {assignment.device!r:.40}")
-        if not await asyncio.to_thread(self.store.save_route, assignment.route):
+        if not await asyncio.to_thread(self.store.state.save_route, assignment.route):
             self.counters.routes_ignored += 1
             log.info("route %s v%d ignored: not newer than the stored one", assignment.route.block_id,
                      assignment.route.version)
@@ -167,11 +167,11 @@ class Downlink:
         now = datetime.now(timezone.utc)
         if command.expires_at <= now:
             raise MessageRejected(RejectReason.EXPIRED, f"command {command.id} expired at {command.expires_at}")
-        seen: dict[str, float] = await asyncio.to_thread(self.store.get_state, SEEN_COMMANDS_KEY, {})
+        seen: dict[str, float] = await asyncio.to_thread(self.store.state.get, SEEN_COMMANDS_KEY, {})
         if command.id in seen:
             raise MessageRejected(RejectReason.REPLAY, f"command {command.id} already executed")
         # Expired ids can go: an expired command is refused on its expiry alone.
         seen = {cid: exp for cid, exp in seen.items() if exp > now.timestamp()}
         seen[command.id] = command.expires_at.timestamp()
-        await asyncio.to_thread(self.store.set_state, SEEN_COMMANDS_KEY, seen)
+        await asyncio.to_thread(self.store.state.set, SEEN_COMMANDS_KEY, seen)
         self._to_inbox(command)

@@ -46,13 +46,13 @@ class PhotoUploads:
         except OSError as exc:
             raise SyncError(f"cannot read photo {path}: {exc}") from exc
         async with self._lock:
-            uploads = await asyncio.to_thread(self.store.get_state, PHOTO_UPLOADS_KEY, {})
+            uploads = await asyncio.to_thread(self.store.state.get, PHOTO_UPLOADS_KEY, {})
             uploads.setdefault(photo_id, {"path": str(path), "sha256": sha256, "total": total, "done": []})
-            await asyncio.to_thread(self.store.set_state, PHOTO_UPLOADS_KEY, uploads)
+            await asyncio.to_thread(self.store.state.set, PHOTO_UPLOADS_KEY, uploads)
         self._kick()
 
     async def pending(self) -> list[str]:
-        return list(await asyncio.to_thread(self.store.get_state, PHOTO_UPLOADS_KEY, {}))
+        return list(await asyncio.to_thread(self.store.state.get, PHOTO_UPLOADS_KEY, {}))
 
     async def next_chunk(self, busy: set[tuple[str, int]]) -> PhotoChunk | str | None:
         """The first chunk neither acked nor in flight (`busy`: (photo id, chunk index)); or the id of a photo
@@ -65,7 +65,7 @@ class PhotoUploads:
 
     def _next_chunk(self, busy: set[tuple[str, int]]) -> PhotoChunk | str | None:
         """Store thread: read the chunk from its file."""
-        uploads = self.store.get_state(PHOTO_UPLOADS_KEY, {})
+        uploads = self.store.state.get(PHOTO_UPLOADS_KEY, {})
         for photo_id, upload in uploads.items():
             done = set(upload["done"])
             for index in range(upload["total"]):
@@ -82,14 +82,14 @@ class PhotoUploads:
                 if not data:
                     log.error("photo %s dropped from the upload list: %s", photo_id, problem)
                     del uploads[photo_id]
-                    self.store.set_state(PHOTO_UPLOADS_KEY, uploads)
+                    self.store.state.set(PHOTO_UPLOADS_KEY, uploads)
                     return photo_id
                 return PhotoChunk(new_event_id(), photo_id, index, upload["total"], upload["sha256"], data)
         return None
 
     async def acked(self, photo_id: str, index: int) -> None:
         async with self._lock:
-            uploads = await asyncio.to_thread(self.store.get_state, PHOTO_UPLOADS_KEY, {})
+            uploads = await asyncio.to_thread(self.store.state.get, PHOTO_UPLOADS_KEY, {})
             upload = uploads.get(photo_id)
             if upload is None or index in upload["done"]:
                 return
@@ -98,4 +98,4 @@ class PhotoUploads:
                 del uploads[photo_id]
                 self.counters.photos_uploaded += 1
                 log.info("photo %s uploaded", photo_id)
-            await asyncio.to_thread(self.store.set_state, PHOTO_UPLOADS_KEY, uploads)
+            await asyncio.to_thread(self.store.state.set, PHOTO_UPLOADS_KEY, uploads)

@@ -23,7 +23,7 @@ from cloud_sync.sync_settings import SyncCounters, SyncSettings
 from cloud_sync.topics import DeviceTopics
 from device.contract.domain import Lane, new_event_id
 from device.store import EventStore, StoreError
-from device.store.event_store import StoredEvent
+from device.store.outbox import StoredEvent
 
 log = logging.getLogger(__name__)
 

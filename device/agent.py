@@ -245,7 +245,7 @@ class Agent:
             return None
         photo = await self.take_photo(stop, self.last_fix)
         self.counters.photos += 1
-        await asyncio.to_thread(self.store.record_photo, photo.photo_id, photo.path, photo.sha256,
+        await asyncio.to_thread(self.store.state.record_photo, photo.photo_id, photo.path, photo.sha256,
                                 stop_id=stop.id, taken_at=datetime.now(timezone.utc).isoformat())
         return await self.submit(PhotoChecked(stop.id, (), photo.verdict, photo.read, photo.confidence,
                                               photo.photo_id, photo.sha256, photo.box))

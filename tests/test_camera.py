@@ -69,8 +69,8 @@ def test_capture_writes_jpeg_with_exif_and_records_sha(camera: SimulatedCamera, 
         assert img.size == (640, 480)
 
     with EventStore(tmp_path / "events.db") as store:
-        store.record_photo(saved.photo_id, str(saved.path), saved.sha256, stop_id="S1", taken_at=saved.taken_at)
-        row = store.photo(saved.photo_id)
+        store.state.record_photo(saved.photo_id, str(saved.path), saved.sha256, stop_id="S1", taken_at=saved.taken_at)
+        row = store.state.photo(saved.photo_id)
     assert row["sha256"] == saved.sha256 and row["stop_id"] == "S1"
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from device.contract.domain import Event, EventType
 from device.store import EventStore
+from tests.helpers.store import mark_acked_upto
 
 
 def flexedge(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -26,7 +27,7 @@ def test_help_lists_commands() -> None:
 def test_outbox_json_and_verify(tmp_path: Path) -> None:
     with EventStore(tmp_path / "events.db") as store:
         store.append_many([Event(EventType.PACKAGE_SCANNED, {"n": i}) for i in range(7)])
-        store.mark_acked_upto(3)
+        mark_acked_upto(store, 3)
     result = flexedge("outbox", "--json", "--verify", "--data-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)

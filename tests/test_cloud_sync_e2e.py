@@ -27,6 +27,7 @@ from device.paths import store_path
 from device.store import EventStore
 from device.testbench.broker import MosquittoBroker
 from tests.helpers.fleet import FLEET, OTHER_STATION, STATION, FleetPki
+from tests.helpers.store import current_route
 from tests.helpers.sync_harness import (
     RawClient,
     assert_cloud_holds_exactly,
@@ -309,7 +310,7 @@ def test_forged_and_malformed_downlink_rejected_and_counted(tls_broker: Mosquitt
         await store.append_async(events)
         sync.kick()
         await sync.wait_drained(30)
-        await wait_for(lambda: store.current_route("B-OK") is not None, 10, "the genuine route")
+        await wait_for(lambda: current_route(store, "B-OK") is not None, 10, "the genuine route")
         await sync.stop()
         assert claim.granted
         return sync, _drain_inbox(sync)
@@ -318,8 +319,8 @@ def test_forged_and_malformed_downlink_rejected_and_counted(tls_broker: Mosquitt
         sync, inbox = asyncio.run(scenario())
     finally:
         cloud.stop()
-        route = store.current_route("B-OK")
-        evil = store.current_route("B-EVIL")
+        route = current_route(store, "B-OK")
+        evil = current_route(store, "B-EVIL")
         store.close()
     assert sync.counters.rejected == Counter({
         RejectReason.BAD_SIGNATURE: 2, RejectReason.REPLAY: 1, RejectReason.EXPIRED: 1,
@@ -386,10 +387,10 @@ def test_route_revisions_replace_older_versions(tls_broker: MosquittoBroker, fle
             await asyncio.wait_for(sync.connected.wait(), 30)
             await asyncio.to_thread(cloud.call, cloud.peer.add_blocks([(a_block("B-REV"), a_route("B-REV"))]))
             assert (await sync.claim("B-REV")).granted
-            await wait_for(lambda: store.current_route("B-REV") is not None, 10, "route v1")
+            await wait_for(lambda: current_route(store, "B-REV") is not None, 10, "route v1")
             revised = await asyncio.to_thread(cloud.call, cloud.peer.revise_route(a_route("B-REV", stops=3)))
             assert revised.version == 2
-            await wait_for(lambda: store.current_route("B-REV").version == 2, 10, "route v2")
+            await wait_for(lambda: current_route(store, "B-REV").version == 2, 10, "route v2")
             old = encode(fleet.signer.sign(RouteAssignment("van-a", a_route("B-REV", 1)).to_body()))
             with RawClient(fleet.broker_settings("cloud", tls_broker.port), "cloud-old-route") as raw:
                 await asyncio.to_thread(raw.publish, me.route, old)
@@ -405,7 +406,7 @@ def test_route_revisions_replace_older_versions(tls_broker: MosquittoBroker, fle
         sync = asyncio.run(scenario())
     finally:
         cloud.stop()
-        route = store.current_route("B-REV")
+        route = current_route(store, "B-REV")
         store.close()
     assert route is not None and route.version == 2 and len(route.stops) == 3
     assert sync.counters.rejected == Counter()
@@ -432,7 +433,7 @@ def test_cloud_program_serves_claims_and_ingest(tls_broker: MosquittoBroker, fle
         try:
             result = await sync.claim("B-CLI")
             await sync.wait_drained(30)
-            await wait_for(lambda: store.current_route("B-CLI") is not None, 10, "the route")
+            await wait_for(lambda: current_route(store, "B-CLI") is not None, 10, "the route")
         finally:
             await sync.stop()
         return result.granted, _drain_inbox(sync)

@@ -41,7 +41,7 @@ from device.cloud_adapter import sync_settings_from_config
 from device.config import ConfigError, load_config
 from device.contract.domain import Block, Event, EventType, Lane, Package, Route, Stop
 from device.store import EventStore
-from device.store.event_store import StoredEvent
+from device.store.outbox import StoredEvent
 
 
 def _route(block_id: str = "B1", version: int = 1) -> Route:

@@ -11,6 +11,7 @@ from device.contract.chain import GENESIS_HASH, chain_hash
 from device.contract.domain import Event, EventType, Lane, Route
 from device.store import EventStore, RetentionPolicy, StoreError
 from device.store.migrations import latest_version
+from tests.helpers.store import current_route, mark_acked_upto
 from tests.test_domain import route_doc
 
 
@@ -62,7 +63,7 @@ def test_pending_by_lane_with_caps_and_ack(store: EventStore) -> None:
     assert len(store.pending(limit=100, max_bytes=1)) == 1  # never starves on one large event
     assert store.mark_acked([e.seq for e in batch]) == 4
     assert store.mark_acked([1, 3]) == 0  # acking twice is harmless
-    assert store.mark_acked_upto(10, lane=Lane.TRACK) == 5  # seqs 2, 4, 6, 8, 10
+    assert mark_acked_upto(store, 10, lane=Lane.TRACK) == 5  # seqs 2, 4, 6, 8, 10
     stats = store.stats()
     assert stats.depth == 11 and stats.last_acked_seq == 10 and stats.last_seq == 20
     assert [e.seq for e in store.pending(limit=3)] == [9, 11, 12]
@@ -163,20 +164,17 @@ def test_low_disk_thins_gps_but_never_scans(tmp_path: Path) -> None:
 
 def test_state_route_versions_and_photos(store: EventStore) -> None:
     route = Route.from_dict(route_doc(version=2))
-    assert store.save_route(route)
-    assert not store.save_route(Route.from_dict(route_doc(version=1)))  # older: ignored
-    assert not store.save_route(route)  # same version: ignored
-    assert store.current_route("B1") == route
-    assert store.save_route(Route.from_dict(route_doc(version=3)))
-    assert store.current_route("B1").version == 3
-    store.set_state("current_block", "B1")
-    assert store.get_state("current_block") == "B1"
-    store.set_package_status("TBA001", "B1", "loaded")
-    store.set_package_status("TBA001", "B1", "delivered")
-    assert store.package_statuses("B1") == {"TBA001": "delivered"}
-    store.record_photo("P1", "/data/photos/P1.jpg", "ab" * 32, stop_id="S1")
-    assert store.photo("P1")["sha256"] == "ab" * 32
-    assert store.photo("nope") is None
+    assert store.state.save_route(route)
+    assert not store.state.save_route(Route.from_dict(route_doc(version=1)))  # older: ignored
+    assert not store.state.save_route(route)  # same version: ignored
+    assert current_route(store, "B1") == route
+    assert store.state.save_route(Route.from_dict(route_doc(version=3)))
+    assert current_route(store, "B1").version == 3
+    store.state.set("current_block", "B1")
+    assert store.state.get("current_block") == "B1"
+    store.state.record_photo("P1", "/data/photos/P1.jpg", "ab" * 32, stop_id="S1")
+    assert store.state.photo("P1")["sha256"] == "ab" * 32
+    assert store.state.photo("nope") is None
 
 
 def test_corrupt_database_is_moved_aside_and_recorded(tmp_path: Path) -> None:

@@ -55,7 +55,7 @@ def test_events_are_in_the_store_when_apply_returns(tmp_path: Path) -> None:
             rejected = await runner.apply(StageScan(""))
             assert rejected.rejection.reason is RejectReason.INVALID_INPUT
             assert store.events()[-1]["type"] == "input.rejected"
-            assert store.get_state(STATE_KEY)["workflow"]["state"]["staged"] == {"P1": "R1"}
+            assert store.state.get(STATE_KEY)["workflow"]["state"]["staged"] == {"P1": "R1"}
             assert store.verify_chain().ok
     asyncio.run(scenario())
 
@@ -70,7 +70,7 @@ def test_resume_after_kill_9_mid_route(tmp_path: Path) -> None:
             wf = runner.workflow
             assert wf.phase is Phase.AT_STOP and wf.state.current_stop == "S2"
             assert wf.state.stops["S1"].done and not wf.state.stops["S2"].done
-            assert store.get_state(CURRENT_BLOCK_KEY) == "B1"
+            assert store.state.get(CURRENT_BLOCK_KEY) == "B1"
             before = len(store.events())
             for item in (photo("S2"), DepartedFrom("S2"), ArrivedAt("S3"), photo("S3")):
                 outcome = await runner.apply(item)
@@ -122,7 +122,7 @@ def test_a_failed_commit_rolls_the_state_back(tmp_path: Path) -> None:
 def test_unreadable_or_other_role_state_starts_fresh(tmp_path: Path) -> None:
     async def scenario() -> None:
         with EventStore(tmp_path / "events.db") as store:
-            store.set_state(STATE_KEY, {"workflow": {"role": "vehicle", "state": {"phase": "flying"}}})
+            store.state.set(STATE_KEY, {"workflow": {"role": "vehicle", "state": {"phase": "flying"}}})
             runner = await WorkflowRunner.open(store, Role.VEHICLE)
             assert runner.workflow.phase is Phase.IDLE
             await runner.apply(PackageScanned("P1"))  # wrong state: recorded, not fatal

@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     ctx = load_context(args)
     with ctx.open_store() as store:
         stats = store.stats()
-        block = store.get_state("current_block")
+        block = store.state.get("current_block")
     device = ctx.config.device
     free_mb = shutil.disk_usage(ctx.data_dir).free / 1e6
     disk = "low" if free_mb < ctx.config.store.min_free_mb * 1.048576 else "ok"  # min_free_mb is in MiB

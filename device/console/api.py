@@ -255,7 +255,7 @@ async def photo_file(request: web.Request) -> web.StreamResponse:
     photo_id = request.match_info["photo_id"]
     if len(photo_id) > MAX_ID:
         raise _bad("photo id too long")
-    record = await asyncio.to_thread(request.app[CONSOLE].agent.store.photo, photo_id)
+    record = await asyncio.to_thread(request.app[CONSOLE].agent.store.state.photo, photo_id)
     if record is None or not Path(record["path"]).is_file():
         raise web.HTTPNotFound(reason=f"no photo {photo_id}")
     return web.FileResponse(record["path"], headers={"Content-Type": "image/jpeg", **SECURITY_HEADERS})

@@ -1,6 +1,7 @@
-"""The durable event store on SQLite (sqlite-utils): outbox, hash chain, retention, current state."""
+"""The durable event store on SQLite (sqlite-utils): the outbox (events, hash chain, acks, retention) and the state
+kept beside it (key/value, routes, photo index)."""
 from device.store.errors import StoreClosed, StoreError, StoreFull
-from device.store.event_store import (
+from device.store.outbox import (
     ChainReport,
     DiskCondition,
     EventStore,
@@ -9,6 +10,7 @@ from device.store.event_store import (
     RetentionPolicy,
     StoredEvent,
 )
+from device.store.state import StoreState
 
 __all__ = ["ChainReport", "DiskCondition", "EventStore", "OutboxStats", "PruneReport", "RetentionPolicy",
-           "StoreClosed", "StoreError", "StoreFull", "StoredEvent"]
+           "StoreClosed", "StoreError", "StoreFull", "StoreState", "StoredEvent"]

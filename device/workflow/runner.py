@@ -40,7 +40,7 @@ class WorkflowRunner:
     async def open(cls, store: EventStore, role: Role, *, clock: Callable[[], datetime] = utc_now,
                    state_key: str = STATE_KEY) -> WorkflowRunner:
         """Resume the stored workflow (finishing an interrupted commit), or start a new one for `role`."""
-        doc = await asyncio.to_thread(store.get_state, state_key)
+        doc = await asyncio.to_thread(store.state.get, state_key)
         floor = (await asyncio.to_thread(store.stats)).last_seq
         workflow = None
         if doc is not None:
@@ -99,7 +99,7 @@ class WorkflowRunner:
                 "seq_floor": self._seq_floor}
 
     def _write_journal(self, pending: list[Event]) -> None:
-        self.store.set_state(self._state_key, self._journal(pending))
+        self.store.state.set(self._state_key, self._journal(pending))
 
     async def _rewrite_journal_quietly(self) -> None:
         try:
@@ -110,7 +110,7 @@ class WorkflowRunner:
     async def _note_block(self) -> None:
         block = self._block()
         if block != self._current_block:
-            await asyncio.to_thread(self.store.set_state, CURRENT_BLOCK_KEY, block)
+            await asyncio.to_thread(self.store.state.set, CURRENT_BLOCK_KEY, block)
             self._current_block = block
 
     async def _finish_journal(self, pending: list[Event], seq_floor: int) -> None:

@@ -1,5 +1,5 @@
 """A captured frame becomes a JPEG with EXIF time and GPS, written atomically; its sha256 is returned
-so the agent can record it (EventStore.record_photo) and later prove the upload is the same file."""
+so the caller can index it and later prove the upload is the same file."""
 from __future__ import annotations
 
 import hashlib

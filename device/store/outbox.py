@@ -1,4 +1,6 @@
-"""The durable event store: outbox, hash chain, retention, and the agent's current state."""
+"""The durable event store's outbox: events in seq order with their hash chain, the cloud's acks, retention and
+the disk's condition. It owns the database and its one writer thread; the state kept beside the outbox (key/value,
+routes, photo index) is `EventStore.state` (state.py), on the same writer."""
 from __future__ import annotations
 
 import asyncio
@@ -15,9 +17,10 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 import sqlite_utils
 
 from device.contract.chain import GENESIS_HASH, canonical_bytes, hash_body, next_digest
-from device.contract.domain import Event, EventType, Lane, Route, lane_of
+from device.contract.domain import Event, EventType, Lane, lane_of
 from device.store.database import Recovery, open_database
 from device.store.errors import StoreError, StoreFull
+from device.store.state import StoreState
 from device.store.writer import AppendJob, Writer
 
 log = logging.getLogger(__name__)
@@ -104,6 +107,7 @@ class EventStore:
         self._disk_checked_at = -policy.disk_check_interval_s
         self._last_track_mono: float | None = None
         self._writer = Writer(self._open, self._commit_group, name=f"store-writer:{self.path.name}")
+        self.state = StoreState(self._call, clock)
         if self.recovery is not None:
             self.append(Event(EventType.STORE_RECOVERED,
                               {"moved_to": self.recovery.moved_to, "reason": self.recovery.reason}))
@@ -323,26 +327,6 @@ class EventStore:
                 return changed
         return self._call(write)
 
-    def mark_acked_upto(self, upto_seq: int, lane: Lane | None = None) -> int:
-        """Mark every pending event with seq <= upto_seq (of one lane, if given) acked."""
-        def write(db: sqlite_utils.Database) -> int:
-            with db.atomic():
-                if lane is None:
-                    cur = db.conn.execute("UPDATE events SET acked = 1 WHERE acked = 0 AND seq <= ?", [upto_seq])
-                else:
-                    cur = db.conn.execute("UPDATE events SET acked = 1 WHERE acked = 0 AND lane = ? AND seq <= ?",
-                                          [int(lane), upto_seq])
-                changed = cur.rowcount
-                self._note_last_ack(db)
-                return changed
-        return self._call(write)
-
-    @staticmethod
-    def _note_last_ack(db: sqlite_utils.Database) -> None:
-        db.conn.execute(
-            "INSERT OR REPLACE INTO meta (key, value) "
-            "SELECT 'last_acked_seq', MAX(seq) FROM events WHERE acked = 1 HAVING MAX(seq) IS NOT NULL")
-
     def stats(self) -> OutboxStats:
         def read(db: sqlite_utils.Database) -> OutboxStats:
             by_lane = {Lane(lane).name.lower(): n for lane, n in db.conn.execute(
@@ -415,62 +399,3 @@ class EventStore:
         """Stored event documents in seq order (for status views and tests)."""
         return self._call(lambda db: [json.loads(b) for (b,) in db.conn.execute(
             "SELECT body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", [after_seq, limit])])
-
-    # --- current state -----------------------------------------------------------------------------
-
-    def set_state(self, key: str, value: Any) -> None:
-        def write(db: sqlite_utils.Database) -> None:
-            with db.atomic():
-                db.conn.execute("INSERT OR REPLACE INTO block_state (key, value) VALUES (?, ?)",
-                                [key, json.dumps(value)])
-        self._call(write)
-
-    def get_state(self, key: str, default: Any = None) -> Any:
-        row = self._call(lambda db: db.conn.execute(
-            "SELECT value FROM block_state WHERE key = ?", [key]).fetchone())
-        return default if row is None else json.loads(row[0])
-
-    def save_route(self, route: Route) -> bool:
-        """Keep a route version; True if it is newer than every stored version of its block."""
-        def write(db: sqlite_utils.Database) -> bool:
-            with db.atomic():
-                newest = db.conn.execute("SELECT MAX(version) FROM routes WHERE block_id = ?",
-                                         [route.block_id]).fetchone()[0]
-                if newest is not None and route.version <= newest:
-                    return False
-                db.conn.execute("INSERT INTO routes (block_id, version, body, received_at) VALUES (?, ?, ?, ?)",
-                                [route.block_id, route.version, json.dumps(route.to_dict()), str(self._clock())])
-                return True
-        return self._call(write)
-
-    def current_route(self, block_id: str) -> Route | None:
-        row = self._call(lambda db: db.conn.execute(
-            "SELECT body FROM routes WHERE block_id = ? ORDER BY version DESC LIMIT 1", [block_id]).fetchone())
-        return None if row is None else Route.from_dict(json.loads(row[0]))
-
-    def set_package_status(self, package_id: str, block_id: str, status: str, event_id: str | None = None) -> None:
-        def write(db: sqlite_utils.Database) -> None:
-            with db.atomic():
-                db.conn.execute(
-                    "INSERT OR REPLACE INTO package_status (package_id, block_id, status, updated_at, event_id) "
-                    "VALUES (?, ?, ?, ?, ?)", [package_id, block_id, status, str(self._clock()), event_id])
-        self._call(write)
-
-    def package_statuses(self, block_id: str) -> dict[str, str]:
-        return dict(self._call(lambda db: db.conn.execute(
-            "SELECT package_id, status FROM package_status WHERE block_id = ?", [block_id]).fetchall()))
-
-    def record_photo(self, photo_id: str, path: str, sha256: str, *, stop_id: str | None = None,
-                     taken_at: str | None = None, event_id: str | None = None) -> None:
-        def write(db: sqlite_utils.Database) -> None:
-            with db.atomic():
-                db.conn.execute(
-                    "INSERT OR REPLACE INTO photos (photo_id, path, sha256, stop_id, taken_at, event_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?)", [photo_id, path, sha256, stop_id, taken_at, event_id])
-        self._call(write)
-
-    def photo(self, photo_id: str) -> dict[str, Any] | None:
-        def read(db: sqlite_utils.Database) -> dict[str, Any] | None:
-            rows = list(db["photos"].rows_where("photo_id = ?", [photo_id]))
-            return rows[0] if rows else None
-        return self._call(read)
