@@ -2,7 +2,8 @@
 
 A port that streams bytes without a terminator must not grow memory: once the buffer exceeds `max_len`
 it is discarded and everything up to the next delimiter is dropped too (the tail of an over-long chunk
-is not a chunk). Each such event is counted.
+is not a chunk). Each such event is counted and logged (at `log_level`: a scanner line that long is news, binary
+noise on a GPS port is not).
 """
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ log = logging.getLogger(__name__)
 
 
 class BoundedSplitter:
-    def __init__(self, delimiters: bytes, max_len: int) -> None:
+    def __init__(self, delimiters: bytes, max_len: int, *, log_level: int = logging.WARNING) -> None:
         if not delimiters:
             raise ValueError("at least one delimiter byte is needed")
         self._delimiter = delimiters[:1]
         # Every other delimiter is mapped onto the first, so one bytes.split handles CR, LF and CRLF.
         self._others = delimiters[1:]
         self.max_len = max_len
+        self.log_level = log_level
         self._buffer = bytearray()
         self._skipping = False  # inside an over-long chunk: drop until the next delimiter
         self.oversize_chunks = 0
@@ -51,7 +53,7 @@ class BoundedSplitter:
                 self.discarded_bytes += len(self._buffer) + len(part)
                 self._buffer.clear()
                 self.oversize_chunks += 1
-                log.warning("discarded a chunk longer than %d bytes (no delimiter)", self.max_len)
+                log.log(self.log_level, "discarded a chunk longer than %d bytes (no delimiter)", self.max_len)
                 self._skipping = last
                 continue
             self._buffer += part

@@ -43,7 +43,7 @@ class NmeaFramer:
 
     def __init__(self, counters: NmeaCounters) -> None:
         self.counters = counters
-        self._lines = BoundedSplitter(b"\n", MAX_SENTENCE_BYTES)
+        self._lines = BoundedSplitter(b"\n", MAX_SENTENCE_BYTES, log_level=logging.DEBUG)  # a binary stream is noise
 
     def feed(self, data: bytes) -> list[bytes]:
         oversize = self._lines.oversize_chunks
