@@ -1,13 +1,12 @@
 """Sentences/s through the NMEA fallback (framing + checksum + pynmeagps + epoch merge into `Fix`) vs
 pynmeagps' own `NMEAReader` alone over the same bytes, same run. One JSON line with both and the ratio.
 
-Input: every real receiver log in the shared test data, concatenated (`#` header lines removed).
+Input: every real receiver log in tests/data/gps, concatenated (`#` header lines removed).
 """
 from __future__ import annotations
 
 import io
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from pynmeagps import NMEAReader  # noqa: E402
 from firmware_bridge.gps.nmea_reader import NmeaFixReader  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-TESTDATA = Path(os.environ.get("FLEXEDGE_SHARED_TESTDATA", REPO.parent / "shared" / "testdata"))
+TESTDATA = REPO / "tests" / "data"
 REPEAT = 3  # passes over the corpus per round
 ROUNDS = 3  # best of
 

@@ -33,7 +33,10 @@ if [ -z "$DESTDIR" ]; then
     install -d -m 0755 "$PREFIX"
     [ -x "$PREFIX/venv/bin/python" ] || "$PYTHON" -m venv "$PREFIX/venv"
     "$PREFIX/venv/bin/python" -m pip install -q --upgrade pip
-    "$PREFIX/venv/bin/python" -m pip install -q "$SOURCE"
+    # Every package pinned and hash-checked (systemd/requirements.lock, made by tools/lock.sh), then the
+    # project alone, built with the locked setuptools.
+    "$PREFIX/venv/bin/python" -m pip install -q --require-hashes -r "$SOURCE/systemd/requirements.lock"
+    "$PREFIX/venv/bin/python" -m pip install -q --no-deps --no-build-isolation "$SOURCE"
     install -m 0644 "$SOURCE/README.md" "$PREFIX/README.md"
 fi
 

@@ -1,11 +1,10 @@
-"""Shared test infrastructure: real mosquitto, real gpsd via gpsfake, raw pty pairs, the shared test data.
+"""Shared test infrastructure: real mosquitto, real gpsd via gpsfake, raw pty pairs, the real-world test data.
 
 A missing program makes its fixture FAIL with the package to install: in CI a skipped
 hardware-in-the-loop test would be a hidden failure. Nothing in the suite skips.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -19,15 +18,13 @@ from tests.helpers.fleet import FleetPki
 from tests.helpers.tmpfs import MountRefused, small_tmpfs
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_TESTDATA = Path(os.environ.get("FLEXEDGE_SHARED_TESTDATA", REPO.parent / "shared" / "testdata"))
+TESTDATA = Path(__file__).resolve().parent / "data"  # real-world data written by others: see data/README.md
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
-def shared_testdata() -> Path:
-    if not SHARED_TESTDATA.is_dir():
-        pytest.fail(f"shared test data not found at {SHARED_TESTDATA} (set FLEXEDGE_SHARED_TESTDATA)")
-    return SHARED_TESTDATA
+def testdata() -> Path:
+    return TESTDATA
 
 
 @pytest.fixture

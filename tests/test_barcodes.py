@@ -1,4 +1,4 @@
-"""Barcodes in real photos (zxing's blackbox set and zbar's examples in ../shared/testdata/barcodes)."""
+"""Barcodes in real photos (zxing's blackbox set and zbar's examples in tests/data/barcodes)."""
 from __future__ import annotations
 
 import collections
@@ -22,17 +22,17 @@ def _expected(image: Path) -> str:
     return image.with_suffix(".txt").read_bytes().decode("utf-8")  # bytes: keep CR LF as printed
 
 
-def _set(shared_testdata: Path) -> list[tuple[str, Path]]:
-    root = shared_testdata / "barcodes" / "zxing-blackbox"
+def _set(testdata: Path) -> list[tuple[str, Path]]:
+    root = testdata / "barcodes" / "zxing-blackbox"
     images = sorted(p for p in root.glob("*/*.png") if p.with_suffix(".txt").is_file())
     assert len(images) >= 50
     return [(p.parent.name.rsplit("-", 1)[0], p) for p in images]
 
 
-def test_decode_rate_per_symbology(shared_testdata: Path) -> None:
+def test_decode_rate_per_symbology(testdata: Path) -> None:
     hits: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
     zbar_hits: dict[str, int] = collections.defaultdict(int)
-    for symbology, image in _set(shared_testdata):
+    for symbology, image in _set(testdata):
         expected = _expected(image)
         hits[symbology][1] += 1
         hits[symbology][0] += any(code.data == expected for code in decode(image))
@@ -45,8 +45,8 @@ def test_decode_rate_per_symbology(shared_testdata: Path) -> None:
         assert zbar_hits[symbology] == count  # why zxing-cpp is needed
 
 
-def test_upca_is_reported_as_upca(shared_testdata: Path) -> None:
-    image = shared_testdata / "barcodes" / "zxing-blackbox" / "upca-2" / "35.png"
+def test_upca_is_reported_as_upca(testdata: Path) -> None:
+    image = testdata / "barcodes" / "zxing-blackbox" / "upca-2" / "35.png"
     codes = decode(image)
     assert [(c.symbology, c.data) for c in codes] == [("UPC-A", "899684001003")]
 
@@ -56,14 +56,14 @@ def test_upca_is_reported_as_upca(shared_testdata: Path) -> None:
     ("codabar", "Codabar"), ("databar", "DataBar"), ("databar-exp", "DataBar Expanded"),
     ("qr-code-inverted", "QR Code"),  # zbar needs -Stest-inverted; zxing-cpp tries inverted images
 ])
-def test_zbar_examples(shared_testdata: Path, name: str, symbology: str) -> None:
-    folder = shared_testdata / "barcodes" / "zbar-examples"
+def test_zbar_examples(testdata: Path, name: str, symbology: str) -> None:
+    folder = testdata / "barcodes" / "zbar-examples"
     rows = [line.split("\t") for line in (folder / "expected.tsv").read_text().splitlines()[1:]]
     expected = next(r[3] for r in rows if r[0] == f"{name}.png").split(":", 1)[1]
     codes = decode(folder / f"{name}.png")
     assert [(c.symbology, c.data) for c in codes] == [(symbology, expected)]  # one result per symbol
 
 
-def test_upca_from_zbar_examples(shared_testdata: Path) -> None:
-    codes = decode(shared_testdata / "barcodes" / "zbar-examples" / "code-upc-a.png")
+def test_upca_from_zbar_examples(testdata: Path) -> None:
+    codes = decode(testdata / "barcodes" / "zbar-examples" / "code-upc-a.png")
     assert [(c.symbology, c.data) for c in codes] == [("UPC-A", "987654321012")]

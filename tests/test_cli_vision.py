@@ -84,12 +84,12 @@ def test_check_photo_usage_errors(photo_files: list[tuple[Path, str]]) -> None:
     assert flexedge("check-photo").returncode == 2
 
 
-def test_decode_json(shared_testdata: Path) -> None:
-    image = shared_testdata / "barcodes" / "zxing-blackbox" / "datamatrix-2" / "08.png"
+def test_decode_json(testdata: Path) -> None:
+    image = testdata / "barcodes" / "zxing-blackbox" / "datamatrix-2" / "08.png"
     result = flexedge("decode", str(image), "--json")
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert [(d["symbology"], d["data"], d["decoder"]) for d in doc] == [
         ("Data Matrix", "http://google.com/m", "zxing-cpp")]
-    human = flexedge("decode", str(shared_testdata / "barcodes" / "zbar-examples" / "code-39.png"))
+    human = flexedge("decode", str(testdata / "barcodes" / "zbar-examples" / "code-39.png"))
     assert human.stdout.strip() == "Code 39: ZBAR-9876543210"

@@ -14,10 +14,10 @@ from PIL import Image
 from device.testbench.broker import MosquittoBroker
 
 
-def test_zbar_reads_a_real_photo(shared_testdata: Path) -> None:
+def test_zbar_reads_a_real_photo(testdata: Path) -> None:
     from pyzbar.pyzbar import decode  # fails when libzbar0 is missing
 
-    folder = shared_testdata / "barcodes" / "zbar-examples"
+    folder = testdata / "barcodes" / "zbar-examples"
     expected = (folder / "code-128.txt").read_text().strip()
     results = decode(Image.open(folder / "code-128.png"))
     assert [r.data.decode() for r in results] == [expected]
@@ -65,8 +65,8 @@ def test_mosquitto_fixture_carries_messages_and_restarts(broker: MosquittoBroker
     assert _roundtrip(broker.port, "flex/v1/test/ping2") == b"hello"
 
 
-def test_gpsfake_serves_tpv_from_a_real_log(gpsfake, shared_testdata: Path) -> None:
-    log = shared_testdata / "gps" / "gpsd-test-daemon" / "neo-m8n.log"
+def test_gpsfake_serves_tpv_from_a_real_log(gpsfake, testdata: Path) -> None:
+    log = testdata / "gps" / "gpsd-test-daemon" / "neo-m8n.log"
     fake = gpsfake(log)
     with socket.create_connection(("127.0.0.1", fake.port), timeout=10) as sock:
         sock.sendall(b'?WATCH={"enable":true,"json":true};\n')

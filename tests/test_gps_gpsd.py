@@ -45,8 +45,8 @@ async def collect(port: int, until: datetime, timeout_s: float = 60.0) -> list:
     return fixes
 
 
-def test_client_receives_the_logs_rmc_positions(gpsfake, shared_testdata: Path) -> None:  # noqa: ANN001
-    log = shared_testdata / LOG
+def test_client_receives_the_logs_rmc_positions(gpsfake, testdata: Path) -> None:  # noqa: ANN001
+    log = testdata / LOG
     expected = rmc_positions(log)
     fake = gpsfake(log, cycle_s=0.05)
     fixes = asyncio.run(collect(fake.port, until=max(expected)))

@@ -1,4 +1,4 @@
-"""The NMEA fallback against gpsd itself: every real receiver log in the shared test data, plus garbage."""
+"""The NMEA fallback against gpsd itself: every real receiver log in the test data, plus garbage."""
 from __future__ import annotations
 
 import json
@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from device.cli import main
 from firmware_bridge.fix import FixMode
 from firmware_bridge.gps.nmea_reader import NmeaFixReader, read_log
-from tests.conftest import SHARED_TESTDATA
+from tests.conftest import TESTDATA
 
-GPSD_LOGS = SHARED_TESTDATA / "gps" / "gpsd-test-daemon"
+GPSD_LOGS = TESTDATA / "gps" / "gpsd-test-daemon"
 LOG_NAMES = sorted(p.name for p in GPSD_LOGS.glob("*.log")) or ["<no logs found>"]
 AGREEMENT = 0.95
 DEGREES_TOL = 1e-6
@@ -64,7 +64,7 @@ def agrees(gpsd: dict, ours: dict | None, tol: float = DEGREES_TOL, skip_mode: b
 
 
 @pytest.mark.parametrize("name", LOG_NAMES)
-def test_epochs_agree_with_gpsd(name: str, shared_testdata: Path) -> None:
+def test_epochs_agree_with_gpsd(name: str, testdata: Path) -> None:
     log = GPSD_LOGS / name
     assert log.is_file() and Path(f"{log}.chk").is_file(), f"missing {log} or its .chk"
     shift = timedelta(weeks=GPSD_ROLLOVER_WEEKS.get(name, 0))

@@ -29,12 +29,32 @@ def test_crc_is_crc16_ccitt_false() -> None:
     assert crc16(b"123456789") == 0x29B1
 
 
-def test_known_frame_bytes() -> None:
-    # The worked example in PROTOCOL.md.
-    frame = Frame(FrameKind.DATA, 5, MessageType.LED_PATTERN, LedPattern(Led.STATUS, Color.GREEN, 150, 100, 1)
-                  .to_payload())
-    assert frame.to_bytes().hex() == "01051000010096006401" + f"{crc16(bytes.fromhex('01051000010096006401')):04x}"
-    assert frame.encode()[-1:] == b"\x00" and b"\x00" not in frame.encode()[:-1]
+def reference_crc16(data: bytes) -> int:
+    """PROTOCOL.md 3.1's bitwise C reference (what the firmware runs), line for line."""
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc
+
+
+@given(st.binary(max_size=300))
+def test_crc_matches_the_firmware_reference(data: bytes) -> None:
+    assert crc16(data) == reference_crc16(data)
+
+
+@pytest.mark.parametrize("frame, body, wire", [
+    (Frame(FrameKind.DATA, 5, MessageType.LED_PATTERN, LedPattern(Led.STATUS, Color.GREEN, 150, 100, 1).to_payload()),
+     "01 05 10 00 01 00 96 00 64 01 b7 6d", "04 01 05 10 02 01 02 96 05 64 01 b7 6d 00"),
+    (Frame(FrameKind.ACK, 5), "02 05 00 5d 09", "03 02 05 03 5d 09 00"),
+    (Frame(FrameKind.HEARTBEAT, payload=(1000).to_bytes(4, "big")), "06 00 00 00 00 03 e8 79 9e",
+     "02 06 01 01 01 05 03 e8 79 9e 00"),
+])
+def test_worked_examples(frame: Frame, body: str, wire: str) -> None:
+    # PROTOCOL.md 3.2, byte for byte (CRC included).
+    assert frame.to_bytes() == bytes.fromhex(body)
+    assert frame.encode() == bytes.fromhex(wire)
 
 
 @given(frames)

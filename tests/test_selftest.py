@@ -39,8 +39,8 @@ def selftest(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
                           env={**os.environ, **(env or {})}, timeout=120)
 
 
-def test_selftest_passes_on_a_healthy_unit(tmp_path: Path, broker, gpsfake, shared_testdata: Path) -> None:
-    fake = gpsfake(shared_testdata / "gps" / "gpsd-test-daemon" / "neo-m8n.log")
+def test_selftest_passes_on_a_healthy_unit(tmp_path: Path, broker, gpsfake, testdata: Path) -> None:
+    fake = gpsfake(testdata / "gps" / "gpsd-test-daemon" / "neo-m8n.log")
     with EventStore(tmp_path / "events.db") as store:
         store.append(Event(EventType.AGENT_STARTED))
     env = {"FLEXEDGE_MQTT__PORT": str(broker.port), "FLEXEDGE_MQTT__TLS": "false"}

@@ -85,7 +85,7 @@ import ctypes, sys
 PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
 if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
     sys.exit("prctl(PR_SET_MDWE) not supported: errno %d" % ctypes.get_errno())
-import numpy, cv2, sqlite3, pyzbar.pyzbar, zxingcpp, paho.mqtt.client, serial, orjson, zstandard
+import numpy, cc3d, nacl.signing, sqlite3, pyzbar.pyzbar, zxingcpp, paho.mqtt.client, serial, orjson, zstandard
 from PIL import Image
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ai_edge_litert.interpreter import Interpreter
@@ -105,7 +105,7 @@ print("mdwe ok")
 
 def test_agent_libraries_run_under_memory_deny_write_execute() -> None:
     """MemoryDenyWriteExecute=yes is in the unit: the kernel's PR_SET_MDWE (the same rule) must not break
-    numpy, OpenCV, zbar, LiteRT (and the shipped model, when there is one), cryptography, paho."""
+    numpy, cc3d, zbar, LiteRT (and the shipped model, when there is one), cryptography, PyNaCl, paho."""
     result = subprocess.run([sys.executable, "-c", MDWE_PROBE], capture_output=True, text=True, timeout=120,
                             cwd=REPO)
     assert result.returncode == 0, result.stderr

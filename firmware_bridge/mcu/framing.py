@@ -6,12 +6,12 @@ xorout 0x0000, check value 0x29B1 for b"123456789"; it covers kind..payload. See
 """
 from __future__ import annotations
 
+import binascii
 import enum
 import logging
 from dataclasses import dataclass
 
 from cobs import cobs
-from crc import Calculator, Crc16
 
 from firmware_bridge.delimited import BoundedSplitter
 from firmware_bridge.errors import FrameError
@@ -26,11 +26,12 @@ MAX_BODY = HEADER_LEN + MAX_PAYLOAD + CRC_LEN
 # COBS adds one byte per started 254-byte block; anything longer between delimiters is noise.
 MAX_ENCODED = MAX_BODY + MAX_BODY // 254 + 1
 
-CRC16_CCITT_FALSE = Calculator(Crc16.IBM_3740.value, optimized=True)
+CRC16_INIT = 0xFFFF  # CRC-16/CCITT-FALSE starts from all ones; crc_hqx is poly 0x1021, unreflected, no xorout
 
 
 def crc16(data: bytes) -> int:
-    return CRC16_CCITT_FALSE.checksum(data)
+    """CRC-16/CCITT-FALSE of `data` (the standard library's C implementation)."""
+    return binascii.crc_hqx(data, CRC16_INIT)
 
 
 class FrameKind(enum.IntEnum):
