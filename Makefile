@@ -21,6 +21,7 @@ chaos: bootstrap
 
 lint: bootstrap
 	$(BIN)/ruff check device firmware_bridge cloud_sync tests bench tools
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

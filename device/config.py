@@ -13,9 +13,12 @@ import typing
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, TypeVar
 
 from device.contract.domain import Role
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 ENV_PREFIX = "FLEXEDGE_"
 
@@ -230,7 +233,10 @@ def _coerce(value: Any, hint: Any, key: str, source: str, from_env: bool) -> Any
     raise ConfigError(key, source, f"unsupported type {hint!r}")
 
 
-def _build(cls: type, raw: Mapping[str, Any], prefix: str, source: str, env: Mapping[str, str]) -> Any:
+Section = TypeVar("Section", bound="DataclassInstance")
+
+
+def _build(cls: type[Section], raw: Mapping[str, Any], prefix: str, source: str, env: Mapping[str, str]) -> Section:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
@@ -241,7 +247,7 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str, source: str, env: Map
         hint = hints[name]
         key = f"{prefix}{name}"
         env_name = ENV_PREFIX + key.upper().replace(".", "__")
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             section = raw.get(name, {})
             if not isinstance(section, Mapping):
                 raise ConfigError(key, source, "expected a table")

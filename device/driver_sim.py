@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from device.agent import Agent
 from device.workflow import (
@@ -21,6 +22,7 @@ from device.workflow import (
     Notice,
     NoticeKind,
     SignatureCaptured,
+    VehicleState,
 )
 
 log = logging.getLogger(__name__)
@@ -60,18 +62,27 @@ class SimulatedDriver:
         elif kind is NoticeKind.CLAIM and data.get("state") in ("won", "lost"):
             self._claiming = False
             self._claimed_or_lost.add(data["block"])
-            if data["state"] == "lost":
-                await self._maybe_claim(sorted(self.agent.runner.workflow.state.offers))
+            vehicle = self._vehicle()
+            if data["state"] == "lost" and vehicle is not None:
+                await self._maybe_claim(sorted(vehicle.offers))
         elif kind is NoticeKind.LOAD_PROGRESS and data.get("loaded") == data.get("total"):
             await self.agent.submit(LoadingDone())
         elif kind is NoticeKind.STOP_INSTRUCTIONS:
             await self._at_stop(data)
         elif kind is NoticeKind.RETAKE_PHOTO:
-            await self._photo(self.agent.runner.workflow.state.current_stop)
-        elif kind is NoticeKind.SIGNATURE_NEEDED:
-            stop_id = self.agent.runner.workflow.state.current_stop
+            await self._photo(self._current_stop())
+        elif kind is NoticeKind.SIGNATURE_NEEDED and (stop_id := self._current_stop()) is not None:
             strokes = (((10.0, 40.0), (30.0, 10.0), (50.0, 40.0)), ((15.0, 30.0), (45.0, 30.0)))
             await self.agent.submit(SignatureCaptured(stop_id, tuple(data.get("packages", ())), strokes))
+
+    def _vehicle(self) -> VehicleState | None:
+        """The van's workflow state (a dock agent has none: the simulated driver drives vans)."""
+        state = self.agent.runner.workflow.state
+        return state if isinstance(state, VehicleState) else None
+
+    def _current_stop(self) -> str | None:
+        vehicle = self._vehicle()
+        return vehicle.current_stop if vehicle is not None else None
 
     async def _maybe_claim(self, block_ids: list[str]) -> None:
         phase = str(self.agent.runner.workflow.phase)
@@ -84,7 +95,7 @@ class SimulatedDriver:
         if not outcome.accepted:
             self._claiming = False
 
-    async def _at_stop(self, data: dict) -> None:
+    async def _at_stop(self, data: Mapping[str, Any]) -> None:
         stop_id = data["stop"]["id"]
         unreachable = [p["id"] for p in data.get("packages", [])
                        if any(w in (p.get("note") or "").lower() for w in UNREACHABLE_NOTE_WORDS)]

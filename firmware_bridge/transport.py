@@ -49,7 +49,7 @@ class _KeepInputSerial(serial.Serial):
 
     def _reset_input_buffer(self) -> None:
         if self.is_open:
-            super()._reset_input_buffer()
+            super()._reset_input_buffer()  # type: ignore[misc]  # private in pyserial, absent from its stubs
 
 
 async def open_port(settings: PortSettings,
@@ -183,11 +183,11 @@ class ReconnectingPort:
                 log.info("serial %s: connected (connection %d)", path, self.connects)
                 self._connected.set()
                 self._set_state(PortState.CONNECTED)
-                exc = await self._wait_lost(lost)
+                reason = await self._wait_lost(lost)
                 self._connected.clear()
                 self._transport = None
                 self.losses += 1
-                log.warning("serial %s: disconnected (%s)", path, exc or "closed")
+                log.warning("serial %s: disconnected (%s)", path, reason or "closed")
                 self._set_state(PortState.WAITING)
         finally:
             self._connected.clear()

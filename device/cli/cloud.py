@@ -19,13 +19,13 @@ from cloud_sync.connection import BrokerSettings
 from cloud_sync.errors import SyncError
 from cloud_sync.pki import CLOUD_IDENTITY, Pki
 from cloud_sync.signing import Signer
-from device.cli.common import load_context
+from device.cli.common import Subparsers, load_context
 from device.contract.domain import Block, DomainError, Route
 
 log = logging.getLogger(__name__)
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("cloud", parents=[common], help="run the reference cloud peer (ingest + dispatch)")
     p.add_argument("--db", required=True, type=Path, help="SQLite database file")
     p.add_argument("--broker", default="127.0.0.1:8883", help="HOST:PORT of the MQTT broker")

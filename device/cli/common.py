@@ -7,13 +7,16 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from device.assembly import open_store
 from device.config import Config, ConfigError, load_config
 from device.logsetup import setup_logging
 from device.paths import resolve_data_dir
 from device.store import EventStore
+
+# What each subcommand module's `register(subparsers, common)` is given.
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def common_options() -> argparse.ArgumentParser:

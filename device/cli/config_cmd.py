@@ -6,11 +6,12 @@ import json
 import sys
 from pathlib import Path
 
+from device.cli.common import Subparsers
 from device.config import ConfigError, config_to_dict, load_config
 from device.paths import resolve_data_dir
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("config", parents=[common], help="print or validate the configuration")
     p.add_argument("--validate", action="store_true", help="exit 0 if valid, 2 with the bad key named if not")
     p.set_defaults(func=run)

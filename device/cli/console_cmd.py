@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import argparse
 
-from device.cli.common import emit, load_context
+from device.cli.common import Subparsers, emit, load_context
 from device.console.pairing import Pairing
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("console", help="the local web console (driver / dock screen)")
     sub = p.add_subparsers(dest="console_command", required=True, metavar="ACTION")
     pair = sub.add_parser("pair", parents=[common], help="print a new pairing code for a browser")

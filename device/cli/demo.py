@@ -7,11 +7,13 @@ import json
 import logging
 import tempfile
 from pathlib import Path
+from typing import Any
 
+from device.cli.common import Subparsers
 from device.logsetup import setup_logging
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("demo", parents=[common],
                               help="the whole system end to end: broker, cloud, agents, simulated hardware")
     p.add_argument("--duration", type=float, default=90.0, help="stop after this many seconds at the latest")
@@ -23,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.set_defaults(func=run)
 
 
-def _print_report(report: dict) -> None:
+def _print_report(report: dict[str, Any]) -> None:
     print("\n== report")
     for key in ("blocks_offered", "blocks_claimed", "blocks_completed", "stops_delivered", "packages_delivered",
                 "exceptions", "photo_checks", "wrong_package_caught", "wrong_house_caught", "events_produced",

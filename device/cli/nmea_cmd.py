@@ -5,11 +5,12 @@ import argparse
 import json
 import sys
 
+from device.cli.common import Subparsers
 from device.logsetup import setup_logging
 from firmware_bridge.gps.nmea_reader import NmeaFixReader, read_log
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("nmea", parents=[common], help="decode an NMEA log (one fix per epoch)")
     p.add_argument("file", help="NMEA log (raw receiver output; `#` comment lines are skipped)")
     p.set_defaults(func=run)

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
+from typing import Any
 
-from device.cli.common import emit, load_context
+from device.cli.common import Subparsers, emit, load_context
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("outbox", parents=[common], help="outbox depth and hash-chain check")
     p.add_argument("--verify", action="store_true", help="recompute the hash chain; exit 1 if broken")
     p.add_argument("--prune", action="store_true", help="delete acked events older than the retention age")
@@ -17,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def run(args: argparse.Namespace) -> int:
     ctx = load_context(args)
     with ctx.open_store() as store:
-        doc: dict = asdict(store.stats())
+        doc: dict[str, Any] = asdict(store.stats())
         if args.prune:
             doc["pruned"] = asdict(store.prune())
         if args.verify:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from cloud_sync.errors import PkiError
 from cloud_sync.pki import Pki, acl_text, mosquitto_tls_config
-from device.cli.common import emit
+from device.cli.common import Subparsers, emit
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("pki", parents=[common], help="make the fleet CA, broker and device certificates")
     actions = p.add_subparsers(dest="pki_action", required=True, metavar="ACTION")
     init = actions.add_parser("init", parents=[common], help="a new CA and cloud signing key")

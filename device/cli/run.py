@@ -7,12 +7,12 @@ import logging
 import signal
 
 from device.assembly import assemble
-from device.cli.common import Context, load_context
+from device.cli.common import Context, Subparsers, load_context
 
 log = logging.getLogger(__name__)
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("run", parents=[common], help="run the agent (what the systemd service starts)")
     p.set_defaults(func=run)
 

@@ -20,6 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from device.cli.common import Subparsers
 from device.config import Config, ConfigError, MqttSection, load_config
 from device.contract.domain import utc_now
 from device.logsetup import setup_logging
@@ -304,7 +305,7 @@ def run_checks(config_path: Path | None, config: Config | None, data_dir: Path, 
     return results
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("selftest", parents=[common], help="check this unit: storage, clock, config, "
                               "model runtime, broker, gpsd; exit 1 on any failure")
     p.add_argument("--gpsd", metavar="HOST:PORT", default=os.environ.get("FLEXEDGE_GPSD"),

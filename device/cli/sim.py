@@ -17,10 +17,10 @@ import signal
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from device.cli import sim_gps
-from device.cli.common import load_context
+from device.cli.common import Subparsers, load_context
 from device.testbench.codes import Barcode, mixed_codes
 from device.testbench.faults import LineFaults
 from device.testbench.mcu import SimMcu
@@ -65,7 +65,7 @@ def on_event_loop(simulate: Callable[[argparse.Namespace, asyncio.Event], Awaita
     return run
 
 
-def say(args: argparse.Namespace, doc: dict, human: str) -> None:
+def say(args: argparse.Namespace, doc: dict[str, Any], human: str) -> None:
     """One line per event on stdout (JSON with --json), flushed: a test or a script reads it live."""
     print(json.dumps(doc, default=str) if args.json else human, flush=True)
 
@@ -159,7 +159,7 @@ def mcu_arguments(parser: argparse.ArgumentParser) -> None:
                         help="unplug after S seconds and replug 1 s later (0: never)")
 
 
-def _describe(message: LedPattern | BuzzerPattern) -> dict:
+def _describe(message: LedPattern | BuzzerPattern) -> dict[str, Any]:
     doc = {"command": type(message).__name__, **asdict(message)}
     return {k: (v.name.lower() if hasattr(v, "name") else v) for k, v in doc.items()}
 
@@ -205,7 +205,7 @@ SIMULATORS: list[Simulator] = [
 ]
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser("sim", help="hardware simulators on a pty (prints the port to open)")
     devices = parser.add_subparsers(dest="simulator", required=True, metavar="DEVICE")
     for simulator in SIMULATORS:

@@ -6,11 +6,11 @@ import shutil
 from dataclasses import asdict
 
 from device import __version__
-from device.cli.common import emit, load_context
+from device.cli.common import Subparsers, emit, load_context
 from device.paths import store_path
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("status", parents=[common], help="device identity, data directory, store state")
     p.set_defaults(func=run)
 

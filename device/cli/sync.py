@@ -10,19 +10,20 @@ import asyncio
 import json
 import logging
 import signal
+from typing import Any
 
 from cloud_sync.device_sync import DeviceSync
 from cloud_sync.errors import SyncError
 from cloud_sync.signing import Verifier
 from cloud_sync.sync_settings import SyncSettings
-from device.cli.common import Context, load_context
+from device.cli.common import Context, Subparsers, load_context
 from device.cloud_adapter import broker_settings_from_config, sync_settings_from_config
 from device.config import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("sync", parents=[common], help="run the cloud link: drain the outbox to the cloud")
     p.add_argument("--until-empty", action="store_true", help="exit once the outbox is empty")
     p.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds (0: never)")
@@ -50,7 +51,7 @@ async def _run(args: argparse.Namespace, ctx: Context, settings: SyncSettings, v
         await sync.start()
         code = 0
         try:
-            waits = [asyncio.create_task(stop.wait())]
+            waits: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
             if args.until_empty:
                 waits.append(asyncio.create_task(sync.wait_drained(None)))
             done, pending = await asyncio.wait(waits, timeout=args.timeout or None,

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from device.cli.common import emit, load_context
+from device.cli.common import Subparsers, emit, load_context
 from device.vision.barcodes import decode
 from device.vision.check import HouseNumberChecker, checker_from_config
 from device.vision.errors import ExpectedNumberError, ImageError, ModelError
@@ -18,7 +18,7 @@ EXIT_BAD_INPUT = 3  # the photo or the expected number is unusable
 EXIT_MODEL = 4  # the model or interpreter is missing or broken
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("check-photo", parents=[common],
                               help="does the photo show the expected house number? match | mismatch | unreadable")
     p.add_argument("image", nargs="?", help="photo file (JPEG, PNG)")
@@ -61,7 +61,7 @@ def run_check(args: argparse.Namespace) -> int:
         return _fail(args, EXIT_BAD_INPUT, "bad_expected", str(exc))
     doc = result.to_dict()
     quality = result.quality
-    retake = f"  retake: {', '.join(doc['quality']['reasons'])}" if quality and not quality.ok else ""
+    retake = f"  retake: {', '.join(str(r) for r in quality.reasons)}" if quality and not quality.ok else ""
     emit(args, doc, f"{result.verdict}  read={result.read or '-'}  confidence={result.confidence:.2f}  "
                     f"{result.ms:.0f} ms{retake}")
     return 0

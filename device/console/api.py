@@ -99,13 +99,15 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return doc
 
 
-def _text(doc: dict[str, Any], key: str, *, required: bool = True, max_len: int = MAX_ID) -> str | None:
+def _text(doc: dict[str, Any], key: str, *, max_len: int = MAX_ID) -> str:
     value = doc.get(key)
-    if value is None and not required:
-        return None
     if not isinstance(value, str) or not value or len(value) > max_len or not value.isprintable():
         raise _bad(f"{key}: expected a non-empty text of at most {max_len} characters")
     return value
+
+
+def _optional_text(doc: dict[str, Any], key: str, *, max_len: int = MAX_ID) -> str | None:
+    return None if doc.get(key) is None else _text(doc, key, max_len=max_len)
 
 
 def _ids(doc: dict[str, Any], key: str) -> tuple[str, ...]:
@@ -151,7 +153,8 @@ def _is_loopback(request: web.Request) -> bool:
 
 
 @web.middleware
-async def _errors_as_json(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+async def _errors_as_json(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                         ) -> web.StreamResponse:
     app: ConsoleApp = request.app[CONSOLE]
     app.counters.requests += 1
     try:
@@ -173,7 +176,8 @@ async def _errors_as_json(request: web.Request, handler: Callable[[web.Request],
 
 
 @web.middleware
-async def _access(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+async def _access(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                  ) -> web.StreamResponse:
     """The page and its files are public; the API needs a paired token, and POSTs the CSRF header."""
     app: ConsoleApp = request.app[CONSOLE]
     if not _host_allowed(request.host, app.allowed_hosts):
@@ -266,15 +270,16 @@ async def photo_file(request: web.Request) -> web.StreamResponse:
 
 def _answer(app: ConsoleApp, outcome: Outcome) -> web.Response:
     """Accepted: 200. Refused by the workflow: 409 (422 for a malformed field), with its reason."""
-    if outcome.accepted:
+    rejection = outcome.rejection
+    if rejection is None:
         return _json(outcome_doc(outcome))
     app.counters.rejected_actions += 1
-    invalid = outcome.rejection.reason is RejectReason.INVALID_INPUT
-    return _json({**outcome_doc(outcome), "error": outcome.rejection.detail}, status=422 if invalid else 409)
+    invalid = rejection.reason is RejectReason.INVALID_INPUT
+    return _json({**outcome_doc(outcome), "error": rejection.detail}, status=422 if invalid else 409)
 
 
 def _current_stop(app: ConsoleApp, doc: dict[str, Any]) -> str:
-    stop_id = _text(doc, "stop_id", required=False) or getattr(app.agent.runner.workflow.state, "current_stop", None)
+    stop_id = _optional_text(doc, "stop_id") or getattr(app.agent.runner.workflow.state, "current_stop", None)
     if not stop_id:
         raise web.HTTPConflict(reason="not at a stop")
     return stop_id
@@ -343,11 +348,11 @@ async def exception(request: web.Request) -> web.Response:
     app: ConsoleApp = request.app[CONSOLE]
     _vehicle_only(app)
     doc = await _body(request)
-    try:
-        reason = ExceptionReason(doc.get("reason"))
-    except ValueError:
-        raise _bad(f"reason: one of {[r.value for r in ExceptionReason]}") from None
-    note = _text(doc, "note", required=False, max_len=500) or ""
+    reasons = [r.value for r in ExceptionReason]
+    if doc.get("reason") not in reasons:
+        raise _bad(f"reason: one of {reasons}")
+    reason = ExceptionReason(doc["reason"])
+    note = _optional_text(doc, "note", max_len=500) or ""
     item = ExceptionReported(_current_stop(app, doc), reason, _ids(doc, "package_ids"), note)
     return _answer(app, await app.agent.submit(item))
 

@@ -55,13 +55,17 @@ class Pairing:
     # --- the file --------------------------------------------------------------------------------------
 
     def _load(self) -> dict[str, Any]:
+        fresh: dict[str, Any] = {"code": None, "expires": 0.0, "attempts": 0, "tokens": []}
         try:
             doc = json.loads(self.path.read_text())
         except FileNotFoundError:
-            return {"code": None, "expires": 0.0, "attempts": 0, "tokens": []}
+            return fresh
         except (OSError, ValueError) as exc:  # a damaged file: start over (browsers pair again)
             log.error("pairing file %s unreadable (%r): starting over", self.path, exc)
-            return {"code": None, "expires": 0.0, "attempts": 0, "tokens": []}
+            return fresh
+        if not isinstance(doc, dict):
+            log.error("pairing file %s holds no JSON object: starting over", self.path)
+            return fresh
         return doc
 
     def _save(self, doc: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from device.agent import Agent
 from device.positioning.geo import distance_m
-from device.workflow import Notice, Outcome
+from device.workflow import Notice, Outcome, VehicleWorkflow
 
 TYPICAL_SPEED_MPS = 8.0  # ETA without a tracker estimate: about 30 km/h in town
 
@@ -49,7 +49,7 @@ async def console_state(agent: Agent) -> dict[str, Any]:
         "position": None if fix is None or fix.lat is None else {"lat": fix.lat, "lon": fix.lon},
         "camera": agent.take_photo is not None,
     }
-    if view["role"] == "vehicle":
+    if isinstance(workflow, VehicleWorkflow):
         state["next_stop"] = _next_stop(agent, view)
         state["block_summary"] = workflow.summary().to_dict() if view.get("block") else None
     return state

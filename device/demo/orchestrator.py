@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from device.demo.scenario import DEPOT, STATION, Scenario, make_scenario
 from device.testbench.broker import MosquittoBroker
 from device.testbench.codes import Barcode
 from device.testbench.fleet import LocalFleet
-from device.testbench.gps_route import DriveConfig, SimStop, drive, feed_pty
+from device.testbench.gps_route import DriveConfig, SimEpoch, SimStop, drive, feed_pty
 from device.testbench.mcu import SimMcu
 from device.testbench.pty import PtyPair, open_pty_pair
 from device.testbench.scanner import ScannerBehaviour, SimScanner
@@ -63,12 +63,12 @@ class AgentProc:
     mcu: SimMcu
     gps_pty: PtyPair
     camera_dir: Path
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[bytes] | None = None
     block: str | None = None
     phase: str = "starting"
     scanned: bool = False
     driving: threading.Thread | None = None
-    counts: Counter = field(default_factory=Counter)
+    counts: Counter[str] = field(default_factory=Counter)
 
     @property
     def store_path(self) -> Path:
@@ -93,6 +93,8 @@ class Demo:
     # --- set-up --------------------------------------------------------------------------------------
 
     def _agent_config(self, agent: AgentProc, pki: Pki) -> Path:
+        if self.broker is None:
+            raise RuntimeError("start the broker before the agents")
         issued = pki.client(agent.device)
         text = f"""
 data_dir = "{agent.workdir / 'data'}"
@@ -144,7 +146,7 @@ level = "INFO"
         path.write_text(text)
         return path
 
-    def _show_scene(self, agent: AgentProc, number: str | None, extra: list[str] = ()) -> None:
+    def _show_scene(self, agent: AgentProc, number: str | None, extra: Sequence[str] = ()) -> None:
         """What the camera sees now: the house in front of the van (and then whatever else is listed)."""
         for old in agent.camera_dir.glob("*.jpg"):
             old.unlink()
@@ -175,7 +177,7 @@ level = "INFO"
 
     # --- the world reacting to the agents ----------------------------------------------------------------
 
-    def _cloud_events(self, conn: sqlite3.Connection, device: str) -> list[tuple[str, dict]]:
+    def _cloud_events(self, conn: sqlite3.Connection, device: str) -> list[tuple[str, dict[str, Any]]]:
         rows = conn.execute("SELECT type, body FROM events WHERE device = ? ORDER BY seq", [device]).fetchall()
         return [(t, json.loads(b)) for t, b in rows]
 
@@ -187,9 +189,10 @@ level = "INFO"
         if claimed and agent.block is None:
             agent.block = claimed[-1]["block"]
             self.progress(f"  {agent.device} won {agent.block}")
-        if agent.block and not agent.scanned and types["route.received"]:
+        block = agent.block
+        if block and not agent.scanned and types["route.received"]:
             agent.scanned = True
-            route = self.scenario.route(agent.block)
+            route = self.scenario.route(block)
             codes = [_sscc_barcode(p.id) for s in route.stops for p in s.packages]
             codes.insert(len(codes) // 2, _sscc_barcode(self.scenario.wrong_package))  # on no route
             asyncio.get_running_loop().create_task(agent.scanner.run_script(codes))
@@ -203,13 +206,15 @@ level = "INFO"
 
     def _drive(self, agent: AgentProc) -> None:
         """The van's receiver: NMEA at DRIVE_SPEEDUP, the camera's scene following the van."""
+        if agent.block is None:
+            return
         route = self.scenario.route(agent.block)
         by_id = {s.id: s for s in route.stops}
         wrong_stop = self.scenario.wrong_house_stops.get(agent.block)
         config = DriveConfig(parked_s=60.0, parked_jitter_m=8.0, seed=self.seed)
         shown: list[str | None] = [None]
 
-        def epochs():
+        def epochs() -> Iterator[SimEpoch]:
             for epoch in drive([SimStop(s.id, s.lat, s.lon) for s in route.stops], config, depot=DEPOT):
                 if epoch.parked_at != shown[0] and epoch.parked_at is not None:
                     stop = by_id[epoch.parked_at]
@@ -272,7 +277,7 @@ level = "INFO"
             while time.monotonic() - started < self.duration_s:
                 await asyncio.sleep(POLL_S)
                 for agent in self.agents:
-                    if agent.proc.poll() is not None:
+                    if agent.proc is not None and agent.proc.poll() is not None:
                         raise RuntimeError(f"agent {agent.device} exited with {agent.proc.returncode}; "
                                            f"see {agent.workdir / 'agent.log'}")
                     await self._react(conn, agent)
@@ -353,7 +358,7 @@ level = "INFO"
         }
 
 
-def _phase(types: Counter) -> str:
+def _phase(types: Counter[str]) -> str:
     for event_type, phase in (("block.completed", "complete"), ("stop.arrived", "delivering"),
                               ("loading.complete", "on route"), ("route.received", "loading"),
                               ("block.claimed", "claimed"), ("block.claim_requested", "claiming"),

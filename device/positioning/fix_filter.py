@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from datetime import datetime
 from enum import StrEnum
 
 from device.positioning.geo import distance_m
@@ -36,6 +37,22 @@ class FilterConfig:
 
 
 @dataclass(frozen=True)
+class Located:
+    """A fix with a time and a position, typed as such: what the filter accepts."""
+
+    fix: Fix
+    time: datetime
+    lat: float
+    lon: float
+
+    @classmethod
+    def of(cls, fix: Fix) -> Located | None:
+        if fix.time is None or fix.lat is None or fix.lon is None or not fix.has_position:
+            return None
+        return cls(fix, fix.time, fix.lat, fix.lon)
+
+
+@dataclass(frozen=True)
 class Filtered:
     """The filter's verdict on one fix: the fix to use (possibly held), or the rejection reason."""
 
@@ -48,31 +65,33 @@ class FixFilter:
     def __init__(self, config: FilterConfig | None = None) -> None:
         self.config = config or FilterConfig()
         self.counts: dict[str, int] = {r.value: 0 for r in Rejected} | {"accepted": 0, "held": 0}
-        self._last: Fix | None = None  # last accepted (raw) fix
-        self._hold: Fix | None = None  # position held while parked
+        self._last: Located | None = None  # last accepted (raw) fix
+        self._hold: Located | None = None  # position held while parked
         self._jump_rejects = 0
 
     def feed(self, fix: Fix) -> Filtered:
-        reason = self._check(fix)
-        if reason is not None:
+        here = Located.of(fix)
+        reason = self._check(fix, here)
+        if reason is not None or here is None:
+            reason = reason or Rejected.NO_FIX
             self.counts[reason.value] += 1
             log.debug("fix rejected (%s): %s", reason.value, fix)
             return Filtered(None, reason)
-        self._last = fix
+        self._last = here
         self._jump_rejects = 0
         self.counts["accepted"] += 1
-        held = self._held(fix)
+        held = self._held(here)
         if held is not None:
             self.counts["held"] += 1
             return Filtered(held, held=True)
         return Filtered(fix)
 
-    def _check(self, fix: Fix) -> Rejected | None:
+    def _check(self, fix: Fix, here: Located | None) -> Rejected | None:
         cfg = self.config
         if not fix.has_position:
             return Rejected.NO_FIX
-        if fix.time is None:
-            return Rejected.NO_TIME
+        if here is None:
+            return Rejected.NO_TIME  # a position without a time (Fix requires lat/lon from 2D on)
         if fix.mode < cfg.min_mode:
             return Rejected.MODE
         if fix.eph is not None and fix.eph > cfg.max_eph_m:
@@ -80,10 +99,10 @@ class FixFilter:
         last = self._last
         if last is None:
             return None
-        dt = (fix.time - last.time).total_seconds()
+        dt = (here.time - last.time).total_seconds()
         if dt <= 0:
             return Rejected.NOT_NEWER
-        moved = distance_m(last.lat, last.lon, fix.lat, fix.lon)
+        moved = distance_m(last.lat, last.lon, here.lat, here.lon)
         if moved > cfg.max_speed_mps * dt + cfg.jump_slack_m:
             self._jump_rejects += 1
             if self._jump_rejects <= cfg.max_jump_rejects:
@@ -92,17 +111,18 @@ class FixFilter:
             self._hold = None
         return None
 
-    def _held(self, fix: Fix) -> Fix | None:
+    def _held(self, here: Located) -> Fix | None:
         """While slow, report the position where the van stopped, so parked jitter does not move it."""
         cfg = self.config
+        fix = here.fix
         slow = fix.speed is not None and fix.speed < cfg.stationary_speed_mps
         if not slow:
             self._hold = None
             return None
         if self._hold is None:
-            self._hold = fix
+            self._hold = here
             return None
-        if distance_m(self._hold.lat, self._hold.lon, fix.lat, fix.lon) > cfg.hold_release_m:
-            self._hold = fix  # crept away slowly: re-anchor where it is now
+        if distance_m(self._hold.lat, self._hold.lon, here.lat, here.lon) > cfg.hold_release_m:
+            self._hold = here  # crept away slowly: re-anchor where it is now
             return None
         return replace(fix, lat=self._hold.lat, lon=self._hold.lon, speed=0.0)

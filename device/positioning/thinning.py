@@ -36,21 +36,21 @@ class ThinResult:
 
 def thin(track: Sequence[Fix], config: ThinningConfig | None = None) -> ThinResult:
     cfg = config or ThinningConfig()
-    points = [f for f in track if f.lat is not None and f.lon is not None]
-    if len(points) != len(track):
+    coords = [(f.lat, f.lon) for f in track if f.lat is not None and f.lon is not None]
+    if len(coords) != len(track):
         raise ValueError("thin() needs fixes with a position")
-    if not points:
+    if not coords:
         return ThinResult((), 0, 0.0)
-    proj = LocalProjection(points[0].lat, points[0].lon)
-    xy = np.array([proj.to_xy(f.lat, f.lon) for f in points], dtype=float)
-    t = np.array([f.time.timestamp() if f.time else float(i) for i, f in enumerate(points)])
+    proj = LocalProjection(*coords[0])
+    xy = np.array([proj.to_xy(lat, lon) for lat, lon in coords], dtype=np.float64)
+    t = np.array([f.time.timestamp() if f.time else float(i) for i, f in enumerate(track)])
     kept: list[int] = []
     worst = 0.0
     for start, end in _segments(t, cfg):
         idx, dev = _douglas_peucker(xy, start, end, cfg.tolerance_m)
         kept += idx
         worst = max(worst, dev)
-    return ThinResult(tuple(kept), len(points), worst)
+    return ThinResult(tuple(kept), len(coords), worst)
 
 
 def _segments(t: np.ndarray, cfg: ThinningConfig) -> list[tuple[int, int]]:
@@ -94,6 +94,9 @@ def point_segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.nd
     ab = b - a
     denom = float(ab @ ab)
     if denom == 0.0:
-        return np.hypot(*(p - a).T)
-    s = np.clip(((p - a) @ ab) / denom, 0.0, 1.0)
-    return np.hypot(*(p - (a + np.outer(s, ab))).T)
+        off = p - a
+    else:
+        s = np.clip(((p - a) @ ab) / denom, 0.0, 1.0)
+        off = p - (a + np.outer(s, ab))
+    dist: np.ndarray = np.hypot(off[:, 0], off[:, 1])
+    return dist

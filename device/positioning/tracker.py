@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Sequence, Union
 
-from device.positioning.fix_filter import FilterConfig, FixFilter
+from device.positioning.fix_filter import FilterConfig, FixFilter, Located
 from device.positioning.geo import bearing_deg, distance_m
 from firmware_bridge.fix import Fix
 
@@ -72,8 +72,8 @@ class PositionTracker:
         self.stops = [StopPoint(s.id, s.lat, s.lon, s.radius_m) for s in stops]
         self.visited: list[str] = []
         self.current: StopPoint | None = None  # the stop the van is at
-        self._candidate: tuple[StopPoint, Fix] | None = None  # inside a fence, dwell running
-        self._outside_since: Fix | None = None  # at a stop, outside the departure fence since
+        self._candidate: tuple[StopPoint, Located] | None = None  # inside a fence, dwell running
+        self._outside_since: Located | None = None  # at a stop, outside the departure fence since
         self._speed: float | None = None
 
     def revise(self, stops: Sequence[StopPoint]) -> None:
@@ -94,27 +94,27 @@ class PositionTracker:
 
     def feed(self, raw: Fix) -> list[PositionEvent]:
         result = self.filter.feed(raw)
-        if result.fix is None:
+        here = None if result.fix is None else Located.of(result.fix)
+        if here is None:
             return []
-        fix = result.fix
-        self._update_speed(fix)
+        self._update_speed(here.fix)
         events: list[PositionEvent] = []
         if self.current is None:
-            events += self._check_arrival(fix)
+            events += self._check_arrival(here)
         else:
-            events += self._check_departure(fix)
-        nxt = self.next_stop(fix)
+            events += self._check_departure(self.current, here)
+        nxt = self.next_stop(here)
         if nxt is not None:
             events.append(nxt)
         return events
 
-    def next_stop(self, fix: Fix) -> NextStop | None:
+    def next_stop(self, here: Located) -> NextStop | None:
         target = next((s for s in self.pending if s is not self.current), None)
         if target is None:
             return None
-        dist = distance_m(fix.lat, fix.lon, target.lat, target.lon)
+        dist = distance_m(here.lat, here.lon, target.lat, target.lon)
         speed = max(self._speed or 0.0, self.config.typical_speed_mps)
-        return NextStop(target.id, dist, bearing_deg(fix.lat, fix.lon, target.lat, target.lon), dist / speed)
+        return NextStop(target.id, dist, bearing_deg(here.lat, here.lon, target.lat, target.lon), dist / speed)
 
     def _update_speed(self, fix: Fix) -> None:
         if fix.speed is None:
@@ -122,36 +122,35 @@ class PositionTracker:
         a = self.config.speed_smoothing
         self._speed = fix.speed if self._speed is None else (1 - a) * self._speed + a * fix.speed
 
-    def _check_arrival(self, fix: Fix) -> list[PositionEvent]:
-        inside = [s for s in self.pending if distance_m(fix.lat, fix.lon, s.lat, s.lon) <= s.radius_m]
+    def _check_arrival(self, here: Located) -> list[PositionEvent]:
+        inside = [s for s in self.pending if distance_m(here.lat, here.lon, s.lat, s.lon) <= s.radius_m]
         if not inside:
             self._candidate = None
             return []
-        nearest = min(inside, key=lambda s: distance_m(fix.lat, fix.lon, s.lat, s.lon))
+        nearest = min(inside, key=lambda s: distance_m(here.lat, here.lon, s.lat, s.lon))
         if self._candidate is None or self._candidate[0] is not nearest:
-            self._candidate = (nearest, fix)
+            self._candidate = (nearest, here)
             return []
         stop, since = self._candidate
-        if (fix.time - since.time).total_seconds() < self.config.dwell_s:
+        if (here.time - since.time).total_seconds() < self.config.dwell_s:
             return []
         self._candidate = None
         self.current = stop
         log.info("arrived at stop %s", stop.id)
-        return [Arrived(stop.id, since.time, fix)]
+        return [Arrived(stop.id, since.time, here.fix)]
 
-    def _check_departure(self, fix: Fix) -> list[PositionEvent]:
-        stop = self.current
+    def _check_departure(self, stop: StopPoint, here: Located) -> list[PositionEvent]:
         fence = stop.radius_m + self.config.depart_margin_m
-        if distance_m(fix.lat, fix.lon, stop.lat, stop.lon) <= fence:
+        if distance_m(here.lat, here.lon, stop.lat, stop.lon) <= fence:
             self._outside_since = None
             return []
         if self._outside_since is None:
-            self._outside_since = fix
-        if (fix.time - self._outside_since.time).total_seconds() < self.config.depart_confirm_s:
+            self._outside_since = here
+        if (here.time - self._outside_since.time).total_seconds() < self.config.depart_confirm_s:
             return []
         left = self._outside_since
         self._outside_since = None
         self.current = None
         self.visited.append(stop.id)
         log.info("departed stop %s", stop.id)
-        return [Departed(stop.id, left.time, fix)]
+        return [Departed(stop.id, left.time, here.fix)]

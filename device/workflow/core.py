@@ -63,7 +63,7 @@ class Transition(Generic[S]):
     """One row of a transition table: the handler and every phase it may leave the machine in."""
 
     handler: Callable[[Any, Step, S, Any], None]
-    targets: frozenset
+    targets: frozenset[StrEnum]
 
 
 def check_id(value: Any, what: str) -> str:
@@ -89,7 +89,7 @@ def check_fraction(value: Any, what: str) -> float:
 class Machine(Generic[S, P]):
     """Subclasses give TABLE {(phase, input type): Transition}, INPUTS, the state and how to read its phase."""
 
-    TABLE: Mapping[tuple[Any, type], Transition]
+    TABLE: Mapping[tuple[Any, type], Transition[Any]]
     INPUTS: tuple[type, ...]
 
     def __init__(self, state: S, clock: Callable[[], datetime] = utc_now) -> None:

@@ -100,7 +100,7 @@ class DockWorkflow(Machine[DockState, DockPhase]):
     def _on_stage_scan(self, step: Step, s: DockState, item: StageScan) -> None:
         code = check_id(item.code, "code")
         into = None if item.route_id is None else check_id(item.route_id, "route_id")
-        entry = s.plan.entry(code)
+        entry = s.plan.entry(code) if s.plan is not None else None
         if entry is None:
             _scan_problem(step, code, "unknown", Feedback.WRONG_PACKAGE, {})
             return
@@ -152,7 +152,7 @@ def _complete_routes(step: Step, s: DockState) -> None:
 
 
 D = DockPhase
-DOCK_TABLE: dict[tuple[DockPhase, type], Transition] = {
+DOCK_TABLE: dict[tuple[DockPhase, type], Transition[DockState]] = {
     (D.IDLE, StagingPlanReceived): Transition(DockWorkflow._on_plan, frozenset({D.STAGING, D.COMPLETE})),
     (D.STAGING, StagingPlanReceived): Transition(DockWorkflow._on_plan, frozenset({D.STAGING, D.COMPLETE})),
     (D.COMPLETE, StagingPlanReceived): Transition(DockWorkflow._on_plan, frozenset({D.STAGING, D.COMPLETE})),

@@ -51,7 +51,7 @@ class StopRecord:
     arrived_at: str | None = None
     finished_at: str | None = None
 
-    def __deepcopy__(self, memo: dict) -> StopRecord:
+    def __deepcopy__(self, memo: dict[int, object]) -> StopRecord:
         return copy.copy(self)  # every field is immutable: a shallow copy is a deep one, 10x cheaper
 
     def to_dict(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from device.workflow.state import PackageState, StopOutcome, VehicleState
 
@@ -28,7 +29,7 @@ class BlockSummary:
     started_at: str | None
     completed_at: str | None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def text(self) -> str:

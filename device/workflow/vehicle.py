@@ -89,7 +89,7 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
             "route_version": s.route.version if s.route else None,
             "load": {"packages": self.load_list(), "extra": dict(s.extra_scans)},
             "stops": [{**stop.to_dict(), "done": s.stops[stop.id].done,
-                       "outcome": s.stops[stop.id].outcome.value if s.stops[stop.id].outcome else None,
+                       "outcome": _value(s.stops[stop.id].outcome),
                        "packages": [{**p.to_dict(), "state": s.packages[p.id].value} for p in stop.packages]}
                       for stop in (s.route.stops if s.route else ())],
             "next_stop": next_stop.id if next_stop else None,
@@ -205,7 +205,7 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
                     **data)
 
     def _on_loading_done(self, step: Step, s: VehicleState, item: LoadingDone) -> None:
-        missing = sorted(p for p in s.route.manifest() if s.packages[p] is PackageState.EXPECTED)
+        missing = sorted(p for p in _route(s).manifest() if s.packages[p] is PackageState.EXPECTED)
         for package in missing:
             s.packages[package] = PackageState.MISSING
         if missing:
@@ -222,9 +222,7 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
 
     def _on_arrived(self, step: Step, s: VehicleState, item: ArrivedAt) -> None:
         stop_id = check_id(item.stop_id, "stop_id")
-        stop = _route_stop(s, stop_id)
-        if stop is None:
-            raise Rejected(RejectReason.UNKNOWN_STOP, f"stop {stop_id} is not on route v{s.route.version}")
+        stop = _stop(s, stop_id)
         if s.stops[stop_id].done:
             raise Rejected(RejectReason.STOP_FINISHED, f"stop {stop_id} is already finished", record=False)
         if s.phase is Phase.AT_STOP:
@@ -269,7 +267,7 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
                 isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 100_000 for v in box)):
             raise Rejected(RejectReason.INVALID_INPUT, "box: expected [x, y, width, height] in pixels")
         packages = _resolve_packages(s, stop_id, item.package_ids)
-        stop = _route_stop(s, stop_id)
+        stop = _stop(s, stop_id)
         verdict = item.verdict
         s.verdicts[verdict.value] = s.verdicts.get(verdict.value, 0) + 1
         step.event(EventType.PHOTO_CHECKED, {"verdict": verdict.value, "read": read, "expected": stop.house_number,
@@ -292,7 +290,7 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
 
     def _on_signature(self, step: Step, s: VehicleState, item: SignatureCaptured) -> None:
         stop_id = _at_current_stop(s, item.stop_id)
-        stop = _route_stop(s, stop_id)
+        stop = _stop(s, stop_id)
         needs = {p.id for p in stop.packages if p.signature_required}
         if item.package_ids:
             packages = _resolve_packages(s, stop_id, item.package_ids)
@@ -323,8 +321,7 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
             raise Rejected(RejectReason.INVALID_INPUT, f"reason: not one of {[r.value for r in ExceptionReason]}")
         if not isinstance(item.note, str) or len(item.note) > MAX_NOTE:
             raise Rejected(RejectReason.INVALID_INPUT, f"note: expected text of at most {MAX_NOTE} characters")
-        if _route_stop(s, stop_id) is None:
-            raise Rejected(RejectReason.UNKNOWN_STOP, f"stop {stop_id} is not on route v{s.route.version}")
+        _stop(s, stop_id)  # an unknown stop is rejected
         if s.stops[stop_id].done:
             raise Rejected(RejectReason.STOP_FINISHED, f"stop {stop_id} is already finished")
         packages = _resolve_packages(s, stop_id, item.package_ids)
@@ -380,7 +377,7 @@ def _install_route(step: Step, s: VehicleState, route: Route) -> None:
 
 def _revise_route(step: Step, s: VehicleState, route: Route) -> None:
     """A newer route: finished stops stay finished, unfinished stops it drops are reported, progress kept."""
-    old_version = s.route.version
+    old_version = _route(s).version
     loading = s.phase is Phase.LOADING
     new_manifest = route.manifest()
     new_stop_ids = [stop.id for stop in route.stops]
@@ -404,8 +401,7 @@ def _revise_route(step: Step, s: VehicleState, route: Route) -> None:
                 to_return.append(package)
     not_loaded = []
     for package in new_manifest:
-        state = s.packages.get(package)
-        if state in FINAL_PACKAGE_STATES:
+        if s.packages.get(package) in FINAL_PACKAGE_STATES:
             continue
         if package in s.loaded:
             s.packages[package] = PackageState.LOADED
@@ -432,12 +428,30 @@ def _revise_route(step: Step, s: VehicleState, route: Route) -> None:
 
 
 def _load_counts(s: VehicleState) -> tuple[int, int]:
-    manifest = s.route.manifest()
+    manifest = _route(s).manifest()
     return sum(s.packages[p] is PackageState.LOADED for p in manifest), len(manifest)
+
+
+def _route(s: VehicleState) -> Route:
+    """The block's route: the table hands the inputs that need one only to phases that have it."""
+    if s.route is None:
+        raise Rejected(RejectReason.WRONG_STATE, "no route yet")
+    return s.route
 
 
 def _route_stop(s: VehicleState, stop_id: str) -> Stop | None:
     return next((stop for stop in s.route.stops if stop.id == stop_id), None) if s.route else None
+
+
+def _stop(s: VehicleState, stop_id: str) -> Stop:
+    stop = _route_stop(s, stop_id)
+    if stop is None:
+        raise Rejected(RejectReason.UNKNOWN_STOP, f"stop {stop_id} is not on route v{_route(s).version}")
+    return stop
+
+
+def _value(outcome: StopOutcome | None) -> str | None:
+    return outcome.value if outcome else None
 
 
 def _next_open_stop(s: VehicleState) -> Stop | None:
@@ -448,7 +462,7 @@ def _next_open_stop(s: VehicleState) -> Stop | None:
 
 def _open_packages(s: VehicleState, stop_id: str) -> list[str]:
     """Packages of the stop still to deliver: loaded and not yet delivered or excepted."""
-    stop = _route_stop(s, stop_id)
+    stop = _stop(s, stop_id)
     return [p.id for p in stop.packages if s.packages[p.id] is PackageState.LOADED]
 
 
@@ -465,8 +479,8 @@ def _resolve_packages(s: VehicleState, stop_id: str, package_ids: Any) -> tuple[
     return tuple(dict.fromkeys(packages))
 
 
-def _at_current_stop(s: VehicleState, stop_id: Any) -> str:
-    stop_id = check_id(stop_id, "stop_id")
+def _at_current_stop(s: VehicleState, value: Any) -> str:
+    stop_id = check_id(value, "stop_id")
     if stop_id != s.current_stop:
         raise Rejected(RejectReason.NOT_AT_STOP, f"proof for {stop_id}, the van is at {s.current_stop}")
     return stop_id
@@ -495,7 +509,7 @@ def _check_strokes(strokes: Any) -> list[list[list[float]]]:
 
 def _deliver_ready(step: Step, s: VehicleState, stop_id: str, packages: tuple[str, ...]) -> list[str]:
     """Deliver every package that has its proof: a matching photo, and a signature where one is required."""
-    stop = _route_stop(s, stop_id)
+    stop = _stop(s, stop_id)
     needs_signature = {p.id for p in stop.packages if p.signature_required}
     ready = [p for p in packages if p in s.photo_proofs and (p not in needs_signature or p in s.signatures)]
     waiting = [p for p in packages if p in s.photo_proofs and p not in ready]
@@ -535,7 +549,7 @@ def _except(step: Step, s: VehicleState, stop_id: str, packages: tuple[str, ...]
 def _finish_stop_if_done(step: Step, s: VehicleState, stop_id: str) -> None:
     """A stop is finished when nothing of it is left to deliver; never-loaded packages become exceptions."""
     record = s.stops[stop_id]
-    stop = _route_stop(s, stop_id)
+    stop = _stop(s, stop_id)
     states = [s.packages[p.id] for p in stop.packages]
     if record.done or any(st in (PackageState.EXPECTED, PackageState.LOADED) for st in states):
         return
@@ -557,7 +571,7 @@ def _finish_stop_if_done(step: Step, s: VehicleState, stop_id: str) -> None:
 
 def _settle(step: Step, s: VehicleState) -> None:
     """After loading or a revision: close stops with nothing deliverable, then point at the next stop."""
-    for stop in list(s.route.stops):
+    for stop in list(_route(s).stops):
         if s.phase is not Phase.BLOCK_COMPLETE:
             _finish_stop_if_done(step, s, stop.id)
     if s.phase is Phase.BLOCK_COMPLETE:
@@ -571,12 +585,14 @@ def _settle(step: Step, s: VehicleState) -> None:
 def _next_stop_notice(step: Step, s: VehicleState) -> None:
     stop = _next_open_stop(s)
     if stop is not None:
-        remaining = sum(not s.stops[x.id].done for x in s.route.stops)
+        remaining = sum(not s.stops[x.id].done for x in _route(s).stops)
         step.notice(NoticeKind.NEXT_STOP, f"next: {stop.address}", stop=stop.to_dict(), remaining=remaining)
 
 
 def _depart(step: Step, s: VehicleState, *, implicit: bool) -> None:
     stop_id = s.current_stop
+    if stop_id is None:
+        raise Rejected(RejectReason.NOT_AT_STOP, "not at a stop", record=False)
     open_packages = _open_packages(s, stop_id)
     step.event(EventType.STOP_DEPARTED, {"finished": s.stops[stop_id].done, "open_packages": open_packages,
                                          "implicit": implicit}, stop=stop_id)
@@ -602,14 +618,14 @@ def _complete_block(step: Step, s: VehicleState) -> None:
 
 # --- the transition table ----------------------------------------------------------------------------
 
-def _row(handler, *targets: Phase) -> Transition:
+def _row(handler: Callable[[Any, Step, VehicleState, Any], None], *targets: Phase) -> Transition[VehicleState]:
     return Transition(handler, frozenset(targets))
 
 
 P = Phase
 W = VehicleWorkflow
 _DRIVING = (P.ON_ROUTE, P.AT_STOP, P.BLOCK_COMPLETE)
-VEHICLE_TABLE: dict[tuple[Phase, type], Transition] = {
+VEHICLE_TABLE: dict[tuple[Phase, type], Transition[VehicleState]] = {
     (P.IDLE, OffersReceived): _row(W._on_offers, P.IDLE, P.OFFERED),
     (P.OFFERED, OffersReceived): _row(W._on_offers, P.IDLE, P.OFFERED),
     (P.CLAIMING, OffersReceived): _row(W._on_offers, P.CLAIMING),

@@ -48,12 +48,12 @@ def _dms(degrees: float) -> tuple[tuple[int, int], ...]:
 def exif_bytes(taken_at: datetime, fix: Fix | None) -> bytes:
     utc = taken_at.astimezone(timezone.utc)
     stamp = utc.strftime("%Y:%m:%d %H:%M:%S").encode()
-    exif: dict[str, dict] = {
+    exif: dict[str, dict[int, object]] = {
         "0th": {piexif.ImageIFD.DateTime: stamp, piexif.ImageIFD.Software: b"flexedge"},
         "Exif": {piexif.ExifIFD.DateTimeOriginal: stamp, piexif.ExifIFD.OffsetTimeOriginal: b"+00:00"},
         "GPS": {},
     }
-    if fix is not None and fix.has_position:
+    if fix is not None and fix.has_position and fix.lat is not None and fix.lon is not None:
         gps = exif["GPS"]
         gps[piexif.GPSIFD.GPSVersionID] = (2, 3, 0, 0)
         gps[piexif.GPSIFD.GPSLatitudeRef] = b"N" if fix.lat >= 0 else b"S"
@@ -70,7 +70,8 @@ def exif_bytes(taken_at: datetime, fix: Fix | None) -> bytes:
             gps[piexif.GPSIFD.GPSTimeStamp] = ((t.hour, 1), (t.minute, 1), (t.second * 1000 + t.microsecond // 1000,
                                                                             1000))
             gps[piexif.GPSIFD.GPSDateStamp] = t.strftime("%Y:%m:%d").encode()
-    return piexif.dump(exif)
+    data: bytes = piexif.dump(exif)
+    return data
 
 
 def save_photo(frame: Frame, photo_dir: Path, fix: Fix | None = None, quality: int = 90) -> SavedPhoto:

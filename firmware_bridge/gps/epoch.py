@@ -208,7 +208,7 @@ class EpochAssembler:
 def _to_fix(e: _Epoch, day: date | None, mode: FixMode) -> Fix:
     # Like gpsd: the date comes only from a valid RMC or a ZDA (a void RMC's date is junk: MTK says 1980,
     # a Garmin in simulator mode says whatever), and GGA's time of day needs a date from before.
-    moment = datetime.combine(day, e.tod).replace(tzinfo=timezone.utc) if day and e.timed else None
+    moment = datetime.combine(day, e.tod, timezone.utc) if day and e.timed and e.tod is not None else None
     if mode < FixMode.FIX_2D:
         return Fix(time=moment, lat=None, lon=None, mode=FixMode.NO_FIX)
     if e.sigma_h is not None:

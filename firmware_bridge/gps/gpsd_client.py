@@ -60,11 +60,12 @@ class GpsdClient:
 
     async def connect(self) -> None:
         try:
-            self._reader, self._writer = await asyncio.wait_for(
+            self._reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(self.host, self.port, limit=MAX_REPORT_BYTES),
                 self.connect_timeout_s)
-            self._writer.write(WATCH_COMMAND)
-            await self._writer.drain()
+            self._writer = writer
+            writer.write(WATCH_COMMAND)
+            await writer.drain()
         except (OSError, asyncio.TimeoutError) as exc:
             raise GpsdUnavailable(f"gpsd at {self.host}:{self.port}: {exc}") from exc
         log.info("watching gpsd at %s:%d", self.host, self.port)

@@ -33,7 +33,8 @@ def checksum_ok(sentence: bytes) -> bool:
         given = sentence[star + 1:].decode("ascii").upper()
     except UnicodeDecodeError:
         return False
-    return pynmeagps.calc_checksum(content) == given
+    expected: str = pynmeagps.calc_checksum(content)
+    return expected == given
 
 
 def sentence_id(sentence: bytes) -> bytes:

@@ -78,7 +78,8 @@ class Frame:
 
     def encode(self) -> bytes:
         """What goes on the wire: COBS(body) followed by the 0x00 delimiter."""
-        return cobs.encode(self.to_bytes()) + DELIMITER
+        encoded: bytes = cobs.encode(self.to_bytes())
+        return encoded + DELIMITER
 
 
 def parse_frame(encoded: bytes) -> Frame:
