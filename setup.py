@@ -40,7 +40,8 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["device*", "firmware_bridge*", "cloud_sync*"]),
     include_package_data=True,
-    package_data={"device": ["vision/models/*.tflite", "vision/models/*.json", "console/static/*"]},
+    package_data={"device": ["vision/models/*.tflite", "vision/models/*.json", "vision/models/*.npz",
+                             "vision/models/NOTICE.*", "console/static/*"]},
     install_requires=RUNTIME,
     extras_require={
         "pi": ["picamera2>=0.3.17"],
@@ -52,7 +53,11 @@ setup(
             "ruff>=0.5",
             "playwright>=1.40,<2",  # console browser tests, driving Debian's /usr/bin/chromium
         ],
-        "train": ["tensorflow-cpu>=2.16,<2.22"],
+        "train": ["tensorflow-cpu>=2.16,<2.22"],  # tools/train_housenumbers.py (--real: fine-tunes the reader head)
+        # tools/convert_ppocr.py, in a venv of its own: onnx2tf pins its TensorFlow, onnx and numpy
+        "convert": ["onnx2tf==1.29.24", "onnxsim==0.4.36"],
+        # bench/vision_eval.py: the RapidOCR peer (onnxruntime) and real photographs as backgrounds
+        "bench": ["rapidocr-onnxruntime==1.4.4", "scikit-image>=0.24,<0.27"],
     },
     entry_points={"console_scripts": ["flexedge=device.cli:main"]},
 )
