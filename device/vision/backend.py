@@ -19,6 +19,7 @@ from device.vision.errors import ModelError
 log = logging.getLogger(__name__)
 
 INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
+PLAIN = "main"  # the signature name of a model without signature defs: run("main", input=array) -> {"output": ...}
 
 
 class InferenceBackend(Protocol):
@@ -53,10 +54,21 @@ class TFLiteBackend:
             self._interpreter = interpreter_class(model_path=str(self.model_path), num_threads=num_threads)
             self._runners = {key: self._interpreter.get_signature_runner(key)
                              for key in self._interpreter.get_signature_list()}
+            if not self._runners:  # a converted graph without signature defs: its one input and output
+                self._interpreter.allocate_tensors()
+                self._runners = {PLAIN: self._run_plain}
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load {self.model_path}: {exc}") from exc
         self._lock = threading.Lock()
         log.info("loaded %s with %s, signatures %s", self.model_path.name, runtime, sorted(self._runners))
+
+    def _run_plain(self, input: np.ndarray) -> dict[str, np.ndarray]:  # noqa: A002 (the tensor's role)
+        detail = self._interpreter.get_input_details()[0]
+        if tuple(input.shape) != tuple(detail["shape"]):
+            raise ValueError(f"input has shape {input.shape}, the model takes {tuple(detail['shape'])}")
+        self._interpreter.set_tensor(detail["index"], input.astype(detail["dtype"], copy=False))
+        self._interpreter.invoke()
+        return {"output": self._interpreter.get_tensor(self._interpreter.get_output_details()[0]["index"])}
 
     @property
     def signatures(self) -> tuple[str, ...]:
