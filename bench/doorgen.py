@@ -100,7 +100,8 @@ class DoorGenerator:
         if kind == "planks":
             pitch = int(rng.integers(90, 260))
             cols = (np.arange(w) % pitch)
-            img = img * (1 - 0.35 * (cols < 6))[None, :, None] + (np.sin(np.arange(w) / rng.uniform(3, 9)) * 5)[None, :, None]
+            grain = np.sin(np.arange(w) / rng.uniform(3, 9)) * 5
+            img = img * (1 - 0.35 * (cols < 6))[None, :, None] + grain[None, :, None]
         elif kind == "stone":
             bh, bw = int(rng.integers(70, 160)), int(rng.integers(180, 420))
             rows = np.arange(h)[:, None]

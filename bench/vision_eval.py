@@ -167,7 +167,8 @@ def main() -> int:
         photos = makers[name]()
         if not photos:
             print(json.dumps({"bench": "vision_eval", "set": name, "photos": 0,
-                              "note": "no labelled real photos with a usable licence (../shared/testdata/housenumbers)"}))
+                              "note": "no labelled real photos with a usable licence "
+                                      "(../shared/testdata/housenumbers)"}))
             continue
         doc = evaluate(name, photos, checker, peer, seed={"doors": 11, "synth": 12, "real": 13}[name])
         docs.append(doc)

@@ -95,9 +95,23 @@ def convert(onnx_path: Path, work: Path) -> Path:
     return out / f"{onnx_path.stem}_float16.tflite"
 
 
-def compare(onnx_path: Path, tflite_path: Path, sample: np.ndarray) -> float:
-    """Largest difference between onnxruntime (NCHW) and the TFLite file (NHWC) on one input, relative to the
-    largest output value (float16 weights: about 1e-3)."""
+def text_sample(shape: tuple[int, int, int, int]) -> np.ndarray:
+    """A normalised NCHW picture of digits (dark on light) the size of the model's input: both models must
+    agree on text, where their outputs are large, not only on noise."""
+    import cv2
+    _, _, h, w = shape
+    img = np.full((h, w, 3), 225, np.uint8)
+    scale = h / 48 * 1.1 if h <= 64 else h / 200
+    for row, y in enumerate(range(int(40 * scale), h, max(1, int(60 * scale)))):
+        cv2.putText(img, f"{12 + row}A 3{row}0", (int(8 * scale), y), cv2.FONT_HERSHEY_SIMPLEX, scale, (30, 30, 30),
+                    max(1, int(2 * scale)))
+    return (img.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None]
+
+
+def compare(onnx_path: Path, tflite_path: Path, sample: np.ndarray) -> tuple[float, float]:
+    """Largest and mean difference between onnxruntime (NCHW) and the TFLite file (NHWC) on one input,
+    relative to the largest output value. Float16 weights move a few detection pixels at a region's edge by
+    up to ~0.1 while the mean stays ~1e-5."""
     import onnxruntime
     from ai_edge_litert.interpreter import Interpreter
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -107,7 +121,8 @@ def compare(onnx_path: Path, tflite_path: Path, sample: np.ndarray) -> float:
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], sample.transpose(0, 2, 3, 1))
     interpreter.invoke()
     got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-    return float(np.abs(want.reshape(got.shape) - got).max() / max(1e-6, float(np.abs(want).max())))
+    diff = np.abs(want.reshape(got.shape) - got) / max(1e-6, float(np.abs(want).max()))
+    return float(diff.max()), float(diff.mean())
 
 
 def main() -> int:
@@ -129,7 +144,6 @@ def main() -> int:
         fix_input(rec, (1, 3, om.REC_H, om.REC_W))
         head = split_rec(rec)
         np.savez(args.out / om.REC_HEAD_FILE, **head)
-        rng = np.random.default_rng(0)
         for model, name, shape in ((det, om.DET_FILE, (1, 3, om.DET_H, om.DET_W)),
                                    (rec, om.REC_FILE, (1, 3, om.REC_H, om.REC_W))):
             onnx_path = work / Path(name).with_suffix(".onnx").name
@@ -138,10 +152,11 @@ def main() -> int:
                 raise SystemExit(f"{name}: onnx-simplifier could not check the simplified model")
             onnx.save(simplified, str(onnx_path))
             tflite = convert(onnx_path, work)
-            diff = compare(onnx_path, tflite, rng.uniform(-1, 1, shape).astype(np.float32))
-            log.info("%s: %d bytes, largest difference to onnxruntime %.2e (relative)", name, tflite.stat().st_size, diff)
-            if diff > 0.02:
-                raise SystemExit(f"{name}: TFLite differs from the ONNX model by {diff}")
+            largest, mean = compare(onnx_path, tflite, text_sample(shape))
+            log.info("%s: %d bytes, difference to onnxruntime on a text sample (relative): largest %.2e, mean %.2e",
+                     name, tflite.stat().st_size, largest, mean)
+            if largest > 0.25 or mean > 1e-3:
+                raise SystemExit(f"{name}: TFLite differs from the ONNX model (largest {largest}, mean {mean})")
             (args.out / name).write_bytes(tflite.read_bytes())
     log.info("converted in %.0f s into %s", time.perf_counter() - started, args.out)
     return 0

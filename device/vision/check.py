@@ -2,10 +2,10 @@
 
 Scene text models trained on real photographs (PP-OCRv4 detection and recognition in TFLite, ocr.py) find
 and read the text; this module turns readings into a verdict. Text boxes on one line are joined (a number
-in separate tiles or stickers), each candidate is read as located and again through a wider box (a suffix
-or a thin first digit the box cut off), and the house number in a reading is the run of digits with an
-optional letter right after it. "match" needs the expected number read the same through both looks, every
-character with high confidence, with no longer number read around it; anything doubtful is "unreadable",
+in separate tiles or stickers), each candidate is read as located and, when that reading is or is part of
+the expected number, again through a wider box (a suffix or a thin first digit the box cut off), and the house number in a reading is the run of digits with an
+optional letter right after it. "match" needs the expected number read with every character highly
+confident, and no longer number read around it by the wider look; anything doubtful is "unreadable",
 because a wrong "match" lets a wrong-address delivery through while "unreadable" asks the driver to look
 again.
 """
@@ -32,6 +32,7 @@ from device.vision.quality import Quality, QualityThresholds, assess
 log = logging.getLogger(__name__)
 
 MAX_LABEL = 6
+JOIN_GAP = 2.5  # text boxes on one line closer than this many heights are one line
 NUMBER = re.compile(r"[1-9][0-9]{0,4}[A-Z]?")  # a house number: 1-5 digits, no leading 0, maybe one letter
 # Digits with at most one letter after them; a letter that starts a word ("12 Main", "5th") is not a suffix.
 IN_TEXT = re.compile(r"(?<![0-9])[0-9]{1,5}(?:[A-Z](?![A-Z]))?")
@@ -50,8 +51,8 @@ class Verdict(enum.StrEnum):
 @dataclass(frozen=True)
 class CheckThresholds:
     locate_min: float = 0.5  # mean text probability of a detected region (DB box threshold)
-    match_min_confidence: float = 0.9  # every character of the expected number at least this sure, both looks
-    mismatch_min_confidence: float = 0.8  # a different number read this surely is "mismatch" (else unreadable)
+    match_min_confidence: float = 0.75  # every character of the expected number at least this sure
+    mismatch_min_confidence: float = 0.7  # a different number read this surely is "mismatch" (else unreadable)
     max_candidates: int = 6  # text lines read per photo
     widen: float = 0.25  # the second look: the box wider by this many box heights each side
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
@@ -119,7 +120,7 @@ def join_lines(boxes: list[Box]) -> list[Box]:
             lx0, ly0, lx1, ly1 = line
             lh = ly1 - ly0
             overlap = min(y1, ly1) - max(y0, ly0)
-            if overlap >= 0.5 * min(h, lh) and max(h, lh) <= 1.6 * min(h, lh) and x0 - lx1 <= 1.5 * max(h, lh):
+            if overlap >= 0.5 * min(h, lh) and max(h, lh) <= 1.6 * min(h, lh) and x0 - lx1 <= JOIN_GAP * max(h, lh):
                 line[:] = [min(lx0, x0), min(ly0, y0), max(lx1, x1), max(ly1, y1)]
                 break
         else:
@@ -133,6 +134,29 @@ def widened(box: Box, size: tuple[int, int], by: float) -> Box:
     w_img, h_img = size
     return (max(0, int(x0 - by * h)), max(0, int(y0 - 0.4 * by * h)), min(w_img, int(x1 + by * h)),
             min(h_img, int(y1 + 0.4 * by * h)))
+
+
+SMALL_BOX = 30  # text boxes lower than this (working pixels) are read from the photo at full resolution
+
+
+@dataclass
+class Frame:
+    """The photo at working scale, and on demand at full resolution (small text reads better from there)."""
+    rgb: np.ndarray
+    source: ImageSource | None = None  # None: no finer pixels than rgb
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    _fine: np.ndarray | None = None
+
+    def pixels_for(self, box: Box) -> tuple[np.ndarray, Box]:
+        if self.source is None or box[3] - box[1] >= SMALL_BOX:
+            return self.rgb, box
+        if self._fine is None:
+            full = load_image(self.source, max_megapixels=self.max_megapixels, work_side=1 << 30)
+            self._fine = full.rgb
+        ratio = self._fine.shape[1] / self.rgb.shape[1]
+        if ratio <= 1.0:
+            return self.rgb, box
+        return self._fine, tuple(int(round(v * ratio)) for v in box)  # type: ignore[return-value]
 
 
 class HouseNumberChecker:
@@ -152,8 +176,8 @@ class HouseNumberChecker:
         folder = Path(model_dir) if model_dir else default_model_dir()
         if folder.is_file():  # a model file given: its folder holds the set
             folder = folder.parent
-        text = SceneText(TFLiteBackend(folder / om.DET_FILE, num_threads), TFLiteBackend(folder / om.REC_FILE, num_threads),
-                         load_head(folder / om.REC_HEAD_FILE), DetectParams(box_min=thresholds.locate_min))
+        text = SceneText(TFLiteBackend(folder / om.DET_FILE, num_threads),
+                         TFLiteBackend(folder / om.REC_FILE, num_threads), load_head(folder / om.REC_HEAD_FILE), DetectParams(box_min=thresholds.locate_min))
         return cls(text, thresholds, quality)
 
     def candidates(self, rgb: np.ndarray) -> list[Box]:
@@ -161,13 +185,40 @@ class HouseNumberChecker:
         lines.sort(key=lambda b: b[3] - b[1], reverse=True)  # taller text first: a house number is big
         return lines[: self.thresholds.max_candidates]
 
-    def read_box(self, rgb: np.ndarray, box: Box) -> tuple[Reading, Reading | None]:
-        """The number as located, and through the wider box (only when the first look found a number)."""
-        first = best_number(greedy_decode(self.text.step_probs(rgb, box)))
-        if not first.text:
-            return first, None
-        wide = widened(box, (rgb.shape[1], rgb.shape[0]), self.thresholds.widen)
-        return first, best_number(greedy_decode(self.text.step_probs(rgb, wide)))
+    def read(self, frame: Frame, box: Box) -> Reading:
+        pixels, at = frame.pixels_for(box)
+        return best_number(greedy_decode(self.text.step_probs(pixels, at)))
+
+    def read_box(self, frame: Frame, box: Box, want: str) -> Reading:
+        """The number in a box. When it is, contains or is part of the expected number, a second look through
+        a wider box settles what the box may have cut off: "310A" is never taken for "310", and "310" read
+        in a box that cut the A off becomes "310A" when the wider look reads that."""
+        rgb = frame.rgb
+        first = self.read(frame, box)
+        if not first.text or not (first.text in want or want in first.text):
+            return first
+        wide = self.read(frame, widened(box, (rgb.shape[1], rgb.shape[0]), self.thresholds.widen))
+        longer = len(wide.text) > len(first.text) and first.text in wide.text
+        if longer and (wide.text == want or wide.confidence >= self.thresholds.mismatch_min_confidence):
+            return wide
+        if first.text == want and first.confidence < self.thresholds.match_min_confidence:
+            return self.look_again(frame, box, first, wide)
+        return first
+
+    def look_again(self, frame: Frame, box: Box, *looks: Reading) -> Reading:
+        """The expected number read, but not surely: two more looks (the box a little tighter, and moved down
+        a little); the reading is the expected number only as sure as the second-surest look that reads it,
+        so one lucky crop never decides."""
+        x0, y0, x1, y1 = box
+        h = y1 - y0
+        size = (frame.rgb.shape[1], frame.rgb.shape[0])
+        tight = (x0 + int(0.1 * h), y0 + int(0.08 * h), max(x0 + int(0.1 * h) + 2, x1 - int(0.1 * h)),
+                 max(y0 + int(0.08 * h) + 2, y1 - int(0.08 * h)))
+        lower = widened((x0, y0 + int(0.1 * h), x1, min(size[1], y1 + int(0.1 * h))), size, 0.1)
+        readings = list(looks) + [self.read(frame, tight), self.read(frame, lower)]
+        text = looks[0].text
+        sure = sorted((r.confidence for r in readings if r.text == text), reverse=True)
+        return Reading(text, sure[1] if len(sure) >= 2 else 0.0, looks[0].raw)
 
     def check(self, image: ImageSource | LoadedImage, expected: str) -> CheckResult:
         """Raises ImageError for a bad photo, ExpectedNumberError for an impossible expected number."""
@@ -177,8 +228,9 @@ class HouseNumberChecker:
             image, max_megapixels=self.thresholds.max_megapixels, work_side=self.thresholds.work_side)
         quality = assess(loaded.gray, self.quality_thresholds)
         boxes = self.candidates(loaded.rgb)
-        looks = [self.read_box(loaded.rgb, box) for box in boxes]
-        verdict, read, confidence, order = self._decide(want, looks)
+        frame = Frame(loaded.rgb, None if isinstance(image, LoadedImage) else image, self.thresholds.max_megapixels)
+        readings = [self.read_box(frame, box, want) for box in boxes]
+        verdict, read, confidence, order = self._decide(want, readings)
         to_photo = 1.0 / loaded.scale
         photo_boxes = [tuple(int(round(v * to_photo)) for v in box) for box in boxes]
         if order:  # the box that decided goes first
@@ -188,24 +240,17 @@ class HouseNumberChecker:
                   confidence, len(boxes), ms)
         return CheckResult(verdict, read, confidence, tuple(photo_boxes), ms, quality)  # type: ignore[arg-type]
 
-    def _decide(self, want: str, looks: list[tuple[Reading, Reading | None]]) -> tuple[Verdict, str | None, float, int]:
+    def _decide(self, want: str, readings: list[Reading]) -> tuple[Verdict, str | None, float, int]:
         t = self.thresholds
-        agreed = []  # (reading, index) where both looks read the same number
-        for index, (first, wide) in enumerate(looks):
-            if wide is None or not first.text:
-                continue
-            if wide.text == first.text:
-                agreed.append((Reading(first.text, min(first.confidence, wide.confidence), first.raw), index))
-            elif first.text in wide.text and wide.confidence >= t.mismatch_min_confidence:
-                agreed.append((wide, index))  # the wider look saw what the box cut off: "310A", not "310"
-        for reading, index in agreed:
+        for index, reading in enumerate(readings):
             if reading.text == want and reading.confidence >= t.match_min_confidence:
                 return Verdict.MATCH, want, reading.confidence, index
-        sure = [(r.confidence, i, r.text) for r, i in agreed if r.text != want and r.confidence >= t.mismatch_min_confidence]
+        sure = [(r.confidence, i, r.text) for i, r in enumerate(readings)
+                if r.text and r.text != want and r.confidence >= t.mismatch_min_confidence]
         if sure:
             confidence, index, text = max(sure)
             return Verdict.MISMATCH, text, confidence, index
-        best = max((r.confidence for r, _ in agreed), default=0.0)
+        best = max((r.confidence for r in readings if r.text), default=0.0)
         return Verdict.UNREADABLE, None, best, 0
 
 

@@ -21,9 +21,9 @@ Box = tuple[int, int, int, int]  # x0, y0, x1, y1
 
 @dataclass(frozen=True)
 class DetectParams:
-    pixel_min: float = 0.3  # text probability for a pixel to belong to a text region (DB's "thresh")
+    pixel_min: float = 0.2  # text probability for a pixel to belong to a text region (DB's "thresh")
     box_min: float = 0.5  # mean probability over a region for it to count (DB's "box_thresh")
-    unclip: float = 1.6  # DB regions are shrunk text: grow by area * unclip / perimeter
+    unclip: float = 2.0  # DB regions are shrunk text: grow by area * unclip / perimeter
     min_side: int = 3  # regions thinner than this (detector pixels) are noise
 
 

@@ -18,7 +18,7 @@ REC_FILE = "text_rec.tflite"
 REC_HEAD_FILE = "text_rec_head.npz"  # the classifier, REC_FEATURES x len(REC_CHARSET), applied in numpy
 REC_FEATURES = 120
 
-DET_W, DET_H = 640, 384  # 16:9 and 4:3 photos letterbox into this with little padding; multiples of 32
+DET_W, DET_H = 960, 544  # 16:9 (and 4:3) photos letterbox into this with little padding; multiples of 32
 REC_H, REC_W = 48, 256
 REC_STEPS = REC_W // 8
 
