@@ -3,11 +3,12 @@
 Scene text models trained on real photographs (PP-OCRv4 detection and recognition in TFLite, ocr.py) find
 and read the text; this module turns readings into a verdict. Text boxes on one line are joined (a number
 in separate tiles or stickers), each candidate is read as located and, when that reading is or is part of
-the expected number, again through a wider box (a suffix or a thin first digit the box cut off), and the house number in a reading is the run of digits with an
-optional letter right after it. "match" needs the expected number read with every character highly
-confident, and no longer number read around it by the wider look; anything doubtful is "unreadable",
-because a wrong "match" lets a wrong-address delivery through while "unreadable" asks the driver to look
-again.
+the expected number, again through a wider box (a suffix or a thin first digit the box cut off); a doubtful
+reading of the expected number gets two more looks and counts as sure as its second-surest look. The house
+number in a reading is the run of digits with an optional letter right after it. "match" needs the expected
+number read with every character confident, and no longer number around it in the wider look; anything
+doubtful is "unreadable", because a wrong "match" lets a wrong-address delivery through while "unreadable"
+asks the driver to look again.
 """
 from __future__ import annotations
 
@@ -136,6 +137,7 @@ def widened(box: Box, size: tuple[int, int], by: float) -> Box:
             min(h_img, int(y1 + 0.4 * by * h)))
 
 
+DEFAULT_QUALITY = QualityThresholds()
 SMALL_BOX = 30  # text boxes lower than this (working pixels) are read from the photo at full resolution
 
 
@@ -161,7 +163,7 @@ class Frame:
 
 class HouseNumberChecker:
     def __init__(self, text: SceneText, thresholds: CheckThresholds = CheckThresholds(),
-                 quality: QualityThresholds = QualityThresholds()) -> None:
+                 quality: QualityThresholds = DEFAULT_QUALITY) -> None:
         self.text = text
         self.thresholds = thresholds
         self.quality_thresholds = quality
@@ -172,12 +174,13 @@ class HouseNumberChecker:
 
     @classmethod
     def default(cls, model_dir: Path | None = None, thresholds: CheckThresholds = CheckThresholds(),
-                quality: QualityThresholds = QualityThresholds(), num_threads: int = 1) -> HouseNumberChecker:
+                quality: QualityThresholds = DEFAULT_QUALITY, num_threads: int = 1) -> HouseNumberChecker:
         folder = Path(model_dir) if model_dir else default_model_dir()
         if folder.is_file():  # a model file given: its folder holds the set
             folder = folder.parent
         text = SceneText(TFLiteBackend(folder / om.DET_FILE, num_threads),
-                         TFLiteBackend(folder / om.REC_FILE, num_threads), load_head(folder / om.REC_HEAD_FILE), DetectParams(box_min=thresholds.locate_min))
+                         TFLiteBackend(folder / om.REC_FILE, num_threads), load_head(folder / om.REC_HEAD_FILE),
+                         DetectParams(box_min=thresholds.locate_min))
         return cls(text, thresholds, quality)
 
     def candidates(self, rgb: np.ndarray) -> list[Box]:
