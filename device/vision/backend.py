@@ -55,14 +55,17 @@ class TFLiteBackend:
             self._runners = {key: self._interpreter.get_signature_runner(key)
                              for key in self._interpreter.get_signature_list()}
             if not self._runners:  # a converted graph without signature defs: its one input and output
-                self._interpreter.allocate_tensors()
                 self._runners = {PLAIN: self._run_plain}
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load {self.model_path}: {exc}") from exc
+        self._allocated = False
         self._lock = threading.Lock()
         log.info("loaded %s with %s, signatures %s", self.model_path.name, runtime, sorted(self._runners))
 
     def _run_plain(self, input: np.ndarray) -> dict[str, np.ndarray]:  # noqa: A002 (the tensor's role)
+        if not self._allocated:  # on the first run: the text detector's buffers are ~120 MB, an idle agent
+            self._interpreter.allocate_tensors()  # that never checks a photo need not carry them
+            self._allocated = True
         detail = self._interpreter.get_input_details()[0]
         if tuple(input.shape) != tuple(detail["shape"]):
             raise ValueError(f"input has shape {input.shape}, the model takes {tuple(detail['shape'])}")

@@ -3,13 +3,13 @@
 Both are PaddleOCR PP-OCRv4 mobile models (Apache-2.0, from the `rapidocr-onnxruntime` 1.4.4 wheel),
 converted to TFLite by tools/convert_ppocr.py (see models/NOTICE and models/housenumber.json):
 
-- `text_det` (DB text detection): RGB letterboxed to DET_W x DET_H, (x/255 - 0.5)/0.5, NHWC; output a
+- `text_det` (DB text detection): BGR letterboxed to DET_W x DET_H, (x/255 - 0.5)/0.5, NHWC; output a
   per-pixel text probability map of the same size.
-- `text_rec` (SVTR-LCNet recognition, CTC): one text line, RGB, height REC_H, width REC_W (aspect kept,
-  padded right with 0 = mid grey after normalisation), (x/255 - 0.5)/0.5, NHWC; output REC_STEPS softmax
-  rows over REC_CHARSET (index 0 is the CTC blank). The original classifier has 6625 classes (Chinese,
-  Latin, digits, punctuation); the converter keeps only the columns below, so the softmax is over these:
-  digits and the Latin letters and signs a house-number plate carries, nothing a number can be mistaken for.
+- `text_rec` (SVTR-LCNet recognition, CTC): one text line, BGR, height REC_H, width REC_W (aspect kept,
+  padded right with 0 = mid grey after normalisation), (x/255 - 0.5)/0.5, NHWC; output REC_STEPS feature
+  rows; the head (REC_HEAD_FILE, numpy) turns them into softmax rows over REC_CHARSET (index 0 is the CTC
+  blank). The original classifier has 6625 classes (Chinese, Latin, digits, punctuation); the converter keeps
+  only the columns below: digits and the Latin letters and signs a house-number plate carries.
 """
 from __future__ import annotations
 
