@@ -128,6 +128,14 @@ def test_result_document(checker: HouseNumberChecker, photos: list) -> None:
     assert doc["ms"] > 0 and all(len(b) == 4 for b in doc["boxes"])
 
 
+def test_released_detector_checks_again_the_same(checker: HouseNumberChecker, photos: list) -> None:
+    before = checker.check(photos[2].image, photos[2].text)
+    checker.release()
+    checker.release()  # twice: nothing to give back the second time
+    after = checker.check(photos[2].image, photos[2].text)
+    assert (after.verdict, after.read, after.boxes) == (before.verdict, before.read, before.boxes)
+
+
 def test_small_text_is_read_from_full_resolution(doors: list) -> None:
     photo = doors[0]
     loaded = load_image(photo.jpeg, work_side=1152)
