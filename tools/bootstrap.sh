@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(mosquitto mosquitto-clients gpsd gpsd-clients libzbar0 socat fonts-dejavu-core fonts-dejavu-extra
               fonts-liberation fonts-freefont-ttf fonts-urw-base35 systemd iproute2 python3-venv
-              chromium)
+              chromium
+              # typefaces training never sees, for the independent door photos of the vision tests (bench/doorgen.py)
+              fonts-cantarell fonts-comfortaa fonts-b612 fonts-jura fonts-quicksand fonts-league-spartan)
 VENV=.venv
 STAMP=$VENV/.flexedge-installed
 

@@ -10,7 +10,7 @@ import importlib
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from device.vision.errors import ModelError
 log = logging.getLogger(__name__)
 
 INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
+PLAIN = "main"  # the signature name of a model without signature defs: run("main", input=array) -> {"output": ...}
 
 
 class InferenceBackend(Protocol):
@@ -49,14 +50,38 @@ class TFLiteBackend:
         self.name = f"tflite:{runtime}"
         if not self.model_path.is_file():
             raise ModelError(f"model file not found: {self.model_path}")
+        self._make: Callable[[], Any] = lambda: interpreter_class(model_path=str(self.model_path),
+                                                                  num_threads=num_threads)
         try:
-            self._interpreter = interpreter_class(model_path=str(self.model_path), num_threads=num_threads)
+            self._interpreter = self._make()
             self._runners = {key: self._interpreter.get_signature_runner(key)
                              for key in self._interpreter.get_signature_list()}
+            if not self._runners:  # a converted graph without signature defs: its one input and output
+                self._runners = {PLAIN: self._run_plain}
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load {self.model_path}: {exc}") from exc
+        self._allocated = False
         self._lock = threading.Lock()
         log.info("loaded %s with %s, signatures %s", self.model_path.name, runtime, sorted(self._runners))
+
+    def _run_plain(self, input: np.ndarray) -> dict[str, np.ndarray]:  # noqa: A002 (the tensor's role)
+        if not self._allocated:  # on the first run: the text detector's buffers are ~120 MB, an idle agent
+            self._interpreter.allocate_tensors()  # that never checks a photo need not carry them
+            self._allocated = True
+        detail = self._interpreter.get_input_details()[0]
+        if tuple(input.shape) != tuple(detail["shape"]):
+            raise ValueError(f"input has shape {input.shape}, the model takes {tuple(detail['shape'])}")
+        self._interpreter.set_tensor(detail["index"], input.astype(detail["dtype"], copy=False))
+        self._interpreter.invoke()
+        return {"output": self._interpreter.get_tensor(self._interpreter.get_output_details()[0]["index"])}
+
+    def release(self) -> None:
+        """Give back a model's buffers after use (the text detector's are ~130 MB): a fresh interpreter, whose
+        buffers are allocated again by the next run (a few tens of ms). Models with signatures keep theirs."""
+        with self._lock:
+            if self._allocated:
+                self._interpreter = self._make()
+                self._allocated = False
 
     @property
     def signatures(self) -> tuple[str, ...]:

@@ -1,15 +1,19 @@
-"""The house-number check: find the number in a delivery photo, read it, compare with the stop's number.
+"""The house-number check: find text in a delivery photo, read it, compare with the stop's number.
 
-Two steps through the model's two signatures: `locate` (a small fully convolutional net: a map of where
-the number's glyphs are) and `read` (a conv net that classifies each character position of a candidate
-crop). Each located number gets a second, closer locator pass (a tighter box) and is read through several
-slightly moved boxes; a reading counts only when at least two of those looks agree. "match"
-needs the expected number read with high confidence; anything doubtful is "unreadable", because a wrong
-"match" lets a wrong-address delivery through while "unreadable" only asks the driver to look again.
+Scene text models trained on real photographs (PP-OCRv4 detection and recognition in TFLite, ocr.py) find
+and read the text; this module turns readings into a verdict. Text boxes on one line are joined (a number
+in separate tiles or stickers), each candidate is read as located and, when that reading is or is part of
+the expected number, again through a wider box (a suffix or a thin first digit the box cut off); a doubtful
+reading of the expected number gets two more looks and counts as sure as its second-surest look. The house
+number in a reading is the run of digits with an optional letter right after it. "match" needs the expected
+number read with every character confident, and no longer number around it in the wider look; anything
+doubtful is "unreadable", because a wrong "match" lets a wrong-address delivery through while "unreadable"
+asks the driver to look again.
 """
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -19,32 +23,35 @@ import numpy as np
 
 from device.config import VisionSection
 from device.contract.domain import Verdict
-from device.vision import preprocess as pp
-from device.vision.backend import InferenceBackend, TFLiteBackend
-from device.vision.errors import ExpectedNumberError, ModelError
-from device.vision.image import DEFAULT_MAX_MEGAPIXELS, DEFAULT_WORK_SIDE, ImageSource, LoadedImage, load_image
+from device.vision import ocr_models as om
+from device.vision.backend import TFLiteBackend
+from device.vision.errors import ExpectedNumberError
+from device.vision.image import DEFAULT_MAX_MEGAPIXELS, ImageSource, LoadedImage, load_image
+from device.vision.ocr import Box, Char, DetectParams, SceneText, greedy_decode, load_head
 from device.vision.quality import Quality, QualityThresholds, assess
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "housenumber.tflite"
+MAX_LABEL = 6
+JOIN_GAP = 2.5  # text boxes on one line closer than this many heights are one line
+NUMBER = re.compile(r"[1-9][0-9]{0,4}[A-Z]?")  # a house number: 1-5 digits, no leading 0, maybe one letter
+# Digits with at most one letter after them; a letter that starts a word ("12 Main", "5th") is not a suffix.
+IN_TEXT = re.compile(r"(?<![0-9])[0-9]{1,5}(?:[A-Z](?![A-Z]))?")
 
 
-def default_model_path() -> Path:
-    return Path(str(resources.files("device.vision") / "models" / MODEL_NAME))
+def default_model_dir() -> Path:
+    return Path(str(resources.files("device.vision") / "models"))
 
 
 @dataclass(frozen=True)
 class CheckThresholds:
-    locate_min: float = 0.5  # locator probability for a pixel to belong to a number
-    locate_retry_min: float = 0.25  # second look when nothing reached locate_min
-    match_min_confidence: float = 0.75  # reader confidence needed to say "match" (calibrated: FAR <= 0.3%)
-    mismatch_min_confidence: float = 0.7  # reader confidence needed to say "mismatch" (else unreadable)
-    max_candidates: int = 3  # regions read per photo
-    refine_zoom: float = 5.0  # second locator pass on a window this many box heights tall (0: no second pass)
-    agree: int = 2  # looks at a number (box moves, refined box) that must read the same text with the confidence
+    locate_min: float = 0.5  # mean text probability of a detected region (DB box threshold)
+    match_min_confidence: float = 0.75  # every character of the expected number at least this sure
+    mismatch_min_confidence: float = 0.7  # a different number read this surely is "mismatch" (else unreadable)
+    max_candidates: int = 6  # text lines read per photo
+    widen: float = 0.25  # the second look: the box wider by this many box heights each side
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
-    work_side: int = DEFAULT_WORK_SIDE
+    work_side: int = 1152  # 2304x1296 camera frames decode at exactly 1/2 scale (libjpeg DCT scaling)
 
 
 @dataclass(frozen=True)
@@ -66,82 +73,154 @@ class CheckResult:
 
 
 def normalise_expected(expected: str) -> str:
-    """'12 a' -> '12A'. Raises ExpectedNumberError for what the model cannot read."""
+    """'12 a' -> '12A'. Raises ExpectedNumberError for what is not a house number."""
     text = "".join(str(expected).split()).upper()
-    if not text or len(text) > pp.MAX_LABEL or any(ch not in pp.ALPHABET for ch in text):
-        raise ExpectedNumberError(f"expected house number {expected!r} must be 1-{pp.MAX_LABEL} characters of "
-                                  f"digits and suffix letters {pp.ALPHABET[10:]}")
+    if not NUMBER.fullmatch(text):
+        raise ExpectedNumberError(f"expected house number {expected!r} must be 1-5 digits (no leading 0), "
+                                  f"optionally followed by one letter")
     return text
 
 
 @dataclass(frozen=True)
-class Located:
-    box: tuple[int, int, int, int]  # working-scale pixels
-    score: float
+class Reading:
+    text: str  # the house number in a text box ("" when none)
+    confidence: float  # its least sure character
+    raw: str = ""  # everything the recogniser read in the box
+
+
+def house_numbers(chars: list[Char]) -> list[Reading]:
+    """The house numbers in one decoded text box, each with its least sure character. Spaces are dropped
+    (numbers in separate tiles read as '4 8 0'); lower-case suffixes count as upper-case."""
+    kept = [c for c in chars if c.char != " "]
+    text = "".join(c.char.upper() for c in kept)
+    raw = "".join(c.char for c in chars)
+    return [Reading(m.group(), min(c.prob for c in kept[m.start():m.end()]), raw)
+            for m in IN_TEXT.finditer(text) if NUMBER.fullmatch(m.group())]
+
+
+def best_number(chars: list[Char]) -> Reading:
+    found = house_numbers(chars)
+    raw = "".join(c.char for c in chars)
+    return max(found, key=lambda r: (len(r.text), r.confidence)) if found else Reading("", 0.0, raw)
+
+
+def join_lines(boxes: list[Box]) -> list[Box]:
+    """Boxes on one text line (heights alike, overlapping vertically, gap under 1.5 heights) joined: the
+    separate glyph regions of tiled, stickered or widely spaced numerals become one box."""
+    lines: list[list[int]] = []
+    for box in sorted(boxes):
+        x0, y0, x1, y1 = box
+        h = y1 - y0
+        for line in lines:
+            lx0, ly0, lx1, ly1 = line
+            lh = ly1 - ly0
+            overlap = min(y1, ly1) - max(y0, ly0)
+            if overlap >= 0.5 * min(h, lh) and max(h, lh) <= 1.6 * min(h, lh) and x0 - lx1 <= JOIN_GAP * max(h, lh):
+                line[:] = [min(lx0, x0), min(ly0, y0), max(lx1, x1), max(ly1, y1)]
+                break
+        else:
+            lines.append(list(box))
+    return [(a, b, c, d) for a, b, c, d in lines]
+
+
+def widened(box: Box, size: tuple[int, int], by: float) -> Box:
+    x0, y0, x1, y1 = box
+    h = y1 - y0
+    w_img, h_img = size
+    return (max(0, int(x0 - by * h)), max(0, int(y0 - 0.4 * by * h)), min(w_img, int(x1 + by * h)),
+            min(h_img, int(y1 + 0.4 * by * h)))
 
 
 DEFAULT_QUALITY = QualityThresholds()
+SMALL_BOX = 30  # text boxes lower than this (working pixels) are read from the photo at full resolution
+
+
+@dataclass
+class Frame:
+    """The photo at working scale, and on demand at full resolution (small text reads better from there)."""
+    rgb: np.ndarray
+    source: ImageSource | None = None  # None: no finer pixels than rgb
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    _fine: np.ndarray | None = None
+
+    def pixels_for(self, box: Box) -> tuple[np.ndarray, Box]:
+        if self.source is None or box[3] - box[1] >= SMALL_BOX:
+            return self.rgb, box
+        if self._fine is None:
+            full = load_image(self.source, max_megapixels=self.max_megapixels, work_side=1 << 30)
+            self._fine = full.rgb
+        ratio = self._fine.shape[1] / self.rgb.shape[1]
+        if ratio <= 1.0:
+            return self.rgb, box
+        return self._fine, tuple(int(round(v * ratio)) for v in box)  # type: ignore[return-value]
 
 
 class HouseNumberChecker:
-    def __init__(self, backend: InferenceBackend, thresholds: CheckThresholds = CheckThresholds(),
+    def __init__(self, text: SceneText, thresholds: CheckThresholds = CheckThresholds(),
                  quality: QualityThresholds = DEFAULT_QUALITY) -> None:
-        self.backend = backend
+        self.text = text
         self.thresholds = thresholds
         self.quality_thresholds = quality
 
+    @property
+    def backend(self) -> TFLiteBackend:
+        return self.text.rec  # type: ignore[return-value]
+
     @classmethod
-    def default(cls, model_path: Path | None = None, thresholds: CheckThresholds = CheckThresholds(),
-                quality: QualityThresholds = DEFAULT_QUALITY) -> HouseNumberChecker:
-        return cls(TFLiteBackend(model_path or default_model_path()), thresholds, quality)
+    def default(cls, model_dir: Path | None = None, thresholds: CheckThresholds = CheckThresholds(),
+                quality: QualityThresholds = DEFAULT_QUALITY, num_threads: int = 1) -> HouseNumberChecker:
+        folder = Path(model_dir) if model_dir else default_model_dir()
+        if folder.is_file():  # a model file given: its folder holds the set
+            folder = folder.parent
+        text = SceneText(TFLiteBackend(folder / om.DET_FILE, num_threads),
+                         TFLiteBackend(folder / om.REC_FILE, num_threads), load_head(folder / om.REC_HEAD_FILE),
+                         DetectParams(box_min=thresholds.locate_min))
+        return cls(text, thresholds, quality)
 
-    def _heatmap(self, gray: np.ndarray) -> tuple[np.ndarray, pp.Letterbox]:
-        image, letterbox = pp.locator_input(gray)
-        heatmap = self.backend.run("locate", image=image[None, :, :, None])["heatmap"]
-        if heatmap.shape[1:] != (pp.LOC_H // pp.LOC_STRIDE, pp.LOC_W // pp.LOC_STRIDE):
-            raise ModelError(f"locate output has shape {heatmap.shape}")
-        return heatmap[0], letterbox
+    def release(self) -> None:
+        """Give back the text detector's buffers (about 130 MB) until the next check, which takes them again
+        (tens of ms more): for a unit that checks a photo now and then and idles in between."""
+        self.text.det.release()  # type: ignore[attr-defined]
 
-    def locate(self, gray: np.ndarray) -> list[pp.Candidate]:
-        heatmap, letterbox = self._heatmap(gray)
-        h, w = gray.shape[:2]
-        found = pp.candidates(heatmap, letterbox, (w, h), self.thresholds.locate_min, self.thresholds.max_candidates)
-        if not found:  # a faint number (small, low contrast): look again at a lower threshold
-            found = pp.candidates(heatmap, letterbox, (w, h), self.thresholds.locate_retry_min,
-                                  self.thresholds.max_candidates)
-        return found
+    def candidates(self, rgb: np.ndarray) -> list[Box]:
+        lines = join_lines([t.box for t in self.text.detect(rgb)])
+        lines.sort(key=lambda b: b[3] - b[1], reverse=True)  # taller text first: a house number is big
+        return lines[: self.thresholds.max_candidates]
 
-    def refine(self, gray: np.ndarray, box: pp.Box) -> pp.Box | None:
-        """A tighter box for a located number: the locator again on a window around it, at several times the
-        resolution; all glyph regions there that overlap the first box, merged (so a suffix is not cut off).
-        None when the second look finds nothing there."""
-        if self.thresholds.refine_zoom <= 0:
-            return None
-        h, w = gray.shape[:2]
-        wx0, wy0, wx1, wy1 = pp.zoom_window(box, (w, h), self.thresholds.refine_zoom)
-        if wx1 - wx0 < 16 or wy1 - wy0 < 16:
-            return None
-        heatmap, letterbox = self._heatmap(gray[wy0:wy1, wx0:wx1])
-        found = pp.candidates(heatmap, letterbox, (wx1 - wx0, wy1 - wy0), self.thresholds.locate_min, limit=6)
-        return pp.union_of_overlapping([(c.box[0] + wx0, c.box[1] + wy0, c.box[2] + wx0, c.box[3] + wy0)
-                                        for c in found], box)
+    def read(self, frame: Frame, box: Box) -> Reading:
+        pixels, at = frame.pixels_for(box)
+        return best_number(greedy_decode(self.text.step_probs(pixels, at)))
 
-    def read(self, gray: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> list[pp.Reading]:
-        if not boxes:
-            return []
-        crops = np.stack([pp.reader_input(gray, box) for box in boxes])[:, :, :, None]
-        probs = self.backend.run("read", crop=crops)["probs"]
-        return [pp.decode_positions(p) for p in probs]
+    def read_box(self, frame: Frame, box: Box, want: str) -> Reading:
+        """The number in a box. When it is, contains or is part of the expected number, a second look through
+        a wider box settles what the box may have cut off: "310A" is never taken for "310", and "310" read
+        in a box that cut the A off becomes "310A" when the wider look reads that."""
+        rgb = frame.rgb
+        first = self.read(frame, box)
+        if not first.text or not (first.text in want or want in first.text):
+            return first
+        wide = self.read(frame, widened(box, (rgb.shape[1], rgb.shape[0]), self.thresholds.widen))
+        longer = len(wide.text) > len(first.text) and first.text in wide.text
+        if longer and (wide.text == want or wide.confidence >= self.thresholds.mismatch_min_confidence):
+            return wide
+        if first.text == want and first.confidence < self.thresholds.match_min_confidence:
+            return self.look_again(frame, box, first, wide)
+        return first
 
-    def read_consensus(self, gray: np.ndarray, looks: list[list[pp.Box]]) -> list[pp.Reading]:
-        """One reading per number from all its looks (boxes), read in one batch; see preprocess.consensus."""
-        readings = self.read(gray, [box for boxes in looks for box in boxes])
-        out, start = [], 0
-        for boxes in looks:
-            out.append(pp.consensus(readings[start:start + len(boxes)], self.thresholds.agree,
-                                    longer_min=self.thresholds.mismatch_min_confidence))
-            start += len(boxes)
-        return out
+    def look_again(self, frame: Frame, box: Box, *looks: Reading) -> Reading:
+        """The expected number read, but not surely: two more looks (the box a little tighter, and moved down
+        a little); the reading is the expected number only as sure as the second-surest look that reads it,
+        so one lucky crop never decides."""
+        x0, y0, x1, y1 = box
+        h = y1 - y0
+        size = (frame.rgb.shape[1], frame.rgb.shape[0])
+        tight = (x0 + int(0.1 * h), y0 + int(0.08 * h), max(x0 + int(0.1 * h) + 2, x1 - int(0.1 * h)),
+                 max(y0 + int(0.08 * h) + 2, y1 - int(0.08 * h)))
+        lower = widened((x0, y0 + int(0.1 * h), x1, min(size[1], y1 + int(0.1 * h))), size, 0.1)
+        readings = list(looks) + [self.read(frame, tight), self.read(frame, lower)]
+        text = looks[0].text
+        sure = sorted((r.confidence for r in readings if r.text == text), reverse=True)
+        return Reading(text, sure[1] if len(sure) >= 2 else 0.0, looks[0].raw)
 
     def check(self, image: ImageSource | LoadedImage, expected: str) -> CheckResult:
         """Raises ImageError for a bad photo, ExpectedNumberError for an impossible expected number."""
@@ -150,34 +229,30 @@ class HouseNumberChecker:
         loaded = image if isinstance(image, LoadedImage) else load_image(
             image, max_megapixels=self.thresholds.max_megapixels, work_side=self.thresholds.work_side)
         quality = assess(loaded.gray, self.quality_thresholds)
-        found = self.locate(loaded.gray)
-        size = (loaded.gray.shape[1], loaded.gray.shape[0])
-        located = [(c.box, self.refine(loaded.gray, c.box)) for c in found]
-        looks = [pp.jittered_boxes(box, size) + (pp.jittered_boxes(tight, size) if tight else [])
-                 for box, tight in located]
-        readings = self.read_consensus(loaded.gray, looks)
-        to_photo = 1.0 / loaded.scale
-        boxes = tuple(tuple(int(round(v * to_photo)) for v in (tight or box)) for box, tight in located)
+        boxes = self.candidates(loaded.rgb)
+        frame = Frame(loaded.rgb, None if isinstance(image, LoadedImage) else image, self.thresholds.max_megapixels)
+        readings = [self.read_box(frame, box, want) for box in boxes]
         verdict, read, confidence, order = self._decide(want, readings)
+        to_photo = 1.0 / loaded.scale
+        photo_boxes = [tuple(int(round(v * to_photo)) for v in box) for box in boxes]
         if order:  # the box that decided goes first
-            boxes = (boxes[order],) + boxes[:order] + boxes[order + 1:]
+            photo_boxes.insert(0, photo_boxes.pop(order))
         ms = (time.perf_counter() - started) * 1000
         log.debug("check expected=%s verdict=%s read=%s confidence=%.3f candidates=%d ms=%.1f", want, verdict, read,
-                  confidence, len(found), ms)
-        return CheckResult(verdict, read, confidence, boxes, ms, quality)
+                  confidence, len(boxes), ms)
+        return CheckResult(verdict, read, confidence, tuple(photo_boxes), ms, quality)  # type: ignore[arg-type]
 
-    def _decide(self, want: str, readings: list[pp.Reading]) -> tuple[Verdict, str | None, float, int]:
+    def _decide(self, want: str, readings: list[Reading]) -> tuple[Verdict, str | None, float, int]:
         t = self.thresholds
         for index, reading in enumerate(readings):
             if reading.text == want and reading.confidence >= t.match_min_confidence:
                 return Verdict.MATCH, want, reading.confidence, index
-        confident = [(r.confidence, i) for i, r in enumerate(readings) if r.text and
-                     r.confidence >= t.mismatch_min_confidence]
-        if confident:
-            confidence, index = max(confident)
-            if readings[index].text != want:
-                return Verdict.MISMATCH, readings[index].text, confidence, index
-        best = max((r.confidence for r in readings), default=0.0)
+        sure = [(r.confidence, i, r.text) for i, r in enumerate(readings)
+                if r.text and r.text != want and r.confidence >= t.mismatch_min_confidence]
+        if sure:
+            confidence, index, text = max(sure)
+            return Verdict.MISMATCH, text, confidence, index
+        best = max((r.confidence for r in readings if r.text), default=0.0)
         return Verdict.UNREADABLE, None, best, 0
 
 

@@ -92,8 +92,9 @@ def load_image(source: ImageSource, *, max_megapixels: float = DEFAULT_MAX_MEGAP
             with Image.open(io.BytesIO(data)) as img:
                 width, height = img.size
                 _check_size(name, width, height, max_megapixels)
-                if img.format == "JPEG":
-                    img.draft("RGB", (work_side, work_side))  # decode at 1/2, 1/4 or 1/8 scale when large
+                if img.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when that still gives work_side
+                    factor = work_side / max(width, height)
+                    img.draft("RGB", (max(1, int(width * factor)), max(1, int(height * factor))))
                 turned = ImageOps.exif_transpose(img)  # camera orientation tag: boxes in upright pixels
                 if turned.size != img.size:
                     width, height = height, width

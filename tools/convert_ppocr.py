@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Convert the PP-OCRv4 text detection and recognition models to the TFLite files the check ships.
+
+Source: the ONNX files inside the `rapidocr-onnxruntime` 1.4.4 wheel (PaddleOCR models, Apache-2.0),
+fetched with `pip download --no-deps` (or given with --wheel). Steps:
+1. recognition: cut before the classifier (the TFLite file outputs per-column features) and keep the
+   classifier columns of device.vision.ocr_models.REC_CHARSET only (blank, digits, Latin letters, a few
+   signs, out of 6625) as a small numpy head (REC_HEAD_FILE); input fixed to 1x3xREC_HxREC_W;
+2. detection: input fixed to 1x3xDET_HxDET_W;
+3. onnx-simplifier with the fixed shapes (folds the Shape/Slice/Concat arithmetic before every Reshape into
+   constants: without it onnx2tf flattens the SVTR block's tokens on the wrong axes);
+4. onnx2tf to TFLite (NHWC input), float16 weights (half the bytes, float32 arithmetic on CPU);
+5. check each TFLite file against onnxruntime on the ONNX it came from (same inputs, outputs compared).
+
+Needs the `convert` extra in a venv of its own (onnx2tf pins its TensorFlow, onnx and numpy):
+    python3 -m venv build/convert-venv && build/convert-venv/bin/pip install -e '.[convert]'
+    build/convert-venv/bin/python tools/convert_ppocr.py
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from device.vision import ocr_models as om  # noqa: E402
+
+log = logging.getLogger("convert_ppocr")
+WHEEL = "rapidocr-onnxruntime==1.4.4"
+MODELS = REPO / "device" / "vision" / "models"
+DET_ONNX = "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"
+REC_ONNX = "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"
+REC_CLASSIFIER = ("linear_85.w_0", "linear_85.b_0")  # the last MatMul + Add before the softmax
+
+
+def fetch_wheel(folder: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(folder), WHEEL], check=True)
+    return next(folder.glob("rapidocr_onnxruntime-*.whl"))
+
+
+def rec_columns(model) -> list[int]:
+    """Classifier column of each REC_CHARSET character: 0 is the blank, then the wheel's dictionary (in the
+    ONNX metadata, one character a line), then a space as the last class."""
+    meta = {p.key: p.value for p in model.metadata_props}
+    classes = ["<blank>"] + meta["character"].split("\n") + [" "]
+    return [0] + [classes.index(ch) for ch in om.REC_CHARSET[1:]]
+
+
+def split_rec(model) -> dict[str, np.ndarray]:
+    """Cut the recogniser before its classifier (the graph then outputs the 120-d feature of each of the
+    REC_STEPS columns) and return the classifier's weights for the REC_CHARSET columns only: the head the
+    check applies (device/vision/ocr.py) and that `tools/train_housenumbers.py --real` fine-tunes."""
+    from onnx import helper, numpy_helper
+    columns = rec_columns(model)
+    weights = {}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output[0] in REC_CLASSIFIER:
+            weights[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)[..., columns].astype(np.float32)
+    matmul = next(n for n in model.graph.node if n.op_type == "MatMul" and REC_CLASSIFIER[0] in n.input)
+    feature = next(name for name in matmul.input if name != REC_CLASSIFIER[0])
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info(feature, 1, [1, om.REC_STEPS, om.REC_FEATURES]))  # FLOAT
+    return {"weight": weights[REC_CLASSIFIER[0]], "bias": weights[REC_CLASSIFIER[1]],
+            "charset": np.array(om.REC_CHARSET)}
+
+
+def fix_input(model, shape: tuple[int, int, int, int]) -> None:
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for dim, value in zip(dims, shape):
+        dim.Clear()
+        dim.dim_value = value
+
+
+def offline_sample_images() -> np.ndarray:
+    """Stands in for onnx2tf's sample images, which it would otherwise fetch from the network (this machine
+    has none): 20 seeded noise images, NHWC 128x128x3 in 0..1, for its dummy-inference shape checks."""
+    return np.random.default_rng(0).uniform(0, 1, (20, 128, 128, 3)).astype(np.float32)
+
+
+def convert(onnx_path: Path, work: Path) -> Path:
+    import onnx2tf
+    import onnx2tf.onnx2tf as core
+    core.download_test_image_data = offline_sample_images
+    out = work / onnx_path.stem
+    onnx2tf.convert(input_onnx_file_path=str(onnx_path), output_folder_path=str(out), non_verbose=True)
+    return out / f"{onnx_path.stem}_float16.tflite"
+
+
+def text_sample(shape: tuple[int, int, int, int]) -> np.ndarray:
+    """A normalised NCHW picture of digits (dark on light) the size of the model's input: both models must
+    agree on text, where their outputs are large, not only on noise."""
+    import cv2
+    _, _, h, w = shape
+    img = np.full((h, w, 3), 225, np.uint8)
+    scale = h / 48 * 1.1 if h <= 64 else h / 200
+    for row, y in enumerate(range(int(40 * scale), h, max(1, int(60 * scale)))):
+        cv2.putText(img, f"{12 + row}A 3{row}0", (int(8 * scale), y), cv2.FONT_HERSHEY_SIMPLEX, scale, (30, 30, 30),
+                    max(1, int(2 * scale)))
+    return (img.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None]
+
+
+def compare(onnx_path: Path, tflite_path: Path, sample: np.ndarray) -> tuple[float, float]:
+    """Largest and mean difference between onnxruntime (NCHW) and the TFLite file (NHWC) on one input,
+    relative to the largest output value. Float16 weights move a few detection pixels at a region's edge by
+    up to ~0.1 while the mean stays ~1e-5."""
+    import onnxruntime
+    from ai_edge_litert.interpreter import Interpreter
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    want = session.run(None, {session.get_inputs()[0].name: sample})[0]
+    interpreter = Interpreter(model_path=str(tflite_path))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], sample.transpose(0, 2, 3, 1))
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    diff = np.abs(want.reshape(got.shape) - got) / max(1e-6, float(np.abs(want).max()))
+    return float(diff.max()), float(diff.mean())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--wheel", type=Path, help=f"the {WHEEL} wheel (default: pip download it)")
+    parser.add_argument("--out", type=Path, default=MODELS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    import onnx
+    import onnxsim
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        wheel = args.wheel or fetch_wheel(work)
+        with zipfile.ZipFile(wheel) as archive:
+            det = onnx.load_from_string(archive.read(DET_ONNX))
+            rec = onnx.load_from_string(archive.read(REC_ONNX))
+        fix_input(det, (1, 3, om.DET_H, om.DET_W))
+        fix_input(rec, (1, 3, om.REC_H, om.REC_W))
+        head = split_rec(rec)
+        np.savez(args.out / om.REC_HEAD_FILE, **head)
+        for model, name, shape in ((det, om.DET_FILE, (1, 3, om.DET_H, om.DET_W)),
+                                   (rec, om.REC_FILE, (1, 3, om.REC_H, om.REC_W))):
+            onnx_path = work / Path(name).with_suffix(".onnx").name
+            simplified, ok = onnxsim.simplify(model)
+            if not ok:
+                raise SystemExit(f"{name}: onnx-simplifier could not check the simplified model")
+            onnx.save(simplified, str(onnx_path))
+            tflite = convert(onnx_path, work)
+            largest, mean = compare(onnx_path, tflite, text_sample(shape))
+            log.info("%s: %d bytes, difference to onnxruntime on a text sample (relative): largest %.2e, mean %.2e",
+                     name, tflite.stat().st_size, largest, mean)
+            if largest > 0.25 or mean > 1e-3:
+                raise SystemExit(f"{name}: TFLite differs from the ONNX model (largest {largest}, mean {mean})")
+            (args.out / name).write_bytes(tflite.read_bytes())
+    log.info("converted in %.0f s into %s", time.perf_counter() - started, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
