@@ -431,7 +431,8 @@ def test_cloud_program_serves_claims_and_ingest(tls_broker: MosquittoBroker, fle
                           fleet.verifier)
         await sync.start()
         try:
-            result = await sync.claim("B-CLI")
+            result = await sync.claim("B-CLI", request_id="R-WORKFLOW-1")  # the id the workflow recorded
+            assert result.request_id == "R-WORKFLOW-1"
             await sync.wait_drained(30)
             await wait_for(lambda: current_route(store, "B-CLI") is not None, 10, "the route")
         finally:

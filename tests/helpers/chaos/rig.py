@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -166,6 +167,7 @@ keepalive_s = {self.keepalive_s}
 cloud_key_file = "{self.fleet.pki.signing_pub}"
 batch_max_events = {self.batch_max_events}
 ack_timeout_s = 2.0
+track_linger_s = 1.0
 backoff_initial_s = 0.05
 backoff_max_s = 0.5
 [logging]
@@ -247,6 +249,42 @@ level = "WARNING"
     def cloud_ingest_sessions(self) -> int:
         """How many times the cloud's ingest worker has (re)subscribed."""
         return self.cloud.peer.counters["ingest_sessions"] if self.cloud and self.cloud.peer else 0
+
+    def cloud_photos(self) -> list[dict]:
+        """The cloud's photo rows of the device (photo id, sha256 and the event's, status, path, bytes...)."""
+        db = CloudDb(self.cloud_db)
+        try:
+            return db.photo_rows(DEVICE)
+        finally:
+            db.close()
+
+    def photo_event_arrivals(self) -> dict[str, float]:
+        """photo id -> when the cloud stored the photo.checked event that records it."""
+        return dict(self._cloud_rows("SELECT json_extract(body, '$.data.photo_id'), received_at FROM events "
+                                     "WHERE device = ? AND type = 'photo.checked'", (DEVICE,)))
+
+    def _cloud_rows(self, sql: str, args: tuple = ()) -> list[tuple]:
+        conn = sqlite3.connect(f"file:{self.cloud_db}?mode=ro", uri=True, timeout=10)
+        try:
+            return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+
+    def _device_rows(self, sql: str) -> list[tuple]:
+        conn = sqlite3.connect(f"file:{self.store_path}?mode=ro", uri=True, timeout=10)
+        try:
+            return conn.execute(sql).fetchall()
+        finally:
+            conn.close()
+
+    def device_partial_uploads(self) -> int:
+        """Photos part way up: some chunks acknowledged, not all."""
+        return self._device_rows("SELECT COUNT(*) FROM photos WHERE uploaded_at IS NULL "
+                                 "AND chunks_done IS NOT NULL AND chunks_done != '[]'")[0][0]
+
+    def device_photo_ids(self) -> list[str]:
+        """Photos the device committed (queued for upload)."""
+        return [i for (i,) in self._device_rows("SELECT photo_id FROM photos WHERE queued_at IS NOT NULL")]
 
     def store_intact(self) -> bool:
         with EventStore(self.store_path) as store:
