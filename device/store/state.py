@@ -1,6 +1,6 @@
 """The state the agent keeps beside the outbox, in the same database and on the same writer thread: key/value
-documents (the workflow's journal, the sync's upload list and seen commands), the routes received, and the index
-of proof photos. `EventStore.state` is one of these.
+documents (the workflow's journal, the sync's seen commands), the routes received, and the index of proof photos
+(device/store/photo_index.py: the upload queue and its progress, retention). `EventStore.state` is one of these.
 """
 from __future__ import annotations
 
