@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable, TypeVar
 
 from cloud_sync.cloud import CloudDb, CloudPeer, CloudSettings, CloudThread
 from cloud_sync.connection import Backoff
@@ -25,6 +25,7 @@ from tests.helpers.fleet import FLEET, STATION, FleetPki
 
 REPO = Path(__file__).resolve().parents[3]
 DEVICE = "van-a"
+T = TypeVar("T")
 FAST_BACKOFF = Backoff(initial_s=0.05, maximum_s=0.5)
 
 
@@ -230,21 +231,20 @@ level = "WARNING"
                      duplicates=len(ids) - len(set(ids)), chain_ok=chain_ok,
                      cloud_duplicates_discarded=counters.get("events_duplicate", 0), clock_flags=clock_flags)
 
-    def clock_flags(self) -> list[dict]:
-        """The cloud's flags on the device's timestamps (seq, kind, jump_s, detail), in seq order."""
+    def _read_cloud(self, read: Callable[[CloudDb], T]) -> T:
         db = CloudDb(self.cloud_db)
         try:
-            return db.clock_flags(DEVICE)
+            return read(db)
         finally:
             db.close()
 
+    def clock_flags(self) -> list[dict]:
+        """The cloud's flags on the device's timestamps (seq, kind, jump_s, detail), in seq order."""
+        return self._read_cloud(lambda db: db.clock_flags(DEVICE))
+
     def arrivals(self) -> list[tuple[int, str, str, float]]:
         """(seq, type, batch id, received at) in the order the cloud stored them."""
-        db = CloudDb(self.cloud_db)
-        try:
-            return db.arrivals(DEVICE)
-        finally:
-            db.close()
+        return self._read_cloud(lambda db: db.arrivals(DEVICE))
 
     def cloud_ingest_sessions(self) -> int:
         """How many times the cloud's ingest worker has (re)subscribed."""
@@ -252,11 +252,7 @@ level = "WARNING"
 
     def cloud_photos(self) -> list[dict]:
         """The cloud's photo rows of the device (photo id, sha256 and the event's, status, path, bytes...)."""
-        db = CloudDb(self.cloud_db)
-        try:
-            return db.photo_rows(DEVICE)
-        finally:
-            db.close()
+        return self._read_cloud(lambda db: db.photo_rows(DEVICE))
 
     def photo_event_arrivals(self) -> dict[str, float]:
         """photo id -> when the cloud stored the photo.checked event that records it."""
