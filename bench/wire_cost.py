@@ -44,7 +44,7 @@ from cloud_sync.sync_settings import SyncCounters, SyncSettings  # noqa: E402
 from cloud_sync.topics import FleetTopics  # noqa: E402
 from device.agent import AgentCounters  # noqa: E402
 from device.config import SyncSection  # noqa: E402
-from device.contract.domain import Block, Event, EventType, Package, Role, Route, Stop  # noqa: E402
+from device.contract.domain import Block, Event, EventType, Package, Role, Route, Stop, Verdict  # noqa: E402
 from device.contract.position import Position  # noqa: E402
 from device.store import EventStore  # noqa: E402
 from device.testbench.broker import MosquittoBroker  # noqa: E402
@@ -62,7 +62,6 @@ from device.workflow import (  # noqa: E402
     PhotoChecked,
     RouteReceived,
     SignatureCaptured,
-    Verdict,
 )
 from device.workflow.runner import WorkflowRunner  # noqa: E402
 from firmware_bridge.camera.photo import exif_bytes  # noqa: E402
