@@ -180,7 +180,7 @@ class Uplink:
         in_flight = [sent for sent in self._inflight.values() if sent.photo_id is not None]
         if len(in_flight) >= PHOTO_CHUNKS_IN_FLIGHT:
             return False
-        busy = {(sent.photo_id, sent.seqs[0]) for sent in in_flight}
+        busy = {(sent.photo_id, sent.seqs[0]) for sent in in_flight if sent.photo_id is not None}
         chunk = await self.photos.next_chunk(busy)
         if chunk is None:
             return False

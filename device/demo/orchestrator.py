@@ -401,4 +401,4 @@ def _phase(types: Counter[str]) -> str:
 
 
 def _photos_in_cloud(conn: sqlite3.Connection) -> int:
-    return conn.execute("SELECT COUNT(*) FROM photo_files").fetchone()[0]
+    return int(conn.execute("SELECT COUNT(*) FROM photo_files").fetchone()[0])
