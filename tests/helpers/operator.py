@@ -84,8 +84,8 @@ def van_a_day() -> list[Event]:
         ev(EventType.STOP_COMPLETED, 9.0, "S3", {"outcome": "exception", "delivered": 0, "packages": 1,
                                                 "on_time": None}),
         # The next day: never counted in this day's figures.
-        ev(EventType.STOP_COMPLETED, 24 + 8.0, "S9", {"outcome": "delivered", "delivered": 1, "packages": 1,
-                                                     "on_time": True}),
+        Event(EventType.STOP_COMPLETED, {"outcome": "delivered", "delivered": 1, "packages": 1, "on_time": True},
+              block="B-A2", stop="S9", ts=at(24 + 8.0), mono=1000.0 + 32 * 3600),
     ]
 
 

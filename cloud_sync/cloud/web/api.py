@@ -70,7 +70,7 @@ class OperatorApp:
 
 
 APP = web.AppKey("operator", OperatorApp)
-SESSION = "session"
+SESSION = web.RequestKey("session", Session)
 
 
 def _error(cls: type[web.HTTPException], message: str) -> web.HTTPException:

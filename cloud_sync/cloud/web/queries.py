@@ -48,7 +48,8 @@ def link_state(status: dict[str, Any] | None, now: float) -> str:
 
 def _progress(db: ReadOnlyDb, station: str | None) -> dict[tuple[str, str], dict[str, int]]:
     """(device, block) -> completed stops, completed late, completed on time."""
-    rows = db.rows(f"""SELECT device, json_extract(body, '$.block') AS block, COUNT(*),
+    rows = db.rows(f"""SELECT device, json_extract(body, '$.block') AS block,
+                              COUNT(DISTINCT json_extract(body, '$.stop')),
                               SUM(json_extract(body, '$.data.on_time') = 0),
                               SUM(json_extract(body, '$.data.on_time') = 1)
                        FROM events WHERE type = 'stop.completed' AND {device_in_scope('device')}
