@@ -14,8 +14,8 @@ from tests.helpers.fleet import OTHER_STATION, STATION
 from tests.helpers.operator import DAY_TEXT, known_day, van_a_day, van_b_day
 
 
-def _of_day(events: list[Event], kind: EventType) -> list[Event]:
-    return [e for e in events if e.type is kind and e.ts.startswith(DAY_TEXT)]
+def _of_day(events: list[Event], kind: EventType, day: str) -> list[Event]:
+    return [e for e in events if e.type is kind and e.ts.startswith(day)]
 
 
 def _hours(a: str, b: str) -> float:
@@ -23,14 +23,14 @@ def _hours(a: str, b: str) -> float:
             ).total_seconds() / 3600
 
 
-def by_hand(events: list[Event]) -> dict:
-    done = _of_day(events, EventType.STOP_COMPLETED)
-    arrived = _of_day(events, EventType.STOP_ARRIVED)
-    photos = _of_day(events, EventType.PHOTO_CHECKED)
+def by_hand(events: list[Event], day: str = DAY_TEXT) -> dict:
+    done = _of_day(events, EventType.STOP_COMPLETED, day)
+    arrived = _of_day(events, EventType.STOP_ARRIVED, day)
+    photos = _of_day(events, EventType.PHOTO_CHECKED, day)
     windowed = [e for e in done if e.data["on_time"] is not None]
     stops_photographed = {(e.block, e.stop) for e in photos}
     exceptions: Counter[str] = Counter()
-    for e in _of_day(events, EventType.DELIVERY_EXCEPTION):
+    for e in _of_day(events, EventType.DELIVERY_EXCEPTION, day):
         exceptions[e.data["reason"]] += len(e.data["packages"])
     return {
         "stops_per_hour": len(done) / _hours(min(e.ts for e in arrived), max(e.ts for e in done)),

@@ -94,8 +94,12 @@ def fleet(db: ReadOnlyDb, station: str | None, now: float) -> dict[str, Any]:
     for block in sorted((b for b in blocks if b["winner"]), key=lambda b: b["granted_at"] or ""):
         current[block["winner"]] = block
     vans = []
-    for device, status_text, last_batch, verified in db.rows(
-            f"""SELECT device, status, last_batch_at, verified_seq
+    # The retained status carries the newest fix only when a live event went with it; otherwise the newest
+    # stored event with a fix stands in (its device's rows are read backwards from the newest).
+    for device, status_text, last_batch, verified, last_fix in db.rows(
+            f"""SELECT device, status, last_batch_at, verified_seq,
+                       (SELECT json_extract(e.body, '$.fix') FROM events e WHERE e.device = d.device
+                        AND json_extract(e.body, '$.fix') IS NOT NULL ORDER BY e.seq DESC LIMIT 1)
                 FROM devices d WHERE {device_in_scope('d.device')} ORDER BY device""", {"station": station}):
         status = json.loads(status_text) if status_text else None
         block = current.get(device)
@@ -103,7 +107,8 @@ def fleet(db: ReadOnlyDb, station: str | None, now: float) -> dict[str, Any]:
             "device": device, "link": link_state(status, now), "status_ts": (status or {}).get("ts"),
             "last_batch_at": _iso(last_batch), "verified_seq": verified,
             "outbox_depth": (status or {}).get("outbox_depth"), "last_ack_seq": (status or {}).get("last_ack_seq"),
-            "storage": (status or {}).get("storage"), "position": (status or {}).get("position"),
+            "storage": (status or {}).get("storage"),
+            "position": (status or {}).get("position") or (json.loads(last_fix) if last_fix else None),
             "block": block["id"] if block else None, "station": block["station"] if block else None,
             "stops": block["stops"] if block else 0, "stops_done": block["done"] if block else 0,
             "flags": flags.get(device, 0), "clock_flags": clock.get(device, 0)})

@@ -7,7 +7,11 @@ let me = null; // {name, role, station, csrf}
 let fleet = null;
 let selected = null; // device id
 let vanDoc = null;
+let proofOf = null; // [device, stop] of the open proof: live updates refresh it (a photo arrives after its event)
+let shown = { van: "", proof: "" }; // the JSON on screen: a refresh that changes nothing redraws nothing
 let stream = null;
+let analyticsAt = 0; // when the figures were last fetched: live updates refetch them at most every few seconds
+const ANALYTICS_EVERY_MS = 3000;
 
 function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
@@ -134,6 +138,8 @@ function renderFleet(doc) {
   )));
   drawMap();
   if (selected) loadVan(selected);
+  if (proofOf) loadProof(...proofOf);
+  if (Date.now() - analyticsAt > ANALYTICS_EVERY_MS) loadAnalytics();
 }
 
 async function reoffer(e, blockId) {
@@ -185,6 +191,9 @@ function drawMap() {
 
 function selectVan(device) {
   selected = device;
+  proofOf = null;
+  shown = { van: "", proof: "" };
+  $("proof-panel").hidden = true;
   for (const tr of $("vans").tBodies[0].rows) tr.classList.toggle("selected", tr.dataset.device === device);
   loadVan(device);
 }
@@ -192,6 +201,9 @@ function selectVan(device) {
 async function loadVan(device) {
   const doc = await api("vans/" + encodeURIComponent(device));
   if (!doc || device !== selected) return;
+  const text = JSON.stringify(doc);
+  if (text === shown.van) return;
+  shown.van = text;
   vanDoc = doc;
   $("van-panel").hidden = false;
   $("van-title").textContent = `${doc.device} · ${doc.block || "no block"}`;
@@ -210,9 +222,10 @@ async function loadVan(device) {
   drawMap();
 }
 
-function photoView(device, check) {
+function photoView(device, item) {
+  const check = item.data;
   const wrap = h("div", { class: "photo-wrap" });
-  if (!check.photo_received) { wrap.append("photo not received yet"); return wrap; }
+  if (!item.photo_received) { wrap.append("photo not received yet"); return wrap; }
   const img = new Image();
   img.onload = () => {
     const view = svg("svg", { viewBox: `0 0 ${img.naturalWidth} ${img.naturalHeight}`, width: 320,
@@ -225,6 +238,7 @@ function photoView(device, check) {
     }
     wrap.replaceChildren(view);
   };
+  img.onerror = () => wrap.replaceChildren("the photo cannot be shown");
   img.src = `/api/vans/${encodeURIComponent(device)}/photos/${encodeURIComponent(check.photo_id)}`;
   return wrap;
 }
@@ -245,6 +259,11 @@ const fixText = (fix) => (fix && fix.lat !== undefined ? `GPS ${fix.lat.toFixed(
 async function loadProof(device, stop) {
   const doc = await api(`vans/${encodeURIComponent(device)}/stops/${encodeURIComponent(stop)}`);
   if (!doc) return;
+  const again = proofOf && proofOf[0] === device && proofOf[1] === stop;
+  proofOf = [device, stop];
+  const text = JSON.stringify(doc);
+  if (again && text === shown.proof) return;
+  shown.proof = text;
   $("proof-panel").hidden = false;
   $("proof-title").textContent = `${device} · stop ${stop}`;
   const items = doc.items.map((it) => {
@@ -269,7 +288,7 @@ async function loadProof(device, stop) {
     return item;
   });
   $("proof").replaceChildren(...(items.length ? items : [h("div", {}, "nothing recorded at this stop yet")]));
-  $("proof-panel").scrollIntoView({ block: "nearest" });
+  if (!again) $("proof-panel").scrollIntoView({ block: "nearest" });
 }
 
 // --- analytics -------------------------------------------------------------------------------------------
@@ -277,6 +296,7 @@ async function loadProof(device, stop) {
 async function loadAnalytics() {
   if (!$("day").value) $("day").value = new Date().toISOString().slice(0, 10);
   const day = $("day").value;
+  analyticsAt = Date.now();
   $("export").href = "/api/export.csv?day=" + day;
   const doc = await api("analytics?day=" + day);
   if (!doc) return;
