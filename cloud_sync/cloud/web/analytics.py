@@ -2,21 +2,24 @@
 and the sentence the page shows as its definition. Per device (a van and its driver) and per UTC day of the
 events' own timestamps.
 
-Each ratio query returns (device, numerator, denominator); the value is numerator / denominator.
+Each ratio query returns (device, numerator, denominator) for one device (`:device`); the value is
+numerator / denominator. A day's table runs them per device in the viewer's scope, through a cache that keeps
+a device's figures until it sends a new batch (cache.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from cloud_sync.cloud.web.cache import VersionedCache, versions
 from cloud_sync.cloud.web.readonly import ReadOnlyDb
-from cloud_sync.cloud.web.scope import device_in_scope
 
 DAY_OF = "substr(json_extract(body, '$.ts'), 1, 10) = :day"
+READS = ("stop.arrived", "stop.completed", "photo.checked", "delivery.exception")  # every type the SQL below reads
 
 
 def _of(types: str) -> str:
-    return f"FROM events WHERE type IN ({types}) AND {DAY_OF} AND {device_in_scope('device')}"
+    return f"FROM events WHERE type IN ({types}) AND device = :device AND {DAY_OF}"
 
 
 @dataclass(frozen=True)
@@ -65,15 +68,27 @@ EXCEPTIONS = Metric(
         {_of("'delivery.exception'")} GROUP BY device, 2 ORDER BY device, 2""", percent=False)
 
 
-def day_figures(db: ReadOnlyDb, day: str, station: str | None) -> dict[str, Any]:
-    """{"metrics": definitions, "rows": [{"device", <key>: {"num", "den", "value"}, "exceptions": {...}}]}"""
-    args = {"day": day, "station": station}
-    rows: dict[str, dict[str, Any]] = {}
+def device_figures(db: ReadOnlyDb, device: str, day: str) -> dict[str, Any]:
+    """One device's figures of a day: {<key>: {"num", "den", "value"}, "exceptions": {reason: packages}}."""
+    args = {"day": day, "device": device}
+    row: dict[str, Any] = {}
     for metric in METRICS:
-        for device, num, den in db.rows(metric.sql, args):
-            value = None if not den or den <= 0 else num / den
-            rows.setdefault(device, {"device": device})[metric.key] = {"num": num, "den": den, "value": value}
-    for device, reason, packages in db.rows(EXCEPTIONS.sql, args):
-        rows.setdefault(device, {"device": device}).setdefault("exceptions", {})[reason] = packages
-    return {"day": day, "metrics": [m.to_dict() for m in (*METRICS, EXCEPTIONS)],
-            "rows": [rows[d] for d in sorted(rows)]}
+        for _, num, den in db.rows(metric.sql, args):
+            row[metric.key] = {"num": num, "den": den, "value": None if not den or den <= 0 else num / den}
+    for _, reason, packages in db.rows(EXCEPTIONS.sql, args):
+        row.setdefault("exceptions", {})[reason] = packages
+    return row
+
+
+def day_figures(db: ReadOnlyDb, day: str, station: str | None, cache: VersionedCache | None = None
+                ) -> dict[str, Any]:
+    """{"metrics": definitions, "rows": [{"device", <key>: {"num", "den", "value"}, "exceptions": {...}}]}"""
+    cache = cache or VersionedCache()
+    rows = []
+    for device, version in versions(db, station, READS).items():
+        if not any(version):
+            continue  # none of these events from this device yet
+        figures = cache.get(("day", device, day), version, lambda d=device: device_figures(db, d, day))
+        if figures:
+            rows.append({"device": device, **figures})
+    return {"day": day, "metrics": [m.to_dict() for m in (*METRICS, EXCEPTIONS)], "rows": rows}

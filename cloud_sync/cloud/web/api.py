@@ -26,6 +26,7 @@ from aiohttp import web
 
 from cloud_sync.cloud.web import analytics, queries
 from cloud_sync.cloud.web.accounts import Accounts, Session
+from cloud_sync.cloud.web.cache import VersionedCache
 from cloud_sync.cloud.web.live import LiveFeed
 from cloud_sync.cloud.web.readonly import ReadDbError, ReadOnlyDb
 
@@ -67,6 +68,7 @@ class OperatorApp:
     allowed_hosts: tuple[str, ...] = ()
     secure_cookie: bool = False
     counters: OperatorCounters = field(default_factory=OperatorCounters)
+    cache: VersionedCache = field(default_factory=VersionedCache)
 
 
 APP = web.AppKey("operator", OperatorApp)
@@ -196,8 +198,8 @@ async def me(request: web.Request) -> web.Response:
 
 
 async def fleet(request: web.Request) -> web.Response:
-    db = request.app[APP].db
-    return _json(await asyncio.to_thread(queries.fleet, db, _station(request), time.time()))
+    app: OperatorApp = request.app[APP]
+    return _json(await asyncio.to_thread(queries.fleet, app.db, _station(request), time.time(), app.cache))
 
 
 async def van(request: web.Request) -> web.Response:
@@ -225,8 +227,9 @@ async def photo(request: web.Request) -> web.Response:
 
 
 async def figures(request: web.Request) -> web.Response:
-    return _json(await asyncio.to_thread(analytics.day_figures, request.app[APP].db, _day(request),
-                                         _station(request)))
+    app: OperatorApp = request.app[APP]
+    return _json(await asyncio.to_thread(analytics.day_figures, app.db, _day(request), _station(request),
+                                         app.cache))
 
 
 async def export_csv(request: web.Request) -> web.Response:

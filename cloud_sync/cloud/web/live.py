@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from cloud_sync.cloud.web import queries
+from cloud_sync.cloud.web.cache import VersionedCache
 from cloud_sync.cloud.web.readonly import ReadDbError, ReadOnlyDb
 
 log = logging.getLogger(__name__)
@@ -17,8 +18,9 @@ QUEUE_DEPTH = 4  # a slow browser skips views; it never holds the poller up
 
 
 class LiveFeed:
-    def __init__(self, db: ReadOnlyDb, interval_s: float) -> None:
+    def __init__(self, db: ReadOnlyDb, interval_s: float, cache: VersionedCache) -> None:
         self.db = db
+        self.cache = cache
         self.interval_s = interval_s
         self._listeners: dict[str | None, set[asyncio.Queue[str]]] = {}
         self._last: dict[str | None, str] = {}  # the newest view sent, for a listener that joins
@@ -50,7 +52,8 @@ class LiveFeed:
         while self._listeners:
             for station in list(self._listeners):
                 try:
-                    doc: dict[str, Any] = await asyncio.to_thread(queries.fleet, self.db, station, time.time())
+                    doc: dict[str, Any] = await asyncio.to_thread(queries.fleet, self.db, station, time.time(),
+                                                                    self.cache)
                 except ReadDbError as exc:
                     log.warning("live fleet view failed: %s", exc)
                     continue

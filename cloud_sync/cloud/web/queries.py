@@ -10,6 +10,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
+from cloud_sync.cloud.web.cache import VersionedCache, versions
 from cloud_sync.cloud.web.readonly import ReadOnlyDb
 from cloud_sync.cloud.web.scope import device_in_scope
 
@@ -46,15 +47,18 @@ def link_state(status: dict[str, Any] | None, now: float) -> str:
     return state
 
 
-def _progress(db: ReadOnlyDb, station: str | None) -> dict[tuple[str, str], dict[str, int]]:
-    """(device, block) -> completed stops, completed late, completed on time."""
-    rows = db.rows(f"""SELECT device, json_extract(body, '$.block') AS block,
-                              COUNT(DISTINCT json_extract(body, '$.stop')),
-                              SUM(json_extract(body, '$.data.on_time') = 0),
-                              SUM(json_extract(body, '$.data.on_time') = 1)
-                       FROM events WHERE type = 'stop.completed' AND {device_in_scope('device')}
-                       GROUP BY device, block""", {"station": station})
-    return {(d, b): {"done": n, "late": late or 0, "on_time": ok or 0} for d, b, n, late, ok in rows}
+def _progress(db: ReadOnlyDb, device: str) -> dict[str, dict[str, int]]:
+    """block -> completed stops, completed late, completed on time, for one device."""
+    rows = db.rows("""SELECT json_extract(body, '$.block') AS block, COUNT(DISTINCT json_extract(body, '$.stop')),
+                             SUM(json_extract(body, '$.data.on_time') = 0),
+                             SUM(json_extract(body, '$.data.on_time') = 1)
+                      FROM events WHERE type = 'stop.completed' AND device = :device GROUP BY block""",
+                   {"device": device})
+    return {b: {"done": n, "late": late or 0, "on_time": ok or 0} for b, n, late, ok in rows}
+
+
+def _stop_count(db: ReadOnlyDb, block: str) -> int:
+    return db.rows("SELECT json_array_length(route, '$.stops') FROM blocks WHERE id = ?", (block,))[0][0]
 
 
 def _counts(db: ReadOnlyDb, table: str, station: str | None) -> dict[str, int]:
@@ -74,19 +78,28 @@ def block_state(block: dict[str, Any], progress: dict[str, int], now: float) -> 
     return "overdue" if ends is not None and ends > 0 else "on_time"
 
 
-def fleet(db: ReadOnlyDb, station: str | None, now: float) -> dict[str, Any]:
-    progress = _progress(db, station)
+def fleet(db: ReadOnlyDb, station: str | None, now: float, cache: VersionedCache | None = None) -> dict[str, Any]:
+    """Vans and blocks in the viewer's scope. Per-device figures go through the cache (a van that sent nothing
+    since the last look is not re-read); a route's stop count is kept per route version."""
+    cache = cache or VersionedCache()
     flags, clock = _counts(db, "flags", station), _counts(db, "clock_flags", station)
+    # The retained status carries the newest fix only when a live event went with it; otherwise the newest
+    # stored event with a fix stands in (read when the device's data changed).
+    devices = db.rows(f"""SELECT device, status, last_batch_at, verified_seq FROM devices d
+                          WHERE {device_in_scope('d.device')} ORDER BY device""", {"station": station})
+    done_at = versions(db, station, ("stop.completed",))
+    empty = {"done": 0, "late": 0, "on_time": 0}
     blocks = []
-    for bid, st, winner, granted, starts, ends, area, stops in db.rows(
+    for bid, st, winner, granted, starts, ends, area, version in db.rows(
             """SELECT id, station, winner, granted_at, json_extract(body, '$.starts_at'),
-                      json_extract(body, '$.ends_at'), json_extract(body, '$.area'),
-                      json_array_length(route, '$.stops')
+                      json_extract(body, '$.ends_at'), json_extract(body, '$.area'), route_version
                FROM blocks WHERE :station IS NULL OR station = :station ORDER BY id""", {"station": station}):
+        stops = cache.get(("stops", bid), version, lambda b=bid: _stop_count(db, b))
         block = {"id": bid, "station": st, "winner": winner, "granted_at": _iso(granted), "starts_at": starts,
                  "ends_at": ends, "area": area, "stops": stops}
-        done = progress.get((winner, bid), {"done": 0, "late": 0, "on_time": 0}) if winner else \
-            {"done": 0, "late": 0, "on_time": 0}
+        done = empty
+        if winner in done_at:
+            done = cache.get(("progress", winner), done_at[winner], lambda w=winner: _progress(db, w)).get(bid, empty)
         block.update(done)
         block["state"] = block_state(block, done, now)
         blocks.append(block)
@@ -94,25 +107,26 @@ def fleet(db: ReadOnlyDb, station: str | None, now: float) -> dict[str, Any]:
     for block in sorted((b for b in blocks if b["winner"]), key=lambda b: b["granted_at"] or ""):
         current[block["winner"]] = block
     vans = []
-    # The retained status carries the newest fix only when a live event went with it; otherwise the newest
-    # stored event with a fix stands in (its device's rows are read backwards from the newest).
-    for device, status_text, last_batch, verified, last_fix in db.rows(
-            f"""SELECT device, status, last_batch_at, verified_seq,
-                       (SELECT json_extract(e.body, '$.fix') FROM events e WHERE e.device = d.device
-                        AND json_extract(e.body, '$.fix') IS NOT NULL ORDER BY e.seq DESC LIMIT 1)
-                FROM devices d WHERE {device_in_scope('d.device')} ORDER BY device""", {"station": station}):
-        status = json.loads(status_text) if status_text else None
+    for device, status_text, last_batch, verified in devices:
+        status = json.loads(status_text) if status_text else {}
+        position = status.get("position") or cache.get(("fix", device), (last_batch, verified),
+                                                       lambda d=device: _last_fix(db, d))
         block = current.get(device)
         vans.append({
-            "device": device, "link": link_state(status, now), "status_ts": (status or {}).get("ts"),
+            "device": device, "link": link_state(status, now), "status_ts": status.get("ts"),
             "last_batch_at": _iso(last_batch), "verified_seq": verified,
-            "outbox_depth": (status or {}).get("outbox_depth"), "last_ack_seq": (status or {}).get("last_ack_seq"),
-            "storage": (status or {}).get("storage"),
-            "position": (status or {}).get("position") or (json.loads(last_fix) if last_fix else None),
+            "outbox_depth": status.get("outbox_depth"), "last_ack_seq": status.get("last_ack_seq"),
+            "storage": status.get("storage"), "position": position,
             "block": block["id"] if block else None, "station": block["station"] if block else None,
             "stops": block["stops"] if block else 0, "stops_done": block["done"] if block else 0,
             "flags": flags.get(device, 0), "clock_flags": clock.get(device, 0)})
     return {"now": _iso(now), "vans": vans, "blocks": blocks}
+
+
+def _last_fix(db: ReadOnlyDb, device: str) -> dict[str, Any] | None:
+    rows = db.rows("""SELECT json_extract(body, '$.fix') FROM events WHERE device = ?
+                      AND json_extract(body, '$.fix') IS NOT NULL ORDER BY seq DESC LIMIT 1""", (device,))
+    return json.loads(rows[0][0]) if rows else None
 
 
 def visible(db: ReadOnlyDb, device: str, station: str | None) -> bool:

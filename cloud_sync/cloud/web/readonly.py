@@ -17,10 +17,10 @@ log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 10.0  # an ingest worker holds the write lock for one batch at most
 INDEXES = (
-    # Fleet-wide reads of one event type (stop completions of a day, photo checks): without it every page
-    # load scans every GPS breadcrumb of every van.
-    "CREATE INDEX IF NOT EXISTS events_by_type ON events (type)",
-    "CREATE INDEX IF NOT EXISTS blocks_by_winner ON blocks (winner)",
+    # One device's events of one type (its stop completions, photo checks) without reading its GPS breadcrumbs,
+    # and when the newest of them arrived: the version the page's per-device figures are kept under.
+    "CREATE INDEX IF NOT EXISTS operator_events_by_type ON events (type, device, received_at)",
+    "CREATE INDEX IF NOT EXISTS operator_blocks_by_winner ON blocks (winner)",
 )
 
 

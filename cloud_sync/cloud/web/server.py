@@ -10,6 +10,7 @@ from aiohttp import web
 
 from cloud_sync.cloud.web.accounts import Accounts
 from cloud_sync.cloud.web.api import OperatorApp, Reoffer, build_app
+from cloud_sync.cloud.web.cache import MAX_ENTRIES, VersionedCache
 from cloud_sync.cloud.web.live import LiveFeed
 from cloud_sync.cloud.web.readonly import ReadOnlyDb, ensure_indexes
 
@@ -31,6 +32,7 @@ class HttpSettings:
     live_interval_s: float = 2.0
     allowed_hosts: tuple[str, ...] = ()
     tls: ssl.SSLContext | None = None
+    cache_entries: int = MAX_ENTRIES  # per-device figures kept between requests (0: recompute every time)
 
 
 class OperatorServer:
@@ -49,8 +51,10 @@ class OperatorServer:
         s = self.settings
         ensure_indexes(s.db_path)
         db = ReadOnlyDb(s.db_path)
-        self.app = OperatorApp(db, Accounts(s.accounts_path), LiveFeed(db, s.live_interval_s), self._reoffer,
-                               tuple(h.lower() for h in s.allowed_hosts), secure_cookie=s.tls is not None)
+        cache = VersionedCache(s.cache_entries)
+        self.app = OperatorApp(db, Accounts(s.accounts_path), LiveFeed(db, s.live_interval_s, cache), self._reoffer,
+                               tuple(h.lower() for h in s.allowed_hosts), secure_cookie=s.tls is not None,
+                               cache=cache)
         runner = web.AppRunner(build_app(self.app), access_log=None, shutdown_timeout=SHUTDOWN_S)
         await runner.setup()
         try:
