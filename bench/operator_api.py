@@ -56,7 +56,8 @@ def van_events(device: str, block: str, stops: int, fixes: int) -> list[tuple]:
         body = {"id": f"{device}-{seq}", "seq": seq, "type": kind, "ts": iso(t), "mono": seq * 15.0,
                 "fix": {"time": iso(t), "mode": 3, "lat": lat, "lon": lon, "eph": 4.0}, "block": block,
                 "stop": stop, "data": data}
-        rows.append((device, seq, body["id"], kind, orjson.dumps(body).decode(), "0" * 64, "bench", 0.0, "ok"))
+        rows.append((device, seq, body["id"], kind, orjson.dumps(body).decode(), "0" * 64, "bench", t.timestamp(),
+                     "ok"))
 
     for i in range(stops):
         stop, lat, lon = f"S{i}", 47.5 + i * 0.001, -122.3 + (hash(device) % 100) * 0.001

@@ -86,7 +86,7 @@ def day_figures(db: ReadOnlyDb, day: str, station: str | None, cache: VersionedC
     cache = cache or VersionedCache()
     rows = []
     for device, version in versions(db, station, READS).items():
-        if not any(version):
+        if all(v is None for v in version):
             continue  # none of these events from this device yet
         figures = cache.get(("day", device, day), version, lambda d=device: device_figures(db, d, day))
         if figures:

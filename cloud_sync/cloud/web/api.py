@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import orjson
 from aiohttp import web
 
 from cloud_sync.cloud.web import analytics, queries
@@ -80,7 +81,7 @@ def _error(cls: type[web.HTTPException], message: str) -> web.HTTPException:
 
 
 def _json(doc: Any) -> web.Response:
-    return web.Response(text=json.dumps(doc, default=str), content_type="application/json")
+    return web.Response(body=orjson.dumps(doc), content_type="application/json")
 
 
 def host_allowed(host: str, names: tuple[str, ...]) -> bool:

@@ -3,10 +3,11 @@ scope's server-sent-event streams when it changed. Listeners of the same station
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any
+
+import orjson
 
 from cloud_sync.cloud.web import queries
 from cloud_sync.cloud.web.cache import VersionedCache
@@ -57,8 +58,8 @@ class LiveFeed:
                 except ReadDbError as exc:
                     log.warning("live fleet view failed: %s", exc)
                     continue
-                text = json.dumps(doc, default=str, sort_keys=True)
-                seen = json.dumps({k: v for k, v in doc.items() if k != "now"}, default=str, sort_keys=True)
+                text = orjson.dumps(doc).decode()
+                seen = orjson.dumps({k: v for k, v in doc.items() if k != "now"}).decode()
                 if seen == self._seen.get(station):
                     continue
                 self._seen[station], self._last[station] = seen, text

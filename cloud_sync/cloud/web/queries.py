@@ -79,8 +79,9 @@ def block_state(block: dict[str, Any], progress: dict[str, int], now: float) -> 
 
 
 def fleet(db: ReadOnlyDb, station: str | None, now: float, cache: VersionedCache | None = None) -> dict[str, Any]:
-    """Vans and blocks in the viewer's scope. Per-device figures go through the cache (a van that sent nothing
-    since the last look is not re-read); a route's stop count is kept per route version."""
+    """Vans and blocks in the viewer's scope (times the cloud recorded as epoch seconds). Per-device figures go
+    through the cache (a van that stored nothing new of their types is not re-read); a route's stop count is
+    kept per route version."""
     cache = cache or VersionedCache()
     flags, clock = _counts(db, "flags", station), _counts(db, "clock_flags", station)
     # The retained status carries the newest fix only when a live event went with it; otherwise the newest
@@ -90,13 +91,12 @@ def fleet(db: ReadOnlyDb, station: str | None, now: float, cache: VersionedCache
     done_at = versions(db, station, ("stop.completed",))
     empty = {"done": 0, "late": 0, "on_time": 0}
     blocks = []
-    for bid, st, winner, granted, starts, ends, area, version in db.rows(
-            """SELECT id, station, winner, granted_at, json_extract(body, '$.starts_at'),
-                      json_extract(body, '$.ends_at'), json_extract(body, '$.area'), route_version
+    for bid, st, winner, granted, ends, version in db.rows(
+            """SELECT id, station, winner, granted_at, json_extract(body, '$.ends_at'), route_version
                FROM blocks WHERE :station IS NULL OR station = :station ORDER BY id""", {"station": station}):
         stops = cache.get(("stops", bid), version, lambda b=bid: _stop_count(db, b))
-        block = {"id": bid, "station": st, "winner": winner, "granted_at": _iso(granted), "starts_at": starts,
-                 "ends_at": ends, "area": area, "stops": stops}
+        block = {"id": bid, "station": st, "winner": winner, "granted_at": granted, "ends_at": ends,
+                 "stops": stops}
         done = empty
         if winner in done_at:
             done = cache.get(("progress", winner), done_at[winner], lambda w=winner: _progress(db, w)).get(bid, empty)
@@ -104,7 +104,7 @@ def fleet(db: ReadOnlyDb, station: str | None, now: float, cache: VersionedCache
         block["state"] = block_state(block, done, now)
         blocks.append(block)
     current = {}  # device -> its newest block
-    for block in sorted((b for b in blocks if b["winner"]), key=lambda b: b["granted_at"] or ""):
+    for block in sorted((b for b in blocks if b["winner"]), key=lambda b: b["granted_at"] or 0.0):
         current[block["winner"]] = block
     vans = []
     for device, status_text, last_batch, verified in devices:
@@ -114,7 +114,7 @@ def fleet(db: ReadOnlyDb, station: str | None, now: float, cache: VersionedCache
         block = current.get(device)
         vans.append({
             "device": device, "link": link_state(status, now), "status_ts": status.get("ts"),
-            "last_batch_at": _iso(last_batch), "verified_seq": verified,
+            "last_batch_at": last_batch, "verified_seq": verified,
             "outbox_depth": status.get("outbox_depth"), "last_ack_seq": status.get("last_ack_seq"),
             "storage": status.get("storage"), "position": position,
             "block": block["id"] if block else None, "station": block["station"] if block else None,

@@ -38,9 +38,9 @@ function toast(text) {
   $("toast").className = text ? "show" : "";
 }
 
-function ago(iso) {
-  if (!iso) return "never";
-  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+function ago(when) { // an ISO time or epoch seconds
+  if (!when) return "never";
+  const s = Math.max(0, (Date.now() - (typeof when === "number" ? when * 1000 : Date.parse(when))) / 1000);
   return s < 90 ? Math.round(s) + " s ago" : s < 5400 ? Math.round(s / 60) + " min ago" : Math.round(s / 3600) + " h ago";
 }
 
