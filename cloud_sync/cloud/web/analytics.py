@@ -9,6 +9,7 @@ a device's figures until it sends a new batch (cache.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from cloud_sync.cloud.web.cache import VersionedCache, versions
@@ -88,7 +89,7 @@ def day_figures(db: ReadOnlyDb, day: str, station: str | None, cache: VersionedC
     for device, version in versions(db, station, READS).items():
         if all(v is None for v in version):
             continue  # none of these events from this device yet
-        figures = cache.get(("day", device, day), version, lambda d=device: device_figures(db, d, day))
+        figures = cache.get(("day", device, day), version, partial(device_figures, db, device, day))
         if figures:
             rows.append({"device": device, **figures})
     return {"day": day, "metrics": [m.to_dict() for m in (*METRICS, EXCEPTIONS)], "rows": rows}

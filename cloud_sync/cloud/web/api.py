@@ -119,7 +119,8 @@ def _day(request: web.Request) -> str:
 
 
 @web.middleware
-async def _guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+async def _guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                 ) -> web.StreamResponse:
     app: OperatorApp = request.app[APP]
     app.counters.requests += 1
     try:

@@ -43,7 +43,7 @@ class VersionedCache:
         return value
 
 
-def versions(db: ReadOnlyDb, station: str | None, types: tuple[str, ...]) -> dict[str, tuple]:
+def versions(db: ReadOnlyDb, station: str | None, types: tuple[str, ...]) -> dict[str, tuple[Any, ...]]:
     """device -> (newest arrival of each type) for the devices in scope: one index seek per device and type."""
     columns = ", ".join(f"(SELECT MAX(received_at) FROM events e WHERE e.type = :t{i} AND e.device = d.device)"
                         for i in range(len(types)))

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from cloud_sync.cloud.web.accounts import AccountError, Accounts, Role
 from cloud_sync.cloud.web.server import HttpSettings
-from cloud_sync.pki import Pki, PkiError
+from cloud_sync.errors import PkiError
+from cloud_sync.pki import Pki
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def add_http_arguments(parser: argparse.ArgumentParser) -> None:
 
 def accounts_path(args: argparse.Namespace) -> Path:
     if args.accounts is not None:
-        return args.accounts
+        return Path(args.accounts)
     if getattr(args, "db", None) is None:
         raise AccountError("--accounts FILE (or --db) is required")
     return Path(f"{args.db}{ACCOUNTS_SUFFIX}")
@@ -71,7 +72,7 @@ def http_settings(args: argparse.Namespace, pki_dir: Path | None) -> HttpSetting
                         tuple(args.http_name), tls)
 
 
-def register_user_command(subparsers: argparse._SubParsersAction) -> None:
+def register_user_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     user = subparsers.add_parser("user", help="operator accounts of the page")
     actions = user.add_subparsers(dest="user_action", required=True)
     add = actions.add_parser("add", help="create an account or set its password and role")

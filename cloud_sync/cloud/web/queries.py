@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 from cloud_sync.cloud.web.cache import VersionedCache, versions
@@ -58,7 +59,7 @@ def _progress(db: ReadOnlyDb, device: str) -> dict[str, dict[str, int]]:
 
 
 def _stop_count(db: ReadOnlyDb, block: str) -> int:
-    return db.rows("SELECT json_array_length(route, '$.stops') FROM blocks WHERE id = ?", (block,))[0][0]
+    return int(db.rows("SELECT json_array_length(route, '$.stops') FROM blocks WHERE id = ?", (block,))[0][0])
 
 
 def _counts(db: ReadOnlyDb, table: str, station: str | None) -> dict[str, int]:
@@ -94,12 +95,12 @@ def fleet(db: ReadOnlyDb, station: str | None, now: float, cache: VersionedCache
     for bid, st, winner, granted, ends, version in db.rows(
             """SELECT id, station, winner, granted_at, json_extract(body, '$.ends_at'), route_version
                FROM blocks WHERE :station IS NULL OR station = :station ORDER BY id""", {"station": station}):
-        stops = cache.get(("stops", bid), version, lambda b=bid: _stop_count(db, b))
+        stops = cache.get(("stops", bid), version, partial(_stop_count, db, bid))
         block = {"id": bid, "station": st, "winner": winner, "granted_at": granted, "ends_at": ends,
                  "stops": stops}
         done = empty
         if winner in done_at:
-            done = cache.get(("progress", winner), done_at[winner], lambda w=winner: _progress(db, w)).get(bid, empty)
+            done = cache.get(("progress", winner), done_at[winner], partial(_progress, db, winner)).get(bid, empty)
         block.update(done)
         block["state"] = block_state(block, done, now)
         blocks.append(block)
@@ -110,15 +111,15 @@ def fleet(db: ReadOnlyDb, station: str | None, now: float, cache: VersionedCache
     for device, status_text, last_batch, verified in devices:
         status = json.loads(status_text) if status_text else {}
         position = status.get("position") or cache.get(("fix", device), (last_batch, verified),
-                                                       lambda d=device: _last_fix(db, d))
-        block = current.get(device)
+                                                       partial(_last_fix, db, device))
+        mine = current.get(device)
         vans.append({
             "device": device, "link": link_state(status, now), "status_ts": status.get("ts"),
             "last_batch_at": last_batch, "verified_seq": verified,
             "outbox_depth": status.get("outbox_depth"), "last_ack_seq": status.get("last_ack_seq"),
             "storage": status.get("storage"), "position": position,
-            "block": block["id"] if block else None, "station": block["station"] if block else None,
-            "stops": block["stops"] if block else 0, "stops_done": block["done"] if block else 0,
+            "block": mine["id"] if mine else None, "station": mine["station"] if mine else None,
+            "stops": mine["stops"] if mine else 0, "stops_done": mine["done"] if mine else 0,
             "flags": flags.get(device, 0), "clock_flags": clock.get(device, 0)})
     return {"now": _iso(now), "vans": vans, "blocks": blocks}
 

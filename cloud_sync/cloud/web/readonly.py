@@ -56,7 +56,7 @@ class ReadOnlyDb:
             raise ReadDbError(f"cannot open {path} read-only: {exc}") from exc
         self.lock = threading.Lock()
 
-    def rows(self, sql: str, args: dict[str, Any] | tuple = ()) -> list[tuple]:
+    def rows(self, sql: str, args: dict[str, Any] | tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self.lock:
             try:
                 return self.conn.execute(sql, args).fetchall()
