@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import Any
 
+from cloud_sync.cloud.web import photos
 from cloud_sync.cloud.web.cache import VersionedCache, versions
 from cloud_sync.cloud.web.readonly import ReadOnlyDb
 from cloud_sync.cloud.web.scope import device_in_scope
@@ -179,14 +180,15 @@ def proof(db: ReadOnlyDb, device: str, stop: str, station: str | None) -> dict[s
                        AND json_extract(body, '$.stop') = ? AND json_extract(body, '$.block') =
                            (SELECT id FROM blocks WHERE winner = ? ORDER BY granted_at DESC LIMIT 1)
                        ORDER BY seq""", (device, *PROOF_TYPES, stop, device))
-    photos = {p for (p,) in db.rows("SELECT photo_id FROM photos WHERE device = ?", (device,))}
+    checks = photos.received(db, device)
     items = []
     for seq, kind, body, chain in rows:
         doc = json.loads(body)
         data = doc.get("data", {})
         item = {"seq": seq, "type": kind, "ts": doc.get("ts"), "fix": doc.get("fix"), "chain": chain, "data": data}
         if kind == "photo.checked":
-            item["photo_received"] = data.get("photo_id") in photos
+            item["photo_received"] = data.get("photo_id") in checks
+            item["photo_check"] = checks.get(data.get("photo_id"))
         items.append(item)
     return {"device": device, "stop": stop, "items": items}
 
@@ -194,8 +196,7 @@ def proof(db: ReadOnlyDb, device: str, stop: str, station: str | None) -> dict[s
 def photo(db: ReadOnlyDb, device: str, photo_id: str, station: str | None) -> bytes | None:
     if not visible(db, device, station):
         return None
-    rows = db.rows("SELECT data FROM photos WHERE device = ? AND photo_id = ?", (device, photo_id))
-    return bytes(rows[0][0]) if rows else None
+    return photos.read(db, device, photo_id)
 
 
 def export_rows(db: ReadOnlyDb, day: str, station: str | None) -> list[dict[str, Any]]:

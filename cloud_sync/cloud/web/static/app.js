@@ -226,6 +226,8 @@ function photoView(device, item) {
   const check = item.data;
   const wrap = h("div", { class: "photo-wrap" });
   if (!item.photo_received) { wrap.append("photo not received yet"); return wrap; }
+  if (item.photo_check !== "ok") wrap.append(h("div", { class: "flag", "data-testid": "photo-check" },
+    "photo file check: " + words(item.photo_check)));
   const img = new Image();
   img.onload = () => {
     const view = svg("svg", { viewBox: `0 0 ${img.naturalWidth} ${img.naturalHeight}`, width: 320,
@@ -236,7 +238,7 @@ function photoView(device, item) {
       view.append(svg("rect", { x, y, width: w, height: hgt, fill: "none", stroke: "#ff0", "stroke-width": 4,
         "data-testid": "photo-box" }));
     }
-    wrap.replaceChildren(view);
+    wrap.append(view);
   };
   img.onerror = () => wrap.replaceChildren("the photo cannot be shown");
   img.src = `/api/vans/${encodeURIComponent(device)}/photos/${encodeURIComponent(check.photo_id)}`;
