@@ -16,7 +16,7 @@ import pytest
 
 from cloud_sync.cloud import CloudDb
 from cloud_sync.cloud.web import queries
-from cloud_sync.cloud.web.accounts import AccountError, Accounts, Role
+from cloud_sync.cloud.web.accounts import MAX_FAILURES, AccountError, Accounts, Role
 from cloud_sync.cloud.web.readonly import ReadOnlyDb
 from cloud_sync.cloud.web.server import HttpSettings, OperatorServer
 from device.contract.domain import Block, Route
@@ -112,6 +112,15 @@ def test_the_api_needs_a_session_and_a_right_password(cloud_db: Path) -> None:
         assert me["name"] == "olga" and me["station"] is None
         assert (await b.post("api/logout")).status == 200
         assert (await b.get("api/fleet")).status == 401
+    run(cloud_db, scenario)
+
+
+def test_wrong_passwords_lock_the_name_for_a_while(cloud_db: Path) -> None:
+    async def scenario(b: Browser) -> None:
+        for _ in range(MAX_FAILURES):
+            assert (await b.login("olga", "wrong password!")).status == 401
+        assert (await b.login("olga")).status == 429  # even the right password, until the lock ends
+        assert (await b.login("mark")).status == 200  # other names are not affected
     run(cloud_db, scenario)
 
 

@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS sessions (
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_PASSWORD = 10
 SESSION_TTL_S = 12 * 3600.0  # one shift
+MAX_FAILURES = 5  # wrong passwords for one name before it is locked for LOCK_S
+LOCK_S = 900.0
 
 
 class AccountError(Exception):
@@ -66,6 +68,31 @@ class Session:
 
 def _sha(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+class LoginThrottle:
+    """Wrong passwords per account name (known or not) in this process: after MAX_FAILURES within LOCK_S the
+    name is refused without a password check until LOCK_S after its last failure."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._failures: dict[str, list[float]] = {}
+
+    def locked(self, name: str) -> bool:
+        recent = [t for t in self._failures.get(name, []) if self._clock() - t < LOCK_S]
+        if recent:
+            self._failures[name] = recent
+        else:
+            self._failures.pop(name, None)
+        return len(recent) >= MAX_FAILURES
+
+    def failed(self, name: str) -> None:
+        self._failures.setdefault(name, []).append(self._clock())
+        if len(self._failures) > 10_000:  # a flood of made-up names: forget the oldest
+            self._failures.pop(next(iter(self._failures)))
+
+    def succeeded(self, name: str) -> None:
+        self._failures.pop(name, None)
 
 
 class Accounts:

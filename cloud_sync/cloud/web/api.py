@@ -26,7 +26,7 @@ import orjson
 from aiohttp import web
 
 from cloud_sync.cloud.web import analytics, queries
-from cloud_sync.cloud.web.accounts import Accounts, Session
+from cloud_sync.cloud.web.accounts import Accounts, LoginThrottle, Session
 from cloud_sync.cloud.web.cache import VersionedCache
 from cloud_sync.cloud.web.live import LiveFeed
 from cloud_sync.cloud.web.readonly import ReadDbError, ReadOnlyDb
@@ -58,6 +58,7 @@ class OperatorCounters:
     forbidden: int = 0
     bad_requests: int = 0
     logins_refused: int = 0
+    logins_locked: int = 0
 
 
 @dataclass
@@ -70,6 +71,7 @@ class OperatorApp:
     secure_cookie: bool = False
     counters: OperatorCounters = field(default_factory=OperatorCounters)
     cache: VersionedCache = field(default_factory=VersionedCache)
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
 APP = web.AppKey("operator", OperatorApp)
@@ -175,10 +177,16 @@ async def login(request: web.Request) -> web.Response:
             raise TypeError("name and password: short texts")
     except (ValueError, KeyError, TypeError) as exc:
         raise _error(web.HTTPBadRequest, f"expected {{name, password}}: {exc}") from None
+    if app.throttle.locked(name):
+        app.counters.logins_locked += 1
+        log.warning("operator log-in for %r refused: too many wrong passwords", name[:64])
+        raise _error(web.HTTPTooManyRequests, "too many wrong passwords: try again later")
     session = await asyncio.to_thread(app.accounts.login, name, password)
     if session is None:
         app.counters.logins_refused += 1
+        app.throttle.failed(name)
         raise _error(web.HTTPUnauthorized, "wrong name or password")
+    app.throttle.succeeded(name)
     response = _json({**session.operator.to_dict(), "csrf": session.csrf})
     response.set_cookie(COOKIE, session.token, httponly=True, samesite="Strict", secure=app.secure_cookie, path="/")
     return response
