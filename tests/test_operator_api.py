@@ -262,27 +262,21 @@ def test_the_reoffer_action_clears_the_winner_and_republishes(tmp_path: Path) ->
     assert [[b.id for b, _ in call] for call in published] == [["B-A"]]
 
 
-def test_photos_stored_as_files_are_read_from_their_files(tmp_path: Path) -> None:
-    """The cloud's file-per-photo schema (photo_files: path and the sha256 check against its event) is read
-    when the database has it, with the check shown beside the photo."""
+def test_photo_files_and_their_check(tmp_path: Path) -> None:
+    """The page reads a photo from its file and shows the cloud's sha256 check beside it."""
     path = known_day(tmp_path)
-    photo = tmp_path / "cloud-photos" / "van-a" / "ph-1.jpg"
-    photo.parent.mkdir(parents=True)
-    photo.write_bytes(PHOTO)
+    other = tmp_path / "elsewhere.jpg"
+    other.write_bytes(b"not the photo its event recorded")
     conn = sqlite3.connect(str(path))
-    conn.execute("CREATE TABLE photo_files (device TEXT NOT NULL, photo_id TEXT NOT NULL, sha256 TEXT NOT NULL, "
-                 "size INTEGER NOT NULL, path TEXT NOT NULL, status TEXT NOT NULL, expected_sha256 TEXT, "
-                 "event_id TEXT, block TEXT, stop TEXT, detail TEXT, received_at REAL NOT NULL, "
-                 "PRIMARY KEY (device, photo_id))")
-    conn.execute("INSERT INTO photo_files VALUES ('van-a', 'ph-1', 'x', 1, ?, 'sha_mismatch', NULL, NULL, "
-                 "'B-A', 'S1', '', 0)", (str(photo),))
+    conn.execute("INSERT INTO photo_files (device, photo_id, sha256, size, path, status, received_at) "
+                 "VALUES ('van-a', 'ph-1', 'x', 1, ?, 'sha_mismatch', 0)", (str(other),))
     conn.commit()
     conn.close()
     db = ReadOnlyDb(path)
     try:
-        assert queries.photo(db, "van-a", "ph-1", None) == PHOTO
-        assert queries.photo(db, "van-a", "ph-2", None) is None  # only in the old blob table
+        assert queries.photo(db, "van-a", "ph-2", None) == PHOTO
+        assert queries.photo(db, "van-a", "ph-1", None) == b"not the photo its event recorded"
         checks = [i for i in queries.proof(db, "van-a", "S1", None)["items"] if i["type"] == "photo.checked"]
-        assert [(c["photo_received"], c["photo_check"]) for c in checks] == [(True, "sha_mismatch"), (False, None)]
+        assert [(c["photo_received"], c["photo_check"]) for c in checks] == [(True, "sha_mismatch"), (True, "ok")]
     finally:
         db.close()

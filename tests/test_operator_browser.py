@@ -1,7 +1,7 @@
 """The operator page in a real browser: Playwright driving Debian's Chromium against `flexedge cloud --http`
 (a real process, TLS with the fleet PKI) fed by real agents over the TLS broker.
 
-van-a is a whole agent (workflow, store, sync, the simulated camera with the shipped house-number model):
+van-a is a whole agent (workflow, store, sync, photo upload, the simulated camera with the shipped model):
 it claims the block through the cloud, loads, drives to S1 on GPS fixes, proves S1 with a matching photo
 and a signature, gets a wrong-house photo at S2 (refused) and no access at S3. sim-000's sync forges a batch
 (a hash that does not follow): the page shows the chain flag. A station manager of another station sees
@@ -154,14 +154,6 @@ async def run_van_a(agent: Agent, sync: DeviceSync) -> None:
 
 
 
-async def upload_photos(agent: Agent, sync: DeviceSync, cloud_db: Path) -> None:
-    """The proof photos go up behind their events, as the device's photo uploader sends them."""
-    for photo_id in cloud_rows(cloud_db, "SELECT json_extract(body, '$.data.photo_id') FROM events "
-                                         "WHERE device = 'van-a' AND type = 'photo.checked'"):
-        record = await asyncio.to_thread(agent.store.state.photo, photo_id[0])
-        await sync.upload_photo(photo_id[0], record["path"])
-
-
 def cloud_rows(cloud_db: Path, sql: str) -> list[tuple]:
     conn = sqlite3.connect(f"file:{cloud_db}?mode=ro", uri=True)
     try:
@@ -212,9 +204,10 @@ def test_operator_page_in_chromium(tls_broker: MosquittoBroker, fleet: FleetPki,
 
         await run_van_a(agent, sync)
         await sync.wait_drained(30)
-        await upload_photos(agent, sync, tmp_path / "cloud.db")
-        await wait_for(lambda: cloud_rows(tmp_path / "cloud.db", "SELECT COUNT(*) FROM photos")[0][0] == 2, 30,
-                       "both proof photos in the cloud")
+        # The agent uploads its proof photos behind the events; the cloud checks each against its event.
+        await wait_for(lambda: cloud_rows(tmp_path / "cloud.db", "SELECT COUNT(*) FROM photo_files "
+                                                                 "WHERE status = 'ok'")[0][0] == 2, 60,
+                       "both proof photos in the cloud, checked")
         summary = agent.runner.workflow.summary()
         assert (summary.delivered, summary.exceptions) == (2, 2)
         await expect(desk.get_by_test_id("block-state-B-NORTH")).to_have_text("late", timeout=WAIT_MS)
