@@ -36,6 +36,8 @@ class RejectReason(StrEnum):
     UNKNOWN_BATCH = "unknown_batch"
     UNKNOWN_REQUEST = "unknown_request"
     UNEXPECTED_TOPIC = "unexpected_topic"
+    QUOTA = "quota"  # within the contract, but more than the cloud keeps for one device
+    MALFORMED = "malformed"  # a payload the checks let through made the handler fail: a bug, still a reject
 
 
 class MessageRejected(SyncError):

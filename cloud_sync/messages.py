@@ -22,6 +22,9 @@ MAX_INBOUND_BYTES = 1024 * 1024  # device side: the largest offer/route/command 
 MAX_BATCH_BYTES = 4 * 1024 * 1024  # cloud side: the largest event batch accepted (after decompression too)
 MAX_BATCH_EVENTS = 5000
 ZSTD_LEVEL = 9  # batches of a few hundred events: level 9 is a tenth smaller than 3 at a few ms per batch
+MAX_LANE = 15  # sync lanes are a handful of priorities (device.contract.domain.Lane)
+MAX_SEQ = 2**63 - 1  # seqs are SQLite INTEGERs (signed 64-bit) on both ends
+MAX_ID_CHARS = 128  # ids (events, batches, requests, photos, blocks) and event types
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -53,6 +56,24 @@ def _field(doc: Mapping[str, Any], key: str, kind: type | tuple[type, ...], wher
         raise MessageRejected(RejectReason.SCHEMA, f"{where}.{key}: expected {kind}, got {value!r:.60}")
     if isinstance(value, str) and not value:
         raise MessageRejected(RejectReason.SCHEMA, f"{where}.{key}: empty")
+    return value
+
+
+def _int(doc: Mapping[str, Any], key: str, where: str, low: int = 0, high: int = MAX_SEQ) -> int:
+    value: int = _field(doc, key, int, where)
+    if not low <= value <= high:
+        raise MessageRejected(RejectReason.SCHEMA, f"{where}.{key}: {value} outside {low}..{high}")
+    return value
+
+
+def _optional_int(doc: Mapping[str, Any], key: str, where: str) -> int | None:
+    return None if doc.get(key) is None else _int(doc, key, where)
+
+
+def _text(doc: Mapping[str, Any], key: str, where: str, max_chars: int = MAX_ID_CHARS) -> str:
+    value: str = _field(doc, key, str, where)
+    if len(value) > max_chars:
+        raise MessageRejected(RejectReason.SCHEMA, f"{where}.{key}: longer than {max_chars} characters")
     return value
 
 
@@ -139,16 +160,14 @@ class EventBatch:
         for i, event in enumerate(events):
             if not isinstance(event, dict):
                 raise MessageRejected(RejectReason.SCHEMA, f"batch.events[{i}]: expected an object")
-            _field(event, "id", str, f"batch.events[{i}]")
-            _field(event, "type", str, f"batch.events[{i}]")
-            seq = _field(event, "seq", int, f"batch.events[{i}]")
-            if seq < 1:
-                raise MessageRejected(RejectReason.SCHEMA, f"batch.events[{i}].seq: must be >= 1")
+            _text(event, "id", f"batch.events[{i}]")
+            _text(event, "type", f"batch.events[{i}]")
+            _int(event, "seq", f"batch.events[{i}]", low=1)
             if ("hash" in event or i == len(events) - 1) and \
                     not _HEX64.match(_field(event, "hash", str, f"batch.events[{i}]")):
                 raise MessageRejected(RejectReason.SCHEMA, f"batch.events[{i}].hash: expected 64 hex digits")
-        return cls(batch_id=_field(doc, "batch_id", str, where), device=_field(doc, "device", str, where),
-                   lane=_field(doc, "lane", int, where), floor_seq=_field(doc, "floor_seq", int, where),
+        return cls(batch_id=_text(doc, "batch_id", where), device=_text(doc, "device", where),
+                   lane=_int(doc, "lane", where, high=MAX_LANE), floor_seq=_int(doc, "floor_seq", where),
                    events=tuple(events))
 
 
@@ -203,10 +222,10 @@ class PhotoChunk:
             raise MessageRejected(RejectReason.SCHEMA, f"{where}.sha256: expected 64 hex digits")
         if not data or len(data) > PHOTO_CHUNK_BYTES:
             raise MessageRejected(RejectReason.SCHEMA, f"{where}.bytes: 1..{PHOTO_CHUNK_BYTES} bytes expected")
-        photo_id = _field(doc, "photo_id", str, where)
-        if not _PHOTO_ID.match(photo_id):
+        photo_id = _text(doc, "photo_id", where)
+        if not _PHOTO_ID.match(photo_id):  # also the chunk's topic level and a file name in the cloud
             raise MessageRejected(RejectReason.SCHEMA, f"{where}.photo_id: {photo_id!r:.40} is not a plain id")
-        return cls(_field(doc, "batch_id", str, where), photo_id, seq, total, sha, data)
+        return cls(_text(doc, "batch_id", where), photo_id, seq, total, sha, data)
 
 
 @dataclass(frozen=True)
@@ -256,15 +275,34 @@ class DeviceStatus:
 
     @classmethod
     def from_payload(cls, payload: bytes, max_bytes: int = 16 * 1024) -> DeviceStatus:
+        """Every field type-checked: the cloud stores and shows what it keeps."""
         doc = decode_json(payload, max_bytes)
+        where = "status"
         try:
             state = Presence(doc.get("state"))
         except ValueError:
             raise MessageRejected(RejectReason.SCHEMA, f"status.state: unknown {doc.get('state')!r:.30}") from None
-        return cls(state=state, device=_field(doc, "device", str, "status"), version=str(doc.get("version", "")),
-                   outbox_depth=doc.get("outbox_depth"), last_ack_seq=doc.get("last_ack_seq"),
-                   position=doc.get("position"), ts=str(doc.get("ts", "")),
-                   storage=str(doc.get("storage", "ok"))[:16])
+        storage = doc.get("storage", "ok")
+        if storage not in STORAGE_CONDITIONS:
+            raise MessageRejected(RejectReason.SCHEMA, f"status.storage: unknown {storage!r:.30}")
+        position = doc.get("position")
+        if position is not None and not _flat_object(position):
+            raise MessageRejected(RejectReason.SCHEMA, "status.position: expected a flat object of numbers/strings")
+        return cls(state=state, device=_text(doc, "device", where),
+                   version=_text(doc, "version", where, 64) if doc.get("version") else "",
+                   outbox_depth=_optional_int(doc, "outbox_depth", where),
+                   last_ack_seq=_optional_int(doc, "last_ack_seq", where),
+                   position=position, ts=_text(doc, "ts", where, 40) if doc.get("ts") else "", storage=storage)
+
+
+STORAGE_CONDITIONS = ("ok", "low", "full")  # device.store's DiskCondition values
+MAX_POSITION_FIELDS = 32
+
+
+def _flat_object(value: Any) -> bool:
+    """A fix as the device reports it: a small object of scalars."""
+    return (isinstance(value, dict) and len(value) <= MAX_POSITION_FIELDS
+            and all(v is None or isinstance(v, (int, float, str)) for v in value.values()))
 
 
 # --- claims ----------------------------------------------------------------------------------------
@@ -281,13 +319,15 @@ class ClaimRequest:
     @classmethod
     def from_payload(cls, payload: bytes, max_bytes: int = 4096) -> ClaimRequest:
         doc = decode_json(payload, max_bytes)
-        return cls(block_id=_field(doc, "block_id", str, "claim"), request_id=_field(doc, "request_id", str, "claim"))
+        return cls(block_id=_text(doc, "block_id", "claim"), request_id=_text(doc, "request_id", "claim"))
 
 
 class ClaimStatus(StrEnum):
     GRANTED = "granted"
     TAKEN = "taken"  # another device won
     UNKNOWN_BLOCK = "unknown_block"
+    WRONG_STATION = "wrong_station"  # the block is offered at another station than the device's
+    LIMIT_REACHED = "limit_reached"  # the device already holds as many open blocks as the cloud allows
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,28 @@
 """Provisioning: a fleet CA, the broker's server certificate, per-device client certificates (CN = device id),
-the cloud's Ed25519 signing key, and the mosquitto TLS + ACL config that goes with them.
+the cloud's Ed25519 signing key, and the mosquitto TLS + access config that goes with them.
 
 The test fixture and a technician (`flexedge pki ...`) use the same functions. Layout of a PKI directory:
-`ca.crt/ca.key`, `broker.crt/.key`, `<cn>.crt/.key` per client, `signing.key/signing.pub`.
+`ca.crt/ca.key`, `broker.crt/.key`, `<cn>.crt/.key` per client, `signing.key/signing.pub`, the broker's
+`dynamic-security.json` and `stations.json` (device -> station: the broker's offers access and the cloud's
+claim check read the same map).
+
+The broker binds every client to its certificate: username = CN (`use_identity_as_username`) and client id =
+username (`use_username_as_clientid`), so nobody can take over another client's session. Hence each cloud
+connection has a certificate of its own (CN = its client id, `cloud_client_ids`). Access is mosquitto's
+dynamic-security plugin, whose subscribe ACLs are checked at SUBSCRIBE (the plain ACL file checks reads only at
+delivery, so a device's `$share/...` subscription would silently take a share of other devices' messages):
+a device may subscribe to its own inbound topics and its station's offers and nothing else.
 """
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import ipaddress
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -19,10 +30,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cloud_sync.errors import PkiError
+from cloud_sync.keyfiles import write_private
 from cloud_sync.signing import Signer, write_signing_key
-from cloud_sync.topics import PROTOCOL_ROOT
+from cloud_sync.topics import FleetTopics
 
-CLOUD_IDENTITY = "cloud"  # the CN (and MQTT username) of the reference cloud's client certificate
+CLOUD_IDENTITY = "cloud"  # the operator's tools; also the default prefix of the cloud workers' identities
+CLOUD_WORKERS = 4  # ingest worker certificates made per cloud prefix by default
+DYNSEC_PLUGIN = "mosquitto_dynamic_security.so"
+DYNSEC_PLUGIN_DIRS = ("/usr/lib/*", "/usr/lib", "/usr/local/lib", "/usr/local/lib/*")  # Debian: /usr/lib/<arch>
 CA_VALIDITY_DAYS = 3650
 LEAF_VALIDITY_DAYS = 825  # browsers' old maximum; long enough for a van's service interval
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -41,10 +56,14 @@ class Issued:
     key_path: Path
 
 
+def cloud_client_ids(prefix: str, ingest_workers: int, dispatch: bool = True) -> tuple[str, ...]:
+    """The client ids (= certificate CNs) of one cloud process: `{prefix}-ingest-{n}` and `{prefix}-dispatch`."""
+    return (*(f"{prefix}-ingest-{n}" for n in range(ingest_workers)), *((f"{prefix}-dispatch",) if dispatch else ()))
+
+
 def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-    path.chmod(0o600)
+    write_private(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
 
 
 class Pki:
@@ -67,6 +86,41 @@ class Pki:
     def signing_pub(self) -> Path:
         return self.dir / "signing.pub"
 
+    @property
+    def security_file(self) -> Path:
+        """The broker's dynamic-security config."""
+        return self.dir / "dynamic-security.json"
+
+    @property
+    def stations_file(self) -> Path:
+        return self.dir / "stations.json"
+
+    def stations(self) -> dict[str, str]:
+        """device -> station, as written by `write_broker_security`; empty when none was written."""
+        try:
+            doc = json.loads(self.stations_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise PkiError(f"cannot read {self.stations_file}: {exc}") from exc
+        if not isinstance(doc, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in doc.items()):
+            raise PkiError(f"{self.stations_file}: expected an object of device -> station")
+        return doc
+
+    def write_broker_security(self, fleet: str, stations: Mapping[str, str], cloud_ids: Iterable[str]) -> Path:
+        """The dynamic-security config for these devices and cloud identities, and the stations map."""
+        doc = broker_security(fleet, stations, (CLOUD_IDENTITY, *cloud_ids))
+        self.security_file.write_text(json.dumps(doc, indent=1) + "\n")
+        self.stations_file.write_text(json.dumps(dict(sorted(stations.items())), indent=1) + "\n")
+        return self.security_file
+
+    def issue_cloud(self, prefix: str = CLOUD_IDENTITY, ingest_workers: int = CLOUD_WORKERS) -> tuple[str, ...]:
+        """Certificates for one cloud process's connections (and the operator's `cloud` identity)."""
+        ids = cloud_client_ids(prefix, ingest_workers)
+        for cn in (CLOUD_IDENTITY, *ids):
+            self.issue(cn)
+        return ids
+
     def client(self, cn: str) -> Issued:
         return Issued(self.dir / f"{cn}.crt", self.dir / f"{cn}.key")
 
@@ -76,7 +130,7 @@ class Pki:
         """A new CA and cloud signing key; refuses to overwrite an existing CA."""
         if self.ca_cert.exists():
             raise PkiError(f"{self.ca_cert} exists; refusing to replace a CA")
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{fleet_name} CA")])
         now = dt.datetime.now(dt.timezone.utc)
@@ -143,34 +197,45 @@ class Pki:
         return self.issue("broker", server_names=hosts)
 
 
-def acl_text(fleet: str, stations: dict[str, str], cloud_identity: str = CLOUD_IDENTITY) -> str:
-    """A mosquitto ACL: each device (username = cert CN) reaches only its own tree and its station's offers.
+def _acl(kind: str, topic: str) -> dict[str, Any]:
+    return {"acltype": kind, "topic": topic, "priority": 0, "allow": True}
 
-    `stations` maps device id -> station. Patterns cover every device; the per-user lines add the offers.
-    """
-    root = f"{PROTOCOL_ROOT}/{fleet}"
-    lines = [
-        "# Generated by flexedge pki. Devices: own topics only (pattern %u = certificate CN).",
-        f"pattern write {root}/dev/%u/events",
-        f"pattern write {root}/dev/%u/status",
-        f"pattern write {root}/dev/%u/claim",
-        f"pattern write {root}/dev/%u/photo/+",
-        f"pattern read {root}/dev/%u/ack",
-        f"pattern read {root}/dev/%u/claim/result",
-        f"pattern read {root}/dev/%u/route",
-        f"pattern read {root}/dev/%u/cmd",
-        "",
-        f"user {_check_name(cloud_identity, 'cloud identity')}",
-        f"topic readwrite {root}/#",
-    ]
+
+def broker_security(fleet: str, stations: Mapping[str, str], cloud_ids: Iterable[str]) -> dict[str, Any]:
+    """mosquitto dynamic-security config: each device (username = cert CN) publishes on its own uplink topics and
+    subscribes to (and receives) its own downlink topics and its station's offers, literally: no wildcard, no
+    `$share`, nothing of another device. The cloud identities reach the whole fleet tree. Everything else is
+    refused, subscriptions at SUBSCRIBE time."""
+    topics = FleetTopics(fleet)
+    cloud = {"rolename": "cloud", "acls": [
+        _acl("publishClientSend", f"{topics.root}/#"), _acl("publishClientReceive", f"{topics.root}/#"),
+        _acl("subscribePattern", f"{topics.root}/#"), _acl("subscribePattern", f"$share/+/{topics.root}/#")]}
+    roles, clients = [cloud], []
+    for cn in dict.fromkeys(cloud_ids):
+        clients.append({"username": _check_name(cn, "cloud identity"), "roles": [{"rolename": "cloud"}]})
     for device, station in sorted(stations.items()):
-        lines += ["", f"user {_check_name(device, 'device id')}",
-                  f"topic read {root}/station/{_check_name(station, 'station')}/offers"]
-    return "\n".join(lines) + "\n"
+        own = topics.device(_check_name(device, "device id"))
+        inbound = (*own.inbound(), topics.offers(_check_name(station, "station")))
+        acls = [_acl("publishClientSend", topic) for topic in own.outbound()]
+        acls += [_acl(kind, topic) for topic in inbound for kind in ("subscribeLiteral", "publishClientReceive")]
+        roles.append({"rolename": f"device-{device}", "acls": acls})
+        clients.append({"username": device, "roles": [{"rolename": f"device-{device}"}]})
+    return {"defaultACLAccess": {"publishClientSend": False, "publishClientReceive": False, "subscribe": False,
+                                 "unsubscribe": True},
+            "clients": clients, "groups": [], "roles": roles}
 
 
-def mosquitto_tls_config(pki: Pki, acl_path: Path) -> str:
-    """Listener lines for MosquittoBroker(extra_config=...): mutual TLS, identity = CN, the ACL file."""
+def dynsec_plugin() -> Path:
+    """mosquitto's dynamic-security plugin (shipped in Debian's mosquitto package)."""
+    for directory in DYNSEC_PLUGIN_DIRS:
+        for found in sorted(glob.glob(f"{directory}/{DYNSEC_PLUGIN}")):
+            return Path(found)
+    raise PkiError(f"{DYNSEC_PLUGIN} not found in {', '.join(DYNSEC_PLUGIN_DIRS)} (apt-get install mosquitto)")
+
+
+def mosquitto_tls_config(pki: Pki, security_file: Path, plugin: Path | None = None) -> str:
+    """Listener lines for MosquittoBroker(extra_config=...): mutual TLS, username = client id = CN, access by
+    the dynamic-security plugin."""
     broker = pki.client("broker")
     return "\n".join([
         f"cafile {pki.ca_cert}",
@@ -178,6 +243,8 @@ def mosquitto_tls_config(pki: Pki, acl_path: Path) -> str:
         f"keyfile {broker.key_path}",
         "require_certificate true",
         "use_identity_as_username true",
-        f"acl_file {acl_path}",
+        "use_username_as_clientid true",
         "allow_anonymous false",
+        f"plugin {plugin or dynsec_plugin()}",
+        f"plugin_opt_config_file {security_file}",
     ])

@@ -20,6 +20,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from cloud_sync.errors import MessageRejected, PkiError, RejectReason
+from cloud_sync.keyfiles import write_private
 from device.contract.chain import canonical_bytes
 
 # RFC 8410 DER of an Ed25519 key: a fixed header, then the 32 key bytes (the private key's is its seed).
@@ -117,6 +118,5 @@ class Verifier:
 
 
 def write_signing_key(signer: Signer, private_path: Path, public_path: Path) -> None:
-    private_path.write_bytes(_pem(PRIVATE_KEY_DER_HEADER, bytes(signer.private_key)))
-    private_path.chmod(0o600)
+    write_private(Path(private_path), _pem(PRIVATE_KEY_DER_HEADER, bytes(signer.private_key)))
     public_path.write_bytes(_pem(PUBLIC_KEY_DER_HEADER, bytes(signer.public_key)))

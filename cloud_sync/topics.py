@@ -8,9 +8,13 @@ INGEST_SHARE_GROUP = "ingest"  # MQTT 5 shared subscription group of the cloud's
 DISPATCH_SHARE_GROUP = "dispatch"
 
 
+def topic_level_ok(value: str) -> bool:
+    """A topic level taken from config, a certificate or a payload must not smuggle in wildcards or separators."""
+    return bool(value) and not any(c in value for c in "/+#\x00") and not value.startswith("$")
+
+
 def _segment(value: str, what: str) -> str:
-    """A topic level taken from config or a certificate must not smuggle in wildcards or separators."""
-    if not value or any(c in value for c in "/+#\x00") or value.startswith("$"):
+    if not topic_level_ok(value):
         raise ValueError(f"{what} {value!r} cannot be an MQTT topic level")
     return value
 
@@ -47,7 +51,7 @@ class FleetTopics:
         if not topic.startswith(prefix):
             return None
         device, _, _ = topic[len(prefix):].partition("/")
-        return device or None
+        return device if topic_level_ok(device) else None
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,10 @@ class DeviceTopics:
 
     def photo(self, photo_id: str) -> str:
         return f"{self.base}/photo/{_segment(photo_id, 'photo id')}"
+
+    def outbound(self) -> tuple[str, ...]:
+        """What a device publishes on (topic filters: photos come one topic per photo)."""
+        return (self.events, self.status, self.claim, f"{self.base}/photo/+")
 
     def inbound(self) -> tuple[str, ...]:
         """What a device subscribes to on its own tree (its station's offers come on top)."""

@@ -39,7 +39,7 @@ def retention_policy(config: Config) -> RetentionPolicy:
 
 
 def open_store(config: Config, data_dir: Path) -> EventStore:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the agent's records and keys: its user's only
     return EventStore(store_path(data_dir), retention_policy(config))
 
 

@@ -16,7 +16,7 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from cloud_sync.cloud import CloudDb
+from cloud_sync.cloud import CloudDb, CloudSettings
 from cloud_sync.device_sync import DeviceSync
 from cloud_sync.errors import RejectReason
 from cloud_sync.messages import ClaimStatus, Command, EventBatch, Offers, RouteAssignment, encode
@@ -187,7 +187,7 @@ def _presence(db: CloudDb, device: str) -> str | None:
 
 def test_fifty_devices_race_for_ten_blocks(tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path) -> None:
     """Every device claims every block at once: one winner per block, an answer for every claim, the route
-    goes to the winner."""
+    goes to the winner, no device holds more blocks than the cloud allows."""
     devices = [d for d in fleet.devices if d.startswith("sim-")]
     blocks = [a_block(f"B{n:02d}") for n in range(10)]
     cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db", workers=1)
@@ -219,13 +219,15 @@ def test_fifty_devices_race_for_ten_blocks(tls_broker: MosquittoBroker, fleet: F
     for n, block in enumerate(blocks):
         statuses = [device_results[n].status for device_results in results]
         assert statuses.count(ClaimStatus.GRANTED) == 1, block.id
-        assert statuses.count(ClaimStatus.TAKEN) == 49
+        assert statuses.count(ClaimStatus.TAKEN) + statuses.count(ClaimStatus.LIMIT_REACHED) == 49
         winner = devices[statuses.index(ClaimStatus.GRANTED)]
         assert winners_in_db[block.id] == winner
         assert any(isinstance(i, RouteAssignment) and i.route.block_id == block.id for i in inboxes[winner])
     for device, sync in zip(devices, syncs):
         assert sync.counters.rejected == Counter()
         assert any(isinstance(i, Offers) and i.station == STATION for i in inboxes[device])
+    held = Counter(winner for winner in winners_in_db.values())
+    assert max(held.values()) <= CloudSettings.max_open_blocks
 
 
 def _drain_inbox(sync: DeviceSync) -> list:

@@ -32,7 +32,7 @@ from cloud_sync.messages import (
     RouteAssignment,
     decode_json,
 )
-from cloud_sync.pki import Pki, acl_text
+from cloud_sync.pki import Pki, broker_security
 from cloud_sync.signing import Signer, Verifier
 from cloud_sync.sync_settings import SyncSettings
 from cloud_sync.topics import FleetTopics
@@ -218,12 +218,18 @@ def test_pki_issues_device_and_broker_certificates(tmp_path: Path) -> None:
             pki.issue(bad)
 
 
-def test_acl_gives_devices_their_own_tree_and_station() -> None:
-    acl = acl_text("demo", {"van-1": "DXX1"})
-    assert "pattern write flex/v1/demo/dev/%u/events" in acl
-    assert "pattern read flex/v1/demo/dev/%u/route" in acl
-    assert "user van-1\ntopic read flex/v1/demo/station/DXX1/offers" in acl
-    assert "user cloud\ntopic readwrite flex/v1/demo/#" in acl
+def test_broker_security_gives_devices_their_own_tree_and_station() -> None:
+    doc = broker_security("demo", {"van-1": "DXX1"}, ("cloud", "cloud-dispatch"))
+    roles = {role["rolename"]: {(a["acltype"], a["topic"]) for a in role["acls"]} for role in doc["roles"]}
+    device = roles["device-van-1"]
+    assert ("publishClientSend", "flex/v1/demo/dev/van-1/events") in device
+    assert ("subscribeLiteral", "flex/v1/demo/dev/van-1/route") in device
+    assert ("subscribeLiteral", "flex/v1/demo/station/DXX1/offers") in device
+    assert not any(kind == "subscribePattern" or "#" in topic or "$" in topic for kind, topic in device)
+    assert ("subscribePattern", "$share/+/flex/v1/demo/#") in roles["cloud"]
+    assert {c["username"]: c["roles"][0]["rolename"] for c in doc["clients"]} == {
+        "cloud": "cloud", "cloud-dispatch": "cloud", "van-1": "device-van-1"}
+    assert doc["defaultACLAccess"]["subscribe"] is False
 
 
 def test_pki_cli_provisions_a_unit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -235,7 +241,9 @@ def test_pki_cli_provisions_a_unit(tmp_path: Path, capsys: pytest.CaptureFixture
     assert cli_main(["pki", "mosquitto", "--dir", str(tmp_path), "--fleet", "demo", "--device", "van-0042=DXX1"]) == 0
     out = capsys.readouterr().out
     assert "require_certificate true" in out and "use_identity_as_username true" in out
-    assert "user van-0042" in (tmp_path / "acl").read_text()
+    assert "use_username_as_clientid true" in out and "mosquitto_dynamic_security.so" in out
+    assert json.loads((tmp_path / "stations.json").read_text()) == {"van-0042": "DXX1"}
+    assert "van-0042" in (tmp_path / "dynamic-security.json").read_text()
     assert cli_main(["pki", "device", "--dir", str(tmp_path), "bad/name"]) == 2
 
 
@@ -328,7 +336,7 @@ def test_exactly_one_grant_under_concurrent_claims(tmp_path: Path) -> None:
     def worker(k: int) -> None:
         db = CloudDb(path)
         for n in range(5):
-            status, _, _ = db.grant(f"B{n}", f"van-{k}")
+            status, _, _ = db.grant(f"B{n}", f"van-{k}", "DXX1", max_open=5)
             with lock:
                 results.append((f"B{n}", f"van-{k}", status))
         db.close()
@@ -342,8 +350,8 @@ def test_exactly_one_grant_under_concurrent_claims(tmp_path: Path) -> None:
     for n in range(5):
         granted = [dev for block, dev, status in results if block == f"B{n}" and status is ClaimStatus.GRANTED]
         assert granted == [winners[f"B{n}"]]
-    assert setup.grant("B0", winners["B0"])[0] is ClaimStatus.GRANTED  # a retry by the winner is still a win
-    assert setup.grant("nope", "van-1")[0] is ClaimStatus.UNKNOWN_BLOCK
+    assert setup.grant("B0", winners["B0"], "DXX1", 5)[0] is ClaimStatus.GRANTED  # a retry by the winner still wins
+    assert setup.grant("nope", "van-1", "DXX1", 5)[0] is ClaimStatus.UNKNOWN_BLOCK
     version, open_blocks = setup.open_blocks("DXX1")
     assert open_blocks == [] and setup.open_blocks("DXX1")[0] > version  # each republish outranks the last
 

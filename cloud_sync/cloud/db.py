@@ -23,10 +23,10 @@ from typing import Any
 import orjson
 
 from cloud_sync.cloud.clock import ClockFlag, ClockStamp, check_clock
-from cloud_sync.errors import SyncError
+from cloud_sync.errors import MessageRejected, RejectReason, SyncError
 from cloud_sync.messages import ClaimStatus, EventBatch, PhotoChunk
 from device.contract.chain import GENESIS_HASH, canonical_bytes, hash_body
-from device.contract.domain import Block, Route
+from device.contract.domain import Block, EventType, Route
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,13 @@ CREATE TABLE IF NOT EXISTS blocks (
     route_version INTEGER NOT NULL, winner TEXT, granted_at REAL
 );
 CREATE TABLE IF NOT EXISTS stations (station TEXT PRIMARY KEY, offers_version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS completed_blocks (id TEXT PRIMARY KEY, device TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS photo_chunks (
     device TEXT NOT NULL, photo_id TEXT NOT NULL, seq INTEGER NOT NULL, total INTEGER NOT NULL,
-    sha256 TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (device, photo_id, seq)
+    sha256 TEXT NOT NULL, data BLOB NOT NULL, received_at REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (device, photo_id, seq)
 );
+CREATE INDEX IF NOT EXISTS photo_chunks_age ON photo_chunks (received_at);
 -- A complete photo: the file lives in the photo folder (path), the row ties it to its device, block, stop and
 -- the photo.checked event that recorded it, and says whether its sha256 matches the one in that event.
 CREATE TABLE IF NOT EXISTS photo_files (
@@ -104,6 +107,15 @@ class StoredPhoto:
 
 
 @dataclass(frozen=True)
+class PhotoLimits:
+    """What the cloud keeps of photos still coming in, per device: chunks of a photo that never completes
+    are dropped after `max_age_s`; a device holding `max_pending_bytes` of incomplete photos gets no more."""
+
+    max_age_s: float = 24 * 3600.0
+    max_pending_bytes: int = 128 * 1024 * 1024  # two of the largest photos the contract allows
+
+
+@dataclass(frozen=True)
 class IngestResult:
     stored: int
     duplicates: int
@@ -138,6 +150,9 @@ class CloudDb:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")  # an ack promises the events are on disk
             self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            columns = {row[1] for row in self.conn.execute("PRAGMA table_info(photo_chunks)")}
+            if columns and "received_at" not in columns:  # a database made before chunks had an age
+                self.conn.execute("ALTER TABLE photo_chunks ADD COLUMN received_at REAL NOT NULL DEFAULT 0")
             self.conn.executescript(SCHEMA)
             self.lock = threading.Lock()
         except sqlite3.Error as exc:
@@ -168,6 +183,10 @@ class CloudDb:
                              batch.batch_id, now))
                 if cur.rowcount == 1:
                     stored += 1
+                    if event["type"] == EventType.BLOCK_COMPLETED.value and isinstance(event.get("block"), str):
+                        cur.execute("INSERT OR IGNORE INTO completed_blocks (id, device, at) "
+                                    "SELECT id, ?, ? FROM blocks WHERE id = ? AND winner = ?",
+                                    (device, now, event["block"], device))
                     continue
                 row = cur.execute("SELECT device, seq FROM events WHERE id = ?", (event["id"],)).fetchone()
                 if row == (device, event["seq"]):
@@ -254,17 +273,35 @@ class CloudDb:
             log.warning("clock flag %s for %s seq %d: %s", flag.kind.value, device, flag.seq, flag.detail())
         return cur.rowcount
 
-    def store_photo_chunk(self, device: str, chunk: PhotoChunk) -> StoredPhoto | None:
+    def expire_photo_chunks(self, max_age_s: float, now: float | None = None) -> int:
+        """Drop the chunks of photos that stayed incomplete longer than `max_age_s` (any device's); how many."""
+        now = time.time() if now is None else now
+        with self._transaction() as cur:
+            cur.execute("DELETE FROM photo_chunks WHERE received_at < ?", (now - max_age_s,))
+            expired = cur.rowcount
+        if expired:
+            log.warning("dropped %d chunks of photos incomplete for more than %.0f s", expired, max_age_s)
+        return expired
+
+    def store_photo_chunk(self, device: str, chunk: PhotoChunk, limits: PhotoLimits = PhotoLimits(),
+                          now: float | None = None) -> StoredPhoto | None:
         """Keep a chunk (idempotent); once all are here, write the photo's file and check it against its event.
-        Returns the stored photo when this chunk completed it."""
-        now = time.time()
+        Returns the stored photo when this chunk completed it. A chunk beyond the device's quota of incomplete
+        photos is refused (MessageRejected QUOTA: not acked, the device tries again later)."""
+        now = time.time() if now is None else now
         with self._transaction() as cur:
             if cur.execute("SELECT 1 FROM photo_files WHERE device = ? AND photo_id = ?",
                            (device, chunk.photo_id)).fetchone():
                 return None  # a resent chunk of a finished photo
-            cur.execute("INSERT OR IGNORE INTO photo_chunks (device, photo_id, seq, total, sha256, data) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (device, chunk.photo_id, chunk.seq, chunk.total, chunk.sha256, chunk.data))
+            pending = cur.execute("SELECT COALESCE(SUM(LENGTH(data)), 0) FROM photo_chunks WHERE device = ?",
+                                  (device,)).fetchone()[0]
+            held = cur.execute("SELECT 1 FROM photo_chunks WHERE device = ? AND photo_id = ? AND seq = ?",
+                               (device, chunk.photo_id, chunk.seq)).fetchone()
+            if held is None and pending + len(chunk.data) > limits.max_pending_bytes:
+                raise MessageRejected(RejectReason.QUOTA, f"{device} holds {pending} bytes of incomplete photos")
+            cur.execute("INSERT OR IGNORE INTO photo_chunks (device, photo_id, seq, total, sha256, data, received_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (device, chunk.photo_id, chunk.seq, chunk.total, chunk.sha256, chunk.data, now))
             rows = cur.execute("SELECT seq, data FROM photo_chunks WHERE device = ? AND photo_id = ? AND total = ? "
                                "AND sha256 = ? ORDER BY seq", (device, chunk.photo_id, chunk.total,
                                                                 chunk.sha256)).fetchall()
@@ -330,6 +367,11 @@ class CloudDb:
                     "SELECT 1 FROM photo_files WHERE device = ? AND photo_id = ? AND status = ?",
                     (device, photo_id, PhotoStatus.AWAITING_EVENT.value)).fetchone():
                 self._link_photo(cur, device, photo_id, now)
+
+    def pending_photo_bytes(self, device: str) -> int:
+        """Bytes of the device's incomplete photos held (what its quota counts)."""
+        rows = self._read("SELECT COALESCE(SUM(LENGTH(data)), 0) FROM photo_chunks WHERE device = ?", (device,))
+        return int(rows[0][0])
 
     def photo(self, device: str, photo_id: str) -> tuple[str, bytes] | None:
         """(sha256, bytes) of a complete photo, read from its file."""
@@ -417,16 +459,26 @@ class CloudDb:
                                (station,)).fetchall()
         return version, [Block.from_dict(json.loads(body)) for (body,) in rows]
 
-    def grant(self, block_id: str, device: str) -> tuple[ClaimStatus, Block | None, Route | None]:
-        """Exactly one device wins a block: the conditional UPDATE inside one write transaction decides."""
+    def grant(self, block_id: str, device: str, station: str | None, max_open: int
+              ) -> tuple[ClaimStatus, Block | None, Route | None]:
+        """Exactly one device wins a block: the conditional UPDATE inside one write transaction decides. A
+        device wins only blocks of its own `station` (None: a device the cloud does not know) and holds at
+        most `max_open` blocks it has not completed."""
         with self._transaction() as cur:
-            row = cur.execute("SELECT body, route FROM blocks WHERE id = ?", (block_id,)).fetchone()
+            row = cur.execute("SELECT station, body, route, winner FROM blocks WHERE id = ?", (block_id,)).fetchone()
             if row is None:
                 return ClaimStatus.UNKNOWN_BLOCK, None, None
-            cur.execute("UPDATE blocks SET winner = ?, granted_at = ? WHERE id = ? AND winner IS NULL",
-                        (device, time.time(), block_id))
+            if row[0] != station:
+                return ClaimStatus.WRONG_STATION, None, None
+            if row[3] is None:
+                held = cur.execute("SELECT COUNT(*) FROM blocks WHERE winner = ? AND id NOT IN "
+                                   "(SELECT id FROM completed_blocks)", (device,)).fetchone()[0]
+                if held >= max_open:
+                    return ClaimStatus.LIMIT_REACHED, None, None
+                cur.execute("UPDATE blocks SET winner = ?, granted_at = ? WHERE id = ? AND winner IS NULL",
+                            (device, time.time(), block_id))
             winner = cur.execute("SELECT winner FROM blocks WHERE id = ?", (block_id,)).fetchone()[0]
-        block, route = Block.from_dict(json.loads(row[0])), Route.from_dict(json.loads(row[1]))
+        block, route = Block.from_dict(json.loads(row[1])), Route.from_dict(json.loads(row[2]))
         return (ClaimStatus.GRANTED if winner == device else ClaimStatus.TAKEN), block, route
 
     def winners(self) -> dict[str, str | None]:

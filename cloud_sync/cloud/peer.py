@@ -17,16 +17,16 @@ import logging
 import threading
 from collections import Counter
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Coroutine, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, Mapping, TypeVar
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud_sync.cloud.db import CloudDb, CloudDbError, PhotoStatus, StoredPhoto
+from cloud_sync.cloud.db import CloudDb, CloudDbError, PhotoLimits, PhotoStatus, StoredPhoto
 from cloud_sync.connection import Backoff, BrokerSettings, make_client, release
 from cloud_sync.errors import MessageRejected, RejectReason
 from cloud_sync.messages import (
@@ -42,6 +42,7 @@ from cloud_sync.messages import (
     RouteAssignment,
     encode,
 )
+from cloud_sync.pki import CLOUD_IDENTITY, cloud_client_ids
 from cloud_sync.signing import Signer
 from cloud_sync.topics import DISPATCH_SHARE_GROUP, INGEST_SHARE_GROUP, FleetTopics
 from device.contract.domain import Block, Route, new_event_id
@@ -50,24 +51,31 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+Credentials = Callable[[str], BrokerSettings]  # client id -> broker settings with that identity's certificate
+
+
 @dataclass(frozen=True)
 class CloudSettings:
     fleet: str
     db_path: Path
     ingest_workers: int = 1
     dispatch: bool = True
-    client_prefix: str = "cloud"  # client ids: {prefix}-ingest-{n}, {prefix}-dispatch
+    client_prefix: str = CLOUD_IDENTITY  # client ids = certificate CNs: cloud_client_ids(prefix, workers)
     photo_dir: Path | None = None  # photo files; None: beside the database (db.default_photo_dir)
     backoff: Backoff = Backoff(initial_s=0.1, maximum_s=5.0)
+    stations: Mapping[str, str] = field(default_factory=dict)  # device -> its station: it claims blocks there only
+    max_open_blocks: int = 2  # blocks a device holds at once (granted, no block.completed event yet)
+    photo_limits: PhotoLimits = PhotoLimits()
 
 
 class CloudPeer:
     """`await run()` until `stop()`; the dispatch API (`add_block`, `revise_route`, `send_command`) is awaited
     on the same loop. `counters` for tests and status views."""
 
-    def __init__(self, settings: CloudSettings, broker: BrokerSettings, signer: Signer) -> None:
+    def __init__(self, settings: CloudSettings, credentials: Credentials, signer: Signer) -> None:
+        """`credentials(client_id)`: the broker binds each client id to the certificate of that name."""
         self.settings = settings
-        self.broker = broker
+        self.credentials = credentials
         self.signer = signer
         self.fleet = FleetTopics(settings.fleet)
         self.counters: Counter[str] = Counter()
@@ -80,10 +88,9 @@ class CloudPeer:
     # --- running ---------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        workers = [self._worker(f"{self.settings.client_prefix}-ingest-{n}", self._ingest_session)
-                   for n in range(self.settings.ingest_workers)]
-        if self.settings.dispatch:
-            workers.append(self._worker(f"{self.settings.client_prefix}-dispatch", self._dispatch_session))
+        ids = cloud_client_ids(self.settings.client_prefix, self.settings.ingest_workers, self.settings.dispatch)
+        workers = [self._worker(client_id, self._dispatch_session if client_id.endswith("-dispatch")
+                                else self._ingest_session) for client_id in ids]
         self._expected = len(workers)
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(w) for w in workers]
@@ -100,7 +107,7 @@ class CloudPeer:
         try:
             delays = self.settings.backoff.delays()
             while True:
-                client = make_client(self.broker, client_id, persistent=False)
+                client = make_client(self.credentials(client_id), client_id, persistent=False)
                 try:
                     async with client:
                         delays = self.settings.backoff.delays()
@@ -120,9 +127,28 @@ class CloudPeer:
             if self._subscribed >= self._expected:
                 self.ready.set()
 
-    def _reject(self, topic: str, exc: MessageRejected) -> None:
-        self.counters[f"rejected.{exc.reason.value}"] += 1
-        log.warning("cloud rejected message on %s: %s", topic, exc)
+    async def _guarded(self, topic: str, handle: Awaitable[T]) -> T | None:
+        """The one reject path of every inbound channel: whatever a payload makes its handler raise becomes a
+        counted, logged reject, and the session goes on. A database failure is logged and not acked (the
+        device resends). Only a lost broker connection ends the session (the worker reconnects)."""
+        try:
+            return await handle
+        except MessageRejected as exc:
+            self._reject(topic, exc.reason, str(exc))
+        except CloudDbError as exc:
+            self.counters["db_errors"] += 1
+            log.error("cloud database error on %s, not acked (the device will resend): %s", topic, exc)
+        except aiomqtt.MqttError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - nothing a peer sends may end the cloud
+            self._reject(topic, RejectReason.MALFORMED, f"{type(exc).__name__}: {exc}")
+            log.debug("handler failure on %s", topic, exc_info=True)
+        return None
+
+    def _reject(self, topic: str, reason: RejectReason, detail: str) -> None:
+        self.counters["rejected"] += 1
+        self.counters[f"rejected.{reason.value}"] += 1
+        log.warning("cloud rejected message on %.200s: %.300s", topic, detail)
 
     # --- ingest ------------------------------------------------------------------------------------
 
@@ -134,25 +160,21 @@ class CloudPeer:
         acks: set[asyncio.Task[None]] = set()
         async for message in client.messages:
             topic = message.topic.value
-            device = self.fleet.device_of(topic)
-            try:
-                if device is None:
-                    raise MessageRejected(RejectReason.UNEXPECTED_TOPIC, topic)
-                payload = bytes(message.payload)  # type: ignore[arg-type]
-                if topic.endswith("/events"):
-                    ack = await self._ingest_batch(db, device, payload)
-                else:
-                    ack = await self._ingest_photo_chunk(db, device, topic, payload)
-            except MessageRejected as exc:
-                self._reject(topic, exc)
-                continue
-            except CloudDbError as exc:
-                log.error("ingest from %s failed, not acked (the device will resend): %s", device, exc)
+            stored = await self._guarded(topic, self._ingest(db, topic, message.payload))
+            if stored is None:
                 continue
             # Not awaited in line: the next batch is stored while this ack's PUBACK is on its way.
-            task = asyncio.create_task(self._publish_ack(client, device, ack))
+            task = asyncio.create_task(self._publish_ack(client, *stored))
             acks.add(task)
             task.add_done_callback(acks.discard)
+
+    async def _ingest(self, db: CloudDb, topic: str, payload: Any) -> tuple[str, BatchAck]:
+        device = self.fleet.device_of(topic)
+        if device is None:
+            raise MessageRejected(RejectReason.UNEXPECTED_TOPIC, topic)
+        if topic.endswith("/events"):
+            return device, await self._ingest_batch(db, device, _payload_bytes(payload))
+        return device, await self._ingest_photo_chunk(db, device, topic, _payload_bytes(payload))
 
     async def _ingest_batch(self, db: CloudDb, device: str, payload: bytes) -> BatchAck:
         batch = EventBatch.from_payload(payload)
@@ -170,7 +192,9 @@ class CloudPeer:
         chunk = PhotoChunk.from_payload(payload)
         if topic != self.fleet.device(device).photo(chunk.photo_id):
             raise MessageRejected(RejectReason.UNEXPECTED_TOPIC, f"chunk of {chunk.photo_id!r:.40} on {topic}")
-        stored = await asyncio.to_thread(db.store_photo_chunk, device, chunk)
+        limits = self.settings.photo_limits
+        self.counters["photo_chunks_expired"] += await asyncio.to_thread(db.expire_photo_chunks, limits.max_age_s)
+        stored = await asyncio.to_thread(db.store_photo_chunk, device, chunk, limits)
         self.counters["photo_chunks"] += 1
         if stored is not None:
             self._on_photo_complete(stored)
@@ -199,37 +223,35 @@ class CloudPeer:
         try:
             async for message in client.messages:
                 topic = message.topic.value
-                try:
-                    if topic.endswith("/status"):
-                        await self._on_status(db, topic, bytes(message.payload))  # type: ignore[arg-type]
-                    else:
-                        await self._on_claim(client, db, topic, bytes(message.payload),  # type: ignore[arg-type]
-                                             message.properties)
-                except MessageRejected as exc:
-                    self._reject(topic, exc)
-                except CloudDbError as exc:
-                    log.error("dispatch database error on %s: %s", topic, exc)
+                if topic.endswith("/status"):
+                    await self._guarded(topic, self._on_status(db, topic, message.payload))
+                else:
+                    await self._guarded(topic, self._on_claim(client, db, topic, message.payload, message.properties))
         finally:
             self._dispatch_client = None
 
-    async def _on_status(self, db: CloudDb, topic: str, payload: bytes) -> None:
+    async def _on_status(self, db: CloudDb, topic: str, payload: Any) -> None:
         device = self.fleet.device_of(topic)
         if device is None or not payload:
-            return
-        status = DeviceStatus.from_payload(payload)
+            return  # a cleared retained status
+        status = DeviceStatus.from_payload(_payload_bytes(payload))
+        if status.device != device:  # the topic is the authenticated identity
+            raise MessageRejected(RejectReason.WRONG_DEVICE, f"status says {status.device!r:.40}")
         await asyncio.to_thread(db.record_status, device, {"state": status.state.value, "ts": status.ts,
                                                            "outbox_depth": status.outbox_depth,
                                                            "last_ack_seq": status.last_ack_seq,
                                                            "version": status.version, "position": status.position,
                                                            "storage": status.storage})
 
-    async def _on_claim(self, client: aiomqtt.Client, db: CloudDb, topic: str, payload: bytes,
+    async def _on_claim(self, client: aiomqtt.Client, db: CloudDb, topic: str, payload: Any,
                         props: Properties | None) -> None:
         device = self.fleet.device_of(topic)
         if device is None:
             raise MessageRejected(RejectReason.UNEXPECTED_TOPIC, topic)
-        request = ClaimRequest.from_payload(payload)
-        status, block, route = await asyncio.to_thread(db.grant, request.block_id, device)
+        request = ClaimRequest.from_payload(_payload_bytes(payload))
+        status, block, route = await asyncio.to_thread(db.grant, request.block_id, device,
+                                                       self.settings.stations.get(device),
+                                                       self.settings.max_open_blocks)
         self.counters[f"claims.{status.value}"] += 1
         result = ClaimResult(request.block_id, request.request_id, device, status)
         reply = Properties(PacketTypes.PUBLISH)
@@ -283,6 +305,13 @@ class CloudPeer:
                           datetime.now(timezone.utc) + timedelta(seconds=ttl_s))
         await client.publish(self.fleet.device(device).cmd, encode(self.signer.sign(command.to_body())), qos=1)
         return command
+
+
+def _payload_bytes(payload: Any) -> bytes:
+    """aiomqtt hands over bytes for every payload a client sends; anything else is no payload of ours."""
+    if not isinstance(payload, (bytes, bytearray)):
+        raise MessageRejected(RejectReason.SCHEMA, f"payload of type {type(payload).__name__}")
+    return bytes(payload)
 
 
 class CloudThread:

@@ -5,8 +5,9 @@
     flexedge cloud photos --db cloud.sqlite [--json]     # the proof photos it holds, one line each
     flexedge cloud user add NAME --role operator|manager [--station S] --accounts FILE
 
-`--pki DIR` takes ca.crt, cloud.crt/.key and signing.key from a `flexedge pki` directory. `--blocks` offers
-blocks at start: a JSON list of {"block": {...}, "route": {...}}.
+`--pki DIR` takes ca.crt, the certificate of each connection (CN = client id, `flexedge pki cloud`),
+signing.key and the stations map (device -> station: a device claims blocks of its own station only) from a
+`flexedge pki` directory. `--blocks` offers blocks at start: a JSON list of {"block": {...}, "route": {...}}.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 from cloud_sync.cloud.db import CloudDb
-from cloud_sync.cloud.peer import CloudPeer, CloudSettings
+from cloud_sync.cloud.peer import CloudPeer, CloudSettings, Credentials
 from cloud_sync.cloud.web import actions as web_actions
 from cloud_sync.cloud.web import cli as web_cli
 from cloud_sync.cloud.web.accounts import AccountError
@@ -44,7 +45,10 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--fleet", help="fleet name (default: device.fleet of the config)")
     p.add_argument("--workers", type=int, default=1, help="ingest workers sharing $share/ingest")
     p.add_argument("--no-dispatch", action="store_true", help="ingest only (another process dispatches)")
-    p.add_argument("--client-prefix", default="cloud", help="MQTT client id prefix (unique per process)")
+    p.add_argument("--client-prefix", default=CLOUD_IDENTITY,
+                   help="MQTT client id prefix (unique per process; the certificates are named after the ids)")
+    p.add_argument("--max-open-blocks", type=int, default=CloudSettings.max_open_blocks,
+                   help="blocks one device may hold at once")
     p.add_argument("--blocks", type=Path, help="JSON list of {block, route} to offer at start")
     web_cli.add_http_arguments(p)
     p.set_defaults(func=run)
@@ -89,34 +93,46 @@ def list_photos(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     ctx = load_context(args)
     host, _, port = args.broker.rpartition(":")
+    stations: dict[str, str] = {}
     try:
         if args.db is None:
             raise SyncError("--db FILE is required")
+        credentials: Credentials
         if args.plain:
-            broker = BrokerSettings(host or "127.0.0.1", int(port))
+            plain = BrokerSettings(host or "127.0.0.1", int(port))
+            credentials = lambda client_id: plain  # noqa: E731
             signer = Signer.from_pem_file(args.pki / "signing.key") if args.pki else Signer.generate()
         else:
             if args.pki is None:
                 raise SyncError("--pki DIR is required with TLS (or pass --plain)")
-            pki = Pki(args.pki)
-            identity = pki.client(CLOUD_IDENTITY)
-            broker = BrokerSettings(host or "127.0.0.1", int(port), str(pki.ca_cert), str(identity.cert_path),
-                                    str(identity.key_path))
-            signer = Signer.from_pem_file(pki.signing_key)
+            credentials = _pki_credentials(Pki(args.pki), host or "127.0.0.1", int(port))
+            signer = Signer.from_pem_file(Pki(args.pki).signing_key)
+        if args.pki is not None:
+            stations = Pki(args.pki).stations()
         blocks = _load_blocks(args.blocks) if args.blocks else []
         http = web_cli.http_settings(args, args.pki)
     except (SyncError, ValueError, AccountError) as exc:
         print(f"flexedge cloud: {exc}")
         return 2
+    if not stations:
+        log.warning("no stations map (stations.json in the PKI directory): every claim will be refused")
     settings = CloudSettings(fleet=args.fleet or ctx.config.device.fleet, db_path=args.db,
                              ingest_workers=args.workers, dispatch=not args.no_dispatch,
-                             client_prefix=args.client_prefix, photo_dir=args.photo_dir)
-    return asyncio.run(_serve(settings, broker, signer, blocks, http))
+                             client_prefix=args.client_prefix, photo_dir=args.photo_dir, stations=stations,
+                             max_open_blocks=args.max_open_blocks)
+    return asyncio.run(_serve(settings, credentials, signer, blocks, http))
 
 
-async def _serve(settings: CloudSettings, broker: BrokerSettings, signer: Signer,
+def _pki_credentials(pki: Pki, host: str, port: int) -> Credentials:
+    def credentials(client_id: str) -> BrokerSettings:
+        issued = pki.client(client_id)
+        return BrokerSettings(host, port, str(pki.ca_cert), str(issued.cert_path), str(issued.key_path))
+    return credentials
+
+
+async def _serve(settings: CloudSettings, credentials: Credentials, signer: Signer,
                  blocks: list[tuple[Block, Route]], http: HttpSettings | None = None) -> int:
-    peer = CloudPeer(settings, broker, signer)
+    peer = CloudPeer(settings, credentials, signer)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, peer.stop)

@@ -64,7 +64,7 @@ def check_config(path: Path | None) -> CheckResult:
 def check_data_dir(data_dir: Path, min_free_bytes: int) -> CheckResult:
     """The directory exists or can be made, a file can be written and fsynced there, and space is left."""
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=data_dir, prefix=".selftest-") as probe:
             probe.write(b"flexedge selftest\n")
             probe.flush()

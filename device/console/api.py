@@ -94,6 +94,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
         doc = json.loads(await request.read())
     except (ValueError, UnicodeDecodeError) as exc:
         raise _bad(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _bad("body is nested too deeply") from None
     if not isinstance(doc, dict):
         raise _bad("body must be a JSON object")
     return doc

@@ -3,25 +3,31 @@
 The code and the paired tokens live in one small JSON file in the data directory, so `flexedge console pair`
 (another process) can make a new code while the agent runs. Only SHA-256 hashes of tokens are stored: the
 file leaks no usable token. A code is single-use and burnt after a few wrong guesses or when it expires.
+Every read-modify-write of the file holds an exclusive lock (flock on a lock file beside it), so parallel
+guesses from threads or processes are counted one by one, and each save writes its own temporary file.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
 import logging
 import os
 import secrets
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from device.config import ConsoleSection
 
 log = logging.getLogger(__name__)
 
 PAIRING_FILE = "console-pairing.json"
+LOCK_FILE = "console-pairing.lock"
 CODE_DIGITS = 6
 
 
@@ -40,10 +46,16 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _same(a: str, b: str) -> bool:
+    """Constant-time comparison of any two texts (hmac.compare_digest refuses non-ASCII str)."""
+    return hmac.compare_digest(a.encode("utf-8", "surrogateescape"), b.encode("utf-8", "surrogateescape"))
+
+
 class Pairing:
     def __init__(self, data_dir: Path, settings: PairingSettings = PairingSettings(),
                  clock: Callable[[], float] = time.time) -> None:
         self.path = data_dir / PAIRING_FILE
+        self.lock_path = data_dir / LOCK_FILE
         self.settings = settings
         self._clock = clock
 
@@ -69,17 +81,35 @@ class Pairing:
         return doc
 
     def _save(self, doc: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh)
-        os.replace(tmp, self.path)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{PAIRING_FILE}.", suffix=".tmp")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(doc, fh)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One read-modify-write at a time, across threads and processes."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     # --- codes -----------------------------------------------------------------------------------------
 
     def new_code(self) -> str:
         """A fresh code (the previous one stops working); paired browsers stay paired."""
+        with self._locked():
+            return self._new_code()
+
+    def _new_code(self) -> str:
         doc = self._load()
         code = f"{secrets.randbelow(10 ** CODE_DIGITS):0{CODE_DIGITS}d}"
         doc.update(code=code, expires=self._clock() + self.settings.code_ttl_s, attempts=0)
@@ -89,16 +119,21 @@ class Pairing:
 
     def current_code(self) -> str:
         """The valid code, or a new one when there is none (what the cab screen shows)."""
-        doc = self._load()
-        if doc.get("code") and doc.get("expires", 0) > self._clock():
-            return str(doc["code"])
-        return self.new_code()
+        with self._locked():
+            doc = self._load()
+            if doc.get("code") and doc.get("expires", 0) > self._clock():
+                return str(doc["code"])
+            return self._new_code()
 
     def pair(self, code: str) -> str:
         """Trade the code for a token; raises PairingError (and counts the attempt) when it is not valid."""
+        with self._locked():
+            return self._pair(code)
+
+    def _pair(self, code: str) -> str:
         doc = self._load()
         valid = doc.get("code") and doc.get("expires", 0) > self._clock()
-        if not valid or not hmac.compare_digest(str(doc["code"]), code):
+        if not valid or not _same(str(doc["code"]), code):
             if valid:
                 doc["attempts"] = doc.get("attempts", 0) + 1
                 if doc["attempts"] >= self.settings.max_attempts:
@@ -114,14 +149,15 @@ class Pairing:
         return token
 
     def valid(self, token: str | None) -> bool:
-        if not token:
+        if not token or not token.isascii():  # tokens are URL-safe base64; a header may carry any byte
             return False
         digest = _hash(token)
         return any(hmac.compare_digest(digest, known) for known in self._load().get("tokens", []))
 
     def revoke_all(self) -> int:
-        doc = self._load()
-        count = len(doc.get("tokens", []))
-        doc["tokens"] = []
-        self._save(doc)
-        return count
+        with self._locked():
+            doc = self._load()
+            count = len(doc.get("tokens", []))
+            doc["tokens"] = []
+            self._save(doc)
+            return count

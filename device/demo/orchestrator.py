@@ -29,7 +29,7 @@ import numpy as np
 
 from cloud_sync.cloud.db import default_photo_dir
 from cloud_sync.cloud.peer import CloudPeer, CloudSettings
-from cloud_sync.pki import CLOUD_IDENTITY, Pki
+from cloud_sync.pki import Pki
 from device.demo.scenario import DEPOT, STATION, Scenario, make_scenario
 from device.testbench.broker import MosquittoBroker
 from device.testbench.codes import Barcode
@@ -244,8 +244,8 @@ level = "INFO"
         try:
             self.broker.start()
             self.progress(f"broker: mosquitto with mutual TLS on 127.0.0.1:{self.broker.port}")
-            peer = CloudPeer(CloudSettings(FLEET, self.cloud_db),
-                             fleet.broker_settings(CLOUD_IDENTITY, self.broker.port), fleet.signer)
+            peer = CloudPeer(CloudSettings(FLEET, self.cloud_db, stations=fleet.stations),
+                             fleet.cloud_credentials(self.broker.port), fleet.signer)
             cloud_task = asyncio.create_task(peer.run())
             await asyncio.wait_for(peer.ready.wait(), 20)
             await peer.add_blocks(list(self.scenario.blocks))

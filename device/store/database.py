@@ -1,6 +1,7 @@
 """Opening the SQLite file: durability PRAGMAs, integrity check, and moving a corrupt file aside."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -31,7 +32,20 @@ class Recovery:
     reason: str
 
 
+def _private(path: Path) -> None:
+    """The store is readable by the agent's user only, from its first byte (SQLite gives its -wal and -shm
+    files the database file's mode). A store made before this is tightened when its owner opens it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            with contextlib.suppress(PermissionError):  # another user's store: leave its mode to its owner
+                os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 def connect(path: Path) -> sqlite3.Connection:
+    _private(path)
     # isolation_level=None: transactions are explicit (sqlite-utils' atomic()), never implicit.
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=True)
     for pragma in PRAGMAS:
@@ -73,7 +87,7 @@ def _move_aside(path: Path) -> Path:
 
 def open_database(path: Path) -> tuple[sqlite_utils.Database, Recovery | None]:
     """Open (creating if needed) and migrate the store; a corrupt file is moved aside, never deleted."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     recovery = None
     problem = _integrity_problem(path)
     if problem is None:

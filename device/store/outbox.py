@@ -389,6 +389,10 @@ class EventStore:
                 checked += 1
             if expected_seq - 1 != self._head_seq:
                 return ChainReport(False, checked, expected_seq, f"events after seq {expected_seq - 1} missing")
+            acked = int(meta.get("last_acked_seq") or 0)  # the cloud acked up to here: those events existed
+            if expected_seq - 1 < acked:
+                return ChainReport(False, checked, expected_seq,
+                                   f"events {expected_seq}..{acked} missing (the cloud acked up to seq {acked})")
             return ChainReport(True, checked)
         return self._call(read)
 

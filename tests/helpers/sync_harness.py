@@ -28,8 +28,8 @@ def sync_settings(device: str, **overrides: Any) -> SyncSettings:
 
 
 def start_cloud(fleet: FleetPki, port: int, db_path: Path, workers: int = 2) -> CloudThread:
-    settings = CloudSettings(FLEET, db_path, ingest_workers=workers, backoff=FAST_BACKOFF)
-    return CloudThread(lambda: CloudPeer(settings, fleet.broker_settings("cloud", port), fleet.signer)).start()
+    settings = CloudSettings(FLEET, db_path, ingest_workers=workers, backoff=FAST_BACKOFF, stations=fleet.stations)
+    return CloudThread(lambda: CloudPeer(settings, fleet.cloud_credentials(port), fleet.signer)).start()
 
 
 def mixed_events(n: int, start: int = 0) -> list[Event]:

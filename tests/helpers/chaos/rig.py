@@ -88,9 +88,10 @@ class Rig:
         if self.proxied:
             self.proxy = TcpProxy(self.broker.port).start()
         peer_class = AckDroppingPeer if self.drop_acks else CloudPeer
-        settings = CloudSettings(FLEET, self.cloud_db, ingest_workers=1, backoff=FAST_BACKOFF)
-        broker = self.fleet.broker_settings("cloud", self.broker.port)
-        self.cloud = CloudThread(lambda: peer_class(settings, broker, self.fleet.signer)).start()
+        settings = CloudSettings(FLEET, self.cloud_db, ingest_workers=1, backoff=FAST_BACKOFF,
+                                 stations=self.fleet.stations)
+        credentials = self.fleet.cloud_credentials(self.broker.port)
+        self.cloud = CloudThread(lambda: peer_class(settings, credentials, self.fleet.signer)).start()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         EventStore(self.store_path).close()  # created before two processes open it
         return self
