@@ -206,6 +206,42 @@ def test_oversized_body_and_unknown_paths_are_4xx(tmp_path: Path) -> None:
     run(scenario())
 
 
+async def _raw_request(client: TestClient, head: bytes, body: bytes = b"") -> int:
+    """One HTTP/1.1 request written byte for byte (an HTTP library would encode the bytes we want to send)."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        await writer.drain()
+        status_line = await reader.readline()
+        return int(status_line.split()[1])
+    finally:
+        writer.close()
+
+
+def test_hostile_pairing_and_token_inputs_are_4xx_not_500(tmp_path: Path) -> None:
+    """Issue 15, finding 8: a non-ASCII code, a 0xFF byte in the token header and deep-nested JSON on the
+    pairing endpoint get a 4xx answer and a counted bad request; the console keeps serving."""
+    async def scenario() -> None:
+        async with console(tmp_path) as (client, _, pairing):
+            pairing.new_code()
+            r = await client.post("/api/pair", json={"code": "１２３４５６"}, headers=POST)  # fullwidth digits
+            assert r.status == 401, await r.text()
+            r = await client.post("/api/pair", data=b'{"code":' * 5000, headers=POST)
+            assert r.status == 400, await r.text()
+            r = await client.post("/api/pair", data=b"[" * 100_000 + b"]" * 100_000, headers=POST)
+            assert r.status in (400, 413), await r.text()
+            host = f"{client.server.host}:{client.server.port}".encode()
+            status = await _raw_request(client, b"GET /api/view HTTP/1.1\r\nHost: " + host + b"\r\n"
+                                        + TOKEN_HEADER.encode() + b": abc\xff\xfedef\r\n")
+            assert status == 401
+            status = await _raw_request(client, b"GET /api/view HTTP/1.1\r\nHost: " + host + b"\r\n"
+                                        b"Cookie: " + COOKIE.encode() + b"=\xff\r\n")
+            assert status == 401
+            headers = await paired(client, pairing)  # and it still pairs and serves
+            assert (await client.get("/api/view", headers=headers)).status == 200
+    run(scenario())
+
+
 def test_page_served_with_security_headers(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with console(tmp_path) as (client, _, _):

@@ -219,6 +219,7 @@ class CloudPeer:
         await client.subscribe(self.fleet.shared(DISPATCH_SHARE_GROUP, self.fleet.all_devices("claim")), qos=1)
         await client.subscribe(self.fleet.all_devices("status"), qos=1)
         self._dispatch_client, self._dispatch_db = client, db
+        self.counters["dispatch_sessions"] += 1
         self._note_subscribed(first)
         try:
             async for message in client.messages:
@@ -333,6 +334,11 @@ class CloudThread:
         self._run = asyncio.run_coroutine_threadsafe(self.peer.run(), self._loop)
         self.call(asyncio.wait_for(self.peer.ready.wait(), ready_timeout_s), timeout_s=ready_timeout_s + 1)
         return self
+
+    @property
+    def running(self) -> bool:
+        """The peer's run() has not ended (a peer that crashed has)."""
+        return self._run is not None and not self._run.done()
 
     def call(self, coro: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)

@@ -27,8 +27,9 @@ def sync_settings(device: str, **overrides: Any) -> SyncSettings:
     return SyncSettings(device, FLEET, STATION, **base)
 
 
-def start_cloud(fleet: FleetPki, port: int, db_path: Path, workers: int = 2) -> CloudThread:
-    settings = CloudSettings(FLEET, db_path, ingest_workers=workers, backoff=FAST_BACKOFF, stations=fleet.stations)
+def start_cloud(fleet: FleetPki, port: int, db_path: Path, workers: int = 2, **overrides: Any) -> CloudThread:
+    settings = CloudSettings(FLEET, db_path, ingest_workers=workers, backoff=FAST_BACKOFF, stations=fleet.stations,
+                             **overrides)
     return CloudThread(lambda: CloudPeer(settings, fleet.cloud_credentials(port), fleet.signer)).start()
 
 
