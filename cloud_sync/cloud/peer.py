@@ -131,6 +131,7 @@ class CloudPeer:
         """The one reject path of every inbound channel: whatever a payload makes its handler raise becomes a
         counted, logged reject, and the session goes on. A database failure is logged and not acked (the
         device resends). Only a lost broker connection ends the session (the worker reconnects)."""
+        self.counters["inbound"] += 1
         try:
             return await handle
         except MessageRejected as exc:
@@ -233,11 +234,15 @@ class CloudPeer:
 
     async def _on_status(self, db: CloudDb, topic: str, payload: Any) -> None:
         device = self.fleet.device_of(topic)
-        if device is None or not payload:
-            return  # a cleared retained status
+        if device is None:
+            raise MessageRejected(RejectReason.UNEXPECTED_TOPIC, topic)
+        if not payload:
+            self.counters["statuses_cleared"] += 1  # a retained status taken away
+            return
         status = DeviceStatus.from_payload(_payload_bytes(payload))
         if status.device != device:  # the topic is the authenticated identity
             raise MessageRejected(RejectReason.WRONG_DEVICE, f"status says {status.device!r:.40}")
+        self.counters["statuses"] += 1
         await asyncio.to_thread(db.record_status, device, {"state": status.state.value, "ts": status.ts,
                                                            "outbox_depth": status.outbox_depth,
                                                            "last_ack_seq": status.last_ack_seq,
