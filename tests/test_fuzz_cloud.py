@@ -13,10 +13,10 @@ from typing import Any, Iterator
 
 import orjson
 import pytest
+from cloud_sync.broker import MosquittoBroker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloud_sync.broker import MosquittoBroker
 from cloud_sync.cloud import CloudThread
 from cloud_sync.topics import FleetTopics
 from tests.helpers.fleet import FLEET, FleetPki
@@ -52,7 +52,7 @@ class Channel:
                  "photo": f"{TOPICS.base}/photo/{photo_topic_id}"}[channel]
         assert not self.van.publish(topic, payload).is_failure
         wait_until(lambda: counters["inbound"] > before and self._outcomes() > outcomes, 20,
-                   f"the cloud counted no outcome for {payload[:80]!r} on {channel}: {dict(counters)} {before} {outcomes}")
+                   f"the cloud counted no outcome for {payload[:80]!r} on {channel}: {dict(counters)}")
         assert counters["inbound"] == before + 1 and self._outcomes() == outcomes + 1
         assert counters["db_errors"] == 0
         assert self.cloud.running

@@ -21,8 +21,9 @@ from typing import Any, Iterator
 
 import orjson
 import pytest
-
 from cloud_sync.broker import MosquittoBroker
+from device.domain import Block, Event, EventType, Package, Route, Stop
+
 from cloud_sync.cloud import CloudDb
 from cloud_sync.cloud.db import PhotoLimits
 from cloud_sync.device_sync import DeviceSync
@@ -31,7 +32,6 @@ from cloud_sync.pki import Pki
 from cloud_sync.topics import FleetTopics
 from device.cli import main as cli_main
 from device.console.pairing import Pairing, PairingError, PairingSettings
-from device.domain import Block, Event, EventType, Package, Route, Stop
 from device.store import EventStore
 from tests.helpers.fleet import FLEET, OTHER_STATION, STATION, FleetPki
 from tests.helpers.sync_harness import (

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, TypeVar
@@ -87,14 +88,25 @@ class Rig:
         self.broker.start()
         if self.proxied:
             self.proxy = TcpProxy(self.broker.port).start()
+        self.cloud = self._start_cloud()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        EventStore(self.store_path).close()  # created before two processes open it
+        return self
+
+    def _start_cloud(self) -> CloudThread:
         peer_class = AckDroppingPeer if self.drop_acks else CloudPeer
         settings = CloudSettings(FLEET, self.cloud_db, ingest_workers=1, backoff=FAST_BACKOFF,
                                  stations=self.fleet.stations)
         credentials = self.fleet.cloud_credentials(self.broker.port)
-        self.cloud = CloudThread(lambda: peer_class(settings, credentials, self.fleet.signer)).start()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        EventStore(self.store_path).close()  # created before two processes open it
-        return self
+        return CloudThread(lambda: peer_class(settings, credentials, self.fleet.signer)).start()
+
+    def restart_cloud(self) -> Counter[str]:
+        """Stop the cloud and start a new one on the same database; returns the old one's counters."""
+        assert self.cloud is not None and self.cloud.peer is not None
+        counters = Counter(self.cloud.peer.counters)
+        self.cloud.stop()
+        self.cloud = self._start_cloud()
+        return counters
 
     def close(self) -> None:
         for proc in (self.producer, self.sync_proc):

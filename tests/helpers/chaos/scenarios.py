@@ -18,6 +18,7 @@ from typing import Callable
 from cloud_sync.cloud.clock import FUTURE_TOLERANCE_S, ClockFlagKind
 from cloud_sync.messages import PHOTO_CHUNK_BYTES
 from tests.helpers.chaos.checks import bench_sync_rate, drain_order
+from tests.helpers.chaos.hostile import HOSTILE, HostileVan
 from tests.helpers.chaos.producer import clock_offset, clock_steps
 from tests.helpers.chaos.proxy import Mode, SlowLink
 from tests.helpers.chaos.rig import DEVICE, Rig, Tally
@@ -329,6 +330,56 @@ def photo_upload(rig: Rig, scale: Scale, rng: random.Random) -> Result:
         f"({rig.proxy.delayed_bytes / 1024:.0f} KiB through it)"))
 
 
+def hostile_device(rig: Rig, scale: Scale, rng: random.Random) -> Result:
+    """Another van (a real certificate) publishes garbage on every uplink channel, leaves retained junk that
+    crashed the cloud before, subscribes to the cloud's `$share` groups and to `#`, and connects with the
+    honest van's and the cloud's client ids, while the honest van delivers; the cloud restarts once (the
+    retained junk is replayed to it). The cloud stays up and counts every junk message as a reject; the
+    broker refuses every subscription; nobody is kicked off."""
+    hostile = HostileVan(rig.fleet, rig.broker.port, DEVICE, seed=rng.randrange(1 << 30))
+    hostile.leave_retained_junk()
+    hostile.try_takeovers()
+    rig.start_producer(scale.events, scale.rate)
+    rig.start_sync()
+    hostile.start()
+    assert rig.cloud is not None and rig.cloud.peer is not None
+    try:
+        time.sleep(_running_time(scale) / 2)
+        hostile.pause()
+        _wait_for(lambda: rig.cloud.peer.counters["rejected"] >= hostile.sent, 20)  # type: ignore[union-attr]
+        earlier = rig.restart_cloud()  # the broker replays the retained junk to the new cloud
+        hostile.resume()
+        time.sleep(_running_time(scale) / 2)
+    finally:
+        hostile.stop()
+    result = _finish(rig, "hostile_device", time.monotonic())
+    counters = rig.cloud.peer.counters
+
+    def rejected() -> int:
+        return earlier["rejected"] + counters["rejected"]
+    _wait_for(lambda: rejected() >= hostile.sent, 20)
+    failures = list(hostile.breaches)
+    if not rig.cloud.running:
+        failures.append("the cloud stopped")
+    if rejected() < hostile.sent:
+        failures.append(f"{hostile.sent} junk messages sent, {rejected()} rejects counted")
+    if hostile.heard:
+        failures.append(f"the hostile van received {len(hostile.heard)} messages ({hostile.heard[0]})")
+    kicked = [line for line in rig.broker.log_path.read_text().splitlines()
+              if "already connected" in line and DEVICE in line]
+    failures += [f"broker: {line}" for line in kicked]
+    return replace(result, failures=result.failures + tuple(failures), extra=(
+        f"hostile van: {hostile.sent} junk messages (garbage on 4 channels, retained junk replayed at a cloud "
+        f"restart), {rejected()} rejects counted ({earlier['rejected.malformed'] + counters['rejected.malformed']} "
+        f"by the catch-all), shares and # refused, client-id takeovers bound to its own id"))
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _df_free(path: Path) -> int:
     import os
 
@@ -345,6 +396,7 @@ SCENARIOS: dict[str, Callable[[Rig, Scale, random.Random], Result]] = {
     "clock_jump": clock_jump,
     "broker_down": broker_down,
     "photo_upload": photo_upload,
+    "hostile_device": hostile_device,
 }
 
 
@@ -368,4 +420,4 @@ def run_scenario(name: str, fleet: FleetPki, scale: Scale, seed: int = 9) -> Res
 
 
 def make_fleet(directory: Path) -> FleetPki:
-    return FleetPki.create(directory, (DEVICE,))
+    return FleetPki.create(directory, (DEVICE, HOSTILE))
