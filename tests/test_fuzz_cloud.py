@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from cloud_sync.cloud import CloudThread
 from cloud_sync.topics import FleetTopics
+from device.testbench.broker import MosquittoBroker
 from tests.helpers.fleet import FLEET, FleetPki
 from tests.helpers.sync_harness import RawClient, start_cloud, wait_until
 

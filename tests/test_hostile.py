@@ -21,8 +21,6 @@ from typing import Any, Iterator
 
 import orjson
 import pytest
-from cloud_sync.broker import MosquittoBroker
-from device.domain import Block, Event, EventType, Package, Route, Stop
 
 from cloud_sync.cloud import CloudDb
 from cloud_sync.cloud.db import PhotoLimits
@@ -32,8 +30,11 @@ from cloud_sync.pki import Pki
 from cloud_sync.topics import FleetTopics
 from device.cli import main as cli_main
 from device.console.pairing import Pairing, PairingError, PairingSettings
+from device.contract.domain import Block, Event, EventType, Package, Route, Stop
 from device.store import EventStore
+from device.testbench.broker import MosquittoBroker
 from tests.helpers.fleet import FLEET, OTHER_STATION, STATION, FleetPki
+from tests.helpers.store import mark_acked_upto
 from tests.helpers.sync_harness import (
     RawClient,
     assert_cloud_holds_exactly,
@@ -405,7 +406,7 @@ def test_outbox_verify_notices_the_newest_events_deleted(tmp_path: Path, capsys:
     data_dir = tmp_path / "data"
     store = EventStore(data_dir / "events.db")
     store.append_many(mixed_events(10))
-    store.mark_acked_upto(10)
+    mark_acked_upto(store, 10)
     store.close()
     args = ["outbox", "--verify", "--data-dir", str(data_dir)]
     assert cli_main(args) == 0
