@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from pathlib import Path
 
 import aiomqtt
@@ -33,6 +34,9 @@ from device.contract.domain import EventType, Lane
 from device.store import EventStore
 
 log = logging.getLogger(__name__)
+
+LINK_CHECK_S = 1.0  # how often the supervisor looks at the link task
+STUCK_GRACE_S = 30.0  # beyond the longest backoff and a connect timeout: no attempt for this long is a hang
 
 
 class DeviceSync:
@@ -53,7 +57,9 @@ class DeviceSync:
         self.uplink = Uplink(store, settings, self.topics, self.counters, self.photos)
         self.downlink = Downlink(store, settings, self.topics, self.offers_topic, verifier, self.counters, self.link,
                                  self.uplink.on_ack, inbox_size=inbox_size)
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # the supervisor
+        self._link_task: asyncio.Task[None] | None = None
+        self._link_up = False
 
     @property
     def connected(self) -> asyncio.Event:
@@ -65,8 +71,50 @@ class DeviceSync:
 
     async def start(self) -> None:
         will = aiomqtt.Will(self.topics.status, self.uplink.offline_status().to_payload(), qos=1, retain=True)
-        self._task = asyncio.create_task(self.link.run(will, self._session, self.uplink.supersede_inflight),
-                                         name=f"device-sync:{self.settings.device_id}")
+        self._task = asyncio.create_task(self._supervise(will), name=f"device-sync:{self.settings.device_id}")
+
+    @property
+    def healthy(self) -> bool:
+        """The link task runs (connected or trying to connect: a broker out of reach is no fault of this
+        process); False while it is dead or hung and waiting to be started again."""
+        return self._task is not None and not self._task.done() and self._link_up
+
+    async def _supervise(self, will: aiomqtt.Will) -> None:
+        """Run the link task; when it dies or hangs (not connected and no attempt to connect for too long), log
+        it, report unhealthy and start it again after a backoff, until stopped."""
+        delays = self.settings.backoff.delays()
+        while True:
+            self.link.last_attempt = time.monotonic()
+            self._link_task = asyncio.create_task(self.link.run(will, self._session, self.uplink.supersede_inflight),
+                                                  name=f"device-link:{self.settings.device_id}")
+            self._link_up = True
+            await self._watch(self._link_task)
+            if self.link.stop_requested.is_set():
+                return
+            self._link_up = False
+            self.counters.link_restarts += 1
+            error = None if self._link_task.cancelled() else self._link_task.exception()
+            delay = next(delays)
+            log.error("cloud link task ended (%r); starting it again in %.2f s", error, delay, exc_info=error)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self.link.stop_requested.wait()
+            if self.link.stop_requested.is_set():
+                return
+
+    async def _watch(self, task: asyncio.Task[None]) -> None:
+        """Until the link task ends; a hung one is cancelled. Cancelling the watch cancels the task."""
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=LINK_CHECK_S)
+                if not task.done() and self.link.stuck(time.monotonic(), STUCK_GRACE_S):
+                    log.error("cloud link hung: not connected and no attempt for too long; cancelling it")
+                    task.cancel()
+                    await asyncio.wait({task})
+        except asyncio.CancelledError:
+            task.cancel()
+            await asyncio.wait({task})
+            raise
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Publish the retained 'stopped' status and disconnect cleanly (so the Last Will is not sent)."""

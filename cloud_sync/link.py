@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Awaitable, Callable
 
 import aiomqtt
@@ -39,6 +40,13 @@ class Link:
         self.connected = asyncio.Event()
         self.client: aiomqtt.Client | None = None
         self.stop_requested = asyncio.Event()
+        self.last_attempt = time.monotonic()  # when run() last tried to connect (a stuck link stops trying)
+
+    def stuck(self, now: float, grace_s: float) -> bool:
+        """Not connected, and no attempt to connect for longer than the longest backoff plus a connect timeout
+        plus `grace_s`: the loop hangs somewhere it should not."""
+        limit = self.backoff.maximum_s + self.broker.connect_timeout_s + grace_s
+        return not self.connected.is_set() and now - self.last_attempt > limit
 
     def request_stop(self) -> None:
         self.stop_requested.set()
@@ -48,8 +56,12 @@ class Link:
         """Connect, run `session(client)`, and after it ended call `on_close()` and connect again, until stopped."""
         delays = self.backoff.delays()
         while not self.stop_requested.is_set():
-            client = make_client(self.broker, self.client_id, will=will, session_expiry_s=self.session_expiry_s)
+            self.last_attempt = time.monotonic()
+            client: aiomqtt.Client | None = None
             try:
+                # Inside the try: a certificate file missing for a moment (a renewal) or no file descriptor
+                # left (EMFILE) is one failed attempt, not the end of the link.
+                client = make_client(self.broker, self.client_id, will=will, session_expiry_s=self.session_expiry_s)
                 async with client:
                     self.counters.connects += 1
                     delays = self.backoff.delays()  # a good connection resets the backoff
@@ -66,7 +78,8 @@ class Link:
             finally:
                 self.connected.clear()
                 self.client = None
-                release(client)
+                if client is not None:
+                    release(client)
                 on_close()
             if self.stop_requested.is_set():
                 return

@@ -47,6 +47,7 @@ class SyncCounters:
     photos_uploaded: int = 0
     photos_failed: int = 0  # the file went missing before it was uploaded
     inbox_dropped: int = 0
+    link_restarts: int = 0  # the link task died or hung and was started again
     rejected: Counter = field(default_factory=Counter)  # RejectReason -> count
 
     def snapshot(self) -> dict[str, Any]:

@@ -319,8 +319,10 @@ class Agent:
 
     def healthy(self) -> bool:
         """Petted by the watchdog task on this loop, so a blocked loop is caught by systemd already; this
-        adds: no long-lived loop has died, and the store's writer thread is alive."""
-        return self.counters.loop_errors == 0 and self.store.alive
+        adds: no long-lived loop has died, the store's writer thread is alive, and the cloud link's task runs
+        (while it is dead or hung and waiting for its restart, the watchdog is not petted)."""
+        return (self.counters.loop_errors == 0 and self.store.alive
+                and (self.cloud is None or self.cloud.healthy))
 
     async def health_loop(self, interval_s: float = HEALTH_INTERVAL_S) -> None:
         while True:

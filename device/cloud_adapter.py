@@ -68,6 +68,10 @@ class CloudAdapter:
     def online(self) -> bool:
         return self.sync.connected.is_set()
 
+    @property
+    def healthy(self) -> bool:
+        return self.sync.healthy
+
     async def start(self) -> None:
         await self.sync.start()
 

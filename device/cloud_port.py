@@ -28,6 +28,10 @@ class CloudPort(Protocol):
     def online(self) -> bool:
         """Connected to the broker now."""
 
+    @property
+    def healthy(self) -> bool:
+        """The link's task runs (connected or reconnecting); False while it is dead or hung."""
+
     async def start(self) -> None:
         """Connect (and keep reconnecting) in the background."""
 

@@ -182,6 +182,7 @@ class ConsoleSection:
     pairing_code_ttl_s: float = 900.0  # an unused pairing code expires after this
     pairing_max_attempts: int = 5  # wrong codes before the code is burnt (a new one is made)
     max_tokens: int = 4  # paired browsers kept; the oldest is dropped beyond this
+    max_connections: int = field(default=64, metadata={"range": (1, 1024)})  # open at once; more are closed
     show_code_on_loopback: bool = True  # the cab screen (a loopback client) may show the current code
     state_interval_s: float = 2.0  # the live stream sends the state at least this often
 

@@ -9,11 +9,20 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 import os
+import resource
+import shutil
+import signal
+import socket
 import sqlite3
 import stat
+import subprocess
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -24,15 +33,20 @@ import pytest
 
 from cloud_sync.cloud import CloudDb
 from cloud_sync.cloud.db import PhotoLimits
+from cloud_sync.connection import Backoff, BrokerSettings
 from cloud_sync.device_sync import DeviceSync
 from cloud_sync.messages import PHOTO_CHUNK_BYTES, ClaimStatus, PhotoChunk
 from cloud_sync.pki import Pki
 from cloud_sync.topics import FleetTopics
 from device.cli import main as cli_main
+from device.cloud_adapter import CloudAdapter
+from device.console.api import REQUEST_HEADER, TOKEN_HEADER
 from device.console.pairing import Pairing, PairingError, PairingSettings
 from device.contract.domain import Block, Event, EventType, Package, Route, Stop
 from device.store import EventStore
 from device.testbench.broker import MosquittoBroker
+from device.testbench.procs import free_tcp_port, wait_for_port
+from tests.helpers.console import build_agent
 from tests.helpers.fleet import FLEET, OTHER_STATION, STATION, FleetPki
 from tests.helpers.store import mark_acked_upto
 from tests.helpers.sync_harness import (
@@ -41,8 +55,11 @@ from tests.helpers.sync_harness import (
     mixed_events,
     start_cloud,
     sync_settings,
+    wait_for,
     wait_until,
 )
+
+REPO = Path(__file__).resolve().parent.parent
 
 TOPICS = FleetTopics(FLEET)
 VAN_A = TOPICS.device("van-a")
@@ -415,3 +432,196 @@ def test_outbox_verify_notices_the_newest_events_deleted(tmp_path: Path, capsys:
     capsys.readouterr()
     assert cli_main(args) == 1
     assert "8..10 missing" in capsys.readouterr().out
+
+
+# --- finding 4: the agent's cloud link died silently -----------------------------------------------------
+
+
+def test_a_certificate_missing_for_a_moment_is_one_failed_attempt(tls_broker: MosquittoBroker, fleet: FleetPki,
+                                                                  tmp_path: Path) -> None:
+    """The client certificate is gone when the link starts (a renewal replacing it): each connection attempt
+    fails and is retried with backoff; once the file is back the link connects and the outbox drains."""
+    issued = fleet.pki.client("van-a")
+    cert = tmp_path / "van-a.crt"
+    shutil.copy(issued.key_path, tmp_path / "van-a.key")
+    broker = BrokerSettings("127.0.0.1", tls_broker.port, str(fleet.pki.ca_cert), str(cert),
+                            str(tmp_path / "van-a.key"), keepalive_s=10, connect_timeout_s=5)
+    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db", workers=1)
+    store = EventStore(tmp_path / "van-a.db")
+    events = mixed_events(30)
+
+    async def scenario() -> DeviceSync:
+        sync = DeviceSync(store, sync_settings("van-a"), broker, fleet.verifier)
+        await sync.start()
+        try:
+            await asyncio.sleep(1.5)  # several attempts without the file
+            assert not sync.connected.is_set() and sync.healthy
+            shutil.copy(issued.cert_path, cert)
+            await asyncio.wait_for(sync.connected.wait(), 30)
+            await store.append_async(events)
+            sync.kick()
+            await sync.wait_drained(30)
+        finally:
+            await sync.stop()
+        return sync
+
+    try:
+        sync = asyncio.run(scenario())
+    finally:
+        cloud.stop()
+        store.close()
+    assert sync.counters.link_restarts == 0
+    assert_cloud_holds_exactly(tmp_path / "cloud.db", "van-a", [e.id for e in events])
+
+
+def test_a_dead_link_task_is_restarted_and_the_agent_reports_it(tls_broker: MosquittoBroker, fleet: FleetPki,
+                                                                tmp_path: Path) -> None:
+    """The link task ends (as an unforeseen error would end it): `Agent.healthy()` (what pets systemd's
+    watchdog) is False until the supervisor has started it again after a backoff; then it connects and drains."""
+    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db", workers=1)
+    events = mixed_events(30)
+
+    async def scenario() -> DeviceSync:
+        agent = await build_agent(tmp_path / "agent")
+        sync = DeviceSync(agent.store, sync_settings("van-a", backoff=Backoff(initial_s=1.0, maximum_s=2.0)),
+                          fleet.broker_settings("van-a", tls_broker.port), fleet.verifier)
+        agent.cloud = CloudAdapter(sync)
+        await agent.cloud.start()
+        try:
+            await asyncio.wait_for(sync.connected.wait(), 30)
+            assert agent.healthy()
+            assert sync._link_task is not None  # noqa: SLF001 - the fault: the task under the supervisor ends
+            sync._link_task.cancel()  # noqa: SLF001
+            await wait_for(lambda: not agent.healthy(), 5, "unhealthy while the link is down")
+            await wait_for(lambda: agent.healthy() and sync.connected.is_set(), 15, "the link back")
+            await agent.store.append_async(events)
+            sync.kick()
+            await sync.wait_drained(30)
+        finally:
+            await sync.stop()
+            agent.store.close()
+        return sync
+
+    try:
+        sync = asyncio.run(scenario())
+    finally:
+        cloud.stop()
+    assert sync.counters.link_restarts == 1
+    db = CloudDb(tmp_path / "cloud.db")
+    try:
+        stored = {event_id for _, event_id, _ in db.event_rows("van-a")}
+    finally:
+        db.close()
+    assert {e.id for e in events} <= stored
+
+
+FLOOD = 300  # idle connections, as in the issue
+AGENT_NOFILE = 256  # the agent's file descriptor limit in the issue (the unit now sets LimitNOFILE)
+
+
+def _agent_config(tmp_path: Path, fleet: FleetPki, broker_port: int, console_port: int) -> Path:
+    issued = fleet.pki.client("van-b")
+    path = tmp_path / "flexedge.toml"
+    path.write_text(f"""
+data_dir = "{tmp_path / 'data'}"
+[device]
+id = "van-b"
+fleet = "{FLEET}"
+station = "{STATION}"
+[gps]
+enabled = false
+[console]
+enabled = true
+port = {console_port}
+[mqtt]
+host = "127.0.0.1"
+port = {broker_port}
+ca_file = "{fleet.pki.ca_cert}"
+cert_file = "{issued.cert_path}"
+key_file = "{issued.key_path}"
+[sync]
+cloud_key_file = "{fleet.pki.signing_pub}"
+ack_timeout_s = 3.0
+backoff_initial_s = 0.05
+backoff_max_s = 0.5
+""")
+    return path
+
+
+def _limit_files() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (AGENT_NOFILE, AGENT_NOFILE))
+
+
+def test_a_connection_flood_on_the_console_leaves_the_agent_and_its_sync_running(
+        tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path) -> None:
+    """`flexedge run` with 256 file descriptors gets 300 idle TCP connections on its console: the console caps
+    them (the rest are closed at once), the log stays small, the agent and its cloud link live on; once the flood
+    is gone the console answers and a scan made through it reaches the cloud."""
+    console_port = free_tcp_port()
+    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db", workers=1)
+    log_path = tmp_path / "agent.log"
+    log = open(log_path, "wb")  # noqa: SIM115 (closed below)
+    agent = subprocess.Popen([sys.executable, "-m", "device.cli", "run", "--config",
+                              str(_agent_config(tmp_path, fleet, tls_broker.port, console_port))],
+                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=log, preexec_fn=_limit_files)
+    base = f"http://127.0.0.1:{console_port}"
+    flood: list[socket.socket] = []
+    try:
+        wait_for_port(console_port, timeout_s=30)
+        wait_until(lambda: _cloud_types(tmp_path / "cloud.db").get("agent.started"), 30, "the agent's first event")
+        for _ in range(FLOOD):
+            with contextlib.suppress(OSError):
+                flood.append(socket.create_connection(("127.0.0.1", console_port), timeout=2))
+        time.sleep(3)  # the flood stands
+        assert agent.poll() is None
+        for sock in flood:
+            sock.close()
+        flood.clear()
+        wait_until(lambda: _answers(f"{base}/api/pairing-code"), 10, "the console answers once the flood is gone")
+        code = _get(f"{base}/api/pairing-code")["code"]
+        token = _post(f"{base}/api/pair", {"code": code}, {})["token"]
+        _post(f"{base}/api/scan", {"code": "PKG-AFTER-FLOOD"}, {TOKEN_HEADER: token}, expect=409)
+        wait_until(lambda: _cloud_types(tmp_path / "cloud.db").get("input.rejected"), 30,
+                   "the scan made after the flood reached the cloud")
+        assert agent.poll() is None
+    finally:
+        for sock in flood:
+            sock.close()
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(20)
+        log.close()
+        cloud.stop()
+    assert log_path.stat().st_size < 100_000, log_path.read_text()[-2000:]
+
+
+def _cloud_types(db_path: Path) -> Counter[str]:
+    db = CloudDb(db_path)
+    try:
+        return Counter(kind for _, kind, _, _ in db.arrivals("van-b"))
+    finally:
+        db.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        _get(url)
+    except OSError:  # refused over the cap while the server still closes the flood's connections
+        return False
+    return True
+
+
+def _get(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _post(url: str, doc: dict[str, Any], headers: dict[str, str], expect: int = 200) -> dict[str, Any]:
+    request = urllib.request.Request(url, json.dumps(doc).encode(), {"Content-Type": "application/json",
+                                                                    REQUEST_HEADER: "1", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    assert status == expect, body
+    return json.loads(body)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from device.config import Config
 from device.sdnotify import Notifier, pet_watchdog
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,6 +79,8 @@ def test_unit_settings_the_agent_relies_on() -> None:
                  "MemoryDenyWriteExecute=yes", "RestartPreventExitStatus=2"):
         assert re.search(rf"^{re.escape(line)}$", text, re.M), line
     assert re.search(r"^WatchdogSec=\d+$", text, re.M)
+    limit = re.search(r"^LimitNOFILE=(\d+)$", text, re.M)  # issue 15: a console flood must not starve the agent
+    assert limit and int(limit.group(1)) >= 4 * Config().console.max_connections
 
 
 MDWE_PROBE = """
