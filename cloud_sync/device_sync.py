@@ -35,8 +35,7 @@ from device.store import EventStore
 
 log = logging.getLogger(__name__)
 
-LINK_CHECK_S = 1.0  # how often the supervisor looks at the link task
-STUCK_GRACE_S = 30.0  # beyond the longest backoff and a connect timeout: no attempt for this long is a hang
+LINK_CHECK_S = 0.5  # how often the supervisor looks at the link task
 
 
 class DeviceSync:
@@ -71,6 +70,7 @@ class DeviceSync:
 
     async def start(self) -> None:
         will = aiomqtt.Will(self.topics.status, self.uplink.offline_status().to_payload(), qos=1, retain=True)
+        self._link_up = True
         self._task = asyncio.create_task(self._supervise(will), name=f"device-sync:{self.settings.device_id}")
 
     @property
@@ -107,7 +107,7 @@ class DeviceSync:
         try:
             while not task.done():
                 await asyncio.wait({task}, timeout=LINK_CHECK_S)
-                if not task.done() and self.link.stuck(time.monotonic(), STUCK_GRACE_S):
+                if not task.done() and self.link.stuck(time.monotonic(), self.settings.stuck_grace_s):
                     log.error("cloud link hung: not connected and no attempt for too long; cancelling it")
                     task.cancel()
                     await asyncio.wait({task})

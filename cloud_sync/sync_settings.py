@@ -30,6 +30,9 @@ class SyncSettings:
     # one batch of 24 costs far less on the wire than 24 batches of one. 1: sent at once.
     track_min_batch: int = 1
     track_linger_s: float = 0.0
+    # Not connected and no attempt to connect for the longest backoff + the connect timeout + this: the link is
+    # hung (e.g. aiomqtt's blocking connect waits for a thread of a busy executor) and is started again.
+    stuck_grace_s: float = 30.0
 
 
 @dataclass

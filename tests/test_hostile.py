@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -625,3 +626,37 @@ def _post(url: str, doc: dict[str, Any], headers: dict[str, str], expect: int = 
         status, body = exc.code, exc.read()
     assert status == expect, body
     return json.loads(body)
+
+
+def test_a_hung_link_is_reported_and_started_again(tls_broker: MosquittoBroker, fleet: FleetPki,
+                                                   tmp_path: Path) -> None:
+    """aiomqtt runs paho's blocking connect in the loop's default executor, without a timeout: with every thread
+    of that executor hung (a disk that stopped answering), the connect never returns. The supervisor sees no
+    connection and no new attempt for longer than the backoff, the connect timeout and the grace: the sync is
+    unhealthy (no watchdog pet) and the link is cancelled; once the executor is free it connects again."""
+    store = EventStore(tmp_path / "van-a.db")
+
+    async def scenario() -> DeviceSync:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=2))
+        hang = threading.Event()
+        hung = [loop.run_in_executor(None, hang.wait) for _ in range(2)]
+        sync = DeviceSync(store, sync_settings("van-a", stuck_grace_s=1.0), fleet.broker_settings("van-a",
+                          tls_broker.port), fleet.verifier)
+        await sync.start()
+        try:
+            await wait_for(lambda: not sync.healthy, 20, "the hung link reported")
+            assert not sync.connected.is_set()
+            hang.set()
+            await asyncio.gather(*hung)
+            await wait_for(lambda: sync.healthy and sync.connected.is_set(), 30, "the link back")
+        finally:
+            hang.set()
+            await sync.stop()
+        return sync
+
+    try:
+        sync = asyncio.run(scenario())
+    finally:
+        store.close()
+    assert sync.counters.link_restarts >= 1
