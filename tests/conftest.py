@@ -71,13 +71,14 @@ SIM_DEVICES = tuple(f"sim-{n:03d}" for n in range(50))
 
 @pytest.fixture(scope="session")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> FleetPki:
-    """CA, broker/cloud certs, device certs (van-a, van-b, sim-000..049), ACL: made by the `flexedge pki` code."""
+    """CA, broker/cloud certs, device certs (van-a, van-b, sim-000..049), the broker's access config: made by the
+    `flexedge pki` code."""
     return FleetPki.create(tmp_path_factory.mktemp("pki"), ("van-a", "van-b", *SIM_DEVICES))
 
 
 @pytest.fixture(scope="session")
 def tls_mosquitto(tmp_path_factory: pytest.TempPathFactory, fleet: FleetPki) -> Iterator[MosquittoBroker]:
-    """A real mosquitto with mutual TLS, identity = certificate CN, and the fleet ACL."""
+    """A real mosquitto with mutual TLS, identity = client id = certificate CN, and the fleet's access control."""
     yield from _session_broker(MosquittoBroker(tmp_path_factory.mktemp("mosquitto-tls"),
                                                extra_config=fleet.mosquitto_config()))
 

@@ -179,7 +179,7 @@ class CloudPeer:
 
     async def _ingest_batch(self, db: CloudDb, device: str, payload: bytes) -> BatchAck:
         batch = EventBatch.from_payload(payload)
-        if batch.device != device:  # the topic is the authenticated identity (ACL %u)
+        if batch.device != device:  # the topic is the authenticated identity (the broker: username = CN)
             raise MessageRejected(RejectReason.WRONG_DEVICE, f"batch says {batch.device!r:.40}")
         result = await asyncio.to_thread(db.ingest, device, batch)
         self.counters["batches"] += 1

@@ -1,4 +1,4 @@
-"""The chaos rig: a real TLS mosquitto with the fleet ACL, the reference cloud, and the device side as two
+"""The chaos rig: a real TLS mosquitto with the fleet's access control, the reference cloud, and the device side as two
 real processes on one store — a producer (steady event load) and `flexedge sync` (the cloud link) — plus an
 optional loopback proxy between the device and the broker."""
 from __future__ import annotations
