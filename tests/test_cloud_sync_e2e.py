@@ -27,7 +27,7 @@ from device.contract.domain import Block, Event, EventType, Package, Route, Stop
 from device.paths import store_path
 from device.store import EventStore
 from device.testbench.broker import MosquittoBroker
-from tests.helpers.fleet import FLEET, OTHER_STATION, STATION, FleetPki
+from tests.helpers.fleet import FLEET, OTHER_STATION, STATION, FleetPki, device_config
 from tests.helpers.store import current_route
 from tests.helpers.sync_harness import (
     RawClient,
@@ -108,38 +108,12 @@ def test_drain_survives_broker_killed_every_2s(tls_broker: MosquittoBroker, flee
     assert_cloud_holds_exactly(tmp_path / "cloud.db", "van-a", ids)
 
 
-def _child_config(tmp_path: Path, fleet: FleetPki, port: int) -> Path:
-    issued = fleet.pki.client("van-b")
-    path = tmp_path / "flexedge.toml"
-    path.write_text(f"""
-data_dir = "{tmp_path / 'data'}"
-[device]
-id = "van-b"
-fleet = "{FLEET}"
-station = "{STATION}"
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-ca_file = "{fleet.pki.ca_cert}"
-cert_file = "{issued.cert_path}"
-key_file = "{issued.key_path}"
-[sync]
-cloud_key_file = "{fleet.pki.signing_pub}"
-batch_max_events = 100
-ack_timeout_s = 3.0
-backoff_initial_s = 0.05
-backoff_max_s = 0.5
-[logging]
-level = "WARNING"
-""")
-    return path
-
-
 def test_agent_sigkilled_mid_drain_loses_nothing(tls_broker: MosquittoBroker, fleet: FleetPki,
                                                  tmp_path: Path) -> None:
     """`flexedge sync` (a child process) is SIGKILLed 5 times while draining 20,000 events: every event reaches
     the cloud exactly once; resends show up only as transport duplicates the cloud discards."""
-    config = _child_config(tmp_path, fleet, tls_broker.port)
+    config = device_config(tmp_path, fleet, tls_broker.port, "van-b",
+                           'batch_max_events = 100\n[logging]\nlevel = "WARNING"')
     (tmp_path / "data").mkdir()
     with EventStore(store_path(tmp_path / "data")) as store:
         events = mixed_events(20_000)

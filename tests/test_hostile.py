@@ -48,7 +48,7 @@ from device.store import EventStore
 from device.testbench.broker import MosquittoBroker
 from device.testbench.procs import free_tcp_port, wait_for_port
 from tests.helpers.console import build_agent
-from tests.helpers.fleet import FLEET, OTHER_STATION, STATION, FleetPki
+from tests.helpers.fleet import FLEET, OTHER_STATION, STATION, FleetPki, device_config
 from tests.helpers.store import mark_acked_upto
 from tests.helpers.sync_harness import (
     RawClient,
@@ -520,35 +520,6 @@ FLOOD = 300  # idle connections, as in the issue
 AGENT_NOFILE = 256  # the agent's file descriptor limit in the issue (the unit now sets LimitNOFILE)
 
 
-def _agent_config(tmp_path: Path, fleet: FleetPki, broker_port: int, console_port: int) -> Path:
-    issued = fleet.pki.client("van-b")
-    path = tmp_path / "flexedge.toml"
-    path.write_text(f"""
-data_dir = "{tmp_path / 'data'}"
-[device]
-id = "van-b"
-fleet = "{FLEET}"
-station = "{STATION}"
-[gps]
-enabled = false
-[console]
-enabled = true
-port = {console_port}
-[mqtt]
-host = "127.0.0.1"
-port = {broker_port}
-ca_file = "{fleet.pki.ca_cert}"
-cert_file = "{issued.cert_path}"
-key_file = "{issued.key_path}"
-[sync]
-cloud_key_file = "{fleet.pki.signing_pub}"
-ack_timeout_s = 3.0
-backoff_initial_s = 0.05
-backoff_max_s = 0.5
-""")
-    return path
-
-
 def _limit_files() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (AGENT_NOFILE, AGENT_NOFILE))
 
@@ -563,7 +534,9 @@ def test_a_connection_flood_on_the_console_leaves_the_agent_and_its_sync_running
     log_path = tmp_path / "agent.log"
     log = open(log_path, "wb")  # noqa: SIM115 (closed below)
     agent = subprocess.Popen([sys.executable, "-m", "device.cli", "run", "--config",
-                              str(_agent_config(tmp_path, fleet, tls_broker.port, console_port))],
+                              str(device_config(tmp_path, fleet, tls_broker.port, "van-b",
+                                                f"[gps]\nenabled = false\n[console]\nenabled = true\n"
+                                                f"port = {console_port}"))],
                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=log, preexec_fn=_limit_files)
     base = f"http://127.0.0.1:{console_port}"
     flood: list[socket.socket] = []

@@ -24,3 +24,30 @@ class FleetPki(LocalFleet):
 
     def broker_settings(self, identity: str, port: int, **options: Any) -> BrokerSettings:
         return super().broker_settings(identity, port, **({"keepalive_s": 10, "connect_timeout_s": 5} | options))
+
+
+def device_config(tmp_path: Path, fleet: FleetPki, port: int, device: str, extra: str = "") -> Path:
+    """A unit's flexedge.toml for `flexedge run|sync` against the TLS broker: its certificate, the cloud's key,
+    fast acks and backoff. `extra` goes after the `[sync]` lines (more sync keys, then other sections)."""
+    issued = fleet.pki.client(device)
+    path = tmp_path / "flexedge.toml"
+    path.write_text(f"""
+data_dir = "{tmp_path / 'data'}"
+[device]
+id = "{device}"
+fleet = "{FLEET}"
+station = "{STATION}"
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+ca_file = "{fleet.pki.ca_cert}"
+cert_file = "{issued.cert_path}"
+key_file = "{issued.key_path}"
+[sync]
+cloud_key_file = "{fleet.pki.signing_pub}"
+ack_timeout_s = 3.0
+backoff_initial_s = 0.05
+backoff_max_s = 0.5
+{extra}
+""")
+    return path
