@@ -23,7 +23,7 @@ class _Refused(asyncio.Protocol):
     """A connection over the cap: closed at once, so it holds no file descriptor."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.abort()
+        transport.close()
 
 
 class ConsoleError(Exception):
