@@ -38,6 +38,14 @@ log = logging.getLogger(__name__)
 LINK_CHECK_S = 0.5  # how often the supervisor looks at the link task
 
 
+async def _end(task: asyncio.Task[None]) -> None:
+    """Cancel until the task has ended: a cancellation that lands while a task group inside it is already
+    collecting its children's errors is absorbed into that group (and the link loop goes on), so one may not do."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=LINK_CHECK_S)
+
+
 class DeviceSync:
     """start()/stop(); `claim(block_id)`; inbound offers/routes/commands on `inbox` (an asyncio.Queue of
     Offers | RouteAssignment | Command); `counters`; `kick()` after appending events."""
@@ -109,11 +117,9 @@ class DeviceSync:
                 await asyncio.wait({task}, timeout=LINK_CHECK_S)
                 if not task.done() and self.link.stuck(time.monotonic(), self.settings.stuck_grace_s):
                     log.error("cloud link hung: not connected and no attempt for too long; cancelling it")
-                    task.cancel()
-                    await asyncio.wait({task})
+                    await _end(task)
         except asyncio.CancelledError:
-            task.cancel()
-            await asyncio.wait({task})
+            await _end(task)
             raise
 
     async def stop(self, timeout_s: float = 5.0) -> None:
