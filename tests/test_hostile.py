@@ -6,7 +6,6 @@ Each test names the finding of issue 15 it holds.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import json
@@ -73,8 +72,7 @@ def _batch(device: str, seq: int, data: bytes = b"{}") -> bytes:
 
 
 def _chunk(photo_id: str, seq: int = 0, total: int = 2, data: bytes = b"x") -> bytes:
-    return orjson.dumps({"batch_id": f"c-{photo_id}-{seq}", "photo_id": photo_id, "seq": seq, "total": total,
-                         "sha256": "0" * 64, "bytes": base64.b64encode(data).decode()})
+    return PhotoChunk(f"c-{photo_id}-{seq}", photo_id, seq, total, "0" * 64, data).to_payload()
 
 
 # What issue 15 sent, retained so the broker replays it to every cloud that starts.
@@ -299,11 +297,11 @@ def test_incomplete_photos_expire(tmp_path: Path) -> None:
     data = b"y" * 1000
     sha = hashlib.sha256(data * 2).hexdigest()
     try:
-        first = db.store_photo_chunk("van-a", PhotoChunk("c1", "P-OLD", 0, 2, sha, data), limits, now=1000.0)
-        assert first.expired == 0
+        assert db.store_photo_chunk("van-a", PhotoChunk("c1", "P-OLD", 0, 2, sha, data), limits, now=1000.0) is None
+        assert db.expire_photo_chunks(limits.max_age_s, now=1000.0 + 3599) == 0
         assert db.pending_photo_bytes("van-a") == 1000
-        result = db.store_photo_chunk("van-b", PhotoChunk("c2", "P-NEW", 0, 2, sha, data), limits, now=1000.0 + 3601)
-        assert result.expired == 1 and not result.complete
+        assert db.expire_photo_chunks(limits.max_age_s, now=1000.0 + 3601) == 1
+        assert db.store_photo_chunk("van-b", PhotoChunk("c2", "P-NEW", 0, 2, sha, data), limits) is None
         assert db.pending_photo_bytes("van-a") == 0 and db.pending_photo_bytes("van-b") == 1000
     finally:
         db.close()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from cloud_sync.connection import BrokerSettings
+from cloud_sync.messages import PhotoChunk
 from cloud_sync.topics import FleetTopics
 from tests.helpers.fleet import FLEET, FleetPki
 from tests.helpers.sync_harness import RawClient
@@ -23,10 +24,10 @@ GARBAGE_INTERVAL_S = 0.01
 def retained_junk(topics: FleetTopics, device: str) -> list[tuple[str, bytes]]:
     """Payloads that crashed the cloud before issue 15, on the device's own topics (published retained)."""
     own = topics.device(device)
-    chunk = {"batch_id": "c", "photo_id": "$x", "seq": 0, "total": 2, "sha256": "0" * 64, "bytes": "eA=="}
+    chunk = PhotoChunk("c", "$x", 0, 2, "0" * 64, b"x").to_payload()
     event = {"id": "junk", "type": "scan", "seq": 2**63, "hash": "0" * 64}
     batch = {"batch_id": "junk", "device": device, "lane": 0, "floor_seq": 0, "count": 1, "events": [event]}
-    return [(f"{own.base}/photo/P-1", orjson.dumps(chunk)), (own.events, orjson.dumps(batch)),
+    return [(f"{own.base}/photo/P-1", chunk), (own.events, orjson.dumps(batch)),
             (own.claim, b"[]"), (own.status, orjson.dumps({"state": "online", "device": device, "position": 7}))]
 
 
