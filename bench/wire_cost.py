@@ -39,7 +39,6 @@ from PIL import Image  # noqa: E402
 
 from cloud_sync.cloud.peer import CloudPeer, CloudSettings, CloudThread  # noqa: E402
 from cloud_sync.device_sync import DeviceSync  # noqa: E402
-from cloud_sync.pki import CLOUD_IDENTITY  # noqa: E402
 from cloud_sync.sync_settings import SyncCounters, SyncSettings  # noqa: E402
 from cloud_sync.topics import FleetTopics  # noqa: E402
 from device.agent import AgentCounters  # noqa: E402
@@ -295,8 +294,8 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="flexedge-wire-"))
     fleet = LocalFleet.create(workdir / "pki", FLEET, {DEVICE: STATION, LIVE_DEVICE: STATION})
     broker = MosquittoBroker(workdir / "broker", extra_config=fleet.mosquitto_config()).start()
-    cloud = CloudThread(lambda: CloudPeer(CloudSettings(FLEET, workdir / "cloud.db"),
-                                          fleet.broker_settings(CLOUD_IDENTITY, broker.port), fleet.signer))
+    cloud = CloudThread(lambda: CloudPeer(CloudSettings(FLEET, workdir / "cloud.db", stations=fleet.stations),
+                                          fleet.cloud_credentials(broker.port), fleet.signer))
     proxy = TcpProxy(broker.port).start()
     try:
         photos = make_photos(workdir, STOPS, args.distinct)

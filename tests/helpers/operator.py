@@ -117,10 +117,9 @@ def known_day(directory: Path) -> Path:
     path = directory / "cloud.db"
     db = CloudDb(path)
     try:
-        for block, route in (block_a(), block_b()):
+        for (block, route), device in ((block_a(), "van-a"), (block_b(), "van-b")):
             db.add_block(block, route)
-        db.grant("B-A", "van-a")
-        db.grant("B-B", "van-b")
+            db.grant(block.id, device, block.station, max_open=1)
         ingest(db, directory, "van-a", van_a_day())
         ingest(db, directory, "van-b", van_b_day())
         db.store_photo_chunk("van-a", PhotoChunk("c1", "ph-2", 0, 1, hashlib.sha256(PHOTO).hexdigest(), PHOTO))
