@@ -18,9 +18,9 @@ class FleetPki(LocalFleet):
     def create(cls, directory: Path, devices: tuple[str, ...],  # type: ignore[override]
                stations: dict[str, str] | None = None) -> FleetPki:
         """Every device at STATION unless `stations` says otherwise; cloud certificates for the in-process
-        cloud (prefix `cloud`) and the `flexedge cloud` program the tests start (`cloud-cli`)."""
+        cloud (prefix `cloud`) and the `flexedge cloud` programs the tests start (`cloud-cli`, `cloud-web`)."""
         return super().create(directory, FLEET, {d: STATION for d in devices} | (stations or {}),
-                              "Flex Edge test fleet", cloud_prefixes=("cloud", CLI_CLOUD_PREFIX))
+                              "Flex Edge test fleet", cloud_prefixes=("cloud", CLI_CLOUD_PREFIX, "cloud-web"))
 
     def broker_settings(self, identity: str, port: int, **options: Any) -> BrokerSettings:
         return super().broker_settings(identity, port, **({"keepalive_s": 10, "connect_timeout_s": 5} | options))
