@@ -20,7 +20,7 @@ from device.contract.chain import GENESIS_HASH, canonical_bytes, hash_body, next
 from device.contract.domain import Event, EventType, Lane, lane_of
 from device.store.database import Recovery, open_database
 from device.store.errors import StoreError, StoreFull
-from device.store.state import StoreState
+from device.store.state import JournalEntry, StoreState, insert_journal
 from device.store.writer import AppendJob, Writer
 
 log = logging.getLogger(__name__)
@@ -163,8 +163,10 @@ class EventStore:
         """Commit events in one transaction; raises StoreFull/StoreError and then nothing was stored."""
         return self._writer.submit_append(list(events)).result()
 
-    async def append_async(self, events: Sequence[Event]) -> list[StoredEvent | None]:
-        return await asyncio.wrap_future(self._writer.submit_append(list(events)))
+    async def append_async(self, events: Sequence[Event], *,
+                           journal: JournalEntry | None = None) -> list[StoredEvent | None]:
+        """Commit events (and a journal entry, in the same transaction: both or neither)."""
+        return await asyncio.wrap_future(self._writer.submit_append(list(events), journal))
 
     def _track_point_allowed(self, event: Event) -> bool:
         """Under low disk, GPS breadcrumbs are thinned at intake; scans, proofs and blocks never are."""
@@ -202,7 +204,7 @@ class EventStore:
             self._commit_jobs(db, jobs)
         except sqlite3.IntegrityError:
             if len(jobs) == 1:
-                jobs[0].future.set_exception(StoreError("event id already stored"))
+                jobs[0].future.set_exception(StoreError("event id (or journal entry) already stored"))
                 return
             for job in jobs:  # one bad job must not fail its neighbours: commit each alone
                 self._commit_single(db, job)
@@ -257,6 +259,9 @@ class EventStore:
         try:
             with db.atomic():
                 db.conn.executemany(INSERT_EVENT, rows)
+                for job in jobs:
+                    if job.extra is not None:
+                        insert_journal(db.conn, job.extra)
         except BaseException:
             self._last_track_mono = last_track
             raise
