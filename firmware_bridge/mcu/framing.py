@@ -82,8 +82,16 @@ class Frame:
         return encoded + DELIMITER
 
 
+# Every ACK frame as it goes on the wire, by seq: a receiver sends one per DATA frame, so a sender reads as many.
+ACK_WIRE: tuple[bytes, ...] = tuple(Frame(FrameKind.ACK, seq).encode() for seq in range(256))
+_ACK_BY_CHUNK = {wire[:-1]: Frame(FrameKind.ACK, seq) for seq, wire in enumerate(ACK_WIRE)}
+
+
 def parse_frame(encoded: bytes) -> Frame:
     """One chunk between delimiters (COBS encoded, delimiter removed) → Frame; raises FrameError."""
+    known = _ACK_BY_CHUNK.get(encoded)  # an intact ACK: the same bytes every time, decoded once
+    if known is not None:
+        return known
     if len(encoded) > MAX_ENCODED:
         raise FrameError("oversized frame", encoded)
     try:
