@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, fields
 from functools import partial
-from typing import Any, Callable, ClassVar, Iterable, Mapping
+from typing import AbstractSet, Any, Callable, ClassVar, Iterable, Mapping, Self
 
 _MISSING = object()
 _WHOLE = object()  # the key of a dirty entry that stands for the whole field
@@ -133,33 +133,43 @@ def undo(steps: list[Undo]) -> None:
         step()
 
 
-def _restore_item(container: dict, key: Any, old: Any) -> None:
+def _restore_item(container: dict[str, Any], key: Any, old: Any) -> None:
     if old is _MISSING:
         dict.pop(container, key, None)
     else:
         dict.__setitem__(container, key, old)
 
 
-def _restore_member(container: set, key: Any, was: bool) -> None:
+def _restore_member(container: set[str], key: Any, was: bool) -> None:
     (set.add if was else set.discard)(container, key)
 
 
-def _restore_dict(container: dict, old: dict) -> None:
+def _restore_dict(container: dict[str, Any], old: dict[str, Any]) -> None:
     dict.clear(container)
     dict.update(container, old)
 
 
-class TrackedDict(dict):
+def _restore_set(container: set[str], old: set[str]) -> None:
+    set.clear(container)
+    set.update(container, old)
+
+
+def _restore_list(container: list[Any], old: list[Any]) -> None:
+    list.clear(container)
+    list.extend(container, old)
+
+
+class TrackedDict(dict[str, Any]):
     """A dict whose writes are noted in a ChangeLog. Copies (copy, deepcopy, pickle) are plain dicts."""
 
     __slots__ = ("_log", "_field")
 
-    def __init__(self, data: Mapping | Iterable, log: ChangeLog, field: str) -> None:
+    def __init__(self, data: Mapping[str, Any], log: ChangeLog, field: str) -> None:
         dict.__init__(self, data)
         self._log = log
         self._field = field
 
-    def __reduce_ex__(self, protocol: Any) -> tuple:
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
         return dict, (dict(self),)
 
     def __setitem__(self, key: Any, item: Any) -> None:
@@ -196,22 +206,22 @@ class TrackedDict(dict):
         self._whole_change()
         return dict.popitem(self)
 
-    def __ior__(self, other: Any) -> TrackedDict:
+    def __ior__(self, other: Any) -> Self:  # type: ignore[misc,override]
         self.update(other)
         return self
 
 
-class TrackedSet(set):
+class TrackedSet(set[str]):
     """A set whose writes are noted in a ChangeLog. Copies are plain sets."""
 
     __slots__ = ("_log", "_field")
 
-    def __init__(self, data: Iterable, log: ChangeLog, field: str) -> None:
+    def __init__(self, data: Iterable[str], log: ChangeLog, field: str) -> None:
         set.__init__(self, data)
         self._log = log
         self._field = field
 
-    def __reduce_ex__(self, protocol: Any) -> tuple:
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
         return set, (set(self),)
 
     def add(self, key: Any) -> None:
@@ -228,10 +238,9 @@ class TrackedSet(set):
         self.discard(key)
 
     def _whole_change(self) -> None:
-        old = set(self)
-        self._log.note(self._field, _WHOLE, lambda: (set.clear(self), set.update(self, old)))
+        self._log.note(self._field, _WHOLE, partial(_restore_set, self, set(self)))
 
-    def update(self, *others: Iterable) -> None:
+    def update(self, *others: Iterable[str]) -> None:
         self._whole_change()
         set.update(self, *others)
 
@@ -243,77 +252,102 @@ class TrackedSet(set):
         self._whole_change()
         return set.pop(self)
 
-    def difference_update(self, *others: Iterable) -> None:
+    def difference_update(self, *others: Iterable[Any]) -> None:
         self._whole_change()
         set.difference_update(self, *others)
 
-    def intersection_update(self, *others: Iterable) -> None:
+    def intersection_update(self, *others: Iterable[Any]) -> None:
         self._whole_change()
         set.intersection_update(self, *others)
 
-    def symmetric_difference_update(self, other: Iterable) -> None:
+    def symmetric_difference_update(self, other: Iterable[str]) -> None:
         self._whole_change()
         set.symmetric_difference_update(self, other)
 
-    def __ior__(self, other: Any) -> TrackedSet:
+    def __ior__(self, other: AbstractSet[str]) -> Self:  # type: ignore[misc,override]
         self.update(other)
         return self
 
-    def __iand__(self, other: Any) -> TrackedSet:
+    def __iand__(self, other: AbstractSet[object]) -> Self:
         self.intersection_update(other)
         return self
 
-    def __isub__(self, other: Any) -> TrackedSet:
+    def __isub__(self, other: AbstractSet[object]) -> Self:
         self.difference_update(other)
         return self
 
-    def __ixor__(self, other: Any) -> TrackedSet:
+    def __ixor__(self, other: AbstractSet[str]) -> Self:  # type: ignore[misc,override]
         self.symmetric_difference_update(other)
         return self
 
 
-class TrackedList(list):
+class TrackedList(list[Any]):
     """A small list whose every change journals the whole list. Copies are plain lists."""
 
     __slots__ = ("_log", "_field")
 
-    def __init__(self, data: Iterable, log: ChangeLog, field: str) -> None:
+    def __init__(self, data: Iterable[Any], log: ChangeLog, field: str) -> None:
         list.__init__(self, data)
         self._log = log
         self._field = field
 
-    def __reduce_ex__(self, protocol: Any) -> tuple:
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
         return list, (list(self),)
 
     def _whole_change(self) -> None:
-        old = list(self)
-        self._log.note(self._field, _WHOLE, lambda: list.__setitem__(self, slice(None), old))
+        self._log.note(self._field, _WHOLE, partial(_restore_list, self, list(self)))
 
-    def _tracked(name: str) -> Callable:  # noqa: N805 - builds the methods below
-        method = getattr(list, name)
+    def append(self, item: Any) -> None:
+        self._whole_change()
+        list.append(self, item)
 
-        def wrapper(self: TrackedList, *args: Any, **kwargs: Any) -> Any:
-            self._whole_change()
-            return method(self, *args, **kwargs)
-        wrapper.__name__ = name
-        return wrapper
+    def extend(self, items: Iterable[Any]) -> None:
+        self._whole_change()
+        list.extend(self, items)
 
-    append = _tracked("append")
-    extend = _tracked("extend")
-    insert = _tracked("insert")
-    remove = _tracked("remove")
-    pop = _tracked("pop")
-    clear = _tracked("clear")
-    sort = _tracked("sort")
-    reverse = _tracked("reverse")
-    __setitem__ = _tracked("__setitem__")
-    __delitem__ = _tracked("__delitem__")
-    __iadd__ = _tracked("__iadd__")
-    __imul__ = _tracked("__imul__")
-    del _tracked
+    def insert(self, index: Any, item: Any) -> None:
+        self._whole_change()
+        list.insert(self, index, item)
+
+    def remove(self, item: Any) -> None:
+        self._whole_change()
+        list.remove(self, item)
+
+    def pop(self, index: Any = -1) -> Any:
+        self._whole_change()
+        return list.pop(self, index)
+
+    def clear(self) -> None:
+        self._whole_change()
+        list.clear(self)
+
+    def sort(self, *args: Any, **kwargs: Any) -> None:
+        self._whole_change()
+        list.sort(self, *args, **kwargs)
+
+    def reverse(self) -> None:
+        self._whole_change()
+        list.reverse(self)
+
+    def __setitem__(self, index: Any, item: Any) -> None:
+        self._whole_change()
+        list.__setitem__(self, index, item)
+
+    def __delitem__(self, index: Any) -> None:
+        self._whole_change()
+        list.__delitem__(self, index)
+
+    def __iadd__(self, items: Iterable[Any]) -> Self:  # type: ignore[misc]
+        self.extend(items)
+        return self
+
+    def __imul__(self, count: Any) -> Self:  # type: ignore[misc]
+        self._whole_change()
+        return list.__imul__(self, count)
 
 
-_CONTAINERS = {Kind.DICT: TrackedDict, Kind.SET: TrackedSet, Kind.LIST: TrackedList}
+_CONTAINERS: dict[Kind, Callable[[Any, ChangeLog, str], Any]] = {
+    Kind.DICT: TrackedDict, Kind.SET: TrackedSet, Kind.LIST: TrackedList}
 
 
 class Tracked:
