@@ -101,6 +101,7 @@ class _Pending:
     future: asyncio.Future[None]
     seq: int = -1
     attempts: int = 0
+    wire: bytes = b""  # the DATA frame as sent (made once: resends send the same bytes)
 
 
 @dataclass
@@ -170,6 +171,8 @@ class Link(asyncio.Protocol):
         """Queue a message; the future completes when the peer ACKs it (or fails: LinkDown, NotAcked)."""
         if len(payload) > MAX_PAYLOAD:
             raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+        if not 0 <= msg_type <= 0xFF:
+            raise ValueError(f"message type is a byte: {msg_type}")
         if not self.is_up:
             raise LinkDown(f"MCU link is {self.state.value}")
         if len(self._queue) >= self.config.queue_limit:
@@ -305,7 +308,9 @@ class Link(asyncio.Protocol):
 
     def _transmit(self, entry: _Pending) -> None:
         entry.attempts += 1
-        self._write(Frame(FrameKind.DATA, entry.seq, entry.msg_type, entry.payload))
+        if not entry.wire:
+            entry.wire = Frame.encode_data(entry.seq, entry.msg_type, entry.payload)
+        self._send(entry.wire)
 
     def _pump(self) -> None:
         while self._queue and len(self._inflight) < self.config.window and self.is_up:
