@@ -155,6 +155,7 @@ class Link(asyncio.Protocol):
         self._hello_sent = 0.0
         self._retransmit_due = 0.0  # loop time after which no ACK progress means resend
         self._outgoing: list[bytes] = []  # frames written in this loop pass, sent together by _flush
+        self._ack_due: int | None = None  # the ACK owed for the DATA frames of the bytes being read
         self._last_rx = time.monotonic()
         self._started = time.monotonic()
 
@@ -214,6 +215,7 @@ class Link(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._outgoing.clear()
+        self._ack_due = None
         self._timers.cancel()
         self._go_down(f"port lost ({exc or 'closed'})", LinkState.DOWN)
 
@@ -233,6 +235,7 @@ class Link(asyncio.Protocol):
             except FrameError as exc:
                 self.stats.frames_rejected += 1
                 log.warning("%s: rejected %s frame: %r", self.config.name, frame.kind.name, exc)
+        self._send_ack_due()
         if self._outgoing:
             self._flush()  # the answers (ACKs, the next DATA frames) go out now, in one write
 
@@ -267,7 +270,7 @@ class Link(asyncio.Protocol):
         if ahead == 0:
             self._rx_expected = (self._rx_expected + 1) % SEQ_MODULO
             self._nacked_for = None
-            self._send(ACK_WIRE[frame.seq])
+            self._ack_due = frame.seq  # one cumulative ACK for every DATA frame of this read (PROTOCOL.md 4.2)
             self.stats.handed_up += 1
             try:
                 self._on_message(frame.msg_type, frame.payload)
@@ -278,9 +281,15 @@ class Link(asyncio.Protocol):
             self._nack_gap()
         else:
             self.stats.duplicates += 1
-            self._send(ACK_WIRE[(self._rx_expected - 1) % SEQ_MODULO])
+            self._ack_due = (self._rx_expected - 1) % SEQ_MODULO
+
+    def _send_ack_due(self) -> None:
+        if self._ack_due is not None:
+            self._send(ACK_WIRE[self._ack_due])
+            self._ack_due = None
 
     def _nack_gap(self) -> None:
+        self._send_ack_due()  # what was accepted before the gap is acknowledged first
         if self._nacked_for != self._rx_expected:
             self._nacked_for = self._rx_expected
             self.stats.nacks_sent += 1
