@@ -110,7 +110,7 @@ class Dispatch:
 
     online = True
 
-    async def claim(self, block_id: str) -> ClaimResult:
+    async def claim(self, block_id: str, request_id: str) -> ClaimResult:
         return ClaimResult(block_id, True)
 
     def kick(self) -> None:
@@ -143,9 +143,9 @@ async def van_day(data: Path) -> int:
             if k == 0:
                 await agent.submit(OffersReceived((block,)))
                 await agent.submit(ClaimRequested("B1"))
-                await asyncio.sleep(0)  # the claim's task: Dispatch grants it
-                while agent.runner.workflow.phase != "claimed":
-                    await asyncio.sleep(0)
+                async with asyncio.timeout(10):  # the claim's task: Dispatch grants it
+                    while agent.runner.workflow.phase != "claimed":
+                        await asyncio.sleep(0)
                 await agent.submit(RouteReceived(route))
             if k < loading_ends:
                 for code in codes[k * per_fix:(k + 1) * per_fix]:
