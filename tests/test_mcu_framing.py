@@ -18,7 +18,16 @@ from firmware_bridge.mcu.commands import (
     MessageType,
     parse_message,
 )
-from firmware_bridge.mcu.framing import MAX_ENCODED, MAX_PAYLOAD, Frame, FrameDecoder, FrameKind, crc16, parse_frame
+from firmware_bridge.mcu.framing import (
+    ACK_WIRE,
+    MAX_ENCODED,
+    MAX_PAYLOAD,
+    Frame,
+    FrameDecoder,
+    FrameKind,
+    crc16,
+    parse_frame,
+)
 
 frames = st.builds(Frame, st.sampled_from(FrameKind), st.integers(0, 255), st.integers(0, 255),
                    st.binary(max_size=MAX_PAYLOAD))
@@ -163,3 +172,10 @@ def test_messages_round_trip_and_bad_payloads() -> None:
         parse_message(MessageType.INPUT_EVENT, bytes([1, 2, 0, 0, 0, 0]))
     with pytest.raises(ValueError):
         LedPattern(Led.STATUS, Color.RED, 70000, 0, 0)
+
+
+@given(st.integers(0, 255), st.integers(0, 255), st.binary(max_size=MAX_PAYLOAD))
+def test_the_send_paths_shortcuts_give_the_same_bytes(seq: int, msg_type: int, payload: bytes) -> None:
+    assert Frame.encode_data(seq, msg_type, payload) == Frame(FrameKind.DATA, seq, msg_type, payload).encode()
+    assert ACK_WIRE[seq] == Frame(FrameKind.ACK, seq).encode()
+    assert parse_frame(ACK_WIRE[seq][:-1]) == Frame(FrameKind.ACK, seq)  # the looked-up ACK

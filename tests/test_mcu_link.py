@@ -24,7 +24,7 @@ from firmware_bridge.indicator import OFF, Indicator
 from firmware_bridge.mcu.bridge import McuBridge, McuConfig
 from firmware_bridge.mcu.commands import BuzzerPattern, Color, Input, InputEvent, Led, LedPattern, MessageType
 from firmware_bridge.mcu.framing import Frame, FrameDecoder, FrameKind
-from firmware_bridge.mcu.link import Hello, LinkConfig, LinkState
+from firmware_bridge.mcu.link import Hello, Link, LinkConfig, LinkState
 from firmware_bridge.transport import PortSettings
 
 # Short timers so fault tests finish quickly; the protocol is the same as with the defaults.
@@ -297,3 +297,45 @@ def test_a_cancelled_send_is_withdrawn_and_the_rest_delivered(tmp_path: Path) ->
         assert list(sim.received) == commands[:3] + commands[4:]
 
     run(tmp_path, body, host=host)
+
+
+class _Wire(asyncio.Transport):
+    """The far end of a Link under test: keeps what the link wrote."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_one_cumulative_ack_per_read_and_one_write_per_loop_pass() -> None:
+    async def scenario() -> None:
+        delivered: list[bytes] = []
+        link = Link(LinkConfig(name="mcu"), lambda _type, payload: delivered.append(payload))
+        wire = _Wire()
+        link.connection_made(wire)
+        link.data_received(Frame(FrameKind.HELLO, payload=Hello(1, 64, 7, "host").to_payload()).encode())
+        assert link.is_up
+        wire.written.clear()
+        data = [Frame(FrameKind.DATA, seq, 0x10, bytes([seq])).encode() for seq in range(4)]
+        link.data_received(b"".join(data[:3]))  # three frames in one read: one ACK, for the last
+        assert FrameDecoder().feed(bytes(wire.written)) == [Frame(FrameKind.ACK, 2)]
+        wire.written.clear()
+        link.data_received(data[3] + data[1])  # the next one and a duplicate: one ACK, for the newest
+        assert FrameDecoder().feed(bytes(wire.written)) == [Frame(FrameKind.ACK, 3)]
+        assert delivered == [b"\x00", b"\x01", b"\x02", b"\x03"] and link.stats.duplicates == 1
+        wire.written.clear()
+        posted = [link.post(0x10, bytes([i])) for i in range(3)]
+        assert not wire.written  # frames posted in one pass go out together at the end of it
+        await asyncio.sleep(0)
+        frames = FrameDecoder().feed(bytes(wire.written))
+        assert [(f.kind, f.seq) for f in frames] == [(FrameKind.DATA, 0), (FrameKind.DATA, 1), (FrameKind.DATA, 2)]
+        link.data_received(Frame(FrameKind.ACK, 2).encode())
+        await asyncio.gather(*posted)
+        link.close()
+    asyncio.run(scenario())

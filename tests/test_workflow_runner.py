@@ -55,7 +55,8 @@ def test_events_are_in_the_store_when_apply_returns(tmp_path: Path) -> None:
             rejected = await runner.apply(StageScan(""))
             assert rejected.rejection.reason is RejectReason.INVALID_INPUT
             assert store.events()[-1]["type"] == "input.rejected"
-            assert store.state.get(STATE_KEY)["workflow"]["state"]["staged"] == {"P1": "R1"}
+            reopened = await WorkflowRunner.open(store, Role.DOCK, clock=FakeClock())
+            assert reopened.workflow.state.staged == {"P1": "R1"}  # the journal holds the state
             assert store.verify_chain().ok
     asyncio.run(scenario())
 

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import IntEnum, StrEnum
+from functools import cached_property
 from typing import Any, Mapping
 
 import uuid6
@@ -277,6 +278,14 @@ class Route:
     def manifest(self) -> dict[str, str]:
         """package id -> stop id"""
         return {p.id: s.id for s in self.stops for p in s.packages}
+
+    def stop(self, stop_id: str) -> Stop | None:
+        """The stop with this id, or None (a dict lookup: handlers ask this several times per input)."""
+        return self._stops_by_id.get(stop_id)
+
+    @cached_property
+    def _stops_by_id(self) -> dict[str, Stop]:
+        return {s.id: s for s in self.stops}
 
     @classmethod
     def from_dict(cls, raw: Any) -> Route:

@@ -66,6 +66,12 @@ def m002_photo_uploads(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_photos_upload ON photos(queued_at) WHERE uploaded_at IS NULL")
 
 
+@migration
+def m003_journal(db: sqlite_utils.Database) -> None:
+    # Numbered entries of a named journal (the workflow's state changes), replayed onto its last snapshot.
+    db["journal"].create({"name": str, "n": int, "body": str}, pk=("name", "n"), not_null={"body"})
+
+
 def latest_version() -> int:
     return len(MIGRATIONS)
 

@@ -20,7 +20,7 @@ from device.contract.chain import GENESIS_HASH, canonical_bytes, hash_body, next
 from device.contract.domain import Event, EventType, Lane, lane_of
 from device.store.database import Recovery, open_database
 from device.store.errors import StoreError, StoreFull
-from device.store.state import StoreState
+from device.store.state import JournalEntry, StoreState, insert_journal
 from device.store.writer import AppendJob, Writer
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,11 @@ INSERT_EVENT = (
     "INSERT INTO events (seq, id, type, lane, ts, mono, block, stop, body, hash, acked, stored_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)"
 )
+
+
+# Per event type, its columns as plain str/int (an enum member binds to sqlite several times slower) and its lane.
+_COLUMNS = {t: (t.value, int(lane_of(t)), lane_of(t)) for t in EventType}
+_new_tuple = tuple.__new__  # a NamedTuple made without its generated __new__: a third of the cost
 
 
 class DiskCondition(enum.StrEnum):
@@ -163,8 +168,10 @@ class EventStore:
         """Commit events in one transaction; raises StoreFull/StoreError and then nothing was stored."""
         return self._writer.submit_append(list(events)).result()
 
-    async def append_async(self, events: Sequence[Event]) -> list[StoredEvent | None]:
-        return await asyncio.wrap_future(self._writer.submit_append(list(events)))
+    async def append_async(self, events: Sequence[Event], *,
+                           journal: JournalEntry | None = None) -> list[StoredEvent | None]:
+        """Commit events (and a journal entry, in the same transaction: both or neither)."""
+        return await asyncio.wrap_future(self._writer.submit_append(list(events), journal))
 
     def _track_point_allowed(self, event: Event) -> bool:
         """Under low disk, GPS breadcrumbs are thinned at intake; scans, proofs and blocks never are."""
@@ -202,7 +209,7 @@ class EventStore:
             self._commit_jobs(db, jobs)
         except sqlite3.IntegrityError:
             if len(jobs) == 1:
-                jobs[0].future.set_exception(StoreError("event id already stored"))
+                jobs[0].future.set_exception(StoreError("event id (or journal entry) already stored"))
                 return
             for job in jobs:  # one bad job must not fail its neighbours: commit each alone
                 self._commit_single(db, job)
@@ -234,29 +241,32 @@ class EventStore:
         last_track = self._last_track_mono
         rows: list[tuple] = []
         results: list[list[StoredEvent | None]] = []
+        append_row = rows.append
         for job in jobs:
             out: list[StoredEvent | None] = []
             for event in job.events:
-                if not self._track_point_allowed(event):
-                    out.append(None)
-                    continue
                 event_type = event.type
                 if event_type is EventType.GPS_FIX:
+                    if not self._track_point_allowed(event):
+                        out.append(None)
+                        continue
                     self._last_track_mono = event.mono
                 seq += 1
                 body = canonical_bytes(event.to_dict(seq))
                 prev = next_digest(prev, body)
                 text = body.decode("utf-8")
                 digest = prev.hex()
-                lane = lane_of(event_type)
-                # StrEnum/IntEnum members bind as their str/int values.
-                rows.append((seq, event.id, event_type, lane, event.ts, event.mono,
-                             event.block, event.stop, text, digest, stored_at))
-                out.append(StoredEvent(seq, event.id, event_type, lane, text, digest))
+                type_value, lane_value, lane = _COLUMNS[event_type]
+                append_row((seq, event.id, type_value, lane_value, event.ts, event.mono,
+                            event.block, event.stop, text, digest, stored_at))
+                out.append(_new_tuple(StoredEvent, (seq, event.id, event_type, lane, text, digest)))
             results.append(out)
         try:
             with db.atomic():
                 db.conn.executemany(INSERT_EVENT, rows)
+                for job in jobs:
+                    if job.extra is not None:
+                        insert_journal(db.conn, job.extra)
         except BaseException:
             self._last_track_mono = last_track
             raise

@@ -1,16 +1,34 @@
 """The state the agent keeps beside the outbox, in the same database and on the same writer thread: key/value
-documents (the workflow's journal, the sync's seen commands), the routes received, and the index of proof photos
-(device/store/photo_index.py: the upload queue and its progress, retention). `EventStore.state` is one of these.
+documents (the workflow's snapshot, the sync's seen commands), named journals (the workflow's changes since its
+snapshot), the routes received, and the index of proof photos (device/store/photo_index.py: the upload queue and
+its progress, retention). `EventStore.state` is one of these.
 """
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+import sqlite3
+from typing import Any, Callable, NamedTuple
 
 import sqlite_utils
 
 from device.contract.domain import Route
 from device.store import photo_index
+
+INSERT_JOURNAL = "INSERT INTO journal (name, n, body) VALUES (?, ?, ?)"
+
+
+class JournalEntry(NamedTuple):
+    """Entry `n` of the journal `name`; `body` is JSON text. Appended with events, it commits in their
+    transaction (EventStore.append_async(..., journal=entry))."""
+
+    name: str
+    n: int
+    body: str
+
+
+def insert_journal(conn: sqlite3.Connection, entry: JournalEntry) -> None:
+    conn.execute(INSERT_JOURNAL, entry)
+
 
 Call = Callable[[Callable[[sqlite_utils.Database], Any]], Any]  # runs a function on the store's writer thread
 
@@ -31,6 +49,29 @@ class StoreState:
         row = self._call(lambda db: db.conn.execute(
             "SELECT value FROM block_state WHERE key = ?", [key]).fetchone())
         return default if row is None else json.loads(row[0])
+
+    def write_journal(self, entry: JournalEntry) -> None:
+        """Commit one journal entry alone (without events)."""
+        def write(db: sqlite_utils.Database) -> None:
+            with db.atomic():
+                insert_journal(db.conn, entry)
+        self._call(write)
+
+    def journal(self, name: str, after: int = 0) -> list[tuple[int, Any]]:
+        """The entries of a journal numbered above `after`, in order, as (n, parsed body)."""
+        rows = self._call(lambda db: db.conn.execute(
+            "SELECT n, body FROM journal WHERE name = ? AND n > ? ORDER BY n", [name, after]).fetchall())
+        return [(n, json.loads(body)) for n, body in rows]
+
+    def compact_journal(self, name: str, key: str, snapshot: Any, upto: int) -> None:
+        """In one transaction: keep `snapshot` under `key` and drop the journal's entries up to `upto`, which
+        the snapshot includes."""
+        def write(db: sqlite_utils.Database) -> None:
+            with db.atomic():
+                db.conn.execute("INSERT OR REPLACE INTO block_state (key, value) VALUES (?, ?)",
+                                [key, json.dumps(snapshot)])
+                db.conn.execute("DELETE FROM journal WHERE name = ? AND n <= ?", [name, upto])
+        self._call(write)
 
     def save_route(self, route: Route) -> bool:
         """Keep a route version; True if it is newer than every stored version of its block."""

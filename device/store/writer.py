@@ -24,6 +24,7 @@ MAX_GROUP_EVENTS = 2000  # cap on events per group commit, so one transaction st
 @dataclass
 class AppendJob:
     events: list[Any]
+    extra: Any = None  # committed in the events' transaction (a journal entry)
     future: Future = field(default_factory=Future)
 
 
@@ -58,8 +59,8 @@ class Writer:
     def alive(self) -> bool:
         return self._thread.is_alive() and not self._closed
 
-    def submit_append(self, events: list[Any]) -> Future:
-        return self._put(AppendJob(events))
+    def submit_append(self, events: list[Any], extra: Any = None) -> Future:
+        return self._put(AppendJob(events, extra))
 
     def submit_call(self, fn: Callable[[sqlite_utils.Database], Any]) -> Future:
         return self._put(CallJob(fn))

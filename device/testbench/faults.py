@@ -80,6 +80,7 @@ class FaultyLine(asyncio.Protocol):
         self._inner = inner
         self._write = write
         self._delay_s = faults.delay_s
+        self._faulty = faults.any
         self._rx = FaultInjector(faults, delimiter, rng, self.counts)
         self._tx = FaultInjector(faults, delimiter, rng, self.counts)
 
@@ -92,17 +93,24 @@ class FaultyLine(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.silent:
             return
+        if not self._faulty:  # a clean line passes bytes on as they came
+            self._inner.data_received(data)
+            return
         for chunk in self._rx.apply(data):
             self._inner.data_received(chunk)
 
     def send(self, data: bytes) -> None:
         if self.silent:
             return
-        for chunk in self._tx.apply(data):
-            if self._delay_s:
+        if not self._faulty:
+            self._write(data)
+            return
+        chunks = self._tx.apply(data)
+        if self._delay_s:
+            for chunk in chunks:
                 asyncio.get_running_loop().call_later(self._delay_s, self._write, chunk)
-            else:
-                self._write(chunk)
+        elif chunks:
+            self._write(b"".join(chunks))  # what survived of one write goes out as one write
 
 
 class LineTransport(asyncio.Transport):

@@ -1,12 +1,12 @@
 """The machinery both roles share: a transition table, one input at a time, all-or-nothing.
 
-A handler works on a copy of the state and collects its outputs in a `Step`; the copy replaces the state
-only when the handler finished and landed in one of the phases its table row allows. A rejection (or a bug)
-leaves the state exactly as it was, and no exception leaves `handle()`.
+A handler works on the state in place and collects its outputs in a `Step`; the state's change log
+(changes.py) notes every write, so when the handler is rejected, fails, or lands outside the phases its
+table row allows, its writes are undone. A rejection (or a bug) leaves the state exactly as it was, and no
+exception leaves `handle()`. Nothing here copies the state: an input costs what it touches.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from dataclasses import dataclass, field
@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any, Callable, Generic, Mapping, TypeVar
 
 from device.contract.domain import Event, EventType, iso_utc, utc_now
+from device.workflow.changes import ChangeLog, Delta, Tracked, Undo, adopt, undo
 from device.workflow.inputs import PERSON_INPUTS
 from device.workflow.outputs import Feedback, Notice, NoticeKind, Outcome, Rejection, RejectReason, SendClaim
 
@@ -54,7 +55,7 @@ class Step:
         self.notices.append(Notice(kind, text, data))
 
 
-S = TypeVar("S")
+S = TypeVar("S", bound=Tracked)
 P = TypeVar("P", bound=StrEnum)
 
 
@@ -97,15 +98,32 @@ class Machine(Generic[S, P]):
         self._clock = clock
         self.rejected = 0  # inputs refused since start (for health counters)
 
+    @property
+    def state(self) -> S:
+        return self._state
+
+    @state.setter
+    def state(self, state: S) -> None:
+        """Adopt a state: from now on its writes are tracked (a new state journals as a full snapshot)."""
+        self._changes: ChangeLog = adopt(state)
+        self._state = state
+        self._last_undo: list[Undo] = []
+
+    def drain_changes(self) -> Delta | None:
+        """What changed since the last call, as a journal delta (changes.apply_delta replays it); None when
+        the state was replaced since, and only a full snapshot describes it."""
+        return self._changes.drain(self._state)
+
+    def undo_last(self) -> None:
+        """Take back the last accepted input (the runner could not commit its events)."""
+        steps, self._last_undo = self._last_undo, []
+        undo(steps)
+
     def phase_of(self, state: S) -> P:
         raise NotImplementedError
 
     def block_of(self, state: S) -> str | None:
         return None
-
-    def immutable_parts(self, state: S) -> tuple[object, ...]:
-        """Frozen objects inside the state (routes, plans) that the working copy may share, not copy."""
-        return ()
 
     @property
     def phase(self) -> P:
@@ -126,19 +144,24 @@ class Machine(Generic[S, P]):
             return self._reject(step, item, Rejected(RejectReason.WRONG_STATE,
                                                      f"{type(item).__name__} not accepted in {before}",
                                                      record=not self._routine(item)))
-        work = copy.deepcopy(self.state, {id(part): part for part in self.immutable_parts(self.state)})
+        changes = self._changes
+        self._last_undo = []
+        changes.begin()
         try:
-            transition.handler(self, step, work, item)
+            transition.handler(self, step, self._state, item)
         except Rejected as rejected:
+            changes.rollback()
             return self._reject(step, item, rejected)
         except Exception as exc:  # a bug must not take the agent down: log it, refuse the input
+            changes.rollback()
             log.exception("workflow handler for %s in %s failed", type(item).__name__, before)
             return self._reject(step, item, Rejected(RejectReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
-        after = self.phase_of(work)
+        after = self.phase_of(self._state)
         if after not in transition.targets:
+            changes.rollback()
             log.error("transition %s --%s--> %s is not in the table", before, type(item).__name__, after)
             return self._reject(step, item, Rejected(RejectReason.INTERNAL_ERROR, f"illegal target {after}"))
-        self.state = work
+        self._last_undo = changes.commit()
         return Outcome(before.value, after.value, tuple(step.events), tuple(step.feedback), tuple(step.notices),
                        tuple(step.requests))
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, Mapping
 
 from device.contract.domain import EventType, utc_now
+from device.workflow.changes import LIST, FieldSpec, Tracked, mapping, value
 from device.workflow.core import Machine, Rejected, Step, Transition, check_id
 from device.workflow.inputs import DOCK_INPUTS, StageScan, StagingEntry, StagingPlan, StagingPlanReceived
 from device.workflow.outputs import Feedback, NoticeKind, RejectReason
@@ -23,11 +24,16 @@ class DockPhase(StrEnum):
 
 
 @dataclass
-class DockState:
+class DockState(Tracked):
     phase: DockPhase = DockPhase.IDLE
     plan: StagingPlan | None = None
     staged: dict[str, str] = field(default_factory=dict)  # package -> route it was staged into
     completed_routes: list[str] = field(default_factory=list)
+
+    FIELDS: ClassVar[Mapping[str, FieldSpec]] = {
+        "phase": value(str, DockPhase), "plan": value(StagingPlan.to_dict, StagingPlan.from_dict),
+        "staged": mapping(), "completed_routes": LIST,
+    }
 
     def to_dict(self) -> dict[str, Any]:
         return {"phase": self.phase.value, "plan": self.plan.to_dict() if self.plan else None,
@@ -48,9 +54,6 @@ class DockWorkflow(Machine[DockState, DockPhase]):
 
     def phase_of(self, state: DockState) -> DockPhase:
         return state.phase
-
-    def immutable_parts(self, state: DockState) -> tuple[object, ...]:
-        return (state.plan,)
 
     def _routine(self, item: object) -> bool:
         return isinstance(item, StagingPlanReceived)

@@ -1,12 +1,12 @@
 """The vehicle workflow's state: phases, per-package and per-stop progress; JSON round trip for restarts."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 from device.contract.domain import Block, Route
+from device.workflow.changes import SET, FieldSpec, Tracked, mapping, value
 
 
 class Phase(StrEnum):
@@ -38,9 +38,11 @@ class StopOutcome(StrEnum):
     EXCEPTION = "exception"  # none delivered
 
 
-@dataclass
+@dataclass(frozen=True)
 class StopRecord:
-    """A stop as the driver met it. Finished records outlive a revision that drops their stop."""
+    """A stop as the driver met it. Finished records outlive a revision that drops their stop.
+
+    Frozen: a handler replaces a record (`dataclasses.replace`), so the change is seen and journaled."""
 
     id: str
     window_end: str | None = None  # ISO UTC, for the on-time rate
@@ -50,9 +52,6 @@ class StopRecord:
     on_time: bool | None = None
     arrived_at: str | None = None
     finished_at: str | None = None
-
-    def __deepcopy__(self, memo: dict[int, object]) -> StopRecord:
-        return copy.copy(self)  # every field is immutable: a shallow copy is a deep one, 10x cheaper
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "window_end": self.window_end, "done": self.done, "removed": self.removed,
@@ -67,8 +66,8 @@ class StopRecord:
                    raw.get("finished_at"))
 
 
-@dataclass
-class VehicleState:
+@dataclass(eq=True)
+class VehicleState(Tracked):
     phase: Phase = Phase.IDLE
     offers: dict[str, Block] = field(default_factory=dict)
     claim_block: str | None = None  # the block asked for (CLAIMING)
@@ -78,6 +77,7 @@ class VehicleState:
     packages: dict[str, PackageState] = field(default_factory=dict)  # every package this block ever had
     package_stop: dict[str, str] = field(default_factory=dict)  # package -> stop, as of the newest route
     loaded: set[str] = field(default_factory=set)  # scanned into the van during loading
+    load_count: int = 0  # packages of the current manifest in `loaded` (kept, not counted per scan)
     extra_scans: dict[str, str] = field(default_factory=dict)  # scanned while loading, not ours: code -> reason
     photo_proofs: dict[str, dict[str, Any]] = field(default_factory=dict)  # package -> matching photo
     signatures: dict[str, str] = field(default_factory=dict)  # package -> signature event id
@@ -90,6 +90,16 @@ class VehicleState:
     completed_at: str | None = None
     summary: dict[str, Any] | None = None
 
+    FIELDS: ClassVar[Mapping[str, FieldSpec]] = {
+        "phase": value(str, Phase), "offers": mapping(Block.to_dict, Block.from_dict),
+        "claim_block": value(), "claim_request": value(), "block_id": value(),
+        "route": value(Route.to_dict, Route.from_dict), "packages": mapping(str, PackageState),
+        "package_stop": mapping(), "loaded": SET, "load_count": value(), "extra_scans": mapping(),
+        "photo_proofs": mapping(), "signatures": mapping(), "stops": mapping(StopRecord.to_dict, StopRecord.from_dict),
+        "current_stop": value(), "verdicts": mapping(), "exceptions": mapping(), "other_packages": mapping(),
+        "started_at": value(), "completed_at": value(), "summary": value(),
+    }
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "phase": self.phase.value,
@@ -97,7 +107,7 @@ class VehicleState:
             "claim_block": self.claim_block, "claim_request": self.claim_request, "block_id": self.block_id,
             "route": self.route.to_dict() if self.route else None,
             "packages": {k: v.value for k, v in self.packages.items()},
-            "package_stop": dict(self.package_stop), "loaded": sorted(self.loaded),
+            "package_stop": dict(self.package_stop), "loaded": sorted(self.loaded), "load_count": self.load_count,
             "extra_scans": dict(self.extra_scans),
             "photo_proofs": dict(self.photo_proofs), "signatures": dict(self.signatures),
             "stops": [s.to_dict() for s in self.stops.values()], "current_stop": self.current_stop,
@@ -109,6 +119,10 @@ class VehicleState:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> VehicleState:
         route = raw.get("route")
+        package_stop, loaded = dict(raw.get("package_stop", {})), set(raw.get("loaded", []))
+        load_count = raw.get("load_count")
+        if load_count is None:  # a snapshot from before the count was kept
+            load_count = len(package_stop.keys() & loaded)
         return cls(
             phase=Phase(raw["phase"]),
             offers={b["id"]: Block.from_dict(b) for b in raw.get("offers", [])},
@@ -116,7 +130,7 @@ class VehicleState:
             block_id=raw.get("block_id"),
             route=Route.from_dict(route) if route else None,
             packages={k: PackageState(v) for k, v in raw.get("packages", {}).items()},
-            package_stop=dict(raw.get("package_stop", {})), loaded=set(raw.get("loaded", [])),
+            package_stop=package_stop, loaded=loaded, load_count=int(load_count),
             extra_scans=dict(raw.get("extra_scans", {})),
             photo_proofs=dict(raw.get("photo_proofs", {})), signatures=dict(raw.get("signatures", {})),
             stops={s["id"]: StopRecord.from_dict(s) for s in raw.get("stops", [])},

@@ -6,7 +6,7 @@ current phase is rejected with `WRONG_STATE`.
 from __future__ import annotations
 
 import math
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime
 from typing import Any, Callable
 
@@ -57,9 +57,6 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
 
     def block_of(self, state: VehicleState) -> str | None:
         return state.block_id or state.claim_block
-
-    def immutable_parts(self, state: VehicleState) -> tuple[object, ...]:
-        return (state.route, *state.offers.values())
 
     def _routine(self, item: object) -> bool:
         # Offers and routes are retained messages, re-sent on every reconnect; the geofence fires by itself.
@@ -182,6 +179,7 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
         if on_route and state is PackageState.EXPECTED:
             s.packages[code] = PackageState.LOADED
             s.loaded.add(code)
+            s.load_count += 1
             loaded, total = _load_counts(s)
             step.event(EventType.PACKAGE_SCANNED, {"package": code, "loaded": loaded, "total": total},
                        stop=s.package_stop[code])
@@ -232,7 +230,8 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
         expected = _next_open_stop(s)
         s.phase, s.current_stop = Phase.AT_STOP, stop_id
         record = s.stops[stop_id]
-        record.arrived_at = record.arrived_at or iso_utc(step.now)
+        if record.arrived_at is None:
+            s.stops[stop_id] = replace(record, arrived_at=iso_utc(step.now))
         open_packages = _open_packages(s, stop_id)
         step.event(EventType.STOP_ARRIVED, {"in_order": expected is not None and expected.id == stop_id,
                                             "expected_stop": expected.id if expected else None,
@@ -368,6 +367,7 @@ def _install_route(step: Step, s: VehicleState, route: Route) -> None:
     s.route = route
     s.package_stop = route.manifest()
     s.packages = {p: PackageState.EXPECTED for p in s.package_stop}
+    s.load_count = len(s.package_stop.keys() & s.loaded)
     s.stops = {stop.id: _stop_record(stop) for stop in route.stops}
     s.phase = Phase.LOADING
     step.event(EventType.ROUTE_RECEIVED, {"version": route.version, "stops": len(route.stops),
@@ -387,13 +387,13 @@ def _revise_route(step: Step, s: VehicleState, route: Route) -> None:
     added_stops = [sid for sid in new_stop_ids if sid not in s.stops or s.stops[sid].removed]
     kept_finished = [sid for sid in new_stop_ids if sid in s.stops and s.stops[sid].done]
     for sid in removed_stops:
-        s.stops[sid].removed = True
+        s.stops[sid] = replace(s.stops[sid], removed=True)
     for stop in route.stops:
         record = s.stops.get(stop.id)
         if record is None or record.removed:
             s.stops[stop.id] = _stop_record(stop)
         elif not record.done:
-            record.window_end = _stop_record(stop).window_end
+            s.stops[stop.id] = replace(record, window_end=_stop_record(stop).window_end)
     to_return = []
     for package, state in list(s.packages.items()):
         if package not in new_manifest and state not in FINAL_PACKAGE_STATES:
@@ -412,6 +412,7 @@ def _revise_route(step: Step, s: VehicleState, route: Route) -> None:
             s.packages[package] = PackageState.MISSING
             not_loaded.append(package)
     s.route, s.package_stop = route, new_manifest
+    s.load_count = len(new_manifest.keys() & s.loaded)
     step.event(EventType.ROUTE_REVISED, {
         "from_version": old_version, "version": route.version, "removed_stops": removed_stops,
         "added_stops": added_stops, "kept_finished": kept_finished, "return_packages": sorted(to_return),
@@ -429,8 +430,9 @@ def _revise_route(step: Step, s: VehicleState, route: Route) -> None:
 
 
 def _load_counts(s: VehicleState) -> tuple[int, int]:
-    manifest = _route(s).manifest()
-    return sum(s.packages[p] is PackageState.LOADED for p in manifest), len(manifest)
+    """(loaded, total) of the current manifest, while loading (its only callers): then a manifest package is
+    LOADED exactly when it was scanned into the van, which `s.load_count` counts."""
+    return s.load_count, len(s.package_stop)
 
 
 def _route(s: VehicleState) -> Route:
@@ -441,7 +443,7 @@ def _route(s: VehicleState) -> Route:
 
 
 def _route_stop(s: VehicleState, stop_id: str) -> Stop | None:
-    return next((stop for stop in s.route.stops if stop.id == stop_id), None) if s.route else None
+    return s.route.stop(stop_id) if s.route else None
 
 
 def _stop(s: VehicleState, stop_id: str) -> Stop:
@@ -565,14 +567,12 @@ def _finish_stop_if_done(step: Step, s: VehicleState, stop_id: str) -> None:
     if missing:
         _except(step, s, stop_id, missing, NOT_LOADED)
     delivered = sum(s.packages[p.id] is PackageState.DELIVERED for p in stop.packages)
-    record.done = True
-    record.finished_at = iso_utc(step.now)
-    record.outcome = (StopOutcome.DELIVERED if delivered == len(stop.packages)
-                      else StopOutcome.PARTIAL if delivered else StopOutcome.EXCEPTION)
-    if stop.window_end is not None and delivered:
-        record.on_time = step.now <= stop.window_end
-    step.event(EventType.STOP_COMPLETED, {"outcome": record.outcome.value, "delivered": delivered,
-                                          "packages": len(stop.packages), "on_time": record.on_time}, stop=stop_id)
+    outcome = (StopOutcome.DELIVERED if delivered == len(stop.packages)
+               else StopOutcome.PARTIAL if delivered else StopOutcome.EXCEPTION)
+    on_time = step.now <= stop.window_end if stop.window_end is not None and delivered else record.on_time
+    s.stops[stop_id] = replace(record, done=True, finished_at=iso_utc(step.now), outcome=outcome, on_time=on_time)
+    step.event(EventType.STOP_COMPLETED, {"outcome": outcome.value, "delivered": delivered,
+                                          "packages": len(stop.packages), "on_time": on_time}, stop=stop_id)
     if _next_open_stop(s) is None:
         _complete_block(step, s)
 

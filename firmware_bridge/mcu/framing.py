@@ -43,6 +43,9 @@ class FrameKind(enum.IntEnum):
     HEARTBEAT = 0x06  # liveness, not sequenced, not acknowledged
 
 
+_KINDS = {int(kind): kind for kind in FrameKind}  # a dict lookup: FrameKind(byte) costs as much as the CRC
+
+
 @dataclass(frozen=True)
 class Frame:
     kind: FrameKind
@@ -61,6 +64,13 @@ class Frame:
         body = bytes((self.kind, self.seq, self.msg_type)) + self.payload
         return body + crc16(body).to_bytes(CRC_LEN, "big")
 
+    @staticmethod
+    def encode_data(seq: int, msg_type: int, payload: bytes) -> bytes:
+        """`Frame(DATA, seq, msg_type, payload).encode()` for values the link already checked (the send path)."""
+        body = bytes((FrameKind.DATA, seq, msg_type)) + payload
+        encoded: bytes = cobs.encode(body + crc16(body).to_bytes(CRC_LEN, "big"))
+        return encoded + DELIMITER
+
     @classmethod
     def from_bytes(cls, body: bytes) -> Frame:
         """Parse a frame body (after COBS decoding); raises FrameError."""
@@ -70,10 +80,9 @@ class Frame:
             raise FrameError("oversized frame", body)
         if crc16(body[:-CRC_LEN]) != int.from_bytes(body[-CRC_LEN:], "big"):
             raise FrameError("bad CRC", body)
-        try:
-            kind = FrameKind(body[0])
-        except ValueError:
-            raise FrameError(f"unknown frame kind 0x{body[0]:02x}", body) from None
+        kind = _KINDS.get(body[0])
+        if kind is None:
+            raise FrameError(f"unknown frame kind 0x{body[0]:02x}", body)
         return cls(kind, body[1], body[2], bytes(body[HEADER_LEN:-CRC_LEN]))
 
     def encode(self) -> bytes:
@@ -82,8 +91,16 @@ class Frame:
         return encoded + DELIMITER
 
 
+# Every ACK frame as it goes on the wire, by seq: a receiver sends one per DATA frame, so a sender reads as many.
+ACK_WIRE: tuple[bytes, ...] = tuple(Frame(FrameKind.ACK, seq).encode() for seq in range(256))
+_ACK_BY_CHUNK = {wire[:-1]: Frame(FrameKind.ACK, seq) for seq, wire in enumerate(ACK_WIRE)}
+
+
 def parse_frame(encoded: bytes) -> Frame:
     """One chunk between delimiters (COBS encoded, delimiter removed) → Frame; raises FrameError."""
+    known = _ACK_BY_CHUNK.get(encoded)  # an intact ACK: the same bytes every time, decoded once
+    if known is not None:
+        return known
     if len(encoded) > MAX_ENCODED:
         raise FrameError("oversized frame", encoded)
     try:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 from firmware_bridge.errors import FrameError, LinkDown, LinkError, NotAcked
-from firmware_bridge.mcu.framing import MAX_PAYLOAD, Frame, FrameDecoder, FrameKind
+from firmware_bridge.mcu.framing import ACK_WIRE, MAX_PAYLOAD, Frame, FrameDecoder, FrameKind
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ class _Pending:
     future: asyncio.Future[None]
     seq: int = -1
     attempts: int = 0
+    wire: bytes = b""  # the DATA frame as sent (made once: resends send the same bytes)
 
 
 @dataclass
@@ -152,6 +153,9 @@ class Link(asyncio.Protocol):
         self._hello_nonce: int | None = None  # our HELLO waiting for its HELLO_ACK
         self._peer_nonce: int | None = None  # the handshake the current session came from
         self._hello_sent = 0.0
+        self._retransmit_due = 0.0  # loop time after which no ACK progress means resend
+        self._outgoing: list[bytes] = []  # frames written in this loop pass, sent together by _flush
+        self._ack_due: int | None = None  # the ACK owed for the DATA frames of the bytes being read
         self._last_rx = time.monotonic()
         self._started = time.monotonic()
 
@@ -168,6 +172,8 @@ class Link(asyncio.Protocol):
         """Queue a message; the future completes when the peer ACKs it (or fails: LinkDown, NotAcked)."""
         if len(payload) > MAX_PAYLOAD:
             raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+        if not 0 <= msg_type <= 0xFF:
+            raise ValueError(f"message type is a byte: {msg_type}")
         if not self.is_up:
             raise LinkDown(f"MCU link is {self.state.value}")
         if len(self._queue) >= self.config.queue_limit:
@@ -208,6 +214,8 @@ class Link(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._outgoing.clear()
+        self._ack_due = None
         self._timers.cancel()
         self._go_down(f"port lost ({exc or 'closed'})", LinkState.DOWN)
 
@@ -227,6 +235,9 @@ class Link(asyncio.Protocol):
             except FrameError as exc:
                 self.stats.frames_rejected += 1
                 log.warning("%s: rejected %s frame: %r", self.config.name, frame.kind.name, exc)
+        self._send_ack_due()
+        if self._outgoing:
+            self._flush()  # the answers (ACKs, the next DATA frames) go out now, in one write
 
     # ---- receiving -----------------------------------------------------------------------------------
     def _frame_received(self, frame: Frame) -> None:
@@ -259,7 +270,7 @@ class Link(asyncio.Protocol):
         if ahead == 0:
             self._rx_expected = (self._rx_expected + 1) % SEQ_MODULO
             self._nacked_for = None
-            self._write(Frame(FrameKind.ACK, frame.seq))
+            self._ack_due = frame.seq  # one cumulative ACK for every DATA frame of this read (PROTOCOL.md 4.2)
             self.stats.handed_up += 1
             try:
                 self._on_message(frame.msg_type, frame.payload)
@@ -270,9 +281,15 @@ class Link(asyncio.Protocol):
             self._nack_gap()
         else:
             self.stats.duplicates += 1
-            self._write(Frame(FrameKind.ACK, (self._rx_expected - 1) % SEQ_MODULO))
+            self._ack_due = (self._rx_expected - 1) % SEQ_MODULO
+
+    def _send_ack_due(self) -> None:
+        if self._ack_due is not None:
+            self._send(ACK_WIRE[self._ack_due])
+            self._ack_due = None
 
     def _nack_gap(self) -> None:
+        self._send_ack_due()  # what was accepted before the gap is acknowledged first
         if self._nacked_for != self._rx_expected:
             self._nacked_for = self._rx_expected
             self.stats.nacks_sent += 1
@@ -280,17 +297,29 @@ class Link(asyncio.Protocol):
 
     # ---- sending -------------------------------------------------------------------------------------
     def _write(self, frame: Frame) -> None:
-        transport = self._transport
-        if transport is None or transport.is_closing():
+        self._send(frame.encode())
+
+    def _send(self, data: bytes) -> None:
+        """Queue an encoded frame; every frame of this loop pass goes out in one write (one syscall)."""
+        if self._transport is None:
             return
-        data = frame.encode()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s tx %s", self.config.name, data.hex())
-        transport.write(data)  # type: ignore[attr-defined]
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outgoing.append(data)
+
+    def _flush(self) -> None:
+        data, self._outgoing = b"".join(self._outgoing), []
+        transport = self._transport
+        if data and transport is not None and not transport.is_closing():
+            transport.write(data)  # type: ignore[attr-defined]
 
     def _transmit(self, entry: _Pending) -> None:
         entry.attempts += 1
-        self._write(Frame(FrameKind.DATA, entry.seq, entry.msg_type, entry.payload))
+        if not entry.wire:
+            entry.wire = Frame.encode_data(entry.seq, entry.msg_type, entry.payload)
+        self._send(entry.wire)
 
     def _pump(self) -> None:
         while self._queue and len(self._inflight) < self.config.window and self.is_up:
@@ -342,16 +371,26 @@ class Link(asyncio.Protocol):
         self._arm_retransmit()
 
     def _arm_retransmit(self) -> None:
-        self._timers.cancel_retransmit()
-        if self._inflight:
-            loop = asyncio.get_running_loop()
-            self._timers.retransmit = loop.call_later(self.config.ack_timeout_s, self._ack_timeout)
+        """ACK progress (or a first send): the resend deadline moves to ack_timeout from now. The timer is
+        not re-made per ACK: when it fires before the deadline it sleeps the rest."""
+        if not self._inflight:
+            self._timers.cancel_retransmit()
+            return
+        loop = asyncio.get_running_loop()
+        self._retransmit_due = loop.time() + self.config.ack_timeout_s
+        if self._timers.retransmit is None:
+            self._timers.retransmit = loop.call_at(self._retransmit_due, self._ack_timeout)
 
     def _ack_timeout(self) -> None:
         self._timers.retransmit = None
-        if self._inflight and self.is_up:
-            self.stats.timeouts += 1
-            self._resend_inflight()
+        if not (self._inflight and self.is_up):
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._retransmit_due:  # progress since the timer was made
+            self._timers.retransmit = loop.call_at(self._retransmit_due, self._ack_timeout)
+            return
+        self.stats.timeouts += 1
+        self._resend_inflight()
 
     def _link_failed(self, exc: NotAcked) -> None:
         self.stats.failures += 1
