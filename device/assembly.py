@@ -93,7 +93,10 @@ def _photo_taker(config: Config, data_dir: Path):
 
     def capture_and_check(stop: Stop, fix: Fix | None) -> ProofPhoto:
         saved = capture_photo(camera, photo_dir, fix, section.jpeg_quality)
-        result = checker.check(saved.path, stop.house_number)
+        try:
+            result = checker.check(saved.path, stop.house_number)
+        finally:  # a van checks a photo every few minutes: idle, it carries no detector buffers (~130 MB)
+            checker.release()
         box = None
         if result.boxes:
             x0, y0, x1, y1 = result.boxes[0]

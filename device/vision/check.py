@@ -49,7 +49,9 @@ class CheckThresholds:
     match_min_confidence: float = 0.75  # every character of the expected number at least this sure
     mismatch_min_confidence: float = 0.7  # a different number read this surely is "mismatch" (else unreadable)
     max_candidates: int = 6  # text lines read per photo
-    widen: float = 0.25  # the second look: the box wider by this many box heights each side
+    widen: tuple[float, ...] = (0.25, 0.6, 1.0)  # the second looks: the box wider by this many box heights each
+    # side, wider only while the reading is a part of the expected number (the other glyphs of a widely spaced
+    # number can lie outside the box, or be missed by the detector)
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
     work_side: int = 1152  # 2304x1296 camera frames decode at exactly 1/2 scale (libjpeg DCT scaling)
 
@@ -199,13 +201,21 @@ class HouseNumberChecker:
         first = self.read(frame, box)
         if not first.text or not (first.text in want or want in first.text):
             return first
-        wide = self.read(frame, widened(box, (rgb.shape[1], rgb.shape[0]), self.thresholds.widen))
-        longer = len(wide.text) > len(first.text) and first.text in wide.text
-        if longer and (wide.text == want or wide.confidence >= self.thresholds.mismatch_min_confidence):
-            return wide
-        if first.text == want and first.confidence < self.thresholds.match_min_confidence:
-            return self.look_again(frame, box, first, wide)
-        return first
+        size = (rgb.shape[1], rgb.shape[0])
+        looks = [first]
+        for by in self.thresholds.widen:
+            wider = widened(box, size, by)
+            wide = self.read(frame, wider)
+            longer = len(wide.text) > len(first.text) and first.text in wide.text
+            if longer and (wide.text == want or wide.confidence >= self.thresholds.mismatch_min_confidence):
+                box, looks = wider, [wide]
+                break
+            looks.append(wide)
+            if first.text == want or not want.startswith(first.text) and not want.endswith(first.text):
+                break  # only a part of the expected number, at one end of it, looks wider still
+        if looks[0].text == want and looks[0].confidence < self.thresholds.match_min_confidence:
+            return self.look_again(frame, box, *looks)
+        return looks[0]
 
     def look_again(self, frame: Frame, box: Box, *looks: Reading) -> Reading:
         """The expected number read, but not surely: two more looks (the box a little tighter, and moved down
