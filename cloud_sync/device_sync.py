@@ -4,7 +4,8 @@ commands from it. A thin composition of four parts with one job each:
 - `link.Link`: the connection, its Last Will, reconnects with jittered backoff, a clean stop;
 - `uplink.Uplink`: the outbox drain, the cloud's end-to-end acks, the retained status;
 - `downlink.Downlink`: inbound messages (checks, command replays, claim replies) onto `inbox`;
-- `photos.PhotoUploads`: proof photos in resumable chunks, sent by the uplink when no event waits.
+- `photos.PhotoUploads`: proof photos in resumable chunks from the store's photo index, sent by the uplink when
+  no event waits.
 
 Runs on the agent's asyncio loop through aiomqtt (paho-mqtt driven by add_reader/add_writer; see
 connection.py): the store calls go to the store's writer thread via `asyncio.to_thread`, and everything else
@@ -28,7 +29,7 @@ from cloud_sync.signing import Verifier
 from cloud_sync.sync_settings import SyncCounters, SyncSettings
 from cloud_sync.topics import FleetTopics
 from cloud_sync.uplink import Uplink
-from device.contract.domain import Lane
+from device.contract.domain import EventType, Lane
 from device.store import EventStore
 
 log = logging.getLogger(__name__)
@@ -91,12 +92,14 @@ class DeviceSync:
         """Something the operator should see changed (the disk filled up): publish the status now."""
         self.uplink.report_status()
 
-    async def claim(self, block_id: str, timeout_s: float | None = None) -> ClaimResult:
-        return await self.downlink.claim(block_id, timeout_s)
+    async def claim(self, block_id: str, timeout_s: float | None = None, *,
+                    request_id: str | None = None) -> ClaimResult:
+        return await self.downlink.claim(block_id, timeout_s, request_id=request_id)
 
     async def upload_photo(self, photo_id: str, path: Path | str) -> None:
-        """Queue a proof photo for upload in chunks, after the events (a lower priority); it resumes after an
-        outage or a restart from the first chunk not yet acked."""
+        """Queue a file as a proof photo for upload in chunks, after the events (a lower priority); it resumes
+        after an outage or a restart from the first chunk not yet acked. The agent's own photos are queued
+        through the store's photo index when their event commits."""
         await self.photos.add(photo_id, path)
 
     async def photos_pending(self) -> list[str]:
@@ -109,6 +112,8 @@ class DeviceSync:
     async def _session(self, client: aiomqtt.Client) -> None:
         await self.downlink.subscribe(client)
         live = await asyncio.to_thread(self.store.newest_pending, Lane.TRACK)
+        if live is not None and live.type is not EventType.GPS_FIX:
+            live = None  # the newest telemetry is a health event: no position to show first
         await self.uplink.publish_status(client, Presence.ONLINE, live)
         async with asyncio.TaskGroup() as group:
             group.create_task(self.downlink.read(client))

@@ -74,10 +74,12 @@ class Downlink:
             if any(getattr(code, "is_failure", False) for code in codes):
                 log.error("broker refused subscription to %s: %s", topic, codes)
 
-    async def claim(self, block_id: str, timeout_s: float | None = None) -> ClaimResult:
-        """Ask for a block; the cloud answers on the MQTT 5 response topic with our correlation data."""
+    async def claim(self, block_id: str, timeout_s: float | None = None, *,
+                    request_id: str | None = None) -> ClaimResult:
+        """Ask for a block; the cloud answers on the MQTT 5 response topic with our correlation data.
+        `request_id`: the id the workflow recorded in its claim event (a new one if None)."""
         timeout_s = self.settings.claim_timeout_s if timeout_s is None else timeout_s
-        request_id = new_event_id()
+        request_id = request_id or new_event_id()
         future: asyncio.Future[ClaimResult] = asyncio.get_running_loop().create_future()
         self._claims[request_id] = future
         props = Properties(PacketTypes.PUBLISH)

@@ -6,8 +6,6 @@ body then parsed by the `from_body` of its class.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,6 +21,7 @@ from device.contract.domain import Block, DomainError, Route, iso_utc
 MAX_INBOUND_BYTES = 1024 * 1024  # device side: the largest offer/route/command accepted
 MAX_BATCH_BYTES = 4 * 1024 * 1024  # cloud side: the largest event batch accepted (after decompression too)
 MAX_BATCH_EVENTS = 5000
+ZSTD_LEVEL = 9  # batches of a few hundred events: level 9 is a tenth smaller than 3 at a few ms per batch
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -70,12 +69,37 @@ def _utc(value: str, where: str) -> datetime:
 # --- up: event batches ---------------------------------------------------------------------------
 
 
+MAX_HEADER_BYTES = 4096  # the JSON header line of a binary payload (a zstd batch, a photo chunk)
+
+
+def split_binary(payload: bytes, max_bytes: int, where: str) -> tuple[dict[str, Any], bytes] | None:
+    """A binary payload is one JSON header line, b"\n", then raw bytes (no base64: a third less on the wire).
+    None for a plain JSON payload (orjson never writes a raw newline)."""
+    if len(payload) > max_bytes:
+        raise MessageRejected(RejectReason.TOO_LARGE, f"{len(payload)} bytes > {max_bytes}")
+    head, newline, rest = payload.partition(b"\n")
+    if not newline:
+        return None
+    if len(head) > MAX_HEADER_BYTES:
+        raise MessageRejected(RejectReason.SCHEMA, f"{where}: header longer than {MAX_HEADER_BYTES} bytes")
+    return decode_json(head, MAX_HEADER_BYTES), rest
+
+
+def join_binary(header: Mapping[str, Any], data: bytes) -> bytes:
+    return orjson.dumps(header) + b"\n" + data
+
+
 @dataclass(frozen=True)
 class EventBatch:
-    """A batch of outbox events of one lane. `events` are the stored event documents (with seq) plus `hash`.
+    """A batch of outbox events of one lane. `events` are the stored event documents (with seq); the last one
+    carries `hash`, its link in the device's hash chain (a checkpoint: the cloud computes every hash itself and
+    compares where the device sent one, so a changed or missing event shows at the batch's checkpoint at the
+    latest; a per-event hash would be half of a compressed batch). Others may carry `hash` too.
 
     `floor_seq` is the device's lowest unacked seq when the batch was made: every seq below it was acked by
     the cloud, so the cloud must hold it (a missing one is a real gap, not one still in transit).
+
+    On the wire: plain JSON, or with zstd a JSON header line followed by the compressed event list.
     """
 
     batch_id: str
@@ -88,34 +112,26 @@ class EventBatch:
         doc: dict[str, Any] = {"batch_id": self.batch_id, "device": self.device, "lane": self.lane,
                                "floor_seq": self.floor_seq, "count": len(self.events)}
         if compression is Compression.ZSTD:
-            packed = zstandard.ZstdCompressor(level=3).compress(orjson.dumps(self.events))
             doc["compression"] = Compression.ZSTD.value
-            doc["events"] = base64.b64encode(packed).decode("ascii")
-        else:
-            doc["events"] = self.events
+            return join_binary(doc, zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(orjson.dumps(self.events)))
+        doc["events"] = self.events
         return orjson.dumps(doc)
 
     @classmethod
     def from_payload(cls, payload: bytes, max_bytes: int = MAX_BATCH_BYTES) -> EventBatch:
-        doc = decode_json(payload, max_bytes)
         where = "batch"
-        compression = doc.get("compression", Compression.NONE.value)
-        events: Any = doc.get("events")
-        if compression == Compression.ZSTD.value:
-            try:
-                packed = base64.b64decode(_field(doc, "events", str, where), validate=True)
-                declared = zstandard.frame_content_size(packed)
-                if declared > max_bytes:  # a decompression bomb is refused before it is inflated
-                    raise MessageRejected(RejectReason.TOO_LARGE, f"batch inflates to {declared} bytes > {max_bytes}")
-                raw = zstandard.ZstdDecompressor().decompress(packed, max_output_size=max_bytes)
-            except (binascii.Error, zstandard.ZstdError) as exc:
-                raise MessageRejected(RejectReason.SCHEMA, f"batch.events: bad zstd data ({exc})") from None
-            try:
-                events = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise MessageRejected(RejectReason.NOT_JSON, f"batch.events: {str(exc)[:100]}") from None
-        elif compression != Compression.NONE.value:
-            raise MessageRejected(RejectReason.SCHEMA, f"batch.compression: unknown {compression!r:.30}")
+        binary = split_binary(payload, max_bytes, where)
+        if binary is None:
+            doc = decode_json(payload, max_bytes)
+            events: Any = doc.get("events")
+            if doc.get("compression", Compression.NONE.value) != Compression.NONE.value:
+                raise MessageRejected(RejectReason.SCHEMA, f"batch.compression: {doc.get('compression')!r:.30} "
+                                      "in a plain JSON batch")
+        else:
+            doc, packed = binary
+            if doc.get("compression") != Compression.ZSTD.value:
+                raise MessageRejected(RejectReason.SCHEMA, f"batch.compression: unknown {doc.get('compression')!r:.30}")
+            events = _inflate_events(packed, max_bytes)
         if not isinstance(events, list) or not 0 < len(events) <= MAX_BATCH_EVENTS:
             raise MessageRejected(RejectReason.SCHEMA, f"batch.events: expected 1..{MAX_BATCH_EVENTS} events")
         if doc.get("count") != len(events):
@@ -128,16 +144,32 @@ class EventBatch:
             seq = _field(event, "seq", int, f"batch.events[{i}]")
             if seq < 1:
                 raise MessageRejected(RejectReason.SCHEMA, f"batch.events[{i}].seq: must be >= 1")
-            if not _HEX64.match(_field(event, "hash", str, f"batch.events[{i}]")):
+            if ("hash" in event or i == len(events) - 1) and \
+                    not _HEX64.match(_field(event, "hash", str, f"batch.events[{i}]")):
                 raise MessageRejected(RejectReason.SCHEMA, f"batch.events[{i}].hash: expected 64 hex digits")
         return cls(batch_id=_field(doc, "batch_id", str, where), device=_field(doc, "device", str, where),
                    lane=_field(doc, "lane", int, where), floor_seq=_field(doc, "floor_seq", int, where),
                    events=tuple(events))
 
 
+def _inflate_events(packed: bytes, max_bytes: int) -> Any:
+    try:
+        declared = zstandard.frame_content_size(packed)
+        if declared > max_bytes:  # a decompression bomb is refused before it is inflated
+            raise MessageRejected(RejectReason.TOO_LARGE, f"batch inflates to {declared} bytes > {max_bytes}")
+        raw = zstandard.ZstdDecompressor().decompress(packed, max_output_size=max_bytes)
+    except zstandard.ZstdError as exc:
+        raise MessageRejected(RejectReason.SCHEMA, f"batch.events: bad zstd data ({exc})") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MessageRejected(RejectReason.NOT_JSON, f"batch.events: {str(exc)[:100]}") from None
+
+
 PHOTO_CHUNK_BYTES = 64 * 1024  # raw bytes per chunk: small enough to go through on a weak cellular link
 MAX_PHOTO_CHUNKS = 1024  # 64 MiB at most per photo
 _SHA256 = _HEX64
+_PHOTO_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,63}$")  # a UUID or similar: also a file name in the cloud
 
 
 @dataclass(frozen=True)
@@ -153,27 +185,28 @@ class PhotoChunk:
     data: bytes
 
     def to_payload(self) -> bytes:
-        return orjson.dumps({"batch_id": self.batch_id, "photo_id": self.photo_id, "seq": self.seq,
-                             "total": self.total, "sha256": self.sha256,
-                             "bytes": base64.b64encode(self.data).decode("ascii")})
+        return join_binary({"batch_id": self.batch_id, "photo_id": self.photo_id, "seq": self.seq,
+                            "total": self.total, "sha256": self.sha256}, self.data)
 
     @classmethod
-    def from_payload(cls, payload: bytes, max_bytes: int = 2 * PHOTO_CHUNK_BYTES) -> PhotoChunk:
-        doc = decode_json(payload, max_bytes)
+    def from_payload(cls, payload: bytes, max_bytes: int = PHOTO_CHUNK_BYTES + MAX_HEADER_BYTES + 1) -> PhotoChunk:
         where = "photo_chunk"
+        binary = split_binary(payload, max_bytes, where)
+        if binary is None:
+            raise MessageRejected(RejectReason.SCHEMA, f"{where}: expected a JSON header line and the bytes")
+        doc, data = binary
         total, seq = _field(doc, "total", int, where), _field(doc, "seq", int, where)
         if not 0 < total <= MAX_PHOTO_CHUNKS or not 0 <= seq < total:
             raise MessageRejected(RejectReason.SCHEMA, f"{where}: chunk {seq} of {total} out of range")
         sha = _field(doc, "sha256", str, where)
         if not _SHA256.match(sha):
             raise MessageRejected(RejectReason.SCHEMA, f"{where}.sha256: expected 64 hex digits")
-        try:
-            data = base64.b64decode(_field(doc, "bytes", str, where), validate=True)
-        except binascii.Error:
-            raise MessageRejected(RejectReason.SCHEMA, f"{where}.bytes: not base64") from None
         if not data or len(data) > PHOTO_CHUNK_BYTES:
             raise MessageRejected(RejectReason.SCHEMA, f"{where}.bytes: 1..{PHOTO_CHUNK_BYTES} bytes expected")
-        return cls(_field(doc, "batch_id", str, where), _field(doc, "photo_id", str, where), seq, total, sha, data)
+        photo_id = _field(doc, "photo_id", str, where)
+        if not _PHOTO_ID.match(photo_id):
+            raise MessageRejected(RejectReason.SCHEMA, f"{where}.photo_id: {photo_id!r:.40} is not a plain id")
+        return cls(_field(doc, "batch_id", str, where), photo_id, seq, total, sha, data)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,10 @@ class SyncSettings:
     max_inbound_bytes: int = MAX_INBOUND_BYTES
     session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S
     backoff: Backoff = Backoff()
+    # Telemetry (breadcrumbs, health) waits until this many are pending or the oldest waited track_linger_s:
+    # one batch of 24 costs far less on the wire than 24 batches of one. 1: sent at once.
+    track_min_batch: int = 1
+    track_linger_s: float = 0.0
 
 
 @dataclass

@@ -18,7 +18,7 @@ import aiomqtt
 import orjson
 
 from cloud_sync.messages import BatchAck, Compression, DeviceStatus, EventBatch, Presence
-from cloud_sync.photos import PhotoUploads
+from cloud_sync.photos import PhotoGone, PhotoUploads
 from cloud_sync.sync_settings import SyncCounters, SyncSettings
 from cloud_sync.topics import DeviceTopics
 from device.contract.domain import Lane, new_event_id
@@ -27,16 +27,17 @@ from device.store.outbox import StoredEvent
 
 log = logging.getLogger(__name__)
 
-LANE_ORDER = (Lane.EVENTS, Lane.TRACK)  # proofs, scans, blocks before the GPS breadcrumb backlog
+LANE_ORDER = (Lane.EVENTS, Lane.TRACK)  # proofs, scans, blocks before the telemetry (breadcrumbs, health)
 IDLE_POLL_S = 1.0  # with nothing to send, look at the outbox again this often (kick() wakes sooner)
 SUPERSEDED_BATCHES_KEPT = 512  # batches sent on an earlier connection whose late acks are still honoured
 DRAINED_POLL_S = 0.1  # wait_drained looks at the outbox this often
+PHOTO_CHUNKS_IN_FLIGHT = 2  # 64 KiB each: on a 32 KiB/s cell link, two are acked well within the ack timeout
 
 
 @dataclass(frozen=True)
 class _Sent:
     lane: Lane | None  # None: a photo chunk
-    seqs: tuple[int, ...]  # event seqs, or the chunk index of a photo chunk
+    seqs: tuple[int, ...]  # event seqs, or (chunk index, chunk count) of a photo chunk
     sent_at: float
     photo_id: str | None = None
 
@@ -54,6 +55,8 @@ class Uplink:
         self._inflight: dict[str, _Sent] = {}
         self._superseded: OrderedDict[str, _Sent] = OrderedDict()
         self._rewind = False  # set when an ack could not be recorded: resend from the oldest unacked event
+        self._track_waiting_since: float | None = None  # when unsent telemetry was first seen waiting
+        self._flush = 0  # wait_drained() callers: telemetry goes at once while any waits
 
     def kick(self) -> None:
         """New events are in the outbox: look now instead of at the next idle poll."""
@@ -61,9 +64,14 @@ class Uplink:
 
     async def wait_drained(self, timeout_s: float | None) -> None:
         """Until the outbox is empty (every event acked by the cloud)."""
-        async with asyncio.timeout(timeout_s):
-            while await asyncio.to_thread(self._floor_seq):
-                await asyncio.sleep(DRAINED_POLL_S)
+        self._flush += 1
+        self.kick()
+        try:
+            async with asyncio.timeout(timeout_s):
+                while await asyncio.to_thread(self._floor_seq):
+                    await asyncio.sleep(DRAINED_POLL_S)
+        finally:
+            self._flush -= 1
 
     # --- status ------------------------------------------------------------------------------------
 
@@ -105,24 +113,35 @@ class Uplink:
         heads = [events[0].seq for lane in LANE_ORDER if (events := self.store.pending(limit=1, lane=lane))]
         return min(heads, default=0)
 
-    def _next_batch(self, cursors: dict[Lane, int]) -> tuple[Lane, list[StoredEvent], int]:
-        """(lane, events, floor seq): the oldest unsent events of the most urgent lane with any. Store thread."""
+    def _next_batch(self, cursors: dict[Lane, int], now: float) -> tuple[Lane, list[StoredEvent], int]:
+        """(lane, events, floor seq): the oldest unsent events of the most urgent lane with any; telemetry only
+        once enough has gathered (track_min_batch) or waited long enough (track_linger_s). Store thread."""
         floor_seq = self._floor_seq()
         for lane in LANE_ORDER:
             events = self.store.pending(self.settings.batch_max_events, self.settings.batch_max_bytes, lane,
                                         after_seq=cursors[lane])
+            if events and lane is Lane.TRACK and not self._telemetry_due(len(events), now):
+                continue
             if events:
                 return lane, events, floor_seq
         return Lane.EVENTS, [], floor_seq
+
+    def _telemetry_due(self, pending: int, now: float) -> bool:
+        if self._track_waiting_since is None:
+            self._track_waiting_since = now
+        due = (self._flush or pending >= self.settings.track_min_batch
+               or now - self._track_waiting_since >= self.settings.track_linger_s)
+        if due:
+            self._track_waiting_since = None
+        return bool(due)
 
     async def _send(self, client: aiomqtt.Client, lane: Lane, events: list[StoredEvent], floor_seq: int) -> None:
         docs = []
         size = 0
         for event in events:
-            doc = orjson.loads(event.body)
-            doc["hash"] = event.hash
-            docs.append(doc)
+            docs.append(orjson.loads(event.body))
             size += len(event.body)
+        docs[-1]["hash"] = events[-1].hash  # the chain checkpoint: the cloud computes the others itself
         batch = EventBatch(new_event_id(), self.settings.device_id, int(lane), floor_seq, tuple(docs))
         compression = self.settings.compression if size >= self.settings.compress_min_bytes else Compression.NONE
         self._inflight[batch.batch_id] = _Sent(lane, tuple(e.seq for e in events), time.monotonic())
@@ -149,7 +168,7 @@ class Uplink:
             if len(self._inflight) >= self.settings.inflight_batches:
                 await self._sleep_until_woken(self.settings.ack_timeout_s / 4)
                 continue
-            lane, events, floor_seq = await asyncio.to_thread(self._next_batch, cursors)
+            lane, events, floor_seq = await asyncio.to_thread(self._next_batch, cursors, time.monotonic())
             if not events:
                 if not await self._send_photo_chunk(client):
                     await self._sleep_until_woken(IDLE_POLL_S)
@@ -158,13 +177,16 @@ class Uplink:
             cursors[lane] = events[-1].seq
 
     async def _send_photo_chunk(self, client: aiomqtt.Client) -> bool:
-        busy = {(sent.photo_id, sent.seqs[0]) for sent in self._inflight.values() if sent.photo_id is not None}
+        in_flight = [sent for sent in self._inflight.values() if sent.photo_id is not None]
+        if len(in_flight) >= PHOTO_CHUNKS_IN_FLIGHT:
+            return False
+        busy = {(sent.photo_id, sent.seqs[0]) for sent in in_flight if sent.photo_id is not None}
         chunk = await self.photos.next_chunk(busy)
         if chunk is None:
             return False
-        if isinstance(chunk, str):  # a photo whose file is gone: dropped, look again
+        if isinstance(chunk, PhotoGone):  # a photo whose file is gone: dropped, look again
             return True
-        self._inflight[chunk.batch_id] = _Sent(None, (chunk.seq,), time.monotonic(), chunk.photo_id)
+        self._inflight[chunk.batch_id] = _Sent(None, (chunk.seq, chunk.total), time.monotonic(), chunk.photo_id)
         await client.publish(self.topics.photo(chunk.photo_id), chunk.to_payload(), qos=1)
         self.counters.photo_chunks_sent += 1
         return True
@@ -183,7 +205,7 @@ class Uplink:
             log.debug("ack for unknown batch %s (sent by an earlier run)", ack.batch_id)
             return
         if sent.photo_id is not None:
-            await self.photos.acked(sent.photo_id, sent.seqs[0])
+            await self.photos.acked(sent.photo_id, *sent.seqs)
             self._wakeup.set()
             return
         try:

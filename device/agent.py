@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 HEALTH_INTERVAL_S = 60.0  # a health event (counters, outbox depth) this often
 STORAGE_CHECK_S = 1.0  # how soon a full disk reaches the status (a flag read; a statvfs while full)
 STORAGE_PROBE_MIN_FREE = 256 * 1024  # while full, try a commit again only once this much space is back
+PHOTO_SWEEP_S = 60.0  # photo retention looks at the photo disk this often
 STOP_DRAIN_S = 3.0  # on a clean stop, wait this long for the cloud to ack what is pending
 
 
@@ -58,6 +59,10 @@ class ProofPhoto:
     confidence: float
     box: tuple[int, int, int, int] | None
     ms: float
+    upload_path: str | None = None  # the bounded copy that goes to the cloud (device/upload_copy.py)
+    upload_sha256: str | None = None
+    bytes: int = 0  # of the original
+    upload_bytes: int = 0
 
 
 PhotoTaker = Callable[[Stop, Fix | None], Awaitable[ProofPhoto]]
@@ -84,6 +89,8 @@ class AgentCounters:
     rejected: int = 0
     track_points: int = 0
     photos: int = 0
+    photos_queued: int = 0  # committed proof photos handed to the upload queue
+    photos_deleted: int = 0  # files removed by retention (acknowledged by the cloud first)
     claims_sent: int = 0
     loop_errors: int = 0
 
@@ -101,6 +108,7 @@ class Agent:
     take_photo: PhotoTaker | None = None
     notifier: Notifier = field(default_factory=lambda: Notifier({}))
     track_interval_s: float = 5.0  # one stored breadcrumb per this many seconds of fixes
+    photo_retention: Any = None  # device.photo_retention.PhotoRetention on a unit with a camera
     counters: AgentCounters = field(default_factory=AgentCounters)
 
     def __post_init__(self) -> None:
@@ -136,7 +144,7 @@ class Agent:
                     queue.put_nowait(notice)
         for request in outcome.requests:
             if isinstance(request, SendClaim):
-                self._spawn(self._claim(request.block_id), f"claim:{request.block_id}")
+                self._spawn(self._claim(request.block_id, request.request_id), f"claim:{request.block_id}")
         if outcome.events and self.cloud is not None:
             self.cloud.kick()
         self._sync_route_tracker()
@@ -246,9 +254,28 @@ class Agent:
         photo = await self.take_photo(stop, self.last_fix)
         self.counters.photos += 1
         await asyncio.to_thread(self.store.state.record_photo, photo.photo_id, photo.path, photo.sha256,
-                                stop_id=stop.id, taken_at=datetime.now(timezone.utc).isoformat())
-        return await self.submit(PhotoChecked(stop.id, (), photo.verdict, photo.read, photo.confidence,
-                                              photo.photo_id, photo.sha256, photo.box))
+                                stop_id=stop.id, taken_at=datetime.now(timezone.utc).isoformat(),
+                                upload_path=photo.upload_path, upload_sha256=photo.upload_sha256,
+                                size=photo.bytes, upload_size=photo.upload_bytes)
+        outcome = await self.submit(PhotoChecked(stop.id, (), photo.verdict, photo.read, photo.confidence,
+                                                 photo.photo_id, photo.sha256, photo.box, photo.upload_sha256))
+        await self._queue_upload(photo.photo_id, outcome)
+        return outcome
+
+    async def _queue_upload(self, photo_id: str, outcome: Outcome) -> None:
+        """The photo's event is committed: the photo joins the upload queue (it goes up after the events)."""
+        recorded = next((e for e in outcome.events if e.type is EventType.PHOTO_CHECKED
+                         and e.data.get("photo_id") == photo_id), None)
+        if recorded is None:
+            return  # not committed (rejected input): not proof of anything, not uploaded
+        try:
+            await asyncio.to_thread(self.store.state.queue_photo, photo_id, recorded.id, recorded.block)
+        except StoreError as exc:  # the next start queues it from the committed event
+            log.error("photo %s not queued for upload yet: %s", photo_id, exc)
+            return
+        self.counters.photos_queued += 1
+        if self.cloud is not None:
+            self.cloud.kick()
 
     # --- cloud -------------------------------------------------------------------------------------
 
@@ -261,12 +288,14 @@ class Agent:
             else:
                 await self.submit(item)
 
-    async def _claim(self, block_id: str) -> None:
+    async def _claim(self, block_id: str, request_id: str) -> None:
+        """Send the claim with the request id the workflow committed in block.claim_requested, so the device's
+        record and the cloud's correlation name the same request."""
         self.counters.claims_sent += 1
         if self.cloud is None:
             await self.submit(ClaimResult(block_id, False, "offline: no cloud link configured"))
             return
-        await self.submit(await self.cloud.claim(block_id))
+        await self.submit(await self.cloud.claim(block_id, request_id))
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -337,17 +366,32 @@ class Agent:
             if self.cloud is not None:
                 self.cloud.kick()
 
+    async def photo_retention_loop(self, interval_s: float = PHOTO_SWEEP_S) -> None:
+        """Delete proof photos the cloud holds once they are old enough, or at once when the disk runs low."""
+        while True:
+            try:
+                report = await asyncio.to_thread(self.photo_retention.sweep)
+                self.counters.photos_deleted += report.deleted
+            except (OSError, StoreError) as exc:
+                log.error("photo retention sweep failed: %s", exc)
+            await asyncio.sleep(interval_s)
+
     def _report_status(self) -> None:
         if self.cloud is not None:
             self.cloud.report_status()
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.store.append_async([Event(EventType.AGENT_STARTED, {"role": self.role.value})])
+        queued = await asyncio.to_thread(self.store.state.queue_committed_photos)
+        if queued:
+            log.warning("%d committed photos were not queued for upload (stopped in between): queued now", queued)
         if self.cloud is not None:
             await self.cloud.start()
             self.start("cloud", self.cloud_loop(self.cloud))
         self.start("health", self.health_loop())
         self.start("storage", self.storage_loop())
+        if self.photo_retention is not None:
+            self.start("photo-retention", self.photo_retention_loop())
         self.notifier.ready(f"phase {self.runner.workflow.phase}")
         interval = self.notifier.watchdog_interval_s()
         try:

@@ -17,6 +17,7 @@ from device.config import Config
 from device.contract.domain import Stop
 from device.hardware import mcu_config, scanner_config
 from device.paths import store_path
+from device.photo_retention import PhotoRetention, PhotoRetentionPolicy
 from device.positioning import setup as positioning
 from device.sdnotify import Notifier
 from device.store import EventStore, RetentionPolicy
@@ -79,7 +80,8 @@ class Assembly:
 
 def _photo_taker(config: Config, data_dir: Path):
     """Camera + house-number check as one awaitable step; None when the unit has no camera."""
-    from device.photos import camera_from_config
+    from device.photos import camera_from_config, photo_dir, upload_limits
+    from device.upload_copy import UploadCopy, UploadCopyError, make_upload_copy
     from device.vision.check import checker_from_config
     from firmware_bridge.camera import capture_photo
 
@@ -89,10 +91,11 @@ def _photo_taker(config: Config, data_dir: Path):
     camera = camera_from_config(section)
     camera.open()
     checker = checker_from_config(config.vision)
-    photo_dir = Path(section.photo_dir) if section.photo_dir else data_dir / "photos"
+    folder = photo_dir(section, data_dir)
+    limits = upload_limits(config.photos)
 
     def capture_and_check(stop: Stop, fix: Fix | None) -> ProofPhoto:
-        saved = capture_photo(camera, photo_dir, fix, section.jpeg_quality)
+        saved = capture_photo(camera, folder, fix, section.jpeg_quality)
         try:
             result = checker.check(saved.path, stop.house_number)
         finally:  # a van checks a photo every few minutes: idle, it carries no detector buffers (~130 MB)
@@ -101,14 +104,28 @@ def _photo_taker(config: Config, data_dir: Path):
         if result.boxes:
             x0, y0, x1, y1 = result.boxes[0]
             box = (x0, y0, x1 - x0, y1 - y0)
+        try:
+            copy = make_upload_copy(saved.path, limits)
+        except UploadCopyError as exc:  # the original still goes up: proof first, data plan second
+            log.error("photo %s: no upload copy (%s); the original will be uploaded", saved.photo_id, exc)
+            copy = UploadCopy(saved.path, saved.sha256, saved.bytes, 0, 0, 0)
         return ProofPhoto(saved.photo_id, str(saved.path), saved.sha256, result.verdict,
-                          result.read, result.confidence, box, result.ms)
+                          result.read, result.confidence, box, result.ms, str(copy.path), copy.sha256,
+                          saved.bytes, copy.bytes)
 
     async def take_photo(stop: Stop, fix: Fix | None) -> ProofPhoto:
         # The camera and the interpreter block: they run in a worker thread, the loop stays free.
         return await asyncio.to_thread(capture_and_check, stop, fix)
 
     return take_photo, camera.close
+
+
+def _photo_retention(config: Config, store: EventStore, data_dir: Path) -> PhotoRetention:
+    from device.photos import photo_dir
+
+    policy = PhotoRetentionPolicy(max_age_s=config.store.retention_days * 86400.0,
+                                  min_free_bytes=config.photos.min_free_mb * 1024 * 1024)
+    return PhotoRetention(store, photo_dir(config.camera, data_dir), policy)
 
 
 def _cloud(config: Config, store: EventStore) -> CloudPort | None:
@@ -128,6 +145,7 @@ async def assemble(config: Config, data_dir: Path, notifier: Notifier | None = N
     scanner_settings = scanner_config(config)
     scanner = ScannerReader(scanner_settings) if scanner_settings else None
     take_photo, close_camera = _photo_taker(config, data_dir)
+    retention = _photo_retention(config, store, data_dir) if take_photo is not None else None
     gps_section = config.gps
     agent = Agent(
         store=store,
@@ -137,6 +155,7 @@ async def assemble(config: Config, data_dir: Path, notifier: Notifier | None = N
         cloud=_cloud(config, store),
         tracker_factory=lambda stops: positioning.tracker(gps_section, stops),
         take_photo=take_photo,
+        photo_retention=retention,
         notifier=notifier or Notifier(),
     )
     gps = positioning.fix_source(gps_section) if gps_section.enabled else None

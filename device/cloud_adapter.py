@@ -39,7 +39,8 @@ def sync_settings_from_config(config: Config) -> SyncSettings:
                         batch_max_bytes=sync.batch_max_bytes, compression=compression,
                         inflight_batches=sync.inflight_batches, ack_timeout_s=sync.ack_timeout_s,
                         status_interval_s=sync.status_interval_s, session_expiry_s=sync.session_expiry_s,
-                        backoff=Backoff(sync.backoff_initial_s, sync.backoff_max_s))
+                        backoff=Backoff(sync.backoff_initial_s, sync.backoff_max_s),
+                        track_min_batch=sync.track_min_batch, track_linger_s=sync.track_linger_s)
 
 
 def as_input(message: Offers | RouteAssignment | Command) -> CloudInput:
@@ -76,9 +77,9 @@ class CloudAdapter:
     async def receive(self) -> CloudInput:
         return as_input(await self.sync.inbox.get())
 
-    async def claim(self, block_id: str) -> ClaimResult:
+    async def claim(self, block_id: str, request_id: str) -> ClaimResult:
         try:
-            result = await self.sync.claim(block_id)
+            result = await self.sync.claim(block_id, request_id=request_id)
         except (SyncError, TimeoutError) as exc:
             return ClaimResult(block_id, False, f"timeout: {exc}")
         return ClaimResult(block_id, result.granted, "" if result.granted else result.status.value)

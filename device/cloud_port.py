@@ -37,8 +37,10 @@ class CloudPort(Protocol):
     async def receive(self) -> CloudInput:
         """The next input from the cloud, in the order the link accepted them."""
 
-    async def claim(self, block_id: str) -> ClaimResult:
-        """Ask for a block; a refusal, a timeout or a dead link come back as a result that is not granted."""
+    async def claim(self, block_id: str, request_id: str) -> ClaimResult:
+        """Ask for a block with the request id the workflow recorded in its claim event (so the device's record
+        and the cloud's correlation name the same request); a refusal, a timeout or a dead link come back as a
+        result that is not granted."""
 
     def kick(self) -> None:
         """New events are in the outbox."""

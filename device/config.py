@@ -70,6 +70,10 @@ class SyncSection:
     session_expiry_s: int = 7 * 86400  # the broker keeps our session (queued acks, routes) this long
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 30.0
+    # Telemetry (GPS breadcrumbs, health) goes up once this many are pending (24: two minutes of breadcrumbs)
+    # or the oldest has waited track_linger_s: the data plan pays per batch far more than per event.
+    track_min_batch: int = field(default=24, metadata={"range": (1, 1000)})
+    track_linger_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,17 @@ class CameraSection:
 
 
 @dataclass(frozen=True)
+class PhotosSection:
+    """Proof photos on the way to the cloud (device/upload_copy.py) and on the device's disk."""
+
+    upload_long_side_px: int = field(default=1600, metadata={"range": (320, 10_000)})  # the uploaded copy
+    upload_max_kb: int = field(default=300, metadata={"range": (16, 100_000)})  # KiB per uploaded copy
+    # Originals and copies are deleted once the cloud holds the photo and store.retention_days have passed;
+    # under this much free space on the photo disk, acknowledged photos go at once (oldest first).
+    min_free_mb: int = 200
+
+
+@dataclass(frozen=True)
 class VisionSection:
     model: str = ""  # empty: the model shipped in the package
     match_min_confidence: float = 0.75  # reader confidence for "match"; lower is "unreadable"
@@ -183,6 +198,7 @@ class Config:
     scanner: ScannerSection = field(default_factory=ScannerSection)
     mcu: McuSection = field(default_factory=McuSection)
     camera: CameraSection = field(default_factory=CameraSection)
+    photos: PhotosSection = field(default_factory=PhotosSection)
     vision: VisionSection = field(default_factory=VisionSection)
     console: ConsoleSection = field(default_factory=ConsoleSection)
     data_dir: str = ""  # empty: the platform default (see device.paths)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from device.config import CameraBackend, CameraSection
+from device.config import CameraBackend, CameraSection, PhotosSection
+from device.upload_copy import UploadLimits
 from firmware_bridge.camera import Camera, SimulatedCamera
 from firmware_bridge.camera.picam import PiCamera
 
@@ -16,3 +17,7 @@ def camera_from_config(section: CameraSection) -> Camera:
 
 def photo_dir(section: CameraSection, data_dir: Path) -> Path:
     return Path(section.photo_dir).expanduser() if section.photo_dir else data_dir / "photos"
+
+
+def upload_limits(section: PhotosSection) -> UploadLimits:
+    return UploadLimits(long_side_px=section.upload_long_side_px, max_bytes=section.upload_max_kb * 1024)

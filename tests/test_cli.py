@@ -51,7 +51,9 @@ def test_outbox_verify_fails_on_a_broken_chain(tmp_path: Path) -> None:
 def test_data_dir_from_environment(tmp_path: Path) -> None:
     result = flexedge("status", "--json", env={"FLEXEDGE_DATA_DIR": str(tmp_path / "d")})
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["data_dir"] == str(tmp_path / "d")
+    doc = json.loads(result.stdout)
+    assert doc["data_dir"] == str(tmp_path / "d")
+    assert doc["photos"] == {"pending": 0, "pending_bytes": 0, "uploaded": 0, "on_disk": 0, "on_disk_bytes": 0}
     assert (tmp_path / "d" / "events.db").exists()
 
 
@@ -75,3 +77,31 @@ def test_config_validate_names_bad_key(tmp_path: Path) -> None:
     assert flexedge("config", "--validate", "--config", str(good)).returncode == 0
     result = flexedge("status", env={"FLEXEDGE_CONFIG": str(bad), "FLEXEDGE_DATA_DIR": str(tmp_path)})
     assert result.returncode == 2
+
+
+def test_cloud_photos_lists_each_stored_photo(tmp_path: Path) -> None:
+    import hashlib
+
+    import orjson
+
+    from cloud_sync.cloud import CloudDb
+    from cloud_sync.messages import EventBatch, PhotoChunk
+
+    photo = b"\xff\xd8 proof of delivery"
+    sha = hashlib.sha256(photo).hexdigest()
+    with EventStore(tmp_path / "events.db") as store:
+        stored = store.append(Event(EventType.PHOTO_CHECKED, {"photo_id": "P1", "sha256": "ee" * 32,
+                                                              "upload_sha256": sha}, block="B-1", stop="S2"))
+    db = CloudDb(tmp_path / "cloud.db")
+    db.ingest("van-a", EventBatch("b1", "van-a", 0, 1, (orjson.loads(stored.body) | {"hash": stored.hash},)))
+    db.store_photo_chunk("van-a", PhotoChunk("c1", "P1", 0, 1, sha, photo))
+    db.close()
+    result = flexedge("cloud", "photos", "--db", str(tmp_path / "cloud.db"), "--json")
+    assert result.returncode == 0, result.stderr
+    row, = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {k: row[k] for k in ("photo_id", "device", "event_id", "sha256", "bytes", "status")} == {
+        "photo_id": "P1", "device": "van-a", "event_id": stored.id, "sha256": sha, "bytes": len(photo),
+        "status": "ok"}
+    assert hashlib.sha256(Path(row["path"]).read_bytes()).hexdigest() == sha
+    human = flexedge("cloud", "photos", "--db", str(tmp_path / "cloud.db"))
+    assert "P1  van-a" in human.stdout and "1 photos, 0 not ok" in human.stdout

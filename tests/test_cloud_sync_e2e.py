@@ -431,7 +431,8 @@ def test_cloud_program_serves_claims_and_ingest(tls_broker: MosquittoBroker, fle
                           fleet.verifier)
         await sync.start()
         try:
-            result = await sync.claim("B-CLI")
+            result = await sync.claim("B-CLI", request_id="R-WORKFLOW-1")  # the id the workflow recorded
+            assert result.request_id == "R-WORKFLOW-1"
             await sync.wait_drained(30)
             await wait_for(lambda: current_route(store, "B-CLI") is not None, 10, "the route")
         finally:
@@ -538,3 +539,44 @@ def test_photo_upload_yields_to_events_and_resumes(tls_broker: MosquittoBroker, 
     assert first.counters.photo_chunks_sent + second.counters.photo_chunks_sent <= 5 + 1  # resumed, not restarted
     assert stored is not None and stored[1] == photo.read_bytes()
     assert_cloud_holds_exactly(tmp_path / "cloud.db", "van-a", [e.id for e in events])
+
+
+def test_the_agent_claims_with_the_request_id_it_recorded(tls_broker: MosquittoBroker, fleet: FleetPki,
+                                                          tmp_path: Path) -> None:
+    """The request id in the agent's block.claim_requested event is the one that goes over MQTT (payload and
+    correlation data) and comes back in the cloud's answer."""
+    from device.agent import Agent
+    from device.cloud_adapter import CloudAdapter
+    from device.contract.domain import Role
+    from device.workflow import ClaimRequested, OffersReceived
+    from device.workflow.runner import WorkflowRunner
+
+    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db", workers=1)
+    cloud.call(cloud.peer.add_blocks([(a_block("B-AG"), a_route("B-AG"))]))
+    store = EventStore(tmp_path / "van-a.db")
+
+    async def scenario() -> str:
+        runner = await WorkflowRunner.open(store, Role.VEHICLE)
+        link = fleet.broker_settings("van-a", tls_broker.port)
+        adapter = CloudAdapter(DeviceSync(store, sync_settings("van-a"), link, fleet.verifier))
+        agent = Agent(store=store, runner=runner, role=Role.VEHICLE, cloud=adapter)
+        await adapter.start()
+        try:
+            await agent.submit(OffersReceived((a_block("B-AG"),)))
+            await agent.submit(ClaimRequested("B-AG"))
+            await wait_for(lambda: runner.workflow.phase == "claimed", 30, "the claim granted")
+        finally:
+            await adapter.stop()
+        return runner.workflow.phase
+
+    try:
+        with RawClient(fleet.broker_settings("cloud", tls_broker.port), "cloud-claims") as raw:
+            raw.subscribe(TOPICS.device("van-a").claim)
+            assert asyncio.run(scenario()) == "claimed"
+            sent = [json.loads(payload) for topic, payload in raw.messages if topic.endswith("/claim")]
+    finally:
+        cloud.stop()
+        recorded = [e["data"]["request_id"] for e in store.events() if e["type"] == "block.claim_requested"]
+        granted = [e["data"]["request_id"] for e in store.events() if e["type"] == "block.claimed"]
+        store.close()
+    assert [s["request_id"] for s in sent] == recorded == granted and len(recorded) == 1

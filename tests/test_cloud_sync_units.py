@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import threading
 from datetime import datetime, timedelta, timezone
@@ -17,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloud_sync.cloud import CloudDb, FlagKind
+from cloud_sync.cloud.db import PhotoStatus
 from cloud_sync.connection import Backoff, BrokerSettings
 from cloud_sync.device_sync import DeviceSync
 from cloud_sync.errors import MessageRejected, PkiError, RejectReason
@@ -123,12 +123,22 @@ def test_event_batch_rejects() -> None:
     for broken in ({"seq": 0}, {"seq": True}, {"hash": "zz"}, {"id": ""}):
         event = good["events"][0] | broken
         assert reason(orjson.dumps(good | {"events": [event, *good["events"][1:]]})) is RejectReason.SCHEMA
+    last = good["events"][-1]
+    unhashed = {k: v for k, v in last.items() if k != "hash"}  # the last event carries the chain checkpoint
+    assert reason(orjson.dumps(good | {"events": [*good["events"][:-1], unhashed]})) is RejectReason.SCHEMA
+    first = {k: v for k, v in good["events"][0].items() if k != "hash"}  # the others need not
+    assert EventBatch.from_payload(orjson.dumps(good | {"events": [first, *good["events"][1:]]})).events[0] == first
+    header = {k: v for k, v in good.items() if k != "events"} | {"compression": "zstd"}
+    zstd_batch = _batch().to_payload(Compression.ZSTD)
+    assert zstd_batch.startswith(orjson.dumps(header) + b"\n")  # a JSON header line, then raw zstd: no base64
+    assert EventBatch.from_payload(zstd_batch) == _batch()
     bomb = zstandard.ZstdCompressor().compress(b"[" + b" " * (8 << 20) + b"]")  # 8 MB of nothing, 300 bytes sent
-    packed = orjson.dumps(good | {"compression": "zstd", "events": base64.b64encode(bomb).decode()})
+    packed = orjson.dumps(header) + b"\n" + bomb
     assert len(packed) < 2000
     assert reason(packed) is RejectReason.TOO_LARGE
-    garbage = orjson.dumps(good | {"compression": "zstd", "events": base64.b64encode(b"not zstd").decode()})
-    assert reason(garbage) is RejectReason.SCHEMA
+    assert reason(orjson.dumps(header) + b"\nnot zstd") is RejectReason.SCHEMA
+    assert reason(orjson.dumps(header | {"compression": "lz4"}) + b"\n" + bomb) is RejectReason.SCHEMA
+    assert reason(orjson.dumps(good | {"compression": "zstd"})) is RejectReason.SCHEMA  # zstd is binary only
 
 
 @given(st.binary(max_size=300))
@@ -288,6 +298,23 @@ def test_ingest_flags_breaks_conflicts_and_gaps(tmp_path: Path) -> None:
     assert db.ingest("van-b", EventBatch("b4", "van-b", 0, 1, (docs[0],))).flagged == 1  # van-a's event id
 
 
+def test_chain_checked_at_each_batch_checkpoint(tmp_path: Path) -> None:
+    """Batches as the device sends them: only the last event carries its hash. The cloud computes the rest, so
+    an event changed anywhere in a batch shows at that batch's checkpoint."""
+    events = _stored(tmp_path, 12)
+    db = CloudDb(tmp_path / "cloud.db")
+    docs = [orjson.loads(e.body) for e in events]
+    for start in (0, 6):
+        docs[start + 5]["hash"] = events[start + 5].hash
+    docs[8]["data"] = {"n": 999}  # altered in the second batch, whose checkpoint is seq 12
+    for n, start in enumerate((0, 6)):
+        db.ingest("van-a", EventBatch(f"b{n}", "van-a", 0, 1, tuple(docs[start:start + 6])))
+    assert {(f["seq"], f["kind"]) for f in db.flags("van-a")} == {(12, FlagKind.CHAIN_BREAK.value)}
+    rows = db._read("SELECT seq, hash, chain FROM events WHERE device = 'van-a' ORDER BY seq")
+    assert [h for seq, h, _ in rows if seq <= 8] == [e.hash for e in events[:8]]  # computed here, as the device's
+    assert [chain for _, _, chain in rows] == ["ok"] * 11 + ["broken"]
+
+
 def test_exactly_one_grant_under_concurrent_claims(tmp_path: Path) -> None:
     """Eight connections (as eight workers would have) race to grant the same blocks."""
     path = tmp_path / "cloud.db"
@@ -353,27 +380,60 @@ def test_inbound_garbage_is_rejected_never_raised(tmp_path_factory: pytest.TempP
         store.close()
 
 
+def _photo_chunks(photo: bytes, photo_id: str, sha: str | None = None) -> list[PhotoChunk]:
+    import hashlib
+
+    sha = sha or hashlib.sha256(photo).hexdigest()
+    size = PHOTO_CHUNK_BYTES
+    total = -(-len(photo) // size)
+    return [PhotoChunk(f"{photo_id}-{i}", photo_id, i, total, sha, photo[i * size:(i + 1) * size])
+            for i in range(total)]
+
+
+def _photo_event_batch(store: EventStore, photos: dict[str, str], batch_id: str) -> EventBatch:
+    """photo.checked events (photo id -> the upload copy's sha256) as the device commits and sends them."""
+    stored = store.append_many([Event(EventType.PHOTO_CHECKED, {"photo_id": pid, "sha256": "ee" * 32,
+                                                                "upload_sha256": sha}, block="B-1", stop="S3")
+                                for pid, sha in photos.items()])
+    return _batch_of([e for e in stored if e is not None], batch_id=batch_id)
+
+
 def test_photo_chunks_parse_and_reassemble(tmp_path: Path) -> None:
     import hashlib
 
     photo = bytes(range(256)) * 600  # 150 KiB: three chunks
     sha = hashlib.sha256(photo).hexdigest()
     size = PHOTO_CHUNK_BYTES
-    chunks = [PhotoChunk(f"b{i}", "P-1", i, 3, sha, photo[i * size:(i + 1) * size]) for i in range(3)]
+    chunks = _photo_chunks(photo, "P-1")
     assert PhotoChunk.from_payload(chunks[1].to_payload()) == chunks[1]
-    good = orjson.loads(chunks[0].to_payload())
-    for bad in ({"seq": 3}, {"total": 0}, {"sha256": "x"}, {"bytes": "***"}, {"bytes": ""},
-                {"bytes": base64.b64encode(b"x" * (size + 1)).decode()}):
+    header, _, data = chunks[0].to_payload().partition(b"\n")
+    assert data == chunks[0].data  # the bytes go raw after the header line: no base64 on the wire
+    good = orjson.loads(header)
+    for bad, body in (({"seq": 3}, data), ({"total": 0}, data), ({"sha256": "x"}, data), ({}, b""),
+                      ({}, b"x" * (size + 1)), ({"photo_id": "../etc"}, data), ({"photo_id": ".hidden"}, data)):
         with pytest.raises(MessageRejected):
-            PhotoChunk.from_payload(orjson.dumps(good | bad), max_bytes=1 << 20)
+            PhotoChunk.from_payload(orjson.dumps(good | bad) + b"\n" + body, max_bytes=1 << 20)
+    with pytest.raises(MessageRejected):
+        PhotoChunk.from_payload(orjson.dumps(good | {"bytes": "AAAA"}))  # the old base64 form
     db = CloudDb(tmp_path / "cloud.db")
-    assert [db.store_photo_chunk("van-a", c) for c in (chunks[2], chunks[0], chunks[0], chunks[1])] == \
-        [False, False, False, True]
+    with EventStore(tmp_path / "device.db") as store:
+        db.ingest("van-a", _photo_event_batch(store, {"P-1": sha, "P-2": sha}, "b1"))
+    stored = [db.store_photo_chunk("van-a", c) for c in (chunks[2], chunks[0], chunks[0], chunks[1])]
+    assert stored[:3] == [None, None, None] and stored[3].status is PhotoStatus.OK
     assert db.photo("van-a", "P-1") == (sha, photo)
-    assert db.store_photo_chunk("van-a", chunks[1]) is False  # a resend after completion changes nothing
+    # Stored as a file outside the table, linked to its event, block and stop.
+    row, = db.photo_rows()
+    assert row["path"] == str(tmp_path / "cloud-photos" / "van-a" / "P-1.jpg") and row["bytes"] == len(photo)
+    assert Path(row["path"]).read_bytes() == photo and (row["block"], row["stop"]) == ("B-1", "S3")
+    assert row["event_id"] == db._read("SELECT id FROM events WHERE type = 'photo.checked' "
+                                       "AND json_extract(body, '$.data.photo_id') = 'P-1'")[0][0]
+    assert db.store_photo_chunk("van-a", chunks[1]) is None  # a resend after completion changes nothing
+    assert len(db.photo_rows()) == 1
+    # Chunks that do not hash to what they announced: stored, flagged, never silently dropped.
     forged = [PhotoChunk(f"f{i}", "P-2", i, 2, sha, b"not the photo") for i in range(2)]
-    assert [db.store_photo_chunk("van-a", c) for c in forged] == [False, False]
-    assert db.photo("van-a", "P-2") is None
+    results = [db.store_photo_chunk("van-a", c) for c in forged]
+    assert results[0] is None and results[1].status is PhotoStatus.CORRUPT
+    assert db.photo("van-a", "P-2")[1] == b"not the photo" * 2
     assert [f["kind"] for f in db.flags("van-a")] == [FlagKind.PHOTO_CORRUPT.value]
 
 
@@ -397,7 +457,26 @@ def test_the_adapter_gives_the_agent_its_own_types(tmp_path: Path) -> None:
             adapter = CloudAdapter(DeviceSync(store, settings, BrokerSettings("127.0.0.1", 1),
                                               Verifier.of(Signer.generate().public_key)))
             assert not adapter.online
-            return await adapter.claim("B1")
+            return await adapter.claim("B1", "R-1")
 
     answer = asyncio.run(claim())
     assert answer.block_id == "B1" and not answer.granted and answer.reason.startswith("timeout")
+
+
+def test_photo_checked_against_its_event_in_either_order(tmp_path: Path) -> None:
+    """A photo whose bytes differ from the sha256 its event recorded is kept and flagged; a photo complete
+    before its event waits for it and is settled by the event's batch."""
+    import hashlib
+
+    db = CloudDb(tmp_path / "cloud.db")
+    wrong, early = b"\xff\xd8 a different photo", b"\xff\xd8 ahead of its event"
+    with EventStore(tmp_path / "device.db") as store:
+        db.ingest("van-a", _photo_event_batch(store, {"P-W": "ab" * 32}, "b1"))
+        assert db.store_photo_chunk("van-a", _photo_chunks(wrong, "P-W")[0]).status is PhotoStatus.SHA_MISMATCH
+        assert db.store_photo_chunk("van-a", _photo_chunks(early, "P-E")[0]).status is PhotoStatus.AWAITING_EVENT
+        db.ingest("van-a", _photo_event_batch(store, {"P-E": hashlib.sha256(early).hexdigest()}, "b2"))
+    rows = {r["photo_id"]: r for r in db.photo_rows()}
+    assert rows["P-W"]["status"] == "sha_mismatch" and rows["P-W"]["expected_sha256"] == "ab" * 32
+    assert Path(rows["P-W"]["path"]).read_bytes() == wrong  # kept for the operator to look at
+    assert rows["P-E"]["status"] == "ok" and rows["P-E"]["event_id"] is not None
+    assert [f["kind"] for f in db.flags("van-a")] == [FlagKind.PHOTO_SHA_MISMATCH.value]

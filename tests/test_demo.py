@@ -34,6 +34,30 @@ def test_demo_delivers_catches_mistakes_and_loses_nothing(tmp_path: Path) -> Non
     winners = set(report["winners"].values())
     assert all(report["mcu_commands"][device] > 0 for device in winners)  # feedback reached the MCUs
     assert processes_mentioning(str(workdir)) == []
+    assert report["photos_in_cloud"] == report["photos_taken"] > 0 and report["photo_sha_mismatch"] == 0
+    assert 0 < report["upload_bytes_mean"] <= 300 * 1024
+    assert_photos_match_their_events(workdir / "cloud.db")
+
+
+def assert_photos_match_their_events(cloud_db: Path) -> None:
+    """`flexedge cloud photos` lists each photo; each stored file hashes to the upload copy's sha256 that its
+    photo.checked event recorded (read from the cloud's own copy of the device's events)."""
+    import hashlib
+    import sqlite3
+
+    listed = subprocess.run([sys.executable, "-m", "device.cli", "cloud", "photos", "--db", str(cloud_db), "--json"],
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    conn = sqlite3.connect(f"file:{cloud_db}?mode=ro", uri=True)
+    recorded = {json.loads(body)["data"]["photo_id"]: (event_id, json.loads(body)["data"]["upload_sha256"])
+                for event_id, body in conn.execute("SELECT id, body FROM events WHERE type = 'photo.checked'")}
+    conn.close()
+    assert sorted(r["photo_id"] for r in rows) == sorted(recorded)
+    for row in rows:
+        assert (row["event_id"], row["sha256"]) == recorded[row["photo_id"]]
+        assert hashlib.sha256(Path(row["path"]).read_bytes()).hexdigest() == row["sha256"]
+        assert Path(row["path"]).is_relative_to(cloud_db.parent) and row["bytes"] == Path(row["path"]).stat().st_size
 
 
 def test_demo_interrupted_leaves_no_process(tmp_path: Path) -> None:

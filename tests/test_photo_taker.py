@@ -40,6 +40,11 @@ def test_take_photo_captures_checks_and_hashes(tmp_path: Path) -> None:
     assert piexif.load(data)["GPS"][piexif.GPSIFD.GPSLatitudeRef] == b"N"
     assert photo.verdict is Verdict.MATCH and photo.read == "12A", photo
     assert photo.box is not None and photo.ms > 0
+    copy = Path(photo.upload_path).read_bytes()  # the bounded copy for the cloud, EXIF kept
+    assert Path(photo.upload_path) == tmp_path / "photos" / f"{photo.photo_id}.upload.jpg"
+    assert hashlib.sha256(copy).hexdigest() == photo.upload_sha256 != photo.sha256
+    assert len(copy) == photo.upload_bytes <= 300 * 1024 and photo.bytes == len(data)
+    assert piexif.load(copy)["GPS"][piexif.GPSIFD.GPSLatitudeRef] == b"N"
     other = Stop("S2", "14 High St", "14", 52.0, 13.0, (Package("PKG2"),))
     take_photo, close = _photo_taker(config, tmp_path)
     try:

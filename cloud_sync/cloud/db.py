@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -33,6 +34,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     device TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,
     body TEXT NOT NULL, hash TEXT NOT NULL, batch_id TEXT NOT NULL, received_at REAL NOT NULL,
+    -- hash: the device's checkpoint claim, or '' until the chain walk stores the hash computed here
     chain TEXT NOT NULL DEFAULT 'pending',  -- pending (predecessor not yet here) | ok | broken
     PRIMARY KEY (device, seq)
 ) WITHOUT ROWID;
@@ -58,11 +60,17 @@ CREATE TABLE IF NOT EXISTS photo_chunks (
     device TEXT NOT NULL, photo_id TEXT NOT NULL, seq INTEGER NOT NULL, total INTEGER NOT NULL,
     sha256 TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (device, photo_id, seq)
 );
-CREATE TABLE IF NOT EXISTS photos (
-    device TEXT NOT NULL, photo_id TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
-    data BLOB NOT NULL, received_at REAL NOT NULL, PRIMARY KEY (device, photo_id)
+-- A complete photo: the file lives in the photo folder (path), the row ties it to its device, block, stop and
+-- the photo.checked event that recorded it, and says whether its sha256 matches the one in that event.
+CREATE TABLE IF NOT EXISTS photo_files (
+    device TEXT NOT NULL, photo_id TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL, path TEXT NOT NULL,
+    status TEXT NOT NULL, expected_sha256 TEXT, event_id TEXT, block TEXT, stop TEXT, detail TEXT,
+    received_at REAL NOT NULL, PRIMARY KEY (device, photo_id)
 );
+CREATE INDEX IF NOT EXISTS idx_events_photo ON events(device, json_extract(body, '$.data.photo_id'))
+    WHERE type = 'photo.checked';
 """
+PHOTO_EVENT = "photo.checked"  # the event that records a proof photo and the sha256 of its upload copy
 BUSY_TIMEOUT_MS = 30_000  # other workers hold the write lock for one batch at most
 
 
@@ -76,6 +84,23 @@ class FlagKind(StrEnum):
     SEQ_CONFLICT = "seq_conflict"  # the same device and seq arrived with a different event id
     DEVICE_MISMATCH = "device_mismatch"  # an event id already stored for another device
     PHOTO_CORRUPT = "photo_corrupt"  # every chunk of a photo arrived but the whole does not match its sha256
+    PHOTO_SHA_MISMATCH = "photo_sha_mismatch"  # a complete photo differs from the sha256 its event recorded
+
+
+class PhotoStatus(StrEnum):
+    OK = "ok"  # the file's sha256 is the one its photo.checked event recorded
+    CORRUPT = "corrupt"  # the reassembled bytes do not hash to the sha256 the chunks announced (flagged, kept)
+    SHA_MISMATCH = "sha_mismatch"  # whole, but not the photo its event recorded (flagged, kept)
+    AWAITING_EVENT = "awaiting_event"  # complete before its event arrived: checked when the event comes
+
+
+@dataclass(frozen=True)
+class StoredPhoto:
+    device: str
+    photo_id: str
+    status: PhotoStatus
+    size: int
+    path: str
 
 
 @dataclass(frozen=True)
@@ -87,9 +112,26 @@ class IngestResult:
     clock_flagged: int = 0
 
 
+def _write_file(path: Path, data: bytes) -> None:
+    """Whole or not at all under its name: a temporary file beside it, fsynced, then renamed. Raises OSError."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def default_photo_dir(db_path: Path) -> Path:
+    """Photo files live beside the database: cloud.db -> cloud-photos/{device}/{photo_id}.jpg."""
+    return db_path.with_name(f"{db_path.stem}-photos")
+
+
 class CloudDb:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, photo_dir: Path | str | None = None) -> None:
         self.path = Path(path)
+        self.photo_dir = Path(photo_dir) if photo_dir is not None else default_photo_dir(self.path)
         try:
             self.conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
                                         timeout=BUSY_TIMEOUT_MS / 1000)
@@ -122,7 +164,7 @@ class CloudDb:
                 body = canonical_bytes(doc).decode("utf-8")
                 cur.execute("INSERT OR IGNORE INTO events (device, seq, id, type, body, hash, batch_id, received_at) "
                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            (device, event["seq"], event["id"], event["type"], body, event["hash"],
+                            (device, event["seq"], event["id"], event["type"], body, event.get("hash", ""),
                              batch.batch_id, now))
                 if cur.rowcount == 1:
                     stored += 1
@@ -136,6 +178,7 @@ class CloudDb:
                 else:
                     flagged += self._flag(cur, device, event["seq"], FlagKind.SEQ_CONFLICT,
                                           f"other event id {event['id']}: {body[:2000]}", now)
+            self._link_waiting_photos(cur, device, batch.events, now)
             verified_seq, broken, clock_flagged = self._advance_chain(cur, device, now)
             flagged += broken
             # Every seq below the device's floor was acked, so it must be here: a hole there is a real gap.
@@ -166,7 +209,7 @@ class CloudDb:
                         (device, GENESIS_HASH))
             row = (0, GENESIS_HASH)
         expected, prev = row[0] + 1, row[1]
-        marks: list[tuple[str, str, int]] = []
+        marks: list[tuple[str, str, str, int]] = []  # (chain state, hash, device, seq)
         broken = 0
         stamps: list[ClockStamp | None] = []
         # A cursor of its own, read lazily: the walk stops at the first hole without loading what lies beyond.
@@ -176,18 +219,20 @@ class CloudDb:
             if seq != expected:
                 break
             computed = hash_body(prev, body.encode("utf-8"))
-            if computed == claimed:
-                marks.append(("ok", device, seq))
+            if not claimed or computed == claimed:  # no claim: checked at the batch's checkpoint
+                marks.append(("ok", computed, device, seq))
+                prev = computed
             else:
-                marks.append(("broken", device, seq))
+                marks.append(("broken", claimed, device, seq))
                 broken += 1
-            prev = claimed  # after a break the chain goes on from the claimed hash: one break, one flag
+                prev = claimed  # after a break the chain goes on from the claimed hash: one break, one flag
             stamps.append(ClockStamp.of(seq, orjson.loads(body)))
             expected += 1
         walk.close()
-        cur.executemany("UPDATE events SET chain = ? WHERE device = ? AND seq = ?", marks)
-        for _, _, seq in (m for m in marks if m[0] == "broken"):
-            self._flag(cur, device, seq, FlagKind.CHAIN_BREAK, "hash does not follow from the previous event", now)
+        cur.executemany("UPDATE events SET chain = ?, hash = ? WHERE device = ? AND seq = ?", marks)
+        for _, _, _, seq in (m for m in marks if m[0] == "broken"):
+            self._flag(cur, device, seq, FlagKind.CHAIN_BREAK,
+                       "hash does not follow from the events since the previous checkpoint", now)
         cur.execute("UPDATE devices SET verified_seq = ?, verified_hash = ? WHERE device = ?",
                     (expected - 1, prev, device))
         if stamps:
@@ -209,14 +254,14 @@ class CloudDb:
             log.warning("clock flag %s for %s seq %d: %s", flag.kind.value, device, flag.seq, flag.detail())
         return cur.rowcount
 
-    def store_photo_chunk(self, device: str, chunk: PhotoChunk) -> bool:
-        """Keep a chunk (idempotent); once all are here, assemble and check the photo. True if this chunk
-        completed it."""
+    def store_photo_chunk(self, device: str, chunk: PhotoChunk) -> StoredPhoto | None:
+        """Keep a chunk (idempotent); once all are here, write the photo's file and check it against its event.
+        Returns the stored photo when this chunk completed it."""
         now = time.time()
         with self._transaction() as cur:
-            if cur.execute("SELECT 1 FROM photos WHERE device = ? AND photo_id = ?",
+            if cur.execute("SELECT 1 FROM photo_files WHERE device = ? AND photo_id = ?",
                            (device, chunk.photo_id)).fetchone():
-                return False  # a resent chunk of a finished photo
+                return None  # a resent chunk of a finished photo
             cur.execute("INSERT OR IGNORE INTO photo_chunks (device, photo_id, seq, total, sha256, data) "
                         "VALUES (?, ?, ?, ?, ?, ?)",
                         (device, chunk.photo_id, chunk.seq, chunk.total, chunk.sha256, chunk.data))
@@ -224,23 +269,86 @@ class CloudDb:
                                "AND sha256 = ? ORDER BY seq", (device, chunk.photo_id, chunk.total,
                                                                 chunk.sha256)).fetchall()
             if len(rows) < chunk.total:
-                return False
+                return None
             whole = b"".join(data for _, data in rows)
+            if device.startswith(".") or "/" in device:  # the device id becomes a folder name
+                raise CloudDbError(f"device id {device!r:.40} cannot name a photo folder")
+            path = self.photo_dir / device / f"{chunk.photo_id}.jpg"  # photo ids are plain (PhotoChunk checks)
+            try:
+                _write_file(path, whole)
+            except OSError as exc:
+                raise CloudDbError(f"cannot write photo file {path}: {exc}") from exc
             cur.execute("DELETE FROM photo_chunks WHERE device = ? AND photo_id = ?", (device, chunk.photo_id))
-            if hashlib.sha256(whole).hexdigest() != chunk.sha256:
-                # flags are keyed by (device, seq, kind): a photo has no seq, its id's crc32 stands in
-                self._flag(cur, device, zlib.crc32(chunk.photo_id.encode()), FlagKind.PHOTO_CORRUPT,
-                           f"photo {chunk.photo_id}: sha256 mismatch", now)
-                return False
-            cur.execute("INSERT INTO photos (device, photo_id, sha256, size, data, received_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?)", (device, chunk.photo_id, chunk.sha256, len(whole), whole, now))
-        log.info("photo %s from %s complete (%d bytes)", chunk.photo_id, device, len(whole))
-        return True
+            sha256 = hashlib.sha256(whole).hexdigest()
+            cur.execute("INSERT INTO photo_files (device, photo_id, sha256, size, path, status, received_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)", (device, chunk.photo_id, sha256, len(whole), str(path),
+                                                         PhotoStatus.AWAITING_EVENT.value, now))
+            if sha256 != chunk.sha256:
+                status = self._settle_photo(cur, device, chunk.photo_id, PhotoStatus.CORRUPT,
+                                            f"bytes hash to {sha256}, the chunks announced {chunk.sha256}", now)
+            else:
+                status = self._link_photo(cur, device, chunk.photo_id, now)
+        log.info("photo %s from %s complete (%d bytes): %s", chunk.photo_id, device, len(whole), status.value)
+        return StoredPhoto(device, chunk.photo_id, status, len(whole), str(path))
+
+    def _settle_photo(self, cur: sqlite3.Cursor, device: str, photo_id: str, status: PhotoStatus, detail: str,
+                      now: float) -> PhotoStatus:
+        cur.execute("UPDATE photo_files SET status = ?, detail = ? WHERE device = ? AND photo_id = ?",
+                    (status.value, detail, device, photo_id))
+        if status in (PhotoStatus.CORRUPT, PhotoStatus.SHA_MISMATCH):
+            kind = FlagKind.PHOTO_CORRUPT if status is PhotoStatus.CORRUPT else FlagKind.PHOTO_SHA_MISMATCH
+            # flags are keyed by (device, seq, kind): a photo has no seq, its id's crc32 stands in
+            self._flag(cur, device, zlib.crc32(photo_id.encode()), kind, f"photo {photo_id}: {detail}", now)
+        return status
+
+    def _link_photo(self, cur: sqlite3.Cursor, device: str, photo_id: str, now: float) -> PhotoStatus:
+        """Tie a complete photo to its photo.checked event and compare the sha256 the event recorded for the
+        uploaded copy; without the event yet, the photo waits for it (ingest calls this again)."""
+        row = cur.execute("SELECT id, body FROM events WHERE device = ? AND type = ? "
+                          "AND json_extract(body, '$.data.photo_id') = ?", (device, PHOTO_EVENT, photo_id)).fetchone()
+        if row is None:
+            return PhotoStatus.AWAITING_EVENT
+        event_id, body = row
+        doc = orjson.loads(body)
+        data = doc.get("data") or {}
+        expected = data.get("upload_sha256") or data.get("sha256")
+        cur.execute("UPDATE photo_files SET event_id = ?, block = ?, stop = ?, expected_sha256 = ? "
+                    "WHERE device = ? AND photo_id = ?", (event_id, doc.get("block"), doc.get("stop"), expected,
+                                                         device, photo_id))
+        sha256 = cur.execute("SELECT sha256 FROM photo_files WHERE device = ? AND photo_id = ?",
+                             (device, photo_id)).fetchone()[0]
+        if sha256 == expected:
+            return self._settle_photo(cur, device, photo_id, PhotoStatus.OK, "", now)
+        return self._settle_photo(cur, device, photo_id, PhotoStatus.SHA_MISMATCH,
+                                  f"file sha256 {sha256}, event {event_id} recorded {expected}", now)
+
+    def _link_waiting_photos(self, cur: sqlite3.Cursor, device: str, events: Any, now: float) -> None:
+        """Photo events of a batch settle photos that completed before them."""
+        for event in events:
+            photo_id = (event.get("data") or {}).get("photo_id") if event.get("type") == PHOTO_EVENT else None
+            if isinstance(photo_id, str) and cur.execute(
+                    "SELECT 1 FROM photo_files WHERE device = ? AND photo_id = ? AND status = ?",
+                    (device, photo_id, PhotoStatus.AWAITING_EVENT.value)).fetchone():
+                self._link_photo(cur, device, photo_id, now)
 
     def photo(self, device: str, photo_id: str) -> tuple[str, bytes] | None:
-        """(sha256, bytes) of a complete photo."""
-        rows = self._read("SELECT sha256, data FROM photos WHERE device = ? AND photo_id = ?", (device, photo_id))
-        return (rows[0][0], bytes(rows[0][1])) if rows else None
+        """(sha256, bytes) of a complete photo, read from its file."""
+        rows = self._read("SELECT sha256, path FROM photo_files WHERE device = ? AND photo_id = ?", (device, photo_id))
+        if not rows:
+            return None
+        try:
+            return rows[0][0], Path(rows[0][1]).read_bytes()
+        except OSError as exc:
+            raise CloudDbError(f"photo {photo_id} of {device}: file unreadable: {exc}") from exc
+
+    def photo_rows(self, device: str | None = None) -> list[dict[str, Any]]:
+        """Every stored photo with its link to device, event, block, stop and its check, oldest first."""
+        keys = ("photo_id", "device", "event_id", "block", "stop", "sha256", "expected_sha256", "status", "path",
+                "bytes", "detail", "received_at")
+        rows = self._read("SELECT photo_id, device, event_id, block, stop, sha256, expected_sha256, status, path, "
+                          "size, detail, received_at FROM photo_files" + (" WHERE device = ?" if device else "")
+                          + " ORDER BY received_at, device, photo_id", (device,) if device else ())
+        return [dict(zip(keys, row)) for row in rows]
 
     def record_status(self, device: str, status: dict[str, Any]) -> None:
         with self._transaction() as cur:

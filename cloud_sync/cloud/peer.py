@@ -26,7 +26,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud_sync.cloud.db import CloudDb, CloudDbError
+from cloud_sync.cloud.db import CloudDb, CloudDbError, PhotoStatus, StoredPhoto
 from cloud_sync.connection import Backoff, BrokerSettings, make_client, release
 from cloud_sync.errors import MessageRejected, RejectReason
 from cloud_sync.messages import (
@@ -57,6 +57,7 @@ class CloudSettings:
     ingest_workers: int = 1
     dispatch: bool = True
     client_prefix: str = "cloud"  # client ids: {prefix}-ingest-{n}, {prefix}-dispatch
+    photo_dir: Path | None = None  # photo files; None: beside the database (db.default_photo_dir)
     backoff: Backoff = Backoff(initial_s=0.1, maximum_s=5.0)
 
 
@@ -94,7 +95,7 @@ class CloudPeer:
         self._stop.set()
 
     async def _worker(self, client_id: str, session: Callable[[aiomqtt.Client, CloudDb], Awaitable[None]]) -> None:
-        db = CloudDb(self.settings.db_path)
+        db = CloudDb(self.settings.db_path, self.settings.photo_dir)
         first = True
         try:
             delays = self.settings.backoff.delays()
@@ -169,10 +170,20 @@ class CloudPeer:
         chunk = PhotoChunk.from_payload(payload)
         if topic != self.fleet.device(device).photo(chunk.photo_id):
             raise MessageRejected(RejectReason.UNEXPECTED_TOPIC, f"chunk of {chunk.photo_id!r:.40} on {topic}")
-        complete = await asyncio.to_thread(db.store_photo_chunk, device, chunk)
+        stored = await asyncio.to_thread(db.store_photo_chunk, device, chunk)
         self.counters["photo_chunks"] += 1
-        self.counters["photos_complete"] += complete
+        if stored is not None:
+            self._on_photo_complete(stored)
         return BatchAck(chunk.batch_id, chunk.seq)
+
+    def _on_photo_complete(self, stored: StoredPhoto) -> None:
+        """Count the photo by its check; a photo that does not match its event is flagged in the db and
+        logged here, never dropped."""
+        self.counters["photos_complete"] += 1
+        self.counters[f"photos.{stored.status.value}"] += 1
+        if stored.status in (PhotoStatus.CORRUPT, PhotoStatus.SHA_MISMATCH):
+            log.warning("photo %s from %s stored but flagged: %s (%s)", stored.photo_id, stored.device,
+                        stored.status.value, stored.path)
 
     async def _publish_ack(self, client: aiomqtt.Client, device: str, ack: BatchAck) -> None:
         with contextlib.suppress(aiomqtt.MqttError):  # lost ack: the device resends, the batch dedups

@@ -1,6 +1,7 @@
 """`flexedge cloud`: the reference cloud peer (ingest workers + dispatcher) as a real program.
 
     flexedge cloud --db cloud.sqlite --broker 127.0.0.1:8883 --pki DIR [--workers 2] [--blocks blocks.json]
+    flexedge cloud photos --db cloud.sqlite [--json]     # the proof photos it holds, one line each
 
 `--pki DIR` takes ca.crt, cloud.crt/.key and signing.key from a `flexedge pki` directory. `--blocks` offers
 blocks at start: a JSON list of {"block": {...}, "route": {...}}.
@@ -12,8 +13,10 @@ import asyncio
 import json
 import logging
 import signal
+import sys
 from pathlib import Path
 
+from cloud_sync.cloud.db import CloudDb
 from cloud_sync.cloud.peer import CloudPeer, CloudSettings
 from cloud_sync.connection import BrokerSettings
 from cloud_sync.errors import SyncError
@@ -27,7 +30,9 @@ log = logging.getLogger(__name__)
 
 def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("cloud", parents=[common], help="run the reference cloud peer (ingest + dispatch)")
+    p.add_argument("view", nargs="?", choices=["photos"], help="photos: list the stored proof photos and exit")
     p.add_argument("--db", required=True, type=Path, help="SQLite database file")
+    p.add_argument("--photo-dir", type=Path, help="photo files (default: beside the database, <db>-photos/)")
     p.add_argument("--broker", default="127.0.0.1:8883", help="HOST:PORT of the MQTT broker")
     p.add_argument("--pki", type=Path, help="PKI directory (ca.crt, cloud.crt/.key, signing.key)")
     p.add_argument("--plain", action="store_true", help="no TLS (a loopback development broker)")
@@ -47,8 +52,31 @@ def _load_blocks(path: Path) -> list[tuple[Block, Route]]:
         raise SyncError(f"cannot read blocks from {path}: {exc}") from exc
 
 
+def list_photos(args: argparse.Namespace) -> int:
+    """One line per stored photo: photo_id, device, event_id, sha256, path, bytes (and its check)."""
+    if not args.db.exists():
+        print(f"flexedge cloud photos: no database at {args.db}", file=sys.stderr)
+        return 2
+    db = CloudDb(args.db, args.photo_dir)
+    try:
+        rows = db.photo_rows()
+    finally:
+        db.close()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    for row in rows:
+        print(f"{row['photo_id']}  {row['device']}  event {row['event_id'] or '-'}  {row['sha256']}  "
+              f"{row['path']}  {row['bytes']} bytes  {row['status']}")
+    print(f"{len(rows)} photos, {sum(1 for r in rows if r['status'] != 'ok')} not ok")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     ctx = load_context(args)
+    if args.view == "photos":
+        return list_photos(args)
     host, _, port = args.broker.rpartition(":")
     try:
         if args.plain:
@@ -68,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     settings = CloudSettings(fleet=args.fleet or ctx.config.device.fleet, db_path=args.db,
                              ingest_workers=args.workers, dispatch=not args.no_dispatch,
-                             client_prefix=args.client_prefix)
+                             client_prefix=args.client_prefix, photo_dir=args.photo_dir)
     return asyncio.run(_serve(settings, broker, signer, blocks))
 
 

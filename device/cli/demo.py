@@ -22,6 +22,8 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--blocks", type=int, default=2)
     p.add_argument("--stops", type=int, default=4, help="stops per block")
     p.add_argument("--report", metavar="FILE", help="write the report JSON here")
+    # --data-dir DIR (common option): the demo's files go there and stay: agents' stores, the cloud's database
+    # (cloud.db) and its photo files (cloud-photos/), logs.
     p.set_defaults(func=run)
 
 
@@ -29,7 +31,8 @@ def _print_report(report: dict[str, Any]) -> None:
     print("\n== report")
     for key in ("blocks_offered", "blocks_claimed", "blocks_completed", "stops_delivered", "packages_delivered",
                 "exceptions", "photo_checks", "wrong_package_caught", "wrong_house_caught", "events_produced",
-                "events_stored", "pending_in_outboxes", "lost", "duplicates", "chain_flags", "mcu_commands", "seconds"):
+                "events_stored", "pending_in_outboxes", "lost", "duplicates", "chain_flags", "photos_taken",
+                "photos_in_cloud", "photo_sha_mismatch", "upload_bytes_mean", "mcu_commands", "seconds"):
         print(f"{key:22} {report[key]}")
     for summary in report["summaries"]:
         print(f"block {summary['block_id']}: {summary['stops']} stops, {summary['delivered']}/{summary['packages']}"
@@ -56,5 +59,6 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2))
     ok = (report["blocks_completed"] == report["blocks_claimed"] > 0 and report["lost"] == 0
-          and report["duplicates"] == 0 and report["wrong_package_caught"] > 0 and report["wrong_house_caught"] > 0)
+          and report["duplicates"] == 0 and report["wrong_package_caught"] > 0 and report["wrong_house_caught"] > 0
+          and report["photos_in_cloud"] == report["photos_taken"] > 0 and report["photo_sha_mismatch"] == 0)
     return 0 if ok else 1

@@ -86,12 +86,15 @@ class Verdict(StrEnum):
 class Lane(IntEnum):
     """Sync priority: lower drains first after an outage."""
 
-    EVENTS = 0  # blocks, scans, stops, proofs, health
-    TRACK = 1  # GPS breadcrumbs
+    EVENTS = 0  # blocks, scans, stops, proofs
+    TRACK = 1  # telemetry: GPS breadcrumbs and health (may wait to go up in bigger, cheaper batches)
+
+
+TELEMETRY = frozenset({EventType.GPS_FIX, EventType.HEALTH})
 
 
 def lane_of(event_type: EventType) -> Lane:
-    return Lane.TRACK if event_type is EventType.GPS_FIX else Lane.EVENTS
+    return Lane.TRACK if event_type in TELEMETRY else Lane.EVENTS
 
 
 def new_event_id() -> str:

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from cloud_sync.cloud.db import default_photo_dir
 from cloud_sync.cloud.peer import CloudPeer, CloudSettings
 from cloud_sync.pki import CLOUD_IDENTITY, Pki
 from device.demo.scenario import DEPOT, STATION, Scenario, make_scenario
@@ -47,6 +48,7 @@ POLL_S = 0.5  # how often the orchestrator looks at the cloud's database
 STATUS_EVERY_S = 5.0  # a status line at least this often
 DRIVE_SPEEDUP = 15.0  # simulated seconds per real second while driving
 AGENT_STOP_TIMEOUT_S = 15.0  # SIGTERM, then SIGKILL
+PHOTO_WAIT_S = 60.0  # after the last block completes, how long the photos may take to reach the cloud
 
 
 def _sscc_barcode(package_id: str) -> Barcode:
@@ -289,10 +291,33 @@ level = "INFO"
                 winners = [a for a in self.agents if a.block]
                 if len(winners) == len(self.scenario.blocks) and all(a.counts["block.completed"] for a in winners):
                     self.progress("all blocks complete")
+                    await self._wait_photos(conn)
                     return
             self.progress(f"duration of {self.duration_s:.0f} s reached")
         finally:
             conn.close()
+
+    async def _wait_photos(self, conn: sqlite3.Connection) -> None:
+        """The proof photos go up after the events: wait until the cloud holds every one the agents committed."""
+        deadline = time.monotonic() + PHOTO_WAIT_S
+        while True:
+            taken, in_cloud = self._photos_taken(), _photos_in_cloud(conn)
+            if in_cloud >= taken or time.monotonic() > deadline:
+                self.progress(f"proof photos: {in_cloud} of {taken} in the cloud")
+                return
+            await asyncio.sleep(POLL_S)
+
+    def _photos_taken(self) -> int:
+        """Proof photos the agents committed (their event stored): what must reach the cloud."""
+        taken = 0
+        for agent in self.agents:
+            if agent.store_path.exists():
+                conn = sqlite3.connect(f"file:{agent.store_path}?mode=ro", uri=True, timeout=5)
+                try:
+                    taken += conn.execute("SELECT COUNT(*) FROM photos WHERE queued_at IS NOT NULL").fetchone()[0]
+                finally:
+                    conn.close()
+        return taken
 
     async def _stop_agents(self) -> None:
         for agent in self.agents:
@@ -326,6 +351,7 @@ level = "INFO"
         rows = conn.execute("SELECT device, id, type, body FROM events").fetchall()
         winners = conn.execute("SELECT id, winner FROM blocks").fetchall()
         broken = conn.execute("SELECT COUNT(*) FROM flags").fetchone()[0]
+        photos = conn.execute("SELECT status, size FROM photo_files").fetchall()
         conn.close()
         stored_ids = Counter(i for _, i, _, _ in rows)
         all_produced = set().union(*produced.values()) if produced else set()
@@ -353,6 +379,12 @@ level = "INFO"
             "lost": len(all_produced - set(stored_ids) - pending),
             "duplicates": sum(n - 1 for n in stored_ids.values() if n > 1),
             "chain_flags": broken,
+            "photos_taken": self._photos_taken(),
+            "photos_in_cloud": len(photos),
+            "photo_sha_mismatch": sum(1 for status, _ in photos if status in ("sha_mismatch", "corrupt")),
+            "photos_awaiting_event": sum(1 for status, _ in photos if status == "awaiting_event"),
+            "upload_bytes_mean": round(sum(size for _, size in photos) / len(photos)) if photos else 0,
+            "photo_dir": str(default_photo_dir(self.cloud_db)),
             "mcu_commands": {a.device: len(a.mcu.received) for a in self.agents},  # LED/buzzer patterns received
             "summaries": completed,
         }
@@ -366,3 +398,7 @@ def _phase(types: Counter[str]) -> str:
         if types[event_type]:
             return phase
     return "starting"
+
+
+def _photos_in_cloud(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM photo_files").fetchone()[0])

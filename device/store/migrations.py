@@ -54,6 +54,18 @@ def m001_outbox_and_state(db: sqlite_utils.Database) -> None:
                          "event_id": str}, pk="photo_id")
 
 
+@migration
+def m002_photo_uploads(db: sqlite_utils.Database) -> None:
+    """The photo index learns the upload copy, the upload's progress and the file's retention."""
+    photos = db["photos"]
+    for name, kind in (("upload_path", str), ("upload_sha256", str), ("size", int), ("upload_size", int),
+                       ("block", str), ("queued_at", float), ("chunks_done", str), ("uploaded_at", float),
+                       ("deleted_at", float)):
+        photos.add_column(name, kind)
+    # The uploader's queue: committed (queued), not yet in the cloud.
+    db.execute("CREATE INDEX idx_photos_upload ON photos(queued_at) WHERE uploaded_at IS NULL")
+
+
 def latest_version() -> int:
     return len(MIGRATIONS)
 

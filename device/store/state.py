@@ -1,6 +1,6 @@
 """The state the agent keeps beside the outbox, in the same database and on the same writer thread: key/value
-documents (the workflow's journal, the sync's upload list and seen commands), the routes received, and the index
-of proof photos. `EventStore.state` is one of these.
+documents (the workflow's journal, the sync's seen commands), the routes received, and the index of proof photos
+(device/store/photo_index.py: the upload queue and its progress, retention). `EventStore.state` is one of these.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any, Callable
 import sqlite_utils
 
 from device.contract.domain import Route
+from device.store import photo_index
 
 Call = Callable[[Callable[[sqlite_utils.Database], Any]], Any]  # runs a function on the store's writer thread
 
@@ -45,16 +46,42 @@ class StoreState:
         return self._call(write)
 
     def record_photo(self, photo_id: str, path: str, sha256: str, *, stop_id: str | None = None,
-                     taken_at: str | None = None, event_id: str | None = None) -> None:
-        def write(db: sqlite_utils.Database) -> None:
-            with db.atomic():
-                db.conn.execute(
-                    "INSERT OR REPLACE INTO photos (photo_id, path, sha256, stop_id, taken_at, event_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?)", [photo_id, path, sha256, stop_id, taken_at, event_id])
-        self._call(write)
+                     taken_at: str | None = None, event_id: str | None = None, upload_path: str | None = None,
+                     upload_sha256: str | None = None, size: int | None = None,
+                     upload_size: int | None = None) -> None:
+        row = {"photo_id": photo_id, "path": path, "sha256": sha256, "stop_id": stop_id, "taken_at": taken_at,
+               "event_id": event_id, "upload_path": upload_path, "upload_sha256": upload_sha256, "size": size,
+               "upload_size": upload_size}
+        self._call(lambda db: photo_index.record(db, row))
 
     def photo(self, photo_id: str) -> dict[str, Any] | None:
         def read(db: sqlite_utils.Database) -> dict[str, Any] | None:
             rows = list(db["photos"].rows_where("photo_id = ?", [photo_id]))
             return rows[0] if rows else None
         return self._call(read)
+
+    # --- proof photos on their way to the cloud (device/store/photo_index.py) ----------------------
+
+    def queue_photo(self, photo_id: str, event_id: str | None, block: str | None = None) -> bool:
+        return self._call(lambda db: photo_index.queue(db, photo_id, event_id, block, self._clock()))
+
+    def queue_committed_photos(self) -> int:
+        return self._call(lambda db: photo_index.queue_committed(db, self._clock()))
+
+    def photo_uploads(self, limit: int = 16) -> list[photo_index.PhotoUpload]:
+        return self._call(lambda db: photo_index.uploads(db, limit))
+
+    def photo_chunk_acked(self, photo_id: str, index: int, total: int) -> bool:
+        return self._call(lambda db: photo_index.chunk_acked(db, photo_id, index, total, self._clock()))
+
+    def photo_upload_failed(self, photo_id: str) -> None:
+        self._call(lambda db: photo_index.give_up(db, photo_id))
+
+    def deletable_photos(self, uploaded_before: float | None) -> list[photo_index.PhotoFile]:
+        return self._call(lambda db: photo_index.deletable(db, uploaded_before))
+
+    def photo_deleted(self, photo_id: str) -> None:
+        self._call(lambda db: photo_index.deleted(db, photo_id, self._clock()))
+
+    def photo_stats(self) -> photo_index.PhotoStats:
+        return self._call(photo_index.stats)

@@ -102,6 +102,7 @@ class PhotoChecked:
     photo_id: str
     sha256: str
     box: tuple[int, int, int, int] | None = None  # where the number was found: x, y, width, height (pixels)
+    upload_sha256: str | None = None  # of the bounded copy that goes to the cloud (None: the original goes)
 
 
 @dataclass(frozen=True)

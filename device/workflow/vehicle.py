@@ -256,9 +256,8 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
             raise Rejected(RejectReason.INVALID_INPUT, f"verdict: not one of {[v.value for v in Verdict]}")
         confidence = check_fraction(item.confidence, "confidence")
         photo_id = check_id(item.photo_id, "photo_id")
-        sha256 = item.sha256
-        if not isinstance(sha256, str) or len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-            raise Rejected(RejectReason.INVALID_INPUT, "sha256: expected 64 lowercase hex digits")
+        sha256 = _check_sha256(item.sha256, "sha256")
+        upload_sha256 = sha256 if item.upload_sha256 is None else _check_sha256(item.upload_sha256, "upload_sha256")
         read = item.read
         if read is not None and (not isinstance(read, str) or len(read) > 20 or not read.isprintable()):
             raise Rejected(RejectReason.INVALID_INPUT, "read: expected a short printable text or null")
@@ -272,11 +271,13 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
         s.verdicts[verdict.value] = s.verdicts.get(verdict.value, 0) + 1
         step.event(EventType.PHOTO_CHECKED, {"verdict": verdict.value, "read": read, "expected": stop.house_number,
                                              "confidence": confidence, "photo_id": photo_id, "sha256": sha256,
+                                             "upload_sha256": upload_sha256,
                                              "packages": list(packages),
                                              "box": list(box) if box is not None else None}, stop=stop_id)
         if verdict is Verdict.MATCH:
             for package in packages:
-                s.photo_proofs[package] = {"photo_id": photo_id, "sha256": sha256, "confidence": confidence}
+                s.photo_proofs[package] = {"photo_id": photo_id, "sha256": sha256, "upload_sha256": upload_sha256,
+                                           "confidence": confidence}
             _deliver_ready(step, s, stop_id, packages)
         elif verdict is Verdict.MISMATCH:  # never delivered on a wrong house: retake, or an exception
             step.feedback.append(Feedback.WRONG_HOUSE)
@@ -507,6 +508,12 @@ def _check_strokes(strokes: Any) -> list[list[list[float]]]:
     return out
 
 
+def _check_sha256(value: object, name: str) -> str:
+    if not isinstance(value, str) or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise Rejected(RejectReason.INVALID_INPUT, f"{name}: expected 64 lowercase hex digits")
+    return value
+
+
 def _deliver_ready(step: Step, s: VehicleState, stop_id: str, packages: tuple[str, ...]) -> list[str]:
     """Deliver every package that has its proof: a matching photo, and a signature where one is required."""
     stop = _stop(s, stop_id)
@@ -520,7 +527,8 @@ def _deliver_ready(step: Step, s: VehicleState, stop_id: str, packages: tuple[st
     for photo_id, group in by_photo.items():
         proof = s.photo_proofs[group[0]]
         step.event(EventType.DELIVERY_PROOF, {
-            "packages": group, "photo_id": photo_id, "sha256": proof["sha256"], "confidence": proof["confidence"],
+            "packages": group, "photo_id": photo_id, "sha256": proof["sha256"],
+            "upload_sha256": proof.get("upload_sha256", proof["sha256"]), "confidence": proof["confidence"],
             "signatures": {p: s.signatures[p] for p in group if p in s.signatures}}, stop=stop_id)
         for package in group:
             s.packages[package] = PackageState.DELIVERED

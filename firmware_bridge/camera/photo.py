@@ -74,6 +74,33 @@ def exif_bytes(taken_at: datetime, fix: Fix | None) -> bytes:
     return data
 
 
+def write_atomically(final: Path, data: bytes) -> None:
+    """Write to a temporary file beside `final`, fsync, rename into place, fsync the folder: never half a
+    file under the final name. Raises OSError."""
+    folder = final.parent
+    tmp_name = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=final.suffix, dir=folder)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, final)
+        tmp_name = None
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        if tmp_name is not None:
+            try:
+                os.unlink(tmp_name)
+            except OSError:
+                pass
+
+
 def save_photo(frame: Frame, photo_dir: Path, fix: Fix | None = None, quality: int = 90) -> SavedPhoto:
     """Encode, write to a temporary file, fsync, rename into place, fsync the folder: never half a photo."""
     photo_dir = Path(photo_dir)
@@ -82,29 +109,10 @@ def save_photo(frame: Frame, photo_dir: Path, fix: Fix | None = None, quality: i
     Image.fromarray(frame.rgb).save(buf, "JPEG", quality=quality, exif=exif_bytes(frame.taken_at, fix))
     data = buf.getvalue()
     final = photo_dir / f"{photo_id}.jpg"
-    tmp_name = None
     try:
-        photo_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".jpg", dir=photo_dir)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, final)
-        tmp_name = None
-        dir_fd = os.open(photo_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomically(final, data)
     except OSError as exc:
         raise PhotoWriteError(f"cannot write photo to {photo_dir}: {exc.strerror or exc}") from exc
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
     taken_at = frame.taken_at.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     saved = SavedPhoto(photo_id, final, hashlib.sha256(data).hexdigest(), len(data), taken_at)
     log.info("photo %s saved (%d bytes)", photo_id, len(data))

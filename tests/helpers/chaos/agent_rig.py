@@ -224,13 +224,6 @@ gpsd_port = {self.gps_port}
                                 (DEVICE, event_type))
         return [json.loads(body) for (body,) in rows]
 
-    def _cloud_rows(self, sql: str, args: tuple = ()) -> list[tuple]:
-        conn = sqlite3.connect(f"file:{self.cloud_db}?mode=ro", uri=True, timeout=10)
-        try:
-            return conn.execute(sql, args).fetchall()
-        finally:
-            conn.close()
-
     def cloud_types(self) -> dict[str, int]:
         return dict(self._cloud_rows("SELECT type, COUNT(*) FROM events WHERE device = ? GROUP BY type", (DEVICE,)))
 

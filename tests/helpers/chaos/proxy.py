@@ -54,6 +54,8 @@ class TcpProxy:
         self._link_free: dict[socket.socket, float] = {}
         self.delayed_chunks = 0
         self.delayed_bytes = 0
+        self.bytes_up = 0  # received from clients (towards the broker): what a modem would count as sent
+        self.bytes_down = 0  # received from the broker (towards the clients)
 
     def start(self) -> TcpProxy:
         self._listener.setblocking(False)
@@ -137,6 +139,10 @@ class TcpProxy:
         if not chunk:
             self._close_pair(pair, reset=False)
             return
+        if destination is pair[1]:
+            self.bytes_up += len(chunk)
+        else:
+            self.bytes_down += len(chunk)
         if self._mode is Mode.BLACKHOLE:
             return  # swallowed: neither side hears anything, neither side is told
         queue = self._queued.get(destination)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable, TypeVar
 
 from cloud_sync.cloud import CloudDb, CloudPeer, CloudSettings, CloudThread
 from cloud_sync.connection import Backoff
@@ -24,6 +25,7 @@ from tests.helpers.fleet import FLEET, STATION, FleetPki
 
 REPO = Path(__file__).resolve().parents[3]
 DEVICE = "van-a"
+T = TypeVar("T")
 FAST_BACKOFF = Backoff(initial_s=0.05, maximum_s=0.5)
 
 
@@ -166,6 +168,7 @@ keepalive_s = {self.keepalive_s}
 cloud_key_file = "{self.fleet.pki.signing_pub}"
 batch_max_events = {self.batch_max_events}
 ack_timeout_s = 2.0
+track_linger_s = 1.0
 backoff_initial_s = 0.05
 backoff_max_s = 0.5
 [logging]
@@ -228,25 +231,56 @@ level = "WARNING"
                      duplicates=len(ids) - len(set(ids)), chain_ok=chain_ok,
                      cloud_duplicates_discarded=counters.get("events_duplicate", 0), clock_flags=clock_flags)
 
-    def clock_flags(self) -> list[dict]:
-        """The cloud's flags on the device's timestamps (seq, kind, jump_s, detail), in seq order."""
+    def _read_cloud(self, read: Callable[[CloudDb], T]) -> T:
         db = CloudDb(self.cloud_db)
         try:
-            return db.clock_flags(DEVICE)
+            return read(db)
         finally:
             db.close()
 
+    def clock_flags(self) -> list[dict]:
+        """The cloud's flags on the device's timestamps (seq, kind, jump_s, detail), in seq order."""
+        return self._read_cloud(lambda db: db.clock_flags(DEVICE))
+
     def arrivals(self) -> list[tuple[int, str, str, float]]:
         """(seq, type, batch id, received at) in the order the cloud stored them."""
-        db = CloudDb(self.cloud_db)
-        try:
-            return db.arrivals(DEVICE)
-        finally:
-            db.close()
+        return self._read_cloud(lambda db: db.arrivals(DEVICE))
 
     def cloud_ingest_sessions(self) -> int:
         """How many times the cloud's ingest worker has (re)subscribed."""
         return self.cloud.peer.counters["ingest_sessions"] if self.cloud and self.cloud.peer else 0
+
+    def cloud_photos(self) -> list[dict]:
+        """The cloud's photo rows of the device (photo id, sha256 and the event's, status, path, bytes...)."""
+        return self._read_cloud(lambda db: db.photo_rows(DEVICE))
+
+    def photo_event_arrivals(self) -> dict[str, float]:
+        """photo id -> when the cloud stored the photo.checked event that records it."""
+        return dict(self._cloud_rows("SELECT json_extract(body, '$.data.photo_id'), received_at FROM events "
+                                     "WHERE device = ? AND type = 'photo.checked'", (DEVICE,)))
+
+    def _cloud_rows(self, sql: str, args: tuple = ()) -> list[tuple]:
+        conn = sqlite3.connect(f"file:{self.cloud_db}?mode=ro", uri=True, timeout=10)
+        try:
+            return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+
+    def _device_rows(self, sql: str) -> list[tuple]:
+        conn = sqlite3.connect(f"file:{self.store_path}?mode=ro", uri=True, timeout=10)
+        try:
+            return conn.execute(sql).fetchall()
+        finally:
+            conn.close()
+
+    def device_partial_uploads(self) -> int:
+        """Photos part way up: some chunks acknowledged, not all."""
+        return self._device_rows("SELECT COUNT(*) FROM photos WHERE uploaded_at IS NULL "
+                                 "AND chunks_done IS NOT NULL AND chunks_done != '[]'")[0][0]
+
+    def device_photo_ids(self) -> list[str]:
+        """Photos the device committed (queued for upload)."""
+        return [i for (i,) in self._device_rows("SELECT photo_id FROM photos WHERE queued_at IS NOT NULL")]
 
     def store_intact(self) -> bool:
         with EventStore(self.store_path) as store:

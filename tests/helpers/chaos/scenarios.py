@@ -6,6 +6,7 @@ no clock flag unless the scenario stepped the clock, and the scenario's own chec
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import random
 import subprocess
 import tempfile
@@ -15,9 +16,10 @@ from pathlib import Path
 from typing import Callable
 
 from cloud_sync.cloud.clock import FUTURE_TOLERANCE_S, ClockFlagKind
+from cloud_sync.messages import PHOTO_CHUNK_BYTES
 from tests.helpers.chaos.checks import bench_sync_rate, drain_order
 from tests.helpers.chaos.producer import clock_offset, clock_steps
-from tests.helpers.chaos.proxy import Mode
+from tests.helpers.chaos.proxy import Mode, SlowLink
 from tests.helpers.chaos.rig import DEVICE, Rig, Tally
 from tests.helpers.fleet import FleetPki
 from tests.helpers.tmpfs import small_tmpfs
@@ -257,6 +259,76 @@ def broker_down(rig: Rig, scale: Scale, rng: random.Random) -> Result:
         f"{expected:,.0f} events/s ({source}); criterion >= {DRAIN_RATE_FLOOR}"))
 
 
+PROOF_PHOTOS = 20
+MID_UPLOAD_WAIT_S = 20.0  # a fault waits this long at most for a photo to be part way up
+PHOTO_EVENT_RATE = 4.0  # events per second during the photo scenario (a third of them scans)
+PHOTO_LINK = SlowLink(latency_s=0.3, bytes_per_s=128 * 1024)  # a cell link: the photos take seconds each
+
+
+def photo_upload(rig: Rig, scale: Scale, rng: random.Random) -> Result:
+    """20 proof photos (1-4 chunks each) committed among the events and uploaded over a slow link while
+    `flexedge sync` (the agent's cloud link) is SIGKILLed and the broker restarted, in turns. Every photo must
+    reach the cloud whole (its sha256 the one its event recorded), none stored twice, each after its event,
+    and the uploads resume rather than restart (chunks received stay near the chunks needed)."""
+    assert rig.proxy is not None and rig.data_dir is not None
+    rig.proxy.slow = PHOTO_LINK
+    rig.proxy.set_mode(Mode.SLOW)
+    # A van's pace, not a flood: photos go up between the events (which always go first; a flood of scans on
+    # a slow link would hold the photos back until it ebbs, by design).
+    events, rate = max(100, scale.events // 40), PHOTO_EVENT_RATE
+    rig.start_producer(events, rate, "--photos", str(PROOF_PHOTOS), "--photo-dir", str(rig.data_dir / "photos"))
+    rig.start_sync()
+    slot = events / rate / (scale.rounds + 1)
+    mid_upload = 0  # faults that struck while a photo was part way up
+    for n in range(scale.rounds):
+        time.sleep(rng.uniform(0.2 * slot, 0.5 * slot))
+        deadline = time.monotonic() + MID_UPLOAD_WAIT_S  # strike while a photo is part way up
+        while time.monotonic() < deadline:
+            if rig.device_partial_uploads():
+                mid_upload += 1
+                break
+            time.sleep(0.03)
+        if n % 2 == 0:
+            rig.kill_sync()
+            rig.start_sync()
+        else:
+            rig.broker.kill()
+            time.sleep(rng.uniform(0.2, 1.0))
+            rig.broker.start()
+    fault_end = time.monotonic()
+    rig.wait_producer(DRAIN_TIMEOUT_S)
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while len(rig.cloud_photos()) < PROOF_PHOTOS and time.monotonic() < deadline:
+        time.sleep(0.2)
+    result = _finish(rig, "photo_upload", fault_end)
+    photos, arrivals = rig.cloud_photos(), rig.photo_event_arrivals()
+    needed = sum(-(-row["bytes"] // PHOTO_CHUNK_BYTES) for row in photos)
+    received = rig.cloud.peer.counters["photo_chunks"] if rig.cloud and rig.cloud.peer else 0
+    failures = list(result.failures)
+    if len(photos) != PROOF_PHOTOS or {r["photo_id"] for r in photos} != set(rig.device_photo_ids()):
+        failures.append(f"the cloud holds {len(photos)} photos of the {PROOF_PHOTOS} committed")
+    bad = [r["photo_id"] for r in photos if r["status"] != "ok" or r["sha256"] != r["expected_sha256"]
+           or hashlib.sha256(Path(r["path"]).read_bytes()).hexdigest() != r["sha256"]]
+    if bad:
+        failures.append(f"{len(bad)} photos do not match the sha256 of their event: {bad[:3]}")
+    files = list((rig.cloud_db.parent / "cloud-photos").rglob("*.jpg"))
+    if len(files) != len(photos) or len({r["photo_id"] for r in photos}) != len(photos):
+        failures.append(f"{len(files)} photo files for {len(photos)} photos: stored twice")
+    late = [r["photo_id"] for r in photos if arrivals.get(r["photo_id"], float("inf")) > r["received_at"]]
+    if late:
+        failures.append(f"{len(late)} photos complete in the cloud before their event")
+    if not mid_upload:
+        failures.append("no fault struck while a photo was part way up")
+    if received > 2 * needed:
+        failures.append(f"{received} chunks received for {needed} needed: uploads restarted instead of resuming")
+    return replace(result, failures=tuple(failures), extra=(
+        f"{len(photos)}/{PROOF_PHOTOS} photos in the cloud, sha256 as their events {len(photos) - len(bad)}, "
+        f"each after its event; chunks received {received} for {needed} needed; {mid_upload} of {scale.rounds} "
+        f"faults struck mid-upload; {(scale.rounds + 1) // 2} sync "
+        f"SIGKILLs and {scale.rounds // 2} broker kills over a {PHOTO_LINK.describe()} link "
+        f"({rig.proxy.delayed_bytes / 1024:.0f} KiB through it)"))
+
+
 def _df_free(path: Path) -> int:
     import os
 
@@ -272,6 +344,7 @@ SCENARIOS: dict[str, Callable[[Rig, Scale, random.Random], Result]] = {
     "disk_full": disk_full,
     "clock_jump": clock_jump,
     "broker_down": broker_down,
+    "photo_upload": photo_upload,
 }
 
 
@@ -285,7 +358,8 @@ def scenario_dirs(stack: contextlib.ExitStack, name: str, small_disk: str | None
 def run_scenario(name: str, fleet: FleetPki, scale: Scale, seed: int = 9) -> Result:
     with contextlib.ExitStack() as stack:
         work, data_dir = scenario_dirs(stack, name, "2m" if name == "disk_full" else None)
-        rig = Rig(work, fleet, drop_acks=name == "acks_lost", proxied=name in ("network_cut", "broker_down"),
+        rig = Rig(work, fleet, drop_acks=name == "acks_lost",
+                  proxied=name in ("network_cut", "broker_down", "photo_upload"),
                   keepalive_s=2 if name == "network_cut" else 5, data_dir=data_dir,
                   batch_max_events=1000 if name == "broker_down" else 100)
         stack.callback(rig.close)
