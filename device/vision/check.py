@@ -197,8 +197,8 @@ class HouseNumberChecker:
         """The number in a box. When it is, contains or is part of the expected number, a second look through
         a wider box settles what the box may have cut off: "310A" is never taken for "310", and "310" read
         in a box that cut the A off becomes "310A" when the wider look reads that. A reading that is one end
-        of the expected number ("5" of "54"), or the expected number itself, looks wider still, step by step:
-        the detector often finds only one glyph of a widely spaced sticker number ("9" of "79" is no "9")."""
+        of the expected number ("5" of "54") looks wider still, step by step: the detector often finds only
+        one glyph of a widely spaced sticker number."""
         rgb = frame.rgb
         first = self.read(frame, box)
         if not first.text or not (first.text in want or want in first.text):
@@ -213,10 +213,10 @@ class HouseNumberChecker:
                 box, looks = wider, [wide]
                 break
             looks.append(wide)
-            if not want.startswith(first.text) and not want.endswith(first.text):
-                break  # the expected number or one end of it looks wider still: "9" is no match for "79"
+            if first.text == want or not want.startswith(first.text) and not want.endswith(first.text):
+                break  # only a part of the expected number, at one end of it, looks wider still
         if looks[0].text == want and looks[0].confidence < self.thresholds.match_min_confidence:
-            return self.look_again(frame, box, *looks[:2])
+            return self.look_again(frame, box, *looks)
         return looks[0]
 
     def look_again(self, frame: Frame, box: Box, *looks: Reading) -> Reading:
