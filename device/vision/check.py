@@ -5,7 +5,7 @@ the text; this module turns readings into a verdict. Text boxes on one line are 
 or stickers), each candidate is read as located and, when that reading is or is part of the expected number, again
 through wider boxes (a suffix or a thin first digit the box cut off, the other glyphs of a widely spaced sticker
 number the detector missed); a doubtful reading of the expected number gets two more looks and counts as sure as its
-second- surest look. The house number in a reading is the run of digits with an optional letter right after it.
+second-surest look. The house number in a reading is the run of digits with an optional letter right after it.
 "match" needs the expected number read with every character confident, and no longer number around it in the wider
 look; anything doubtful is "unreadable", because a wrong "match" lets a wrong-address delivery through while
 "unreadable" asks the driver to look again.
