@@ -1,7 +1,9 @@
 """`flexedge cloud`: the reference cloud peer (ingest workers + dispatcher) as a real program.
 
     flexedge cloud --db cloud.sqlite --broker 127.0.0.1:8883 --pki DIR [--workers 2] [--blocks blocks.json]
+                   [--http HOST:PORT]
     flexedge cloud photos --db cloud.sqlite [--json]     # the proof photos it holds, one line each
+    flexedge cloud user add NAME --role operator|manager [--station S] --accounts FILE
 
 `--pki DIR` takes ca.crt, cloud.crt/.key and signing.key from a `flexedge pki` directory. `--blocks` offers
 blocks at start: a JSON list of {"block": {...}, "route": {...}}.
@@ -18,6 +20,10 @@ from pathlib import Path
 
 from cloud_sync.cloud.db import CloudDb
 from cloud_sync.cloud.peer import CloudPeer, CloudSettings
+from cloud_sync.cloud.web import actions as web_actions
+from cloud_sync.cloud.web import cli as web_cli
+from cloud_sync.cloud.web.accounts import AccountError
+from cloud_sync.cloud.web.server import HttpSettings, OperatorServer, OperatorServerError
 from cloud_sync.connection import BrokerSettings
 from cloud_sync.errors import SyncError
 from cloud_sync.pki import CLOUD_IDENTITY, Pki
@@ -30,8 +36,7 @@ log = logging.getLogger(__name__)
 
 def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("cloud", parents=[common], help="run the reference cloud peer (ingest + dispatch)")
-    p.add_argument("view", nargs="?", choices=["photos"], help="photos: list the stored proof photos and exit")
-    p.add_argument("--db", required=True, type=Path, help="SQLite database file")
+    p.add_argument("--db", type=Path, help="SQLite database file (required to run the cloud)")
     p.add_argument("--photo-dir", type=Path, help="photo files (default: beside the database, <db>-photos/)")
     p.add_argument("--broker", default="127.0.0.1:8883", help="HOST:PORT of the MQTT broker")
     p.add_argument("--pki", type=Path, help="PKI directory (ca.crt, cloud.crt/.key, signing.key)")
@@ -41,7 +46,15 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--no-dispatch", action="store_true", help="ingest only (another process dispatches)")
     p.add_argument("--client-prefix", default="cloud", help="MQTT client id prefix (unique per process)")
     p.add_argument("--blocks", type=Path, help="JSON list of {block, route} to offer at start")
+    web_cli.add_http_arguments(p)
     p.set_defaults(func=run)
+    views = p.add_subparsers(dest="cloud_command")
+    photos = views.add_parser("photos", help="list the stored proof photos and exit")
+    photos.add_argument("--db", required=True, type=Path, help="SQLite database file")
+    photos.add_argument("--photo-dir", type=Path, help="photo files (default: beside the database, <db>-photos/)")
+    photos.add_argument("--json", action="store_true", help="one JSON object per photo")
+    photos.set_defaults(func=list_photos)
+    web_cli.register_user_command(views)
 
 
 def _load_blocks(path: Path) -> list[tuple[Block, Route]]:
@@ -75,10 +88,10 @@ def list_photos(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     ctx = load_context(args)
-    if args.view == "photos":
-        return list_photos(args)
     host, _, port = args.broker.rpartition(":")
     try:
+        if args.db is None:
+            raise SyncError("--db FILE is required")
         if args.plain:
             broker = BrokerSettings(host or "127.0.0.1", int(port))
             signer = Signer.from_pem_file(args.pki / "signing.key") if args.pki else Signer.generate()
@@ -91,17 +104,18 @@ def run(args: argparse.Namespace) -> int:
                                     str(identity.key_path))
             signer = Signer.from_pem_file(pki.signing_key)
         blocks = _load_blocks(args.blocks) if args.blocks else []
-    except (SyncError, ValueError) as exc:
+        http = web_cli.http_settings(args, args.pki)
+    except (SyncError, ValueError, AccountError) as exc:
         print(f"flexedge cloud: {exc}")
         return 2
     settings = CloudSettings(fleet=args.fleet or ctx.config.device.fleet, db_path=args.db,
                              ingest_workers=args.workers, dispatch=not args.no_dispatch,
                              client_prefix=args.client_prefix, photo_dir=args.photo_dir)
-    return asyncio.run(_serve(settings, broker, signer, blocks))
+    return asyncio.run(_serve(settings, broker, signer, blocks, http))
 
 
 async def _serve(settings: CloudSettings, broker: BrokerSettings, signer: Signer,
-                 blocks: list[tuple[Block, Route]]) -> int:
+                 blocks: list[tuple[Block, Route]], http: HttpSettings | None = None) -> int:
     peer = CloudPeer(settings, broker, signer)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -112,6 +126,21 @@ async def _serve(settings: CloudSettings, broker: BrokerSettings, signer: Signer
         await peer.add_blocks(blocks)
     log.info("cloud ready: fleet %s, %d ingest workers, db %s", settings.fleet, settings.ingest_workers,
              settings.db_path)
-    print(json.dumps({"ready": True, "fleet": settings.fleet}), flush=True)
-    await runner
+    page = None
+    if http is not None:
+        act = web_actions.reoffer(settings.db_path, peer.add_blocks) if settings.dispatch else None
+        page = OperatorServer(http, act)
+        try:
+            await page.start()
+        except OperatorServerError as exc:
+            print(f"flexedge cloud: {exc}")
+            peer.stop()
+            await runner
+            return 2
+    print(json.dumps({"ready": True, "fleet": settings.fleet, **({"http": page.url} if page else {})}), flush=True)
+    try:
+        await runner
+    finally:
+        if page is not None:
+            await page.stop()
     return 0

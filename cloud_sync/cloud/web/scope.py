@@ -1,0 +1,10 @@
+"""Who may see what: a fleet operator sees every station, a station manager one. Every query takes the
+scope's station (None: all) as the `:station` parameter and filters with `IN_SCOPE`."""
+from __future__ import annotations
+
+# A van belongs to the stations of the blocks it won.
+DEVICE_IN_SCOPE = "(:station IS NULL OR {col} IN (SELECT winner FROM blocks WHERE station = :station))"
+
+
+def device_in_scope(column: str) -> str:
+    return DEVICE_IN_SCOPE.format(col=column)

@@ -1,0 +1,80 @@
+"""Runs the operator page on the cloud's loop: `flexedge cloud ... --http HOST:PORT`."""
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from cloud_sync.cloud.web.accounts import Accounts
+from cloud_sync.cloud.web.api import OperatorApp, Reoffer, build_app
+from cloud_sync.cloud.web.cache import MAX_ENTRIES, VersionedCache
+from cloud_sync.cloud.web.live import LiveFeed
+from cloud_sync.cloud.web.readonly import ReadOnlyDb, ensure_indexes
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_S = 1.0  # open live streams are cut after this on stop
+
+
+class OperatorServerError(Exception):
+    """The page could not start (the port is taken, the database is missing)."""
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str
+    port: int
+    db_path: Path
+    accounts_path: Path
+    live_interval_s: float = 2.0
+    allowed_hosts: tuple[str, ...] = ()
+    tls: ssl.SSLContext | None = None
+    cache_entries: int = MAX_ENTRIES  # per-device figures kept between requests (0: recompute every time)
+
+
+class OperatorServer:
+    def __init__(self, settings: HttpSettings, reoffer: Reoffer | None = None) -> None:
+        self.settings = settings
+        self._reoffer = reoffer
+        self._runner: web.AppRunner | None = None
+        self.app: OperatorApp | None = None
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.settings.tls else 'http'}://{self.settings.host}:{self.port}/"
+
+    async def start(self) -> None:
+        s = self.settings
+        ensure_indexes(s.db_path)
+        db = ReadOnlyDb(s.db_path)
+        cache = VersionedCache(s.cache_entries)
+        self.app = OperatorApp(db, Accounts(s.accounts_path), LiveFeed(db, s.live_interval_s, cache), self._reoffer,
+                               tuple(h.lower() for h in s.allowed_hosts), secure_cookie=s.tls is not None,
+                               cache=cache)
+        runner = web.AppRunner(build_app(self.app), access_log=None, shutdown_timeout=SHUTDOWN_S)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, s.host, s.port, ssl_context=s.tls).start()
+        except OSError as exc:
+            await runner.cleanup()
+            self._close()
+            raise OperatorServerError(f"operator page cannot listen on {s.host}:{s.port}: {exc}") from exc
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+        log.info("operator page on %s", self.url)
+
+    def _close(self) -> None:
+        if self.app is not None:
+            self.app.db.close()
+            self.app.accounts.close()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._close()
+        self.app = None

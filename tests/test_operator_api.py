@@ -1,0 +1,282 @@
+"""The operator page's API over a real cloud database (the known day, stored by the real ingest), served by
+the real aiohttp server on a loopback port: log-in, sessions, CSRF and Host checks, a station manager's
+scope, the fleet view, a stop's proof and photo, the CSV export, the re-offer action, the live stream."""
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import aiohttp
+import pytest
+
+from cloud_sync.cloud import CloudDb
+from cloud_sync.cloud.web import queries
+from cloud_sync.cloud.web.accounts import MAX_FAILURES, AccountError, Accounts, Role
+from cloud_sync.cloud.web.readonly import ReadOnlyDb
+from cloud_sync.cloud.web.server import HttpSettings, OperatorServer
+from device.contract.domain import Block, Route
+from tests.helpers.fleet import OTHER_STATION, STATION
+from tests.helpers.operator import DAY_TEXT, PHOTO, known_day
+
+PASSWORD = "correct horse battery"
+
+
+def make_accounts(path: Path) -> None:
+    accounts = Accounts(path)
+    try:
+        accounts.add("olga", PASSWORD, Role.OPERATOR)
+        accounts.add("mark", PASSWORD, Role.MANAGER, STATION)
+        accounts.add("nina", PASSWORD, Role.MANAGER, OTHER_STATION)
+    finally:
+        accounts.close()
+
+
+class Browser:
+    """A cookie jar and the CSRF token, as the page keeps them."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.http, self.base, self.csrf = session, base, ""
+
+    async def login(self, name: str, password: str = PASSWORD) -> aiohttp.ClientResponse:
+        r = await self.http.post(self.base + "api/login", json={"name": name, "password": password})
+        if r.status == 200:
+            self.csrf = (await r.json())["csrf"]
+        return r
+
+    async def get(self, path: str, **kw: Any) -> aiohttp.ClientResponse:
+        return await self.http.get(self.base + path, **kw)
+
+    async def post(self, path: str, csrf: bool = True, **kw: Any) -> aiohttp.ClientResponse:
+        headers = {"X-Flexedge-CSRF": self.csrf} if csrf else {}
+        headers.update(kw.pop("headers", {}))
+        return await self.http.post(self.base + path, headers=headers, **kw)
+
+
+@pytest.fixture
+def cloud_db(tmp_path: Path) -> Path:
+    path = known_day(tmp_path)
+    make_accounts(tmp_path / "ops.sqlite")
+    return path
+
+
+async def _serve(cloud_db: Path, reoffered: list[str]) -> OperatorServer:
+    async def reoffer(block_id: str) -> None:  # the dispatcher's part is in the browser test
+        reoffered.append(block_id)
+    server = OperatorServer(HttpSettings("127.0.0.1", 0, cloud_db, cloud_db.parent / "ops.sqlite",
+                                         live_interval_s=0.1), reoffer)
+    await server.start()
+    return server
+
+
+async def _browsers(server: OperatorServer, n: int) -> AsyncIterator[list[Browser]]:
+    sessions = [aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) for _ in range(n)]
+    try:
+        yield [Browser(s, server.url) for s in sessions]
+    finally:
+        for s in sessions:
+            await s.close()
+
+
+def run(cloud_db: Path, scenario: Any, browsers: int = 1) -> list[str]:
+    reoffered: list[str] = []
+
+    async def main() -> None:
+        server = await _serve(cloud_db, reoffered)
+        try:
+            async for clients in _browsers(server, browsers):
+                await scenario(*clients)
+        finally:
+            await server.stop()
+    asyncio.run(main())
+    return reoffered
+
+
+def test_the_api_needs_a_session_and_a_right_password(cloud_db: Path) -> None:
+    async def scenario(b: Browser) -> None:
+        assert (await b.get("api/fleet")).status == 401
+        page = await b.get("")
+        assert page.status == 200 and "Flex Edge fleet" in await page.text()
+        assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
+        assert (await b.login("olga", "wrong password!")).status == 401
+        assert (await b.login("nobody")).status == 401
+        r = await b.login("olga")
+        assert r.status == 200
+        cookie = r.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        me = await (await b.get("api/me")).json()
+        assert me["name"] == "olga" and me["station"] is None
+        assert (await b.post("api/logout")).status == 200
+        assert (await b.get("api/fleet")).status == 401
+    run(cloud_db, scenario)
+
+
+def test_wrong_passwords_lock_the_name_for_a_while(cloud_db: Path) -> None:
+    async def scenario(b: Browser) -> None:
+        for _ in range(MAX_FAILURES):
+            assert (await b.login("olga", "wrong password!")).status == 401
+        assert (await b.login("olga")).status == 429  # even the right password, until the lock ends
+        assert (await b.login("mark")).status == 200  # other names are not affected
+    run(cloud_db, scenario)
+
+
+def test_posts_need_the_csrf_token_a_same_origin_and_a_known_host(cloud_db: Path) -> None:
+    async def scenario(b: Browser) -> None:
+        await b.login("olga")
+        assert (await b.post("api/blocks/B-A/reoffer", csrf=False)).status == 403
+        assert (await b.post("api/blocks/B-A/reoffer", headers={"Origin": "http://evil.example"})).status == 403
+        assert (await b.get("api/fleet", headers={"Host": "evil.example"})).status == 403
+        assert (await b.get("api/fleet", headers={"Host": "localhost:1"})).status == 200
+        ok = await b.post("api/blocks/B-A/reoffer")
+        assert ok.status == 200, await ok.text()
+        assert (await b.post("api/blocks/NOPE/reoffer")).status == 404
+        assert (await b.get("api/vans/bad id!")).status in (400, 404)
+        assert (await b.get("api/analytics?day=yesterday")).status == 400
+    assert run(cloud_db, scenario) == ["B-A"]
+
+
+def test_the_fleet_view(cloud_db: Path) -> None:
+    async def scenario(b: Browser) -> None:
+        await b.login("olga")
+        doc = await (await b.get("api/fleet")).json()
+        vans = {v["device"]: v for v in doc["vans"]}
+        assert vans["van-a"]["link"] == "online" and vans["van-b"]["link"] == "offline"
+        assert (vans["van-a"]["outbox_depth"], vans["van-a"]["last_ack_seq"]) == (3, 12)
+        assert (vans["van-a"]["block"], vans["van-a"]["stops_done"], vans["van-a"]["stops"]) == ("B-A", 3, 3)
+        assert vans["van-a"]["position"] == {"lat": 47.611, "lon": -122.339}
+        blocks = {bl["id"]: bl for bl in doc["blocks"]}
+        assert blocks["B-A"]["state"] == "late" and blocks["B-B"]["state"] == "done"
+        van = await (await b.get("api/vans/van-a")).json()
+        assert [(s["id"], s["outcome"], s["on_time"]) for s in van["stops"]] == [
+            ("S1", "delivered", True), ("S2", "partial", False), ("S3", "exception", None)]
+        assert van["track"][0]["lat"] == 47.605
+    run(cloud_db, scenario)
+
+
+def test_a_proof_in_two_requests_and_its_photo(cloud_db: Path) -> None:
+    async def scenario(b: Browser) -> None:
+        await b.login("olga")
+        proof = await (await b.get("api/vans/van-a/stops/S1")).json()
+        checks = [i for i in proof["items"] if i["type"] == "photo.checked"]
+        assert [(c["data"]["verdict"], c["data"]["read"], c["photo_received"]) for c in checks] == [
+            ("mismatch", "19", False), ("match", "12A", True)]
+        assert checks[1]["fix"]["lat"] == 47.61 and checks[1]["chain"] == "ok"
+        photo = await b.get("api/vans/van-a/photos/ph-2")
+        assert photo.status == 200 and await photo.read() == PHOTO
+        assert (await b.get("api/vans/van-a/photos/ph-1")).status == 404
+    run(cloud_db, scenario)
+
+
+def test_a_station_manager_sees_only_their_station(cloud_db: Path) -> None:
+    async def scenario(mark: Browser, nina: Browser) -> None:
+        await mark.login("mark")
+        await nina.login("nina")
+        fleet = await (await mark.get("api/fleet")).json()
+        assert [v["device"] for v in fleet["vans"]] == ["van-a"]
+        assert [bl["id"] for bl in fleet["blocks"]] == ["B-A"]
+        assert (await mark.get("api/vans/van-b")).status == 404
+        assert (await mark.get("api/vans/van-b/stops/T1")).status == 404
+        assert (await nina.get("api/vans/van-a/photos/ph-2")).status == 404
+        assert (await nina.post("api/blocks/B-A/reoffer")).status == 404
+        rows = list(csv.DictReader(io.StringIO(await (await nina.get(f"api/export.csv?day={DAY_TEXT}")).text())))
+        assert {r["device"] for r in rows} == {"van-b"}
+        analytics = await (await mark.get(f"api/analytics?day={DAY_TEXT}")).json()
+        assert [r["device"] for r in analytics["rows"]] == ["van-a"]
+    assert run(cloud_db, scenario, browsers=2) == []
+
+
+def test_the_csv_export_of_a_day(cloud_db: Path) -> None:
+    async def scenario(b: Browser) -> None:
+        await b.login("olga")
+        r = await b.get(f"api/export.csv?day={DAY_TEXT}")
+        assert r.headers["Content-Type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(await r.text())))
+        assert len(rows) == 12 + 3  # van-a's stop events of the day (no GPS, not the next day) and van-b's
+        assert {r["type"] for r in rows} >= {"photo.checked", "stop.completed", "delivery.exception"}
+        first = rows[0]
+        assert (first["device"], first["type"], first["stop"]) == ("van-a", "stop.arrived", "S1")
+    run(cloud_db, scenario)
+
+
+def test_the_live_stream_sends_the_fleet_and_its_changes(cloud_db: Path) -> None:
+    async def scenario(b: Browser) -> None:
+        await b.login("mark")
+        async with (await b.get("api/events")) as stream:
+            assert stream.headers["Content-Type"] == "text/event-stream"
+            first = await _next_fleet(stream)
+            assert [v["link"] for v in first["vans"]] == ["online"]
+            db = CloudDb(cloud_db)  # the van's Last Will arrives at the cloud
+            await asyncio.to_thread(db.record_status, "van-a", {"state": "offline", "ts": "2026-11-25T09:00:00Z"})
+            db.close()
+            second = await _next_fleet(stream)
+            assert [v["link"] for v in second["vans"]] == ["offline"]
+    run(cloud_db, scenario)
+
+
+async def _next_fleet(stream: aiohttp.ClientResponse) -> dict:
+    async with asyncio.timeout(10):
+        while True:
+            line = (await stream.content.readline()).decode()
+            if line.startswith("data: "):
+                return json.loads(line[6:])
+
+
+def test_accounts_refuse_bad_input(tmp_path: Path) -> None:
+    accounts = Accounts(tmp_path / "a.sqlite")
+    try:
+        with pytest.raises(AccountError):
+            accounts.add("x", "short", Role.OPERATOR)
+        with pytest.raises(AccountError):
+            accounts.add("m", PASSWORD, Role.MANAGER)  # a manager without a station
+        with pytest.raises(AccountError):
+            accounts.add("bad name", PASSWORD, Role.OPERATOR)
+        accounts.add("olga", PASSWORD, Role.OPERATOR)
+        session = accounts.login("olga", PASSWORD)
+        assert session is not None and accounts.session(session.token) is not None
+        stored = accounts.conn.execute("SELECT hash FROM operators").fetchone()[0]
+        assert stored.startswith(b"$argon2id$") and PASSWORD.encode() not in stored
+        accounts.add("olga", PASSWORD + "!", Role.OPERATOR)  # a new password ends the sessions
+        assert accounts.session(session.token) is None
+    finally:
+        accounts.close()
+
+
+def test_the_reoffer_action_clears_the_winner_and_republishes(tmp_path: Path) -> None:
+    from cloud_sync.cloud.web.actions import reoffer
+    path = known_day(tmp_path)
+    published: list[list[tuple[Block, Route]]] = []
+
+    async def publish(blocks: list[tuple[Block, Route]]) -> None:
+        published.append(blocks)
+    asyncio.run(reoffer(path, publish)("B-A"))
+    db = CloudDb(path)
+    try:
+        assert db.winners() == {"B-A": None, "B-B": "van-b"}
+        assert db.open_blocks(STATION)[1][0].id == "B-A"
+    finally:
+        db.close()
+    assert [[b.id for b, _ in call] for call in published] == [["B-A"]]
+
+
+def test_photo_files_and_their_check(tmp_path: Path) -> None:
+    """The page reads a photo from its file and shows the cloud's sha256 check beside it."""
+    path = known_day(tmp_path)
+    other = tmp_path / "elsewhere.jpg"
+    other.write_bytes(b"not the photo its event recorded")
+    conn = sqlite3.connect(str(path))
+    conn.execute("INSERT INTO photo_files (device, photo_id, sha256, size, path, status, received_at) "
+                 "VALUES ('van-a', 'ph-1', 'x', 1, ?, 'sha_mismatch', 0)", (str(other),))
+    conn.commit()
+    conn.close()
+    db = ReadOnlyDb(path)
+    try:
+        assert queries.photo(db, "van-a", "ph-2", None) == PHOTO
+        assert queries.photo(db, "van-a", "ph-1", None) == b"not the photo its event recorded"
+        checks = [i for i in queries.proof(db, "van-a", "S1", None)["items"] if i["type"] == "photo.checked"]
+        assert [(c["photo_received"], c["photo_check"]) for c in checks] == [(True, "sha_mismatch"), (True, "ok")]
+    finally:
+        db.close()

@@ -1,0 +1,297 @@
+"""The operator page in a real browser: Playwright driving Debian's Chromium against `flexedge cloud --http`
+(a real process, TLS with the fleet PKI) fed by real agents over the TLS broker.
+
+van-a is a whole agent (workflow, store, sync, photo upload, the simulated camera with the shipped model):
+it claims the block through the cloud, loads, drives to S1 on GPS fixes, proves S1 with a matching photo
+and a signature, gets a wrong-house photo at S2 (refused) and no access at S3. sim-000's sync forges a batch
+(a hash that does not follow): the page shows the chain flag. A station manager of another station sees
+nothing of them. Screenshots at 1366x768 and 390x844 in tests/artifacts/operator/.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import socket
+import sqlite3
+import ssl
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import orjson
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, expect
+
+from cloud_sync.device_sync import DeviceSync
+from cloud_sync.messages import EventBatch
+from device.agent import Agent
+from device.cloud_adapter import CloudAdapter
+from device.config import GpsSection
+from device.contract.domain import Event, EventType, Role
+from device.positioning import setup as positioning
+from device.store import EventStore, RetentionPolicy
+from device.testbench.broker import MosquittoBroker
+from device.workflow import (
+    ArrivedAt,
+    ClaimRequested,
+    ExceptionReason,
+    ExceptionReported,
+    LoadingDone,
+    SignatureCaptured,
+)
+from device.workflow.runner import WorkflowRunner
+from tests.helpers.console import camera_photo_taker, console_block, console_route
+from tests.helpers.fleet import FLEET, OTHER_STATION, STATION, FleetPki
+from tests.helpers.sync_harness import RawClient, sync_settings, wait_for
+from tests.test_console_browser import chromium, drive
+from tests.test_operator_analytics import by_hand
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "operator"
+DESK = {"width": 1366, "height": 768}
+PHONE = {"width": 390, "height": 844}
+WAIT_MS = 20_000
+PASSWORD = "station-password-1"
+STATUS_S = 1.0  # the vans' status interval in this test
+
+
+def _cli(*args: str, stdin: str | None = None, **kw: object) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "device.cli", *args], cwd=REPO, input=stdin, text=True,
+                          capture_output=True, timeout=60, **kw)
+
+
+@contextlib.contextmanager
+def cloud_process(fleet: FleetPki, broker_port: int, workdir: Path) -> Iterator[str]:
+    """`flexedge cloud --http` with the test's blocks; yields the page's URL from its ready line."""
+    blocks = workdir / "blocks.json"
+    other = dataclasses.replace(console_block("B-OTHER"), station=OTHER_STATION)
+    blocks.write_text(json.dumps([{"block": b.to_dict(), "route": console_route(b.id).to_dict()}
+                                  for b in (console_block(), other)]))
+    accounts = workdir / "operators.sqlite"
+    for name, role in (("olga", ("--role", "operator")), ("mark", ("--role", "manager", "--station", STATION)),
+                       ("dora", ("--role", "manager", "--station", OTHER_STATION))):
+        made = _cli("cloud", "user", "add", name, "--accounts", str(accounts), *role, "--password-stdin",
+                    stdin=PASSWORD + "\n")
+        assert made.returncode == 0, made.stdout + made.stderr
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "device.cli", "cloud", "--db", str(workdir / "cloud.db"), "--fleet", FLEET,
+         "--broker", f"127.0.0.1:{broker_port}", "--pki", str(fleet.pki.dir), "--client-prefix", "cloud-web",
+         "--blocks", str(blocks), "--http", "127.0.0.1:0", "--accounts", str(accounts), "--live-interval", "0.5",
+         "--log-level", "WARNING"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "FLEXEDGE_DATA_DIR": str(workdir / "cloud-data")})
+    try:
+        assert proc.stdout is not None
+        ready = json.loads(proc.stdout.readline() or "{}")
+        assert ready.get("ready"), proc.stderr.read() if proc.poll() is not None else ready
+        yield ready["http"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err[-2000:]
+
+
+def served_by_fleet_ca(url: str, fleet: FleetPki) -> str:
+    """The page's certificate chains to the fleet CA (what a station laptop that trusts the CA checks)."""
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    context = ssl.create_default_context(cafile=str(fleet.pki.ca_cert))
+    with socket.create_connection((host, int(port)), 5) as raw, context.wrap_socket(raw, server_hostname=host) as s:
+        return dict(x[0] for x in s.getpeercert()["subject"])["commonName"]
+
+
+async def shot(page: Page, name: str) -> None:
+    size = page.viewport_size
+    await page.screenshot(path=ARTIFACTS / f"{name}-{size['width']}x{size['height']}.png", full_page=True)
+
+
+async def log_in(browser: Browser, url: str, viewport: dict, name: str, shoot: str | None = None) -> Page:
+    context: BrowserContext = await browser.new_context(viewport=viewport, ignore_https_errors=True)
+    page = await context.new_page()
+    await page.goto(url)
+    await expect(page.get_by_test_id("login-button")).to_be_visible(timeout=WAIT_MS)
+    if shoot:
+        await page.get_by_test_id("login-name").fill(name)
+        await page.get_by_test_id("login-password").fill("not the password")
+        await page.get_by_test_id("login-button").click()
+        await expect(page.get_by_test_id("login-error")).to_contain_text("wrong name or password")
+        await shot(page, shoot)
+    await page.get_by_test_id("login-name").fill(name)
+    await page.get_by_test_id("login-password").fill(PASSWORD)
+    await page.get_by_test_id("login-button").click()
+    await expect(page.get_by_test_id("who")).to_contain_text(name, timeout=WAIT_MS)
+    return page
+
+
+async def run_van_a(agent: Agent, sync: DeviceSync) -> None:
+    """The driver's day as the hardware and the driver feed it to the agent."""
+    for _ in range(200):  # the offer comes from the cloud
+        if (await agent.submit(ClaimRequested("B-NORTH"))).accepted:
+            break
+        await asyncio.sleep(0.1)
+    await wait_for(lambda: agent.runner.workflow.phase.value == "loading", 20, "the grant and the route")
+    for code in ("PKG-001", "PKG-002", "PKG-003", "PKG-004"):
+        await agent.scan(code)
+    assert (await agent.submit(LoadingDone())).accepted
+    s1 = (47.6100, -122.3400)
+    t = await drive(agent, (47.6046, -122.3400), s1, 20, datetime.now(timezone.utc))
+    await drive(agent, s1, s1, 25, t)  # dwell: the geofence arrival
+    await wait_for(lambda: agent.runner.workflow.phase.value == "at_stop", 20, "arrival at S1")
+    outcome = await agent.photo()
+    assert outcome is not None and outcome.accepted
+    strokes = (((10.0, 40.0), (60.0, 10.0), (110.0, 45.0), (160.0, 12.0)),)
+    assert (await agent.submit(SignatureCaptured("S1", ("PKG-002",), strokes=strokes))).accepted
+    assert (await agent.submit(ArrivedAt("S2"))).accepted
+    assert (await agent.photo()) is not None  # the door shows 12A: a wrong house
+    assert (await agent.submit(ExceptionReported("S2", ExceptionReason.REFUSED))).accepted
+    assert (await agent.submit(ArrivedAt("S3"))).accepted
+    assert (await agent.submit(ExceptionReported("S3", ExceptionReason.NO_ACCESS))).accepted
+
+
+
+def cloud_rows(cloud_db: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{cloud_db}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def forged_batch(directory: Path, device: str) -> bytes:
+    """A real device store's first events, one hash replaced: the cloud's chain check must flag it."""
+    with EventStore(directory / f"{device}.db") as store:
+        store.append_many([Event(EventType.HEALTH, {"n": i}) for i in range(3)])
+        events = [orjson.loads(e.body) | {"hash": e.hash} for e in store.pending()]
+    events[1]["hash"] = "f" * 64
+    return EventBatch("forged-1", device, 0, 1, tuple(events)).to_payload()
+
+
+def test_operator_page_in_chromium(tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    van_dir = tmp_path / "van-a"
+    van_dir.mkdir()
+
+    async def scenario(url: str) -> None:
+        store = EventStore(van_dir / "events.db", RetentionPolicy())
+        sync = DeviceSync(store, sync_settings("van-a", status_interval_s=STATUS_S),
+                          fleet.broker_settings("van-a", tls_broker.port), fleet.verifier)
+        take_photo, close_camera, _ = camera_photo_taker(van_dir)
+        agent = Agent(store=store, runner=await WorkflowRunner.open(store, Role.VEHICLE), role=Role.VEHICLE,
+                      cloud=CloudAdapter(sync), take_photo=take_photo,
+                      tracker_factory=lambda stops: positioning.tracker(GpsSection(), stops))
+        stop = asyncio.Event()
+        running = asyncio.ensure_future(agent.run(stop))
+        try:
+            async with chromium() as browser:
+                await operator_flow(browser, url, agent, sync, stop, running)
+        finally:
+            stop.set()
+            await running
+            close_camera()
+            store.close()
+
+    async def operator_flow(browser: Browser, url: str, agent: Agent, sync: DeviceSync, stop: asyncio.Event,
+                            running: asyncio.Future) -> None:
+        desk = await log_in(browser, url, DESK, "olga", shoot="operator-01-login")
+        phone = await log_in(browser, url, PHONE, "olga")
+        for page in (desk, phone):  # the van appears live once its status arrives
+            await expect(page.get_by_test_id("link-van-a")).to_have_text("online", timeout=WAIT_MS)
+
+        await run_van_a(agent, sync)
+        await sync.wait_drained(30)
+        # The agent uploads its proof photos behind the events; the cloud checks each against its event.
+        await wait_for(lambda: cloud_rows(tmp_path / "cloud.db", "SELECT COUNT(*) FROM photo_files "
+                                                                 "WHERE status = 'ok'")[0][0] == 2, 60,
+                       "both proof photos in the cloud, checked")
+        summary = agent.runner.workflow.summary()
+        assert (summary.delivered, summary.exceptions) == (2, 2)
+        await expect(desk.get_by_test_id("block-state-B-NORTH")).to_have_text("late", timeout=WAIT_MS)
+        await expect(desk.locator('#vans tr[data-device="van-a"]')).to_contain_text("B-NORTH 3/3")
+        await expect(desk.get_by_test_id("outbox-van-a")).to_have_text("0", timeout=WAIT_MS)
+        for page in (desk, phone):  # on the map where its last fix put it, with its route progress
+            await expect(page.get_by_test_id("van-van-a")).to_contain_text("van-a 3/3", timeout=WAIT_MS)
+        await shot(desk, "operator-02-fleet")
+        await shot(phone, "operator-02-fleet")
+
+        # A delivery's proof in two clicks: the van, then the stop.
+        await desk.locator('#vans tr[data-device="van-a"]').click()
+        await desk.get_by_test_id("stop-S1").click()
+        verdict = desk.get_by_test_id("verdict").first
+        await expect(verdict).to_contain_text("match · read 12A · expected 12A", timeout=WAIT_MS)
+        await expect(desk.get_by_test_id("photo-box")).to_have_count(1, timeout=WAIT_MS)
+        await expect(desk.get_by_test_id("signature")).to_be_visible()
+        await expect(desk.get_by_test_id("proof")).to_contain_text("GPS 47.61000")
+        await shot(desk, "operator-03-proof")
+        await phone.locator('#vans tr[data-device="van-a"]').click()
+        await phone.get_by_test_id("stop-S2").click()
+        await expect(phone.get_by_test_id("verdict").first).to_contain_text("mismatch · read 12A · expected 40",
+                                                                            timeout=WAIT_MS)
+        await expect(phone.get_by_test_id("proof")).to_contain_text("refused")
+        await shot(phone, "operator-03-proof")
+
+        # The analytics table against the same figures computed by hand from the van's own events.
+        hand = by_hand([Event.from_dict(orjson.loads(body)) for (body,) in cloud_rows(
+            tmp_path / "cloud.db", "SELECT body FROM events WHERE device = 'van-a' ORDER BY seq")],
+            datetime.now(timezone.utc).strftime("%Y-%m-%d"))
+        row = desk.locator('#analytics tr[data-device="van-a"]')
+        await expect(row.locator('[data-metric="on_time"]')).to_contain_text(
+            f"({hand['on_time'][0]}/{hand['on_time'][1]})", timeout=WAIT_MS)
+        for key in ("first_attempt", "photo_match"):
+            await expect(row.locator(f'[data-metric="{key}"]')).to_contain_text(f"({hand[key][0]}/{hand[key][1]})")
+        await expect(row.locator('[data-metric="retakes"]')).to_have_text(str(hand["retakes"]))
+        # The test's stops take a fraction of a second: julianday's resolution (~10 us) shows in the last digits.
+        shown = float(await row.locator('[data-metric="stops_per_hour"]').inner_text())
+        assert shown == pytest.approx(hand["stops_per_hour"], rel=1e-3)
+        await expect(row.locator('[data-metric="exceptions"]')).to_contain_text("refused 1")
+        await expect(desk.get_by_test_id("definitions")).to_contain_text("stops completed ÷ hours")
+        await desk.get_by_test_id("analytics").scroll_into_view_if_needed()
+        await shot(desk, "operator-04-analytics")
+
+        # A forged batch: the chain flag appears live.
+        with RawClient(fleet.broker_settings("sim-000", tls_broker.port), "sim-000") as forger:
+            forger.publish(f"flex/v1/{FLEET}/dev/sim-000/events", forged_batch(tmp_path, "sim-000"))
+        await expect(desk.get_by_test_id("flags-sim-000")).to_contain_text("integrity", timeout=WAIT_MS)
+        await desk.locator('#vans tr[data-device="sim-000"]').click()
+        await expect(desk.get_by_test_id("van-flags")).to_contain_text("integrity: chain break at #2", timeout=WAIT_MS)
+        await shot(desk, "operator-05-chain-flag")
+
+        # The CSV of the day.
+        day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        csv_text = await (await desk.request.get(f"{url}api/export.csv?day={day}")).text()
+        assert "van-a" in csv_text and "photo.checked" in csv_text
+
+        # A station manager of another station sees none of it, not even by URL.
+        dora = await log_in(browser, url, PHONE, "dora")
+        await expect(dora.get_by_test_id("who")).to_contain_text(f"station {OTHER_STATION}")
+        await expect(dora.locator('#blocks tr[data-block="B-OTHER"]')).to_be_visible(timeout=WAIT_MS)
+        assert await dora.locator("#vans tbody tr").count() == 0
+        assert await dora.locator('#blocks tr[data-block="B-NORTH"]').count() == 0
+        assert (await dora.request.get(f"{url}api/vans/van-a")).status == 404
+        assert (await dora.request.get(f"{url}api/vans/van-a/stops/S1")).status == 404
+        await shot(dora, "operator-06-other-station")
+        mark = await log_in(browser, url, DESK, "mark")
+        await expect(mark.get_by_test_id("van-van-a")).to_be_visible(timeout=WAIT_MS)
+
+        # The van goes away: its link turns from online within the status interval (the broker's will).
+        stop.set()
+        await running
+        for page in (desk, phone):
+            await expect(page.get_by_test_id("link-van-a")).not_to_have_text("online", timeout=WAIT_MS)
+        await shot(desk, "operator-07-offline")
+        await shot(phone, "operator-07-offline")
+
+        # Re-offer the block: the dispatcher puts it back on the station's offers.
+        desk.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await desk.get_by_test_id("reoffer-B-NORTH").click()
+        await expect(desk.get_by_test_id("block-state-B-NORTH")).to_have_text("unclaimed", timeout=WAIT_MS)
+        await expect(desk.get_by_test_id("toast")).to_contain_text("on offer again")
+
+    with cloud_process(fleet, tls_broker.port, tmp_path) as url:
+        assert served_by_fleet_ca(url, fleet) == "operator-web"
+        asyncio.run(scenario(url))
+
