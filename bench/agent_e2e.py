@@ -9,8 +9,9 @@ of it (`received_at`, same host clock). The agent here is an idle van without a 
 Baselines from the same run: latency — a raw paho QoS 1 publish to a subscriber through the same TLS broker
 (transport only); RSS — a bare Python interpreter. CPU and RSS (VmRSS) come from /proc/<agent pid>. The agent
 runs as systemd/flexedge.service starts it: the installed `flexedge run` entry point with the unit's
-environment, no allocator tuning. It has a simulated camera, so the house-number TFLite model is loaded (as on
-a van: interpreter built, both signatures ready; not yet invoked, no photo taken) when RSS is read.
+environment (one malloc arena, as the unit sets). It has a simulated camera, so the house-number TFLite model
+is loaded (as on a van: interpreter built, both signatures ready; not yet invoked, no photo taken) when RSS is
+read.
 
 Three phases: "idle" (connected, no events yet: the issue's check), "load" (scans at a steady rate), and
 "idle_after_load" (idle again: what a van carries between deliveries, e.g. the GS1 tables biip loads on the
@@ -55,8 +56,9 @@ REPO = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
 IDLE_CPU_LIMIT_PCT = 2.0
 IDLE_RSS_LIMIT_MB = 80.0
-# systemd/flexedge.service: ExecStart=/opt/flexedge/venv/bin/flexedge run, Environment=... PYTHONUNBUFFERED=1
-UNIT_ENVIRONMENT = {"PYTHONUNBUFFERED": "1"}
+# systemd/flexedge.service: ExecStart=/opt/flexedge/venv/bin/flexedge run, Environment=... PYTHONUNBUFFERED=1,
+# MALLOC_ARENA_MAX=1
+UNIT_ENVIRONMENT = {"PYTHONUNBUFFERED": "1", "MALLOC_ARENA_MAX": "1"}
 
 
 def agent_command() -> list[str]:

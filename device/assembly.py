@@ -95,6 +95,12 @@ def _photo_taker(config: Config, data_dir: Path):
     limits = upload_limits(config.photos)
 
     def capture_and_check(stop: Stop, fix: Fix | None) -> ProofPhoto:
+        try:
+            return check_and_copy(stop, fix)
+        finally:  # a van takes a photo every few minutes: between them it carries no detector buffers (~130 MB)
+            checker.release()
+
+    def check_and_copy(stop: Stop, fix: Fix | None) -> ProofPhoto:
         saved = capture_photo(camera, folder, fix, section.jpeg_quality)
         result = checker.check(saved.path, stop.house_number)
         box = None

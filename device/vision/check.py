@@ -1,14 +1,14 @@
 """The house-number check: find text in a delivery photo, read it, compare with the stop's number.
 
-Scene text models trained on real photographs (PP-OCRv4 detection and recognition in TFLite, ocr.py) find
-and read the text; this module turns readings into a verdict. Text boxes on one line are joined (a number
-in separate tiles or stickers), each candidate is read as located and, when that reading is or is part of
-the expected number, again through a wider box (a suffix or a thin first digit the box cut off); a doubtful
-reading of the expected number gets two more looks and counts as sure as its second-surest look. The house
-number in a reading is the run of digits with an optional letter right after it. "match" needs the expected
-number read with every character confident, and no longer number around it in the wider look; anything
-doubtful is "unreadable", because a wrong "match" lets a wrong-address delivery through while "unreadable"
-asks the driver to look again.
+Scene text models trained on real photographs (PP-OCRv4 detection and recognition in TFLite, ocr.py) find and read
+the text; this module turns readings into a verdict. Text boxes on one line are joined (a number in separate tiles
+or stickers), each candidate is read as located and, when that reading is or is part of the expected number, again
+through wider boxes (a suffix or a thin first digit the box cut off, the other glyphs of a widely spaced sticker
+number the detector missed); a doubtful reading of the expected number gets two more looks and counts as sure as its
+second-surest look. The house number in a reading is the run of digits with an optional letter right after it.
+"match" needs the expected number read with every character confident, and no longer number around it in the wider
+look; anything doubtful is "unreadable", because a wrong "match" lets a wrong-address delivery through while
+"unreadable" asks the driver to look again.
 """
 from __future__ import annotations
 
@@ -49,7 +49,9 @@ class CheckThresholds:
     match_min_confidence: float = 0.75  # every character of the expected number at least this sure
     mismatch_min_confidence: float = 0.7  # a different number read this surely is "mismatch" (else unreadable)
     max_candidates: int = 6  # text lines read per photo
-    widen: float = 0.25  # the second look: the box wider by this many box heights each side
+    widen: tuple[float, ...] = (0.25, 0.6, 1.0)  # the second looks: the box wider by this many box heights each
+    # side, wider only while the reading is a part of the expected number (the other glyphs of a widely spaced
+    # number can lie outside the box, or be missed by the detector)
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
     work_side: int = 1152  # 2304x1296 camera frames decode at exactly 1/2 scale (libjpeg DCT scaling)
 
@@ -194,18 +196,28 @@ class HouseNumberChecker:
     def read_box(self, frame: Frame, box: Box, want: str) -> Reading:
         """The number in a box. When it is, contains or is part of the expected number, a second look through
         a wider box settles what the box may have cut off: "310A" is never taken for "310", and "310" read
-        in a box that cut the A off becomes "310A" when the wider look reads that."""
+        in a box that cut the A off becomes "310A" when the wider look reads that. A reading that is one end
+        of the expected number ("5" of "54") looks wider still, step by step: the detector often finds only
+        one glyph of a widely spaced sticker number."""
         rgb = frame.rgb
         first = self.read(frame, box)
         if not first.text or not (first.text in want or want in first.text):
             return first
-        wide = self.read(frame, widened(box, (rgb.shape[1], rgb.shape[0]), self.thresholds.widen))
-        longer = len(wide.text) > len(first.text) and first.text in wide.text
-        if longer and (wide.text == want or wide.confidence >= self.thresholds.mismatch_min_confidence):
-            return wide
-        if first.text == want and first.confidence < self.thresholds.match_min_confidence:
-            return self.look_again(frame, box, first, wide)
-        return first
+        size = (rgb.shape[1], rgb.shape[0])
+        looks = [first]
+        for by in self.thresholds.widen:
+            wider = widened(box, size, by)
+            wide = self.read(frame, wider)
+            longer = len(wide.text) > len(first.text) and first.text in wide.text
+            if longer and (wide.text == want or wide.confidence >= self.thresholds.mismatch_min_confidence):
+                box, looks = wider, [wide]
+                break
+            looks.append(wide)
+            if first.text == want or not want.startswith(first.text) and not want.endswith(first.text):
+                break  # only a part of the expected number, at one end of it, looks wider still
+        if looks[0].text == want and looks[0].confidence < self.thresholds.match_min_confidence:
+            return self.look_again(frame, box, *looks)
+        return looks[0]
 
     def look_again(self, frame: Frame, box: Box, *looks: Reading) -> Reading:
         """The expected number read, but not surely: two more looks (the box a little tighter, and moved down

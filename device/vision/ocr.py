@@ -23,7 +23,7 @@ Box = tuple[int, int, int, int]  # x0, y0, x1, y1
 class DetectParams:
     pixel_min: float = 0.2  # text probability for a pixel to belong to a text region (DB's "thresh")
     box_min: float = 0.5  # mean probability over a region for it to count (DB's "box_thresh")
-    unclip: float = 2.0  # DB regions are shrunk text: grow by area * unclip / perimeter
+    unclip: float = 1.6  # DB regions are shrunk text: grow by area * unclip / perimeter
     min_side: int = 3  # regions thinner than this (detector pixels) are noise
 
 
