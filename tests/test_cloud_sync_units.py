@@ -232,10 +232,12 @@ def test_pki_cli_provisions_a_unit(tmp_path: Path, capsys: pytest.CaptureFixture
     assert cli_main(["pki", "device", "--dir", str(tmp_path), "--json", "van-0042"]) == 0
     issued = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert Path(issued["cert"]).exists()
-    assert cli_main(["pki", "mosquitto", "--dir", str(tmp_path), "--fleet", "demo", "--device", "van-0042=DXX1"]) == 0
-    out = capsys.readouterr().out
+    conf = tmp_path / "mosquitto"
+    assert cli_main(["pki", "mosquitto", "--dir", str(tmp_path), "--fleet", "demo", "--device", "van-0042=DXX1",
+                     "--conf-dir", str(conf)]) == 0
+    out = (conf / "conf.d" / "flexedge.conf").read_text()
     assert "require_certificate true" in out and "use_identity_as_username true" in out
-    assert "user van-0042" in (tmp_path / "acl").read_text()
+    assert "user van-0042" in (conf / "flexedge" / "acl").read_text()
     assert cli_main(["pki", "device", "--dir", str(tmp_path), "bad/name"]) == 2
 
 

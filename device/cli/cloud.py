@@ -28,7 +28,7 @@ from cloud_sync.connection import BrokerSettings
 from cloud_sync.errors import SyncError
 from cloud_sync.pki import CLOUD_IDENTITY, Pki
 from cloud_sync.signing import Signer
-from device.cli.common import Subparsers, load_context
+from device.cli.common import CliError, Subparsers, load_context
 from device.contract.domain import Block, DomainError, Route
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
         blocks = _load_blocks(args.blocks) if args.blocks else []
         http = web_cli.http_settings(args, args.pki)
     except (SyncError, ValueError, AccountError) as exc:
-        print(f"flexedge cloud: {exc}")
-        return 2
+        raise CliError(str(exc)) from None
     settings = CloudSettings(fleet=args.fleet or ctx.config.device.fleet, db_path=args.db,
                              ingest_workers=args.workers, dispatch=not args.no_dispatch,
                              client_prefix=args.client_prefix, photo_dir=args.photo_dir)

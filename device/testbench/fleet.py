@@ -25,10 +25,11 @@ class LocalFleet:
         pki = Pki(directory)
         if not pki.ca_cert.exists():
             pki.init(ca_name)
-        pki.issue_broker()
-        pki.issue(CLOUD_IDENTITY)
+        pki.issue_broker(replace=True)
+        pki.issue(CLOUD_IDENTITY, replace=True)
         for device in stations:
-            pki.issue(device)
+            pki.issue(device, replace=True)
+        pki.write_crl()  # the broker checks client certificates against it, as a provisioned one does
         acl = directory / "acl"
         acl.write_text(acl_text(fleet, dict(stations)))
         return cls(pki, fleet, tuple(stations), acl)
