@@ -36,7 +36,6 @@ OTHER_VARIABLES = {
     "FLEXEDGE_DATA_DIR": "the data directory (after --data-dir)",
     "FLEXEDGE_GPSD": "flexedge selftest: the gpsd to check",
     "FLEXEDGE_SOURCE": "systemd/install.sh: the checkout to install",
-    "FLEXEDGE_SHARED_TESTDATA": "the test suite: the shared test data",
 }
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"  # an identity: certificate CN, MQTT username, topic level
 HOST_PATTERN = r"[A-Za-z0-9][A-Za-z0-9.:_-]*"  # a DNS name, IPv4 or IPv6 address

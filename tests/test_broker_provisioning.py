@@ -23,7 +23,7 @@ from cryptography import x509
 from cloud_sync.connection import BrokerSettings, make_client
 from cloud_sync.pki import Pki
 from device.access import AccessProblem, check_readable
-from firmware_bridge.sim.procs import free_tcp_port
+from device.testbench.procs import free_tcp_port
 from tests.helpers.debian_mosquitto import DebianMosquitto, open_tmpdir
 
 FLEET = "f1"

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import pytest
 
-from firmware_bridge.sim.procs import end_process_group, free_tcp_port
+from device.testbench.procs import end_process_group, free_tcp_port
 from tests.helpers.debian_mosquitto import DebianMosquitto, open_tmpdir
 
 REPO = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from firmware_bridge.sim.procs import end_process_group, require_program, wait_for_port
+from device.testbench.procs import end_process_group, require_program, wait_for_port
 
 
 @contextlib.contextmanager
