@@ -13,7 +13,8 @@
 #
 #   DESTDIR=/tmp/root systemd/install.sh ...   stage into a directory instead (packaging, tests): no apt, no
 #                                              user, no pip, no chown, no systemctl; needs $PREFIX/venv
-# Environment: PREFIX (/opt/flexedge), PYTHON (python3), FLEXEDGE_SOURCE (this checkout), SKIP_APT=1.
+# Environment: PREFIX (/opt/flexedge), PYTHON (python3), FLEXEDGE_SOURCE (this checkout), SKIP_APT=1,
+# PI_MODEL_FILE (/proc/device-tree/model: "Raspberry Pi" in it means a Pi).
 set -euo pipefail
 
 SOURCE=${FLEXEDGE_SOURCE:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -51,7 +52,7 @@ if [ -z "$DESTDIR" ] && [ "$(id -u)" -ne 0 ]; then
     die "run as root (or set DESTDIR to stage into a directory)"
 fi
 ON_PI=0
-if grep -qs "Raspberry Pi" /proc/device-tree/model; then ON_PI=1; fi
+if grep -qs "Raspberry Pi" "${PI_MODEL_FILE:-/proc/device-tree/model}"; then ON_PI=1; fi
 [ -n "$CAMERA" ] || { [ $ON_PI = 1 ] && CAMERA=picamera2 || CAMERA=none; }
 
 # 1. Debian packages: Python's venv, zbar for barcodes in photos, gpsd for the receiver; on a Pi the camera's
