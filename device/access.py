@@ -60,12 +60,19 @@ def check_readable(path: Path, *, directory: bool = False, user: str | None = No
         if not _allowed(parent.stat(), uid, gids, 1):
             raise AccessProblem(f"{path}: user {user} cannot enter {parent} (mode {parent.stat().st_mode & 0o777:o})")
     if not _allowed(st, uid, gids, 4 | (1 if directory else 0)):
-        owner = f"{_name(pwd.getpwuid, st.st_uid)}:{_name(grp.getgrgid, st.st_gid)}"
+        owner = f"{_user_name(st.st_uid)}:{_group_name(st.st_gid)}"
         raise AccessProblem(f"{path} is not readable by user {user} (owner {owner}, mode {st.st_mode & 0o777:o})")
 
 
-def _name(lookup, ident: int) -> str:
+def _user_name(uid: int) -> str:
     try:
-        return lookup(ident)[0]
+        return pwd.getpwuid(uid).pw_name
     except KeyError:
-        return str(ident)
+        return str(uid)
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)

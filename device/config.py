@@ -24,10 +24,13 @@ import typing
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, TypeVar
 
 from device.access import AccessProblem, check_readable
 from device.contract.domain import Role
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 ENV_PREFIX = "FLEXEDGE_"
 # FLEXEDGE_* variables that are not config keys, and who reads them.
@@ -355,8 +358,11 @@ def _check_value(value: Any, meta: Mapping[str, Any], key: str, source: str) -> 
             raise ConfigError(key, source, f"{item!r} is not valid here (expected the pattern {pattern})")
 
 
-def _build(cls: type, raw: Mapping[str, Any], prefix: str, source: str, env: Mapping[str, str],
-           origins: dict[str, str], base_dir: Path | None, errors: list[ConfigError]) -> Any:
+Section = TypeVar("Section", bound="DataclassInstance")
+
+
+def _build(cls: type[Section], raw: Mapping[str, Any], prefix: str, source: str, env: Mapping[str, str],
+           origins: dict[str, str], base_dir: Path | None, errors: list[ConfigError]) -> Section:
     """The section from its table and the environment; a bad key is added to `errors` and left at its default."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -370,7 +376,7 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str, source: str, env: Map
         hint = hints[name]
         key = f"{prefix}{name}"
         env_name = env_variable(key)
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             section = raw.get(name, {})
             if not isinstance(section, Mapping):
                 errors.append(ConfigError(key, source, "expected a table"))
@@ -401,9 +407,9 @@ def env_variable(key: str) -> str:
     return ENV_PREFIX + key.upper().replace(".", "__")
 
 
-def config_keys() -> dict[str, dataclasses.Field]:
+def config_keys() -> dict[str, dataclasses.Field[Any]]:
     """Every key, dotted (`mqtt.port`), with its declaration."""
-    keys: dict[str, dataclasses.Field] = {}
+    keys: dict[str, dataclasses.Field[Any]] = {}
     for section in dataclasses.fields(Config):
         hint = typing.get_type_hints(Config)[section.name]
         if dataclasses.is_dataclass(hint):
@@ -534,6 +540,12 @@ def parse_setting(assignment: str) -> tuple[str, Any]:
     return key, _coerce(text, hint, key, "--set", from_env=True)
 
 
+def default_value(spec: dataclasses.Field[Any]) -> Any:
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    return spec.default
+
+
 def toml_value(value: Any) -> str:
     """One value as TOML (strings, numbers, booleans, enums, lists of those)."""
     if isinstance(value, Enum):
@@ -561,7 +573,7 @@ def example_text(values: Mapping[str, Any] | None = None) -> str:
         if name and section != current:
             current = section
             lines += ["", f"[{section}]", f"# {(hints[section].__doc__ or '').strip().splitlines()[0]}"]
-        value = values.get(key, spec.default if spec.default is not dataclasses.MISSING else spec.default_factory())
+        value = values.get(key, default_value(spec))
         hint = typing.get_type_hints(hints[section])[name] if name else hints[key]
         valid = constraint_text(spec.metadata, hint)
         lines.append(f"# {spec.metadata['doc']}" + (f" ({valid})" if valid else ""))
