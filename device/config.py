@@ -231,11 +231,13 @@ class PhotosSection:
 class VisionSection:
     """The house-number check on proof photos."""
 
-    model: str = setting("", "a .tflite model file; empty: the model shipped in the package", path="file")
-    match_min_confidence: float = setting(0.75, "reader confidence for match; below: unreadable", range=(0, 1))
+    model: str = setting("", "a model file whose folder holds the text_det/text_rec set; empty: the shipped models",
+                         path="file")
+    match_min_confidence: float = setting(0.75, "every character's confidence for match; below: unreadable",
+                                          range=(0, 1))
     mismatch_min_confidence: float = setting(0.7, "reader confidence for mismatch; below: unreadable",
                                              range=(0, 1))
-    locate_min: float = setting(0.5, "locator score for a house-number box", range=(0, 1))
+    locate_min: float = setting(0.5, "text detector: mean text probability of a region kept", range=(0, 1))
     max_megapixels: float = setting(40.0, "bigger images are rejected before decoding", range=(0.1, 400))
     min_sharpness: float = setting(60.0, "variance of the Laplacian at 640 px width; below: blurry",
                                    range=(0, 1e6))
