@@ -220,11 +220,12 @@ class CameraSection:
 class PhotosSection:
     """Proof photos on the way to the cloud (device/upload_copy.py) and on the device's disk."""
 
-    upload_long_side_px: int = field(default=1600, metadata={"range": (320, 10_000)})  # the uploaded copy
-    upload_max_kb: int = field(default=300, metadata={"range": (16, 100_000)})  # KiB per uploaded copy
-    # Originals and copies are deleted once the cloud holds the photo and store.retention_days have passed;
-    # under this much free space on the photo disk, acknowledged photos go at once (oldest first).
-    min_free_mb: int = 200
+    upload_long_side_px: int = setting(1600, "the copy sent to the cloud is scaled to this long side (pixels)",
+                                       range=(320, 10_000))
+    upload_max_kb: int = setting(300, "the copy sent to the cloud is at most this many KiB", range=(16, 100_000))
+    # Originals and copies are deleted once the cloud holds the photo and store.retention_days have passed.
+    min_free_mb: int = setting(200, "under this much free space (MiB) on the photo disk, photos the cloud holds "
+                               "are deleted at once, oldest first", range=(0, 1_000_000))
 
 
 @dataclass(frozen=True)
