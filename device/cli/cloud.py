@@ -132,7 +132,7 @@ async def _serve(settings: CloudSettings, broker: BrokerSettings, signer: Signer
         try:
             await page.start()
         except OperatorServerError as exc:
-            print(f"flexedge cloud: {exc}")
+            print(f"flexedge cloud: {exc}", file=sys.stderr)
             peer.stop()
             await runner
             return 2
