@@ -12,6 +12,8 @@ connection has a certificate of its own (CN = its client id, `cloud_client_ids`)
 dynamic-security plugin, whose subscribe ACLs are checked at SUBSCRIBE (the plain ACL file checks reads only at
 delivery, so a device's `$share/...` subscription would silently take a share of other devices' messages):
 a device may subscribe to its own inbound topics and its station's offers and nothing else.
+Renewal keeps a unit's key (`renew`); revocation (`revoke`) lists serials in `revoked.json` and writes
+`crl.pem`, the CRL the broker loads.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import datetime as dt
 import glob
 import ipaddress
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,9 @@ DYNSEC_PLUGIN = "mosquitto_dynamic_security.so"
 DYNSEC_PLUGIN_DIRS = ("/usr/lib/*", "/usr/lib", "/usr/local/lib", "/usr/local/lib/*")  # Debian: /usr/lib/<arch>
 CA_VALIDITY_DAYS = 3650
 LEAF_VALIDITY_DAYS = 825  # browsers' old maximum; long enough for a van's service interval
+# An expired CRL makes the broker refuse every client: it is made again by every `pki revoke`, `pki renew`
+# and `pki mosquitto`, and lasts as long as a leaf certificate.
+CRL_VALIDITY_DAYS = LEAF_VALIDITY_DAYS
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -59,6 +65,14 @@ class Issued:
 def cloud_client_ids(prefix: str, ingest_workers: int, dispatch: bool = True) -> tuple[str, ...]:
     """The client ids (= certificate CNs) of one cloud process: `{prefix}-ingest-{n}` and `{prefix}-dispatch`."""
     return (*(f"{prefix}-ingest-{n}" for n in range(ingest_workers)), *((f"{prefix}-dispatch",) if dispatch else ()))
+
+
+def _replace_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write a whole file or nothing: a temporary file renamed over the old one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.chmod(mode)
+    os.replace(tmp, path)
 
 
 def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
@@ -118,8 +132,16 @@ class Pki:
         """Certificates for one cloud process's connections (and the operator's `cloud` identity)."""
         ids = cloud_client_ids(prefix, ingest_workers)
         for cn in (CLOUD_IDENTITY, *ids):
-            self.issue(cn)
+            self.issue(cn, replace=True)
         return ids
+
+    @property
+    def crl(self) -> Path:
+        return self.dir / "crl.pem"
+
+    @property
+    def revoked_list(self) -> Path:
+        return self.dir / "revoked.json"
 
     def client(self, cn: str) -> Issued:
         return Issued(self.dir / f"{cn}.crt", self.dir / f"{cn}.key")
@@ -159,17 +181,49 @@ class Pki:
             raise PkiError(f"{self.ca_key} is not an EC key")
         return cert, key
 
-    def issue(self, cn: str, *, server_names: Iterable[str] = ()) -> Issued:
-        """A leaf certificate signed by the CA: a client cert (CN = device id), or a server cert for the
-        given DNS names / IP addresses. Re-issuing replaces the previous files."""
+    def issue(self, cn: str, *, server_names: Iterable[str] = (), replace: bool = False) -> Issued:
+        """A new key and a leaf certificate signed by the CA: a client cert (CN = device id), or a server cert
+        for the given DNS names / IP addresses. Existing files for `cn` are kept unless `replace`."""
         _check_name(cn, "common name")
+        issued = self.client(cn)
+        if not replace and (issued.cert_path.exists() or issued.key_path.exists()):
+            raise PkiError(f"{issued.cert_path} exists; `pki renew` extends it with the same key, --force makes "
+                           "a new key (the unit then needs both files again)")
         ca_cert, ca_key = self._load_ca()
         key = ec.generate_private_key(ec.SECP256R1())
+        cert = self._sign(ca_cert, ca_key, cn, key.public_key(), list(server_names))
+        _write_key(key, issued.key_path)
+        issued.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return issued
+
+    def renew(self, cn: str) -> Issued:
+        """A new certificate for `cn`'s existing key, with the same names and a new validity period: only the
+        .crt changes on the unit. The old certificate stays valid until it expires (revoke it if lost)."""
+        issued = self.client(cn)
+        try:
+            old = x509.load_pem_x509_certificate(issued.cert_path.read_bytes())
+            key = serialization.load_pem_private_key(issued.key_path.read_bytes(), password=None)
+        except (OSError, ValueError) as exc:
+            raise PkiError(f"cannot renew {cn}: {exc} (`pki device {cn}` issues a first certificate)") from exc
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise PkiError(f"{issued.key_path} is not an EC key")
+        try:
+            alt = old.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            names = [str(n) for n in alt.get_values_for_type(x509.IPAddress)] + alt.get_values_for_type(x509.DNSName)
+        except x509.ExtensionNotFound:
+            names = []
+        ca_cert, ca_key = self._load_ca()
+        cert = self._sign(ca_cert, ca_key, cn, key.public_key(), names)
+        _replace_file(issued.cert_path, cert.public_bytes(serialization.Encoding.PEM))
+        self.write_crl()
+        return issued
+
+    def _sign(self, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, cn: str,
+              public_key: ec.EllipticCurvePublicKey, names: list[str]) -> x509.Certificate:
         now = dt.datetime.now(dt.timezone.utc)
-        names = list(server_names)
         builder = (x509.CertificateBuilder()
                    .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-                   .issuer_name(ca_cert.subject).public_key(key.public_key())
+                   .issuer_name(ca_cert.subject).public_key(public_key)
                    .serial_number(x509.random_serial_number())
                    .not_valid_before(now - dt.timedelta(minutes=5))
                    .not_valid_after(now + dt.timedelta(days=LEAF_VALIDITY_DAYS))
@@ -187,14 +241,53 @@ class Pki:
                 except ValueError:
                     alt.append(x509.DNSName(name))
             builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        cert = builder.sign(ca_key, hashes.SHA256())
-        issued = self.client(cn)
-        _write_key(key, issued.key_path)
-        issued.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        return issued
+        return builder.sign(ca_key, hashes.SHA256())
 
-    def issue_broker(self, hosts: Iterable[str] = ("localhost", "127.0.0.1")) -> Issued:
-        return self.issue("broker", server_names=hosts)
+    # --- revocation --------------------------------------------------------------------------------
+
+    def revoked(self) -> list[dict[str, str | int]]:
+        """The revoked certificates: `{serial, cn, revoked_at}`, oldest first."""
+        try:
+            return list(json.loads(self.revoked_list.read_text()))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            raise PkiError(f"cannot read {self.revoked_list}: {exc}") from exc
+
+    def revoke(self, cn: str) -> int:
+        """Revoke `cn`'s current certificate (a lost or stolen unit): its serial goes into the CRL, which is
+        written again; the broker refuses the certificate once it has loaded the new CRL. Returns the serial."""
+        _check_name(cn, "common name")
+        try:
+            cert = x509.load_pem_x509_certificate(self.client(cn).cert_path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise PkiError(f"cannot revoke {cn}: {exc}") from exc
+        entries = self.revoked()
+        if all(int(e["serial"]) != cert.serial_number for e in entries):
+            entries.append({"serial": cert.serial_number, "cn": cn,
+                            "revoked_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+            _replace_file(self.revoked_list, (json.dumps(entries, indent=1) + "\n").encode())
+        self.write_crl()
+        return cert.serial_number
+
+    def write_crl(self) -> Path:
+        """The CRL (PEM) of every revoked serial, signed by the CA, valid CRL_VALIDITY_DAYS."""
+        ca_cert, ca_key = self._load_ca()
+        now = dt.datetime.now(dt.timezone.utc)
+        builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+                   .last_update(now - dt.timedelta(minutes=5))
+                   .next_update(now + dt.timedelta(days=CRL_VALIDITY_DAYS)))
+        for entry in self.revoked():
+            revoked_at = dt.datetime.fromisoformat(str(entry["revoked_at"]))
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(int(entry["serial"]))
+                .revocation_date(revoked_at).build())
+        crl = builder.sign(ca_key, hashes.SHA256())
+        _replace_file(self.crl, crl.public_bytes(serialization.Encoding.PEM))
+        return self.crl
+
+    def issue_broker(self, hosts: Iterable[str] = ("localhost", "127.0.0.1"), *, replace: bool = False) -> Issued:
+        return self.issue("broker", server_names=hosts, replace=replace)
 
 
 def _acl(kind: str, topic: str) -> dict[str, Any]:
@@ -241,6 +334,7 @@ def mosquitto_tls_config(pki: Pki, security_file: Path, plugin: Path | None = No
         f"cafile {pki.ca_cert}",
         f"certfile {broker.cert_path}",
         f"keyfile {broker.key_path}",
+        *([f"crlfile {pki.crl}"] if pki.crl.exists() else []),
         "require_certificate true",
         "use_identity_as_username true",
         "use_username_as_clientid true",

@@ -86,7 +86,7 @@ def _photo_taker(config: Config, data_dir: Path):
     from firmware_bridge.camera import capture_photo
 
     section = config.camera
-    if section.backend.value == "simulated" and not section.sim_dir:
+    if section.backend.value == "none":
         return None, None
     camera = camera_from_config(section)
     camera.open()

@@ -1,10 +1,15 @@
-"""Structured logging: one JSON object per line on stderr (journald takes it from there)."""
+"""Structured logging: one JSON object per line on stderr (journald takes it from there).
+
+Under systemd (JOURNAL_STREAM set), each line starts with its syslog priority as `<N>` (sd-daemon(3)), which
+journald strips and records, so `journalctl -u flexedge -p warning` works."""
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
+from typing import Mapping
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -23,10 +28,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str, ensure_ascii=False)
 
 
-def setup_logging(level: str = "INFO", json_lines: bool = True) -> None:
+# logging level -> syslog priority (sd-daemon.h SD_DEBUG .. SD_CRIT)
+SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class JournalPrefix(logging.Formatter):
+    """Puts `<N>` before what the wrapped formatter makes."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = SYSLOG_PRIORITY.get(record.levelno, 6 if record.levelno < logging.WARNING else 4)
+        return f"<{priority}>{self.inner.format(record)}"
+
+
+def setup_logging(level: str = "INFO", json_lines: bool = True, env: Mapping[str, str] | None = None) -> None:
+    env = os.environ if env is None else env
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if json_lines else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    formatter: logging.Formatter = (JsonFormatter() if json_lines else
+                                    logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JournalPrefix(formatter) if env.get("JOURNAL_STREAM") else formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -6,6 +6,17 @@ from pathlib import Path
 from typing import Mapping
 
 SYSTEM_DATA_DIR = Path("/var/lib/flexedge")
+SYSTEM_CONFIG = Path("/etc/flexedge/flexedge.toml")  # what systemd/install.sh writes and the unit reads
+
+
+def resolve_config_path(flag: str | None, env: Mapping[str, str] | None = None,
+                        system_config: Path = SYSTEM_CONFIG) -> Path | None:
+    """The config file: `--config`, then FLEXEDGE_CONFIG, then the installed one when present; None: defaults."""
+    env = os.environ if env is None else env
+    chosen = flag or env.get("FLEXEDGE_CONFIG")
+    if chosen:
+        return Path(chosen).expanduser()
+    return system_config if system_config.exists() else None
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -17,10 +28,14 @@ def default_data_dir(env: Mapping[str, str]) -> Path:
     return Path(base) / "flexedge"
 
 
-def resolve_data_dir(flag: str | None, config_value: str, env: Mapping[str, str] | None = None) -> Path:
+def resolve_data_dir(flag: str | None, config_value: str, env: Mapping[str, str] | None = None, *,
+                     installed: bool = False) -> Path:
+    """`installed`: the config is the system one, so the data is the service's (/var/lib/flexedge)."""
     env = os.environ if env is None else env
     chosen = flag or env.get("FLEXEDGE_DATA_DIR") or config_value
-    return Path(chosen).expanduser() if chosen else default_data_dir(env)
+    if chosen:
+        return Path(chosen).expanduser()
+    return SYSTEM_DATA_DIR if installed and not env.get("STATE_DIRECTORY") else default_data_dir(env)
 
 
 def store_path(data_dir: Path) -> Path:

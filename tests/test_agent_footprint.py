@@ -59,6 +59,8 @@ data_dir = "{tmp_path / 'data'}"
 id = "van-1"
 fleet = "f"
 station = "S1"
+[mqtt]
+tls = false
 [sync]
 cloud_key_file = "{tmp_path / 'signing.pub'}"
 [gps]

@@ -49,15 +49,17 @@ def test_outbox_verify_fails_on_a_broken_chain(tmp_path: Path) -> None:
 
 
 def test_data_dir_from_environment(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    EventStore(tmp_path / "d" / "events.db").close()
     result = flexedge("status", "--json", env={"FLEXEDGE_DATA_DIR": str(tmp_path / "d")})
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["data_dir"] == str(tmp_path / "d")
     assert doc["photos"] == {"pending": 0, "pending_bytes": 0, "uploaded": 0, "on_disk": 0, "on_disk_bytes": 0}
-    assert (tmp_path / "d" / "events.db").exists()
 
 
 def test_status_tells_a_low_disk(small_fs: Path) -> None:
+    EventStore(small_fs / "events.db").close()
     result = flexedge("status", "--json", env={"FLEXEDGE_DATA_DIR": str(small_fs)})
     assert result.returncode == 0, result.stderr
     disk = json.loads(result.stdout)["disk"]
@@ -105,3 +107,49 @@ def test_cloud_photos_lists_each_stored_photo(tmp_path: Path) -> None:
     assert hashlib.sha256(Path(row["path"]).read_bytes()).hexdigest() == sha
     human = flexedge("cloud", "photos", "--db", str(tmp_path / "cloud.db"))
     assert "P1  van-a" in human.stdout and "1 photos, 0 not ok" in human.stdout
+
+
+def test_selftest_help_says_which_gpsd_it_checks() -> None:
+    """Measured: the help said gpsd is skipped when --gpsd is not given, while it checked 127.0.0.1:2947."""
+    text = " ".join(flexedge("selftest", "--help").stdout.split())
+    assert "skipped when not given" not in text and "the config's gpsd_host:gpsd_port" in text
+
+
+def test_every_command_tells_its_version() -> None:
+    for command in (["status"], ["config"], ["run"], ["pki", "init"], ["console", "pair"], ["selftest"]):
+        result = flexedge(*command, "--version")
+        assert result.returncode == 0 and result.stdout.startswith("flexedge "), (command, result.stderr)
+
+
+def test_journald_gets_each_line_s_priority() -> None:
+    """Under systemd (JOURNAL_STREAM), `<N>` before each line lets `journalctl -p warning` filter."""
+    code = ("import logging; from device.logsetup import setup_logging; setup_logging('DEBUG'); "
+            "log = logging.getLogger('t'); log.debug('d'); log.info('i'); log.warning('w'); log.error('e')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "JOURNAL_STREAM": "8:12345"})
+    assert [line[:3] for line in result.stderr.splitlines()] == ["<7>", "<6>", "<4>", "<3>"]
+    assert json.loads(result.stderr.splitlines()[2][3:])["msg"] == "w"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"})
+    assert result.stderr.startswith("{")
+
+
+def test_a_read_only_or_missing_data_dir_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """Measured: `outbox --data-dir /proc/x` and a read-only data dir ended in tracebacks."""
+    result = flexedge("outbox", "--data-dir", "/proc/x")
+    assert result.returncode == 5 and result.stderr.count("\n") == 1 and "/proc/x" in result.stderr
+    data = tmp_path / "ro"
+    data.mkdir()
+    with EventStore(data / "events.db") as store:
+        store.append(Event(EventType.PACKAGE_SCANNED, {"n": 1}))
+    subprocess.run(["mount", "--bind", "-o", "ro", str(data), str(data)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(data)], check=True)
+        for command in (["outbox"], ["outbox", "--prune"], ["status"], ["console", "pair"]):
+            result = flexedge(*command, "--data-dir", str(data))
+            assert "Traceback" not in result.stderr, result.stderr
+            assert result.returncode in (0, 5) and result.stderr.count("\n") <= 1, (command, result.stderr)
+            assert "corrupt" not in result.stderr  # a store it cannot write is not a corrupt store
+    finally:
+        subprocess.run(["umount", str(data)], check=True)
+

@@ -238,12 +238,15 @@ def test_pki_cli_provisions_a_unit(tmp_path: Path, capsys: pytest.CaptureFixture
     assert cli_main(["pki", "device", "--dir", str(tmp_path), "--json", "van-0042"]) == 0
     issued = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert Path(issued["cert"]).exists()
-    assert cli_main(["pki", "mosquitto", "--dir", str(tmp_path), "--fleet", "demo", "--device", "van-0042=DXX1"]) == 0
-    out = capsys.readouterr().out
+    conf = tmp_path / "mosquitto"
+    assert cli_main(["pki", "mosquitto", "--dir", str(tmp_path), "--fleet", "demo", "--device", "van-0042=DXX1",
+                     "--conf-dir", str(conf)]) == 0
+    out = (conf / "conf.d" / "flexedge.conf").read_text()
     assert "require_certificate true" in out and "use_identity_as_username true" in out
     assert "use_username_as_clientid true" in out and "mosquitto_dynamic_security.so" in out
     assert json.loads((tmp_path / "stations.json").read_text()) == {"van-0042": "DXX1"}
     assert "van-0042" in (tmp_path / "dynamic-security.json").read_text()
+    assert "van-0042" in (conf / "flexedge" / "dynamic-security.json").read_text()
     assert cli_main(["pki", "device", "--dir", str(tmp_path), "bad/name"]) == 2
 
 

@@ -17,10 +17,12 @@ STOPS = 4
 def test_demo_delivers_catches_mistakes_and_loses_nothing(tmp_path: Path) -> None:
     workdir, report_path = tmp_path / "demo", tmp_path / "r.json"
     result = subprocess.run([sys.executable, "-m", "device.cli", "demo", "--duration", "60", "--seed", "7",
-                             "--data-dir", str(workdir), "--report", str(report_path)],
+                             "--data-dir", str(workdir), "--report", str(report_path), "--json"],
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(report_path.read_text())
+    assert json.loads(result.stdout) == report  # --json: the report alone on stdout, progress on stderr
+    assert "agents:" in result.stderr
     assert report["blocks_claimed"] == report["blocks_offered"] == 2
     assert len(set(report["winners"].values())) == 2  # two different vans won; the third got nothing
     assert report["blocks_completed"] == 2

@@ -206,7 +206,7 @@ def test_selftest_checks_camera_and_model(tmp_path: Path, broker) -> None:
     frames = tmp_path / "frames"
     frames.mkdir()
     env = {"FLEXEDGE_MQTT__PORT": str(broker.port), "FLEXEDGE_MQTT__TLS": "false", "FLEXEDGE_GPS__ENABLED": "false",
-           "FLEXEDGE_CAMERA__SIM_DIR": str(frames)}
+           "FLEXEDGE_CAMERA__SIM_DIR": str(frames), "FLEXEDGE_CAMERA__BACKEND": "simulated"}
     result = selftest("--json", "--data-dir", str(tmp_path / "data"), env=env)
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert checks["camera"]["status"] == "fail" and result.returncode == 1  # no picture in view

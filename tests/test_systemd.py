@@ -49,9 +49,14 @@ def test_installer_stages_unit_and_config(tmp_path: Path) -> None:
     assert f"ExecStart={tmp_path}/opt/venv/bin/flexedge run" in unit
     assert f"ExecStartPre={tmp_path}/opt/venv/bin/flexedge config --validate" in unit
     config = dest / "etc/flexedge/flexedge.toml"
+    text = config.read_text()
+    for section in ("[device]", "[mqtt]", "[sync]", "[camera]", "[gps]"):  # the complete reference, not a stub
+        assert section in text
+    assert 'ca_file = "tls/ca.crt"' in text and 'data_dir = "/var/lib/flexedge"' in text
+    # Without --device-id/--broker/--certs the template is to be filled in: ExecStartPre refuses it, naming what.
     result = subprocess.run([str(VENV_BIN / "flexedge"), "config", "--validate", "--config", str(config)],
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr  # the skeleton config is valid: ExecStartPre passes
+    assert result.returncode == 2 and "device.id: empty" in result.stderr
 
 
 def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
@@ -73,7 +78,7 @@ def test_unit_security_exposure(tmp_path: Path) -> None:
 
 def test_unit_settings_the_agent_relies_on() -> None:
     text = UNIT.read_text()
-    for line in ("Type=notify", "NotifyAccess=main", "Restart=on-failure", "User=flexedge",
+    for line in ("Type=notify", "NotifyAccess=main", "Restart=always", "StartLimitIntervalSec=0", "User=flexedge",
                  "SupplementaryGroups=dialout video", "StateDirectory=flexedge", "LogsDirectory=flexedge",
                  "ProtectSystem=strict", "NoNewPrivileges=yes", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
                  "MemoryDenyWriteExecute=yes", "RestartPreventExitStatus=2"):

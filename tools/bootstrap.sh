@@ -27,10 +27,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# The Debian mosquitto and gpsd packages start system services; the project runs its own instances.
-if [ -d /run/systemd/system ]; then
-    systemctl disable --now mosquitto gpsd gpsd.socket >/dev/null 2>&1 || true
-fi
+# The Debian mosquitto and gpsd packages start system services. They are left alone: this machine may need
+# them, and the tests and the demo run their own instances on free ports.
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x "$VENV/bin/python" ]; then

@@ -4,10 +4,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import sqlite3
 import sys
+from pathlib import Path
 
 from device import __version__
-from device.cli.common import common_options
+from device.cli.common import CliError, Exit, common_options, fail
+from device.paths import SYSTEM_CONFIG
+from device.store.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +44,11 @@ def command_modules(argv: list[str] | None = None) -> list[str]:
     return list(dict.fromkeys(COMMANDS.values()))
 
 
-def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None, system_config: Path = SYSTEM_CONFIG) -> argparse.ArgumentParser:
+    """`system_config`: the installed config file the commands fall back to (tests give their own)."""
     parser = argparse.ArgumentParser(prog="flexedge", description="Flex Edge: the delivery van and dock agent.")
     parser.add_argument("--version", action="version", version=f"flexedge {__version__}")
+    parser.set_defaults(system_config=system_config)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = common_options()
     for name in command_modules(argv):
@@ -50,13 +56,22 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser(argv)
+def main(argv: list[str] | None = None, *, system_config: Path = SYSTEM_CONFIG) -> int:
+    """Every error a person can cause or fix ends as one line on stderr and an `Exit` code, no traceback
+    (the traceback goes to the DEBUG log)."""
+    parser = build_parser(argv, system_config)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        return 130
+        return Exit.INTERRUPTED
+    except CliError as exc:
+        fail(args.command, str(exc))
+        return exc.code
+    except (OSError, sqlite3.Error, StoreError) as exc:
+        log.debug("%s failed", args.command, exc_info=True)
+        fail(args.command, f"{type(exc).__name__}: {exc}")
+        return Exit.ENVIRONMENT
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from cloud_sync.connection import BrokerSettings
 from cloud_sync.errors import SyncError
 from cloud_sync.pki import CLOUD_IDENTITY, Pki
 from cloud_sync.signing import Signer
-from device.cli.common import Subparsers, load_context
+from device.cli.common import CliError, Subparsers, load_context
 from device.contract.domain import Block, DomainError, Route
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,7 @@ def run(args: argparse.Namespace) -> int:
         blocks = _load_blocks(args.blocks) if args.blocks else []
         http = web_cli.http_settings(args, args.pki)
     except (SyncError, ValueError, AccountError) as exc:
-        print(f"flexedge cloud: {exc}")
-        return 2
+        raise CliError(str(exc)) from None
     if not stations:
         log.warning("no stations map (stations.json in the PKI directory): every claim will be refused")
     settings = CloudSettings(fleet=args.fleet or ctx.config.device.fleet, db_path=args.db,
@@ -149,7 +148,7 @@ async def _serve(settings: CloudSettings, credentials: Credentials, signer: Sign
         try:
             await page.start()
         except OperatorServerError as exc:
-            print(f"flexedge cloud: {exc}")
+            print(f"flexedge cloud: {exc}", file=sys.stderr)
             peer.stop()
             await runner
             return 2

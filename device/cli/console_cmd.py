@@ -17,6 +17,7 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
 
 def run_pair(args: argparse.Namespace) -> int:
     ctx = load_context(args)
+    ctx.require_data_dir()  # the code goes where the agent looks, never into a new directory
     pairing = Pairing.from_config(ctx.config.console, ctx.data_dir)
     revoked = pairing.revoke_all() if args.revoke else 0
     code = pairing.new_code()

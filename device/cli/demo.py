@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import json
 import logging
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -46,10 +47,11 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("firmware_bridge").setLevel(logging.ERROR)  # the simulators' link chatter at shutdown
     workdir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="flexedge-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    progress_to = sys.stderr if args.json else sys.stdout  # with --json, stdout carries the report only
     print(f"flexedge demo: seed {args.seed}, {args.agents} agents, {args.blocks} blocks; files in {workdir}",
-          flush=True)
+          file=progress_to, flush=True)
     demo = Demo(workdir, seed=args.seed, duration_s=args.duration, agents=args.agents, blocks=args.blocks,
-                stops=args.stops, progress=lambda line: print(line, flush=True))
+                stops=args.stops, progress=lambda line: print(line, file=progress_to, flush=True))
     report = asyncio.run(demo.run())
     report["workdir"] = str(workdir)
     if args.json:

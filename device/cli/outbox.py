@@ -17,7 +17,7 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ctx = load_context(args)
-    with ctx.open_store() as store:
+    with ctx.open_store(create=False) as store:
         doc: dict[str, Any] = asdict(store.stats())
         if args.prune:
             doc["pruned"] = asdict(store.prune())

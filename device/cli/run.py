@@ -29,6 +29,6 @@ async def serve(ctx: Context) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    ctx = load_context(args)
+    ctx = load_context(args, check_files=True)
     asyncio.run(serve(ctx))
     return 0

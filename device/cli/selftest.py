@@ -20,8 +20,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from device.cli.common import Subparsers
-from device.config import Config, ConfigError, MqttSection, load_config
+from device.cli.common import Subparsers, config_path
+from device.cli.common import data_dir as cli_data_dir
+from device.config import Config, ConfigError, MqttSection, config_problems, load_config
 from device.contract.domain import utc_now
 from device.logsetup import setup_logging
 from device.paths import resolve_data_dir, store_path
@@ -53,12 +54,13 @@ class CheckResult:
         return {"name": self.name, "status": self.status.value, "detail": self.detail, "data": dict(self.data)}
 
 
-def check_config(path: Path | None) -> CheckResult:
-    try:
-        load_config(path)
-    except ConfigError as exc:
-        return CheckResult("config", CheckStatus.FAIL, str(exc), {"key": exc.key})
-    return CheckResult("config", CheckStatus.PASS, f"valid: {path or 'defaults'}")
+def check_config(path: Path | None, user: str | None = None) -> list[CheckResult]:
+    """The whole config, with its certificate, key and model files (readable by `user`, default: us):
+    one FAIL per problem, so a technician sees everything still to fix at once."""
+    problems = config_problems(path, file_user=user)
+    if not problems:
+        return [CheckResult("config", CheckStatus.PASS, f"valid: {path or 'defaults'}")]
+    return [CheckResult("config", CheckStatus.FAIL, str(exc), {"key": exc.key}) for exc in problems]
 
 
 def check_data_dir(data_dir: Path, min_free_bytes: int) -> CheckResult:
@@ -231,8 +233,8 @@ def check_camera(config: Config) -> CheckResult:
     from firmware_bridge.camera import CameraError
 
     section = config.camera
-    if section.backend.value == "simulated" and not section.sim_dir:
-        return CheckResult("camera", CheckStatus.SKIP, "no camera configured")
+    if section.backend.value == "none":
+        return CheckResult("camera", CheckStatus.SKIP, "no camera configured ([camera] backend = none)")
     try:
         camera = camera_from_config(section)
         camera.open()
@@ -285,8 +287,8 @@ def gpsd_address(config: Config, flag: str | None) -> str | None:
 
 
 def run_checks(config_path: Path | None, config: Config | None, data_dir: Path, gpsd: str | None,
-               now: Callable[[], datetime] = utc_now) -> list[CheckResult]:
-    results = [check_config(config_path)]
+               now: Callable[[], datetime] = utc_now, user: str | None = None) -> list[CheckResult]:
+    results = check_config(config_path, user)
     if config is None:  # the rest needs a valid config; say so instead of guessing
         return results
     path = store_path(data_dir)
@@ -309,19 +311,22 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("selftest", parents=[common], help="check this unit: storage, clock, config, "
                               "model runtime, broker, gpsd; exit 1 on any failure")
     p.add_argument("--gpsd", metavar="HOST:PORT", default=os.environ.get("FLEXEDGE_GPSD"),
-                   help="gpsd to check (env FLEXEDGE_GPSD); skipped when not given")
+                   help="gpsd to check (env FLEXEDGE_GPSD); default: the config's gpsd_host:gpsd_port when "
+                   "[gps] enabled and source = gpsd, else skipped")
+    p.add_argument("--user", metavar="NAME", help="check the config's files are readable by this user "
+                   "(e.g. flexedge, when run as root)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    config_path = Path(args.config) if args.config else None
-    try:
-        config = load_config(config_path)
+    path = config_path(args)
+    try:  # the other checks need the config's values; a missing certificate is the config check's FAIL
+        config = load_config(path, check_files=False)
     except ConfigError:
         config = None
     setup_logging(args.log_level or (config.logging.level if config else "INFO"), True)
-    data_dir = resolve_data_dir(args.data_dir, config.data_dir if config else "")
-    results = run_checks(config_path, config, data_dir, args.gpsd)
+    data_dir = cli_data_dir(args, config, path) if config else resolve_data_dir(args.data_dir, "")
+    results = run_checks(path, config, data_dir, args.gpsd, user=args.user)
     ok = not any(r.status is CheckStatus.FAIL for r in results)
     if args.json:
         print(json.dumps({"ok": ok, "checks": [r.to_dict() for r in results]}, default=str))

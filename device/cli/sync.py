@@ -16,7 +16,7 @@ from cloud_sync.device_sync import DeviceSync
 from cloud_sync.errors import SyncError
 from cloud_sync.signing import Verifier
 from cloud_sync.sync_settings import SyncSettings
-from device.cli.common import Context, Subparsers, load_context
+from device.cli.common import CliError, Context, Subparsers, load_context
 from device.cloud_adapter import broker_settings_from_config, sync_settings_from_config
 from device.config import ConfigError
 
@@ -31,13 +31,12 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    ctx = load_context(args)
+    ctx = load_context(args, check_files=True)
     try:
         settings = sync_settings_from_config(ctx.config)
         verifier = Verifier.from_pem_files(ctx.config.sync.cloud_key_file)
     except (ConfigError, SyncError) as exc:
-        print(f"flexedge sync: {exc}")
-        return 2
+        raise CliError(str(exc)) from None
     return asyncio.run(_run(args, ctx, settings, verifier))
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from device.store.errors import StoreUnavailable
 from device.store.migrations import migrate
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ def _integrity_problem(path: Path) -> str | None:
             rows = conn.execute("PRAGMA quick_check").fetchall()
         finally:
             conn.close()
+    except sqlite3.OperationalError as exc:  # cannot open or read it (permissions, read-only): not corrupt
+        raise StoreUnavailable(f"{path}: {exc}") from exc
     except sqlite3.DatabaseError as exc:
         return f"{type(exc).__name__}: {exc}"
     if rows != [("ok",)]:
@@ -97,6 +100,10 @@ def open_database(path: Path) -> tuple[sqlite_utils.Database, Recovery | None]:
             db = sqlite_utils.Database(conn)
             migrate(db)
             return db, None
+        except sqlite3.OperationalError as exc:  # e.g. a file or directory the process may not write
+            if conn is not None:
+                conn.close()
+            raise StoreUnavailable(f"{path}: {exc}") from exc
         except sqlite3.DatabaseError as exc:
             problem = f"{type(exc).__name__}: {exc}"
             if conn is not None:

@@ -28,10 +28,11 @@ class LocalFleet:
         pki = Pki(directory)
         if not pki.ca_cert.exists():
             pki.init(ca_name)
-        pki.issue_broker()
+        pki.issue_broker(replace=True)
         cloud_ids = [cn for prefix in cloud_prefixes for cn in pki.issue_cloud(prefix, cloud_workers)]
         for device in stations:
-            pki.issue(device)
+            pki.issue(device, replace=True)
+        pki.write_crl()  # the broker checks client certificates against it, as a provisioned one does
         security = pki.write_broker_security(fleet, stations, cloud_ids)
         return cls(pki, fleet, tuple(stations), dict(stations), security)
 

@@ -11,7 +11,7 @@ import numpy as np
 from device.agent import Agent, PhotoTaker
 from device.assembly import _photo_taker
 from device.cloud_port import CloudPort
-from device.config import CameraSection, Config
+from device.config import CameraBackend, CameraSection, Config
 from device.contract.domain import Block, Instruction, Package, Role, Route, Stop
 from device.store import EventStore, RetentionPolicy
 from device.vision.synth import jpeg_bytes, render_photo
@@ -61,5 +61,6 @@ def camera_photo_taker(data_dir: Path) -> tuple[PhotoTaker, Callable[[], None], 
     frames.mkdir(parents=True, exist_ok=True)
     frame = frames / "door.jpg"
     frame.write_bytes(jpeg_bytes(render_photo(np.random.default_rng(PHOTO_SEED), "12A")))
-    take_photo, close = _photo_taker(Config(camera=CameraSection(sim_dir=str(frames))), data_dir)
+    camera = CameraSection(backend=CameraBackend.SIMULATED, sim_dir=str(frames))
+    take_photo, close = _photo_taker(Config(camera=camera), data_dir)
     return take_photo, close, frame
