@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import pyvrp
 from pyvrp.stop import MaxRuntime
@@ -41,7 +42,11 @@ def solve(problem: Problem, time_limit_s: float, seed: int = 1) -> Solution:
     if time_limit_s <= 0:
         raise ProblemError(f"time limit {time_limit_s} s")
     data = to_pyvrp(problem)
-    result = pyvrp.solve(data, stop=MaxRuntime(time_limit_s), seed=seed, collect_stats=False, display=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = pyvrp.solve(data, stop=MaxRuntime(time_limit_s), seed=seed, collect_stats=False, display=False)
+    for warning in {str(w.message).split(".")[0].strip() for w in caught}:
+        log.warning("pyvrp: %s", warning)
     best = result.best
     routes, fleets = [], []
     visited: set[int] = set()
@@ -55,4 +60,7 @@ def solve(problem: Problem, time_limit_s: float, seed: int = 1) -> Solution:
     log.info("pyvrp: %d visits, %d routes, distance %d, feasible %s, %d unassigned, %d iterations",
              problem.visits, len(routes), best.distance(), best.is_feasible(), len(unassigned),
              result.num_iterations)
-    return Solution(tuple(routes), tuple(fleets), unassigned, int(best.distance()), bool(best.is_feasible()))
+    if not best.is_feasible():
+        raise ProblemError(f"no feasible plan found in {time_limit_s} s (excess load {best.has_excess_load()}, "
+                           f"late {best.has_time_warp()})")
+    return Solution(tuple(routes), tuple(fleets), unassigned, int(best.distance()), True)
