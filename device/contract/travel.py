@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
 DAY_S = 86_400
@@ -26,6 +28,14 @@ def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+def distance_matrix(points: Sequence[tuple[float, float]]) -> np.ndarray:
+    """Haversine metres between every pair of (lat, lon) points, vectorised: (n, n)."""
+    rad = np.radians(np.asarray(points, dtype=float).reshape(-1, 2))
+    lat, lon = rad[:, 0:1], rad[:, 1:2]
+    a = np.sin((lat.T - lat) / 2) ** 2 + np.cos(lat) * np.cos(lat.T) * np.sin((lon.T - lon) / 2) ** 2
+    return 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(a)))
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,9 @@ class RoadModel:
 
     def road_m(self, lat1: float, lon1: float, lat2: float, lon2: float) -> float:
         return distance_m(lat1, lon1, lat2, lon2) * self.road_factor
+
+    def road_matrix(self, points: Sequence[tuple[float, float]]) -> np.ndarray:
+        return distance_matrix(points) * self.road_factor
 
     def seconds(self, road_m: float, second_of_day: float) -> float:
         """Driving time of a leg that starts at `second_of_day` (local)."""

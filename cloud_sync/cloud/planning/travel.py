@@ -18,7 +18,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from device.contract.travel import DAY_S, EARTH_RADIUS_M, RoadModel
+from device.contract.travel import DAY_S, RoadModel
+from device.contract.travel import distance_matrix as great_circle
 
 Point = tuple[float, float]  # lat, lon
 CLOSED_S = 10 * DAY_S  # a leg into or out of a closed area: no van can drive it within a day
@@ -36,20 +37,12 @@ class TravelTimes(Protocol):
         """Driving seconds between every pair for a leg departing at `second_of_day` (local), (n, n) float."""
 
 
-def great_circle(points: Sequence[Point]) -> np.ndarray:
-    """Haversine metres between every pair, vectorised."""
-    rad = np.radians(np.asarray(points, dtype=float).reshape(-1, 2))
-    lat, lon = rad[:, 0:1], rad[:, 1:2]
-    a = np.sin((lat.T - lat) / 2) ** 2 + np.cos(lat) * np.cos(lat.T) * np.sin((lon.T - lon) / 2) ** 2
-    return 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(a)))
-
-
 @dataclass(frozen=True)
 class RoadModelTimes:
     model: RoadModel = RoadModel()
 
     def metres(self, points: Sequence[Point]) -> np.ndarray:
-        return great_circle(points) * self.model.road_factor
+        return self.model.road_matrix(points)
 
     def seconds(self, points: Sequence[Point], second_of_day: float) -> np.ndarray:
         return self.metres(points) / self.model.profile.at(second_of_day)
