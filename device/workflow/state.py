@@ -89,6 +89,10 @@ class VehicleState:
     started_at: str | None = None
     completed_at: str | None = None
     summary: dict[str, Any] | None = None
+    departed: dict[str, str] | None = None  # {"stop", "at"}: the last stop left, for the speed of the next leg
+    speed_ratios: list[float] = field(default_factory=list)  # observed/planned speed of the last legs
+    slow_ratio: float | None = None  # the speed ratio at the last re-sequence for slowness
+    resequenced: int = 0  # times the van re-ordered this route version itself
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -104,6 +108,8 @@ class VehicleState:
             "verdicts": dict(self.verdicts), "exceptions": dict(self.exceptions),
             "other_packages": dict(self.other_packages),
             "started_at": self.started_at, "completed_at": self.completed_at, "summary": self.summary,
+            "departed": self.departed, "speed_ratios": list(self.speed_ratios), "slow_ratio": self.slow_ratio,
+            "resequenced": self.resequenced,
         }
 
     @classmethod
@@ -124,4 +130,6 @@ class VehicleState:
             verdicts=dict(raw.get("verdicts", {})), exceptions=dict(raw.get("exceptions", {})),
             other_packages=dict(raw.get("other_packages", {})),
             started_at=raw.get("started_at"), completed_at=raw.get("completed_at"), summary=raw.get("summary"),
+            departed=raw.get("departed"), speed_ratios=list(raw.get("speed_ratios", [])),
+            slow_ratio=raw.get("slow_ratio"), resequenced=int(raw.get("resequenced", 0)),
         )
