@@ -47,6 +47,8 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--client-prefix", default="cloud", help="MQTT client id prefix (unique per process)")
     p.add_argument("--blocks", type=Path, help="JSON list of {block, route} to offer at start")
     web_cli.add_http_arguments(p)
+    p.add_argument("--traffic", type=Path, help="traffic/weather factor feed (JSON lines): re-plans touched blocks")
+    p.add_argument("--replan-time-limit", type=float, default=2.0, help="solver seconds per re-planned block")
     p.set_defaults(func=run)
     views = p.add_subparsers(dest="cloud_command")
     photos = views.add_parser("photos", help="list the stored proof photos and exit")
@@ -111,11 +113,12 @@ def run(args: argparse.Namespace) -> int:
     settings = CloudSettings(fleet=args.fleet or ctx.config.device.fleet, db_path=args.db,
                              ingest_workers=args.workers, dispatch=not args.no_dispatch,
                              client_prefix=args.client_prefix, photo_dir=args.photo_dir)
-    return asyncio.run(_serve(settings, broker, signer, blocks, http))
+    return asyncio.run(_serve(settings, broker, signer, blocks, http, args.traffic, args.replan_time_limit))
 
 
 async def _serve(settings: CloudSettings, broker: BrokerSettings, signer: Signer,
-                 blocks: list[tuple[Block, Route]], http: HttpSettings | None = None) -> int:
+                 blocks: list[tuple[Block, Route]], http: HttpSettings | None = None, traffic: Path | None = None,
+                 replan_s: float = 2.0) -> int:
     peer = CloudPeer(settings, broker, signer)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -138,9 +141,20 @@ async def _serve(settings: CloudSettings, broker: BrokerSettings, signer: Signer
             await runner
             return 2
     print(json.dumps({"ready": True, "fleet": settings.fleet, **({"http": page.url} if page else {})}), flush=True)
+    follower, db = None, None
+    if traffic is not None and settings.dispatch:
+        from cloud_sync.cloud.planning.travel import RoadModelTimes  # PyVRP only where re-planning is asked for
+        from cloud_sync.cloud.replanner import Replanner
+
+        db = CloudDb(settings.db_path, settings.photo_dir)
+        follower = asyncio.create_task(Replanner(peer, db, RoadModelTimes(), replan_s).follow(traffic))
     try:
         await runner
     finally:
         if page is not None:
             await page.stop()
+        if follower is not None:
+            follower.cancel()
+        if db is not None:
+            db.close()
     return 0

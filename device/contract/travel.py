@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -28,6 +29,12 @@ def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+def second_of_day(moment: datetime) -> float:
+    """Local second of the day (this machine's time zone), for the hourly speed profile."""
+    local = moment.astimezone()
+    return local.hour * 3600 + local.minute * 60 + local.second + local.microsecond / 1e6
 
 
 def distance_matrix(points: Sequence[tuple[float, float]]) -> np.ndarray:

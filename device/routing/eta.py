@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Sequence
 
 from device.contract.domain import Stop
-from device.contract.travel import RoadModel
+from device.contract.travel import RoadModel, second_of_day
 from device.routing.resequence import Visit
 
 RATIO_LIMITS = (0.2, 2.0)  # a leg's observed/planned speed outside this is a detour or a stop, not traffic
@@ -21,12 +21,6 @@ class Eta:
     stop_id: str
     at: datetime
     late: bool  # arrives after the stop's window end
-
-
-def second_of_day(moment: datetime) -> float:
-    """Local second of the day (the system's time zone), for the hourly speed profile."""
-    local = moment.astimezone()
-    return local.hour * 3600 + local.minute * 60 + local.second
 
 
 def leg_ratio(model: RoadModel, frm: tuple[float, float], to: tuple[float, float], departed: datetime,

@@ -10,8 +10,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from device.contract.domain import EventType, Route, Stop, iso_utc
-from device.contract.travel import RoadModel
-from device.routing.eta import etas, leg_ratio, second_of_day, speed_ratio, visits
+from device.contract.travel import RoadModel, second_of_day
+from device.routing.eta import etas, leg_ratio, speed_ratio, visits
 from device.routing.resequence import as_given, leg_seconds, resequence
 from device.workflow.core import Step
 from device.workflow.outputs import NoticeKind
