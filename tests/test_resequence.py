@@ -113,6 +113,7 @@ def test_an_exception_resequences_keeping_windows_and_finished_stops() -> None:
     assert view["etas"]["S5"] <= "2026-05-04T08:40:00.000Z"  # inside its window
     etas = [view["etas"][i] for i in event.data["new_order"]]
     assert etas == sorted(etas)
+    assert view["forecast"] == {"late": [], "on_time_rate": 1.0}  # S5, the one stop with a window, on time
     assert any(n.kind.value == "route_resequenced" for n in outcome.notices)
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from device.contract.domain import EventType, Route, Stop, iso_utc
 from device.contract.travel import RoadModel, second_of_day
-from device.routing.eta import etas, leg_ratio, speed_ratio, visits
+from device.routing.eta import Eta, etas, leg_ratio, speed_ratio, visits
 from device.routing.resequence import as_given, leg_seconds, resequence
 from device.workflow.core import Step
 from device.workflow.outputs import NoticeKind
@@ -97,12 +98,24 @@ def resequence_remaining(step: Step, s: VehicleState, reason: str, here: tuple[f
     return True
 
 
-def stop_etas(s: VehicleState, now: datetime) -> dict[str, str]:
+def stop_etas(s: VehicleState, now: datetime) -> list[Eta]:
     """ETA per open stop in the route's order from where the van is (the console's figures)."""
     if s.route is None:
-        return {}
+        return []
     here = position(s)
     left = open_stops(s)
-    if here is None or not left:
-        return {x.id: iso_utc(x.eta) for x in left if x.eta}  # not started: the plan's own
-    return {e.stop_id: iso_utc(e.at) for e in etas(ROAD, here, left, now, speed_ratio(s.speed_ratios))}
+    if here is None or not left:  # not started: the plan's own
+        return [Eta(x.id, x.eta, x.window_end is not None and x.eta > x.window_end) for x in left if x.eta]
+    return etas(ROAD, here, left, now, speed_ratio(s.speed_ratios))
+
+
+def forecast(s: VehicleState, now: datetime) -> dict[str, Any]:
+    """The ETAs, and the on-time rate the block is heading for: finished stops as they were, open stops with a
+    window by their ETA (the block summary's figure, before the block is done)."""
+    timed = stop_etas(s, now)
+    windows = {x.id for x in s.route.stops if x.window_end is not None} if s.route else set()
+    finished = [r.on_time for r in s.stops.values() if r.done and r.on_time is not None]
+    ahead = [not e.late for e in timed if e.stop_id in windows]
+    counted = finished + ahead
+    return {"etas": {e.stop_id: iso_utc(e.at) for e in timed}, "late": [e.stop_id for e in timed if e.late],
+            "on_time_rate": round(sum(counted) / len(counted), 3) if counted else None}

@@ -31,12 +31,12 @@ from device.workflow.inputs import (
 from device.workflow.outputs import Feedback, NoticeKind, RejectReason, SendClaim
 from device.workflow.resequencing import (
     Reason,
+    forecast,
     note_arrival,
     note_departure,
     position,
     resequence_remaining,
     slow,
-    stop_etas,
 )
 from device.workflow.state import (
     FINAL_PACKAGE_STATES,
@@ -105,7 +105,8 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
             "current_stop": current.id if current else None,
             "awaiting_signature": sorted(p for p in s.photo_proofs if s.packages.get(p) is PackageState.LOADED),
             "summary": s.summary,
-            "etas": stop_etas(s, self._clock()) if s.phase in (Phase.ON_ROUTE, Phase.AT_STOP) else {},
+            **(_forecast(s, self._clock()) if s.phase in (Phase.ON_ROUTE, Phase.AT_STOP) else
+               {"etas": {}, "forecast": None}),
             "resequenced": s.resequenced,
         }
 
@@ -358,6 +359,11 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
 
 
 # --- helpers (they work on the handler's copy of the state) ------------------------------------------
+
+
+def _forecast(s: VehicleState, now: datetime) -> dict[str, Any]:
+    ahead = forecast(s, now)
+    return {"etas": ahead.pop("etas"), "forecast": ahead}
 
 
 def _reset(s: VehicleState) -> None:
