@@ -24,6 +24,7 @@ from device.contract.travel import distance_m
 from device.testbench.procs import free_tcp_port, wait_for_port
 from device.testbench.stations import station_day
 from tests.helpers.fleet import FLEET, STATION, FleetPki
+from tests.test_cloud_sync_e2e import _child_config
 from tests.test_console_run import _request
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,31 +87,14 @@ def test_a_factor_update_is_read() -> None:
 
 
 def _agent_config(tmp_path: Path, fleet: FleetPki, mqtt_port: int, console_port: int) -> Path:
-    issued = fleet.pki.client("van-b")
-    path = tmp_path / "flexedge.toml"
-    path.write_text(f"""
-data_dir = "{tmp_path / 'data'}"
-[device]
-id = "van-b"
-fleet = "{FLEET}"
-station = "{STATION}"
-[mqtt]
-host = "127.0.0.1"
-port = {mqtt_port}
-ca_file = "{fleet.pki.ca_cert}"
-cert_file = "{issued.cert_path}"
-key_file = "{issued.key_path}"
-[sync]
-cloud_key_file = "{fleet.pki.signing_pub}"
-backoff_initial_s = 0.05
-backoff_max_s = 0.5
+    """van-b's config of the end-to-end sync tests, with its console on and no GPS."""
+    path = _child_config(tmp_path, fleet, mqtt_port)
+    path.write_text(path.read_text() + f"""
 [gps]
 enabled = false
 [console]
 enabled = true
 port = {console_port}
-[logging]
-level = "WARNING"
 """)
     return path
 

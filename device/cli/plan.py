@@ -25,7 +25,7 @@ from device.logsetup import setup_logging
 log = logging.getLogger(__name__)
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("plan", parents=[common], help="plan routes: a station's day or a Solomon instance")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--station", type=Path, help="station day JSON: packages and vans")

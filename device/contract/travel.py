@@ -42,7 +42,8 @@ def distance_matrix(points: Sequence[tuple[float, float]]) -> np.ndarray:
     rad = np.radians(np.asarray(points, dtype=float).reshape(-1, 2))
     lat, lon = rad[:, 0:1], rad[:, 1:2]
     a = np.sin((lat.T - lat) / 2) ** 2 + np.cos(lat) * np.cos(lat.T) * np.sin((lon.T - lon) / 2) ** 2
-    return 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(a)))
+    metres: np.ndarray = 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(a)))
+    return metres
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import math
 
-from device.contract.travel import EARTH_RADIUS_M, distance_m  # noqa: F401  (one haversine for both sides)
+# one haversine for both sides
+from device.contract.travel import EARTH_RADIUS_M as EARTH_RADIUS_M
+from device.contract.travel import distance_m as distance_m
 
 
 def bearing_deg(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

@@ -33,6 +33,8 @@ class Reason:
 
 
 def open_stops(s: VehicleState) -> list[Stop]:
+    if s.route is None:
+        return []
     return [stop for stop in s.route.stops if not s.stops[stop.id].done and stop.id != s.current_stop]
 
 
@@ -50,10 +52,10 @@ def note_departure(s: VehicleState, stop_id: str, now: datetime) -> None:
 def note_arrival(s: VehicleState, stop: Stop, now: datetime) -> None:
     """Measure the leg from the last departure: its observed/planned speed joins the recent ratios."""
     start = position(s) if s.departed and not s.current_stop else None
-    if start is None:
+    if start is None or s.departed is None:
         return
-    ratio = leg_ratio(ROAD, start, (stop.lat, stop.lon), datetime.fromisoformat(s.departed["at"].replace(
-        "Z", "+00:00")), now)
+    departed = datetime.fromisoformat(s.departed["at"].replace("Z", "+00:00"))
+    ratio = leg_ratio(ROAD, start, (stop.lat, stop.lon), departed, now)
     if ratio is not None:
         s.speed_ratios = [*s.speed_ratios, round(ratio, 3)][-KEPT_LEGS:]
 
@@ -70,7 +72,7 @@ def resequence_remaining(step: Step, s: VehicleState, reason: str, here: tuple[f
     ratio = speed_ratio(s.speed_ratios)
     if reason == Reason.SLOW:
         s.slow_ratio = ratio
-    if len(left) < 2:
+    if len(left) < 2 or s.route is None:
         return False
     current = next((x for x in s.route.stops if x.id == s.current_stop), None)
     start = step.now + timedelta(seconds=current.service_s if current else 0.0)

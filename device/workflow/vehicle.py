@@ -348,7 +348,9 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
         _finish_stop_if_done(step, s, stop_id)
         if s.stops[stop_id].outcome is StopOutcome.EXCEPTION and s.phase is not Phase.BLOCK_COMPLETE:
             stop = _route_stop(s, stop_id)
-            resequence_remaining(step, s, Reason.EXCEPTION, position(s) or (stop.lat, stop.lon))
+            here = position(s) or ((stop.lat, stop.lon) if stop else None)
+            if here is not None:
+                resequence_remaining(step, s, Reason.EXCEPTION, here)
 
     def _on_departed_after_completion(self, step: Step, s: VehicleState, item: DepartedFrom) -> None:
         stop_id = check_id(item.stop_id, "stop_id")

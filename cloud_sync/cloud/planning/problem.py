@@ -61,11 +61,11 @@ class Problem:
 
     @property
     def visits(self) -> int:
-        return self.distance.shape[0] - 1
+        return int(self.distance.shape[0]) - 1
 
     @property
     def dims(self) -> int:
-        return self.demand.shape[1]
+        return int(self.demand.shape[1])
 
 
 @dataclass(frozen=True)

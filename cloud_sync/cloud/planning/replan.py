@@ -77,12 +77,12 @@ class _Open:
     def __init__(self, base: TravelTimes) -> None:
         self.base = base
 
-    def metres(self, points):
+    def metres(self, points: Sequence[tuple[float, float]]) -> np.ndarray:
         out = np.array(self.base.metres(points), dtype=float)
         out[:, 0] = 0.0
         return out
 
-    def seconds(self, points, second_of_day):
+    def seconds(self, points: Sequence[tuple[float, float]], second_of_day: float) -> np.ndarray:
         out = np.array(self.base.seconds(points, second_of_day), dtype=float)
         out[:, 0] = 0.0
         return out

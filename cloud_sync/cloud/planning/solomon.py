@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,8 @@ class Instance:
 
     def euclid(self) -> np.ndarray:
         diff = self.xy[:, None, :] - self.xy[None, :, :]
-        return np.sqrt((diff ** 2).sum(axis=2))
+        out: np.ndarray = np.sqrt((diff ** 2).sum(axis=2))
+        return out
 
 
 def read(path: Path) -> Instance:
@@ -75,7 +77,7 @@ def to_problem(inst: Instance) -> Problem:
     )
 
 
-def report(inst: Instance, solution: Solution) -> dict:
+def report(inst: Instance, solution: Solution) -> dict[str, Any]:
     """`{"routes": [[customer numbers], ...], "vehicles": N, "distance": D}`, D in exact Euclidean units."""
     dist = inst.euclid()
     total = 0.0

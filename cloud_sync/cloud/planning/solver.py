@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from typing import Any
 
 import pyvrp
 from pyvrp.stop import MaxRuntime
@@ -30,9 +31,9 @@ def to_pyvrp(problem: Problem) -> pyvrp.ProblemData:
                           tw_early=f.tw_early, tw_late=f.tw_late, shift_duration=f.shift, name=f.name or str(k))
         for k, f in enumerate(problem.fleets)
     ]
-    return pyvrp.ProblemData(locations, clients, [depot], vehicle_types,
-                             [problem.distance.astype("int64")] * len(problem.durations),
-                             [m.astype("int64") for m in problem.durations])
+    distances: list[Any] = [problem.distance.astype("int64")] * len(problem.durations)
+    durations: list[Any] = [m.astype("int64") for m in problem.durations]
+    return pyvrp.ProblemData(locations, clients, [depot], vehicle_types, distances, durations)
 
 
 def solve(problem: Problem, time_limit_s: float, seed: int = 1) -> Solution:

@@ -106,9 +106,9 @@ def _num(raw: Mapping[str, Any], key: str, where: str, low: float, high: float, 
     return float(value)
 
 
-def _when(raw: Mapping[str, Any], key: str, where: str, required: bool = False) -> datetime | None:
+def _when(raw: Mapping[str, Any], key: str, where: str) -> datetime | None:
     value = raw.get(key)
-    if value is None and not required:
+    if value is None:
         return None
     try:
         moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
@@ -116,6 +116,13 @@ def _when(raw: Mapping[str, Any], key: str, where: str, required: bool = False) 
         raise PlanError(f"{where}.{key}: not an ISO 8601 time: {value!r:.40}") from exc
     if moment.tzinfo is None:
         raise PlanError(f"{where}.{key}: a time needs its UTC offset")
+    return moment
+
+
+def _required_when(raw: Mapping[str, Any], key: str, where: str) -> datetime:
+    moment = _when(raw, key, where)
+    if moment is None:
+        raise PlanError(f"{where}.{key}: missing")
     return moment
 
 
@@ -162,7 +169,7 @@ def read_station(doc: Any) -> StationDay:
         if not isinstance(raw, Mapping):
             raise PlanError(f"{where}: expected an object")
         fleet.append(Van(_str(raw, "id", where), _num(raw, "volume_l", where, 1, 100_000),
-                         _num(raw, "weight_kg", where, 1, 100_000), _when(raw, "shift_start", where, True),
+                         _num(raw, "weight_kg", where, 1, 100_000), _required_when(raw, "shift_start", where),
                          _num(raw, "shift_hours", where, 0.5, 16)))
     if len({v.id for v in fleet}) != len(fleet):
         raise PlanError("station.vans: a van id appears twice")
@@ -183,7 +190,7 @@ class _Visit:
 
 
 def _visits(parcels: Sequence[Parcel]) -> list[_Visit]:
-    groups: dict[tuple, list[Parcel]] = {}
+    groups: dict[tuple[object, ...], list[Parcel]] = {}
     for p in parcels:
         groups.setdefault((p.address, p.house_number, p.lat, p.lon, p.window_start, p.window_end), []).append(p)
     return [_Visit(tuple(g)) for g in groups.values()]
@@ -267,8 +274,9 @@ def timed_route(nodes: Sequence[int], depart_s: float, service: Sequence[float],
     return arrivals, clock
 
 
-def _block(day: StationDay, van: Van, visits: list[_Visit], nodes: list[int], points, metres: np.ndarray,
-           travel: TravelTimes, midnight: datetime, number: int) -> PlannedBlock:
+def _block(day: StationDay, van: Van, visits: list[_Visit], nodes: list[int],
+           points: Sequence[tuple[float, float]], metres: np.ndarray, travel: TravelTimes, midnight: datetime,
+           number: int) -> PlannedBlock:
     opens = [0.0] * len(points)
     service = [0.0] * len(points)
     for node, visit in zip(nodes, visits):

@@ -75,20 +75,23 @@ class MatrixTimes:
 
     def _index(self, points: Sequence[Point]) -> np.ndarray:
         both = np.vstack([np.asarray(points, dtype=float).reshape(-1, 2), self._points])
-        near = great_circle(both)[: len(points), len(points):]
+        near = great_circle([(float(a), float(b)) for a, b in both])[: len(points), len(points):]
         idx = near.argmin(axis=1)
         if (near[np.arange(len(points)), idx] > self.MATCH_M).any():
             raise TravelTimesError("a point is not in the road matrix")
-        return idx
+        found: np.ndarray = idx
+        return found
 
     def metres(self, points: Sequence[Point]) -> np.ndarray:
         idx = self._index(points)
-        return self._distances[np.ix_(idx, idx)]
+        out: np.ndarray = self._distances[np.ix_(idx, idx)]
+        return out
 
     def seconds(self, points: Sequence[Point], second_of_day: float) -> np.ndarray:
         idx = self._index(points)
         hour = int(second_of_day % DAY_S) // 3600 if len(self._durations) == 24 else 0
-        return self._durations[hour][np.ix_(idx, idx)]
+        out: np.ndarray = self._durations[hour][np.ix_(idx, idx)]
+        return out
 
 
 @dataclass(frozen=True)
