@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 from cloud_sync.cloud.planning.station import plan_station, read_station
@@ -53,15 +53,16 @@ def make_scenario(seed: int, blocks: int = 2, stops: int = 4) -> Scenario:
             packages = [Package(sscc(rng)) for _ in range(rng.randint(1, 2))]
             if i == 1:
                 packages[0] = Package(packages[0].id, Instruction.HAND_TO_RESIDENT, signature_required=True)
-            if i == stops - 1 and b == 0:  # one unreachable stop in the first block
-                packages = [Package(packages[0].id, note=LOCKED_NOTE)]
             route_stops.append(Stop(id=f"S{i + 1:02d}", address=f"{number} {rng.choice(STREETS)}",
                                     house_number=number, lat=lat, lon=lon, packages=tuple(packages),
                                     radius_m=40.0, window_end=now + timedelta(hours=3)))
         block = Block(block_id, STATION, now, now + timedelta(hours=4), pay_cents=rng.randrange(6000, 12000),
                       area=f"zone {b + 1}")
-        made.append((block, Route(block_id, 1, _sequenced(route_stops, now))))
-        wrong_house[block_id] = route_stops[0].id
+        planned = list(_sequenced(route_stops, now))
+        if b == 0:  # the first block's last stop is unreachable
+            planned[-1] = replace(planned[-1], packages=(Package(planned[-1].packages[0].id, note=LOCKED_NOTE),))
+        made.append((block, Route(block_id, 1, tuple(planned))))
+        wrong_house[block_id] = planned[0].id
     return Scenario(tuple(made), sscc(rng), wrong_house)
 
 

@@ -67,7 +67,8 @@ def slow(s: VehicleState) -> bool:
 
 def resequence_remaining(step: Step, s: VehicleState, reason: str, here: tuple[float, float]) -> bool:
     """Re-order the open stops from `here`; the route keeps its version, finished stops and the current one stay
-    in front. Records `route.resequenced` when the order changed. Returns whether it did."""
+    in front. Records `route.resequenced` when the order changed (an unchanged order is no event: the ETAs
+    in the view follow the van anyway). Returns whether it did."""
     left = open_stops(s)
     ratio = speed_ratio(s.speed_ratios)
     if reason == Reason.SLOW:
