@@ -19,13 +19,14 @@ from cloud_sync.cloud.planning.problem import ProblemError
 from cloud_sync.cloud.planning.solver import solve
 from cloud_sync.cloud.planning.station import PlanError, plan_station, read_station
 from cloud_sync.cloud.planning.travel import MatrixTimes, RoadModelTimes, TravelTimes, TravelTimesError
+from device.cli.common import Subparsers
 from device.contract.travel import RoadModel, TravelModelError
 from device.logsetup import setup_logging
 
 log = logging.getLogger(__name__)
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("plan", parents=[common], help="plan routes: a station's day or a Solomon instance")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--station", type=Path, help="station day JSON: packages and vans")
