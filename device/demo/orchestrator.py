@@ -157,15 +157,17 @@ level = "INFO"
         return path
 
     def _show_scene(self, agent: AgentProc, number: str | None, extra: Sequence[str] = ()) -> None:
-        """What the camera sees now: the house in front of the van (and then whatever else is listed)."""
-        for old in agent.camera_dir.glob("*.jpg"):
-            old.unlink()
+        """What the camera sees now: the house in front of the van (and then whatever else is listed). The new
+        scene is in place before the old one goes: a capture in between never finds the folder empty."""
+        old = list(agent.camera_dir.glob("*.jpg"))
         for text in [number, *extra]:
             self._scene_counter += 1
             photo = render_photo(self._rng, text=text, with_number=text is not None)
             tmp = agent.camera_dir / f".{self._scene_counter:05d}.tmp"
             tmp.write_bytes(jpeg_bytes(photo))
             os.replace(tmp, agent.camera_dir / f"{self._scene_counter:05d}.jpg")
+        for path in old:
+            path.unlink(missing_ok=True)
 
     async def _start_agent(self, index: int, pki: Pki) -> AgentProc:
         device = f"van-{index + 1:02d}"
