@@ -32,6 +32,7 @@ def test_demo_delivers_catches_mistakes_and_loses_nothing(tmp_path: Path) -> Non
     assert report["wrong_package_caught"] >= 2  # one stray package scanned into each van
     assert report["wrong_house_caught"] >= 1
     assert report["events_produced"] == report["events_stored"] > 0
+    assert report["route_revisions"] == 1  # rain over the last block's area: the cloud re-planned it once
     assert report["lost"] == 0 and report["duplicates"] == 0 and report["chain_flags"] == 0
     winners = set(report["winners"].values())
     assert all(report["mcu_commands"][device] > 0 for device in winners)  # feedback reached the MCUs

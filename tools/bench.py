@@ -56,7 +56,8 @@ def figure_and_baseline(record: dict[str, Any]) -> tuple[str | None, str | None]
 def label(record: dict[str, Any]) -> str:
     """The bench name plus what distinguishes its lines (burst size, profile, phase...)."""
     parts = [record["bench"]]
-    for key in ("burst", "profile", "counter", "stops", "phase", "compression", "events", "p99_ms", "cpu_pct_of_core",
+    for key in ("instance", "burst", "profile", "counter", "stops", "phase", "compression", "events", "p99_ms",
+                "cpu_pct_of_core",
                 "sequence_accuracy", "false_accept_rate"):
         if key in record:
             parts.append(f"{key}={record[key]}")

@@ -36,6 +36,6 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e '.[dev,demo]'
+    "$VENV/bin/python" -m pip install -q -e '.[dev,demo,cloud]'
     touch "$STAMP"
 fi

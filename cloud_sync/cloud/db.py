@@ -484,6 +484,17 @@ class CloudDb:
     def winners(self) -> dict[str, str | None]:
         return dict(self._read("SELECT id, winner FROM blocks"))
 
+    def claimed_routes(self) -> list[tuple[str, Route]]:
+        """(winner, current route) of every claimed block: what the re-planner may revise."""
+        rows = self._read("SELECT winner, route FROM blocks WHERE winner IS NOT NULL ORDER BY id")
+        return [(winner, Route.from_dict(json.loads(route))) for winner, route in rows]
+
+    def finished_stops(self, device: str, block_id: str) -> list[str]:
+        """Stops the device reported finished for the block, in the order it finished them."""
+        rows = self._read("SELECT json_extract(body, '$.stop') FROM events WHERE device = ? AND type = "
+                          "'stop.completed' AND json_extract(body, '$.block') = ? ORDER BY seq", (device, block_id))
+        return [stop for (stop,) in rows if stop]
+
     def revise_route(self, route: Route) -> tuple[str | None, Route]:
         """Store a new version of a block's route (version = stored + 1); returns (winner, versioned route)."""
         with self._transaction() as cur:

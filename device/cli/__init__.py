@@ -29,6 +29,7 @@ COMMANDS = {
     "sim": "device.cli.sim",
     "sync": "device.cli.sync",
     "cloud": "device.cli.cloud",
+    "plan": "device.cli.plan",
     "pki": "device.cli.pki",
     "check-photo": "device.cli.vision_cmd",
     "decode": "device.cli.vision_cmd",

@@ -51,6 +51,8 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
                    help="blocks one device may hold at once")
     p.add_argument("--blocks", type=Path, help="JSON list of {block, route} to offer at start")
     web_cli.add_http_arguments(p)
+    p.add_argument("--traffic", type=Path, help="traffic/weather factor feed (JSON lines): re-plans touched blocks")
+    p.add_argument("--replan-time-limit", type=float, default=2.0, help="solver seconds per re-planned block")
     p.set_defaults(func=run)
     views = p.add_subparsers(dest="cloud_command")
     photos = views.add_parser("photos", help="list the stored proof photos and exit")
@@ -119,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
                              ingest_workers=args.workers, dispatch=not args.no_dispatch,
                              client_prefix=args.client_prefix, photo_dir=args.photo_dir, stations=stations,
                              max_open_blocks=args.max_open_blocks)
-    return asyncio.run(_serve(settings, credentials, signer, blocks, http))
+    return asyncio.run(_serve(settings, credentials, signer, blocks, http, args.traffic, args.replan_time_limit))
 
 
 def _pki_credentials(pki: Pki, host: str, port: int) -> Credentials:
@@ -130,7 +132,8 @@ def _pki_credentials(pki: Pki, host: str, port: int) -> Credentials:
 
 
 async def _serve(settings: CloudSettings, credentials: Credentials, signer: Signer,
-                 blocks: list[tuple[Block, Route]], http: HttpSettings | None = None) -> int:
+                 blocks: list[tuple[Block, Route]], http: HttpSettings | None = None, traffic: Path | None = None,
+                 replan_s: float = 2.0) -> int:
     peer = CloudPeer(settings, credentials, signer)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -153,9 +156,20 @@ async def _serve(settings: CloudSettings, credentials: Credentials, signer: Sign
             await runner
             return 2
     print(json.dumps({"ready": True, "fleet": settings.fleet, **({"http": page.url} if page else {})}), flush=True)
+    follower, db = None, None
+    if traffic is not None and settings.dispatch:
+        from cloud_sync.cloud.planning.travel import RoadModelTimes  # PyVRP only where re-planning is asked for
+        from cloud_sync.cloud.replanner import Replanner
+
+        db = CloudDb(settings.db_path, settings.photo_dir)
+        follower = asyncio.create_task(Replanner(peer, db, RoadModelTimes(), replan_s).follow(traffic))
     try:
         await runner
     finally:
         if page is not None:
             await page.stop()
+        if follower is not None:
+            follower.cancel()
+        if db is not None:
+            db.close()
     return 0

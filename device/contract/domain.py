@@ -57,6 +57,7 @@ class EventType(StrEnum):
     BLOCK_CLAIM_LOST = "block.claim_lost"
     ROUTE_RECEIVED = "route.received"
     ROUTE_REVISED = "route.revised"
+    ROUTE_RESEQUENCED = "route.resequenced"  # the van re-ordered its remaining stops itself (old/new order, reason)
     PACKAGE_SCANNED = "package.scanned"
     PACKAGE_REJECTED = "package.rejected"  # wrong van, unknown, duplicate
     PACKAGES_MISSING = "package.missing"
@@ -223,6 +224,9 @@ class Stop:
     packages: tuple[Package, ...]
     radius_m: float = 40.0  # geofence radius for arrival
     window_end: datetime | None = None  # promised delivery time, for the on-time rate
+    window_start: datetime | None = None  # not before (a planned route's time window opens)
+    service_s: float = 0.0  # planned time spent at the stop
+    eta: datetime | None = None  # planned arrival (the planner's, or the van's own after a re-sequence)
 
     def __post_init__(self) -> None:
         if not (-90 <= self.lat <= 90 and -180 <= self.lon <= 180):
@@ -246,14 +250,20 @@ class Stop:
             packages=packages,
             radius_m=_number(raw, "radius_m", where, 5, 1000, default=40.0),
             window_end=_time(raw, "window_end", where, required=False),
+            window_start=_time(raw, "window_start", where, required=False),
+            service_s=_number(raw, "service_s", where, 0, 86400, default=0.0),
+            eta=_time(raw, "eta", where, required=False),
         )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "address": self.address, "house_number": self.house_number,
                                "lat": self.lat, "lon": self.lon, "radius_m": self.radius_m,
                                "packages": [p.to_dict() for p in self.packages]}
-        if self.window_end:
-            out["window_end"] = iso_utc(self.window_end)
+        for name in ("window_end", "window_start", "eta"):
+            if getattr(self, name):
+                out[name] = iso_utc(getattr(self, name))
+        if self.service_s:
+            out["service_s"] = self.service_s
         return out
 
 

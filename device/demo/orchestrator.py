@@ -4,8 +4,10 @@ ptys; a camera that sees the house the van is parked at). Simulated drivers act 
 
 The orchestrator only plays the world: it scans the won block's labels (plus one package of no route),
 drives the van along the route once loading is done, and shows the camera the house at each stop (the
-neighbour's house first at one stop). Everything the agents decide, they decide themselves; the report is
-read from the cloud's database and the agents' own stores.
+neighbour's house first at one stop). Once the last block's van is driving, rain slows its part of town: the
+cloud re-plans that block and sends the next route version. (The simulated driver keeps driving the first
+order; the van re-sequences what is left when it arrives out of order.) Everything the agents decide, they
+decide themselves; the report is read from the cloud's database and the agents' own stores.
 """
 from __future__ import annotations
 
@@ -27,10 +29,13 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from cloud_sync.cloud.db import default_photo_dir
+from cloud_sync.cloud.db import CloudDb, default_photo_dir
 from cloud_sync.cloud.peer import CloudPeer, CloudSettings
-from cloud_sync.pki import Pki
-from device.demo.scenario import DEPOT, STATION, Scenario, make_scenario
+from cloud_sync.cloud.planning.travel import RoadModelTimes, Slowdown
+from cloud_sync.cloud.replanner import Replanner
+from cloud_sync.pki import CLOUD_IDENTITY, Pki
+from device.contract.travel import distance_m
+from device.demo.scenario import DEPOT, LOCKED_NOTE, PLAN_S, STATION, Scenario, make_scenario
 from device.testbench.broker import MosquittoBroker
 from device.testbench.codes import Barcode
 from device.testbench.fleet import LocalFleet
@@ -49,6 +54,7 @@ STATUS_EVERY_S = 5.0  # a status line at least this often
 DRIVE_SPEEDUP = 15.0  # simulated seconds per real second while driving
 AGENT_STOP_TIMEOUT_S = 15.0  # SIGTERM, then SIGKILL
 PHOTO_WAIT_S = 60.0  # after the last block completes, how long the photos may take to reach the cloud
+RAIN_FACTOR = 1.6  # travel times in the rained-on part of town
 
 
 def _sscc_barcode(package_id: str) -> Barcode:
@@ -91,6 +97,8 @@ class Demo:
         self.cloud_db = workdir / "cloud.db"
         self._rng = np.random.default_rng(seed)
         self._scene_counter = 0
+        self._replanner: Replanner | None = None
+        self._rained = False
 
     # --- set-up --------------------------------------------------------------------------------------
 
@@ -149,15 +157,17 @@ level = "INFO"
         return path
 
     def _show_scene(self, agent: AgentProc, number: str | None, extra: Sequence[str] = ()) -> None:
-        """What the camera sees now: the house in front of the van (and then whatever else is listed)."""
-        for old in agent.camera_dir.glob("*.jpg"):
-            old.unlink()
+        """What the camera sees now: the house in front of the van (and then whatever else is listed). The new
+        scene is in place before the old one goes: a capture in between never finds the folder empty."""
+        old = list(agent.camera_dir.glob("*.jpg"))
         for text in [number, *extra]:
             self._scene_counter += 1
             photo = render_photo(self._rng, text=text, with_number=text is not None)
             tmp = agent.camera_dir / f".{self._scene_counter:05d}.tmp"
             tmp.write_bytes(jpeg_bytes(photo))
             os.replace(tmp, agent.camera_dir / f"{self._scene_counter:05d}.jpg")
+        for path in old:
+            path.unlink(missing_ok=True)
 
     async def _start_agent(self, index: int, pki: Pki) -> AgentProc:
         device = f"van-{index + 1:02d}"
@@ -204,7 +214,23 @@ level = "INFO"
                                              name=f"drive-{agent.device}")
             agent.driving.start()
             self.progress(f"  {agent.device} loaded, driving {agent.block}")
+            if block == self.scenario.blocks[-1][0].id and not self._rained:
+                self._rained = True
+                await self._rain(block)
         agent.phase = _phase(types)
+
+    async def _rain(self, block_id: str) -> None:
+        """A weather factor over the block's part of town: the cloud re-plans it, the van gets a new version."""
+        if self._replanner is None:
+            return
+        route = self.scenario.route(block_id)
+        lat = sum(s.lat for s in route.stops) / len(route.stops)
+        lon = sum(s.lon for s in route.stops) / len(route.stops)
+        radius = max(distance_m(lat, lon, s.lat, s.lon) for s in route.stops) + 100.0
+        revised = await self._replanner.apply(Slowdown("rain", lat, lon, radius, RAIN_FACTOR))
+        for r in revised:
+            self.progress(f"cloud: rain x{RAIN_FACTOR} over {block_id}'s area: re-planned, route v{r.version} "
+                          f"sent ({' '.join(s.id for s in r.stops)})")
 
     def _drive(self, agent: AgentProc) -> None:
         """The van's receiver: NMEA at DRIVE_SPEEDUP, the camera's scene following the van."""
@@ -220,7 +246,9 @@ level = "INFO"
             for epoch in drive([SimStop(s.id, s.lat, s.lon) for s in route.stops], config, depot=DEPOT):
                 if epoch.parked_at != shown[0] and epoch.parked_at is not None:
                     stop = by_id[epoch.parked_at]
-                    if stop.id == wrong_stop:  # the driver first points the camera at the neighbour's house
+                    if all(p.note == LOCKED_NOTE for p in stop.packages):
+                        pass  # behind a locked gate: no photo is taken, so no scene (it would be the next stop's)
+                    elif stop.id == wrong_stop:  # the driver first points the camera at the neighbour's house
                         neighbour = str(int(stop.house_number) + 2)
                         self._show_scene(agent, neighbour, [stop.house_number, stop.house_number])
                     else:
@@ -249,6 +277,7 @@ level = "INFO"
             cloud_task = asyncio.create_task(peer.run())
             await asyncio.wait_for(peer.ready.wait(), 20)
             await peer.add_blocks(list(self.scenario.blocks))
+            self._replanner = Replanner(peer, CloudDb(self.cloud_db), RoadModelTimes(), PLAN_S)
             self.progress(f"cloud: {len(self.scenario.blocks)} blocks offered at station {STATION}: "
                           + ", ".join(f"{b.id} ({len(r.stops)} stops)" for b, r in self.scenario.blocks))
             for i in range(self.agent_count):
@@ -270,6 +299,8 @@ level = "INFO"
                 agent.gps_pty.close()
             if self.broker is not None:
                 self.broker.stop()
+            if self._replanner is not None:
+                self._replanner.db.close()
         return self.report(time.monotonic() - started)
 
     async def _watch(self, started: float) -> None:
@@ -386,6 +417,8 @@ level = "INFO"
             "upload_bytes_mean": round(sum(size for _, size in photos) / len(photos)) if photos else 0,
             "photo_dir": str(default_photo_dir(self.cloud_db)),
             "mcu_commands": {a.device: len(a.mcu.received) for a in self.agents},  # LED/buzzer patterns received
+            "route_revisions": sum(1 for t, _ in docs if t == "route.revised"),  # the cloud's re-plans applied
+            "resequenced": Counter(d["data"]["reason"] for t, d in docs if t == "route.resequenced"),
             "summaries": completed,
         }
 

@@ -46,6 +46,7 @@ class NoticeKind(StrEnum):
     EXCEPTION = "exception"
     STOP_LEFT_OPEN = "stop_left_open"
     ROUTE_REVISED = "route_revised"
+    ROUTE_RESEQUENCED = "route_resequenced"  # the van re-ordered its remaining stops itself
     BLOCK_SUMMARY = "block_summary"
     STAGE_RESULT = "stage_result"
     ROUTE_STAGED = "route_staged"

@@ -89,6 +89,10 @@ class VehicleState(Tracked):
     started_at: str | None = None
     completed_at: str | None = None
     summary: dict[str, Any] | None = None
+    departed: dict[str, str] | None = None  # {"stop", "at"}: the last stop left, for the speed of the next leg
+    speed_ratios: list[float] = field(default_factory=list)  # observed/planned speed of the last legs
+    slow_ratio: float | None = None  # the speed ratio at the last re-sequence for slowness
+    resequenced: int = 0  # times the van re-ordered this route version itself
 
     FIELDS: ClassVar[Mapping[str, FieldSpec]] = {
         "phase": value(str, Phase), "offers": mapping(Block.to_dict, Block.from_dict),
@@ -114,6 +118,8 @@ class VehicleState(Tracked):
             "verdicts": dict(self.verdicts), "exceptions": dict(self.exceptions),
             "other_packages": dict(self.other_packages),
             "started_at": self.started_at, "completed_at": self.completed_at, "summary": self.summary,
+            "departed": self.departed, "speed_ratios": list(self.speed_ratios), "slow_ratio": self.slow_ratio,
+            "resequenced": self.resequenced,
         }
 
     @classmethod
@@ -138,4 +144,6 @@ class VehicleState(Tracked):
             verdicts=dict(raw.get("verdicts", {})), exceptions=dict(raw.get("exceptions", {})),
             other_packages=dict(raw.get("other_packages", {})),
             started_at=raw.get("started_at"), completed_at=raw.get("completed_at"), summary=raw.get("summary"),
+            departed=raw.get("departed"), speed_ratios=list(raw.get("speed_ratios", [])),
+            slow_ratio=raw.get("slow_ratio"), resequenced=int(raw.get("resequenced", 0)),
         )

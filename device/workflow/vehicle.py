@@ -29,6 +29,15 @@ from device.workflow.inputs import (
     StationManifest,
 )
 from device.workflow.outputs import Feedback, NoticeKind, RejectReason, SendClaim
+from device.workflow.resequencing import (
+    Reason,
+    forecast,
+    note_arrival,
+    note_departure,
+    position,
+    resequence_remaining,
+    slow,
+)
 from device.workflow.state import (
     FINAL_PACKAGE_STATES,
     PackageState,
@@ -93,6 +102,9 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
             "current_stop": current.id if current else None,
             "awaiting_signature": sorted(p for p in s.photo_proofs if s.packages.get(p) is PackageState.LOADED),
             "summary": s.summary,
+            **(_forecast(s, self._clock()) if s.phase in (Phase.ON_ROUTE, Phase.AT_STOP) else
+               {"etas": {}, "forecast": None}),
+            "resequenced": s.resequenced,
         }
 
     # --- offers and claims --------------------------------------------------------------------------
@@ -228,6 +240,7 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
                 raise Rejected(RejectReason.ALREADY_AT_STOP, f"already at {stop_id}", record=False)
             _depart(step, s, implicit=True)  # overlapping geofences: arriving at one is leaving the other
         expected = _next_open_stop(s)
+        note_arrival(s, stop, step.now)
         s.phase, s.current_stop = Phase.AT_STOP, stop_id
         record = s.stops[stop_id]
         if record.arrived_at is None:
@@ -240,6 +253,10 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
         by_id = {p.id: p for p in stop.packages}
         step.notice(NoticeKind.STOP_INSTRUCTIONS, f"{stop.address}: {len(open_packages)} packages",
                     stop=stop.to_dict(), packages=[by_id[p].to_dict() for p in open_packages])
+        if expected is not None and expected.id != stop_id:
+            resequence_remaining(step, s, Reason.OUT_OF_ORDER, (stop.lat, stop.lon))
+        elif slow(s):
+            resequence_remaining(step, s, Reason.SLOW, (stop.lat, stop.lon))
 
     def _on_departed(self, step: Step, s: VehicleState, item: DepartedFrom) -> None:
         stop_id = check_id(item.stop_id, "stop_id")
@@ -328,6 +345,11 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
         _except(step, s, stop_id, packages, item.reason.value, item.note)
         step.feedback.append(Feedback.EXCEPTION_RECORDED)
         _finish_stop_if_done(step, s, stop_id)
+        if s.stops[stop_id].outcome is StopOutcome.EXCEPTION and s.phase is not Phase.BLOCK_COMPLETE:
+            stop = _route_stop(s, stop_id)
+            here = position(s) or ((stop.lat, stop.lon) if stop else None)
+            if here is not None:
+                resequence_remaining(step, s, Reason.EXCEPTION, here)
 
     def _on_departed_after_completion(self, step: Step, s: VehicleState, item: DepartedFrom) -> None:
         stop_id = check_id(item.stop_id, "stop_id")
@@ -338,6 +360,11 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
 
 
 # --- helpers (they work on the handler's copy of the state) ------------------------------------------
+
+
+def _forecast(s: VehicleState, now: datetime) -> dict[str, Any]:
+    ahead = forecast(s, now)
+    return {"etas": ahead.pop("etas"), "forecast": ahead}
 
 
 def _reset(s: VehicleState) -> None:
@@ -413,6 +440,7 @@ def _revise_route(step: Step, s: VehicleState, route: Route) -> None:
             not_loaded.append(package)
     s.route, s.package_stop = route, new_manifest
     s.load_count = len(new_manifest.keys() & s.loaded)
+    s.resequenced = 0  # the cloud's version replaces the van's own order
     step.event(EventType.ROUTE_REVISED, {
         "from_version": old_version, "version": route.version, "removed_stops": removed_stops,
         "added_stops": added_stops, "kept_finished": kept_finished, "return_packages": sorted(to_return),
@@ -608,6 +636,7 @@ def _depart(step: Step, s: VehicleState, *, implicit: bool) -> None:
         step.feedback.append(Feedback.ATTENTION)
         step.notice(NoticeKind.STOP_LEFT_OPEN, f"left {stop_id} with {len(open_packages)} packages undelivered",
                     stop=stop_id, packages=open_packages)
+    note_departure(s, stop_id, step.now)
     s.current_stop = None
     s.phase = Phase.ON_ROUTE
     if not implicit:

@@ -84,7 +84,7 @@ $("pair-form").addEventListener("submit", async (e) => {
 // --- notices ------------------------------------------------------------------------------------------
 
 const WARN = new Set(["scan_problem", "missing_packages", "retake_photo", "stop_left_open", "rejected",
-  "route_revised", "signature_needed"]);
+  "route_revised", "route_resequenced", "signature_needed"]);
 const GOOD = new Set(["delivered", "claim", "load_progress", "route_staged", "block_summary"]);
 
 function onNotice(n) {
@@ -234,8 +234,10 @@ function renderStopCard(v, s) {
     card.append(h("div", {}, "Next stop"),
       h("div", { class: "distance", "data-testid": "distance" }, fmtDistance(ns.distance_m) + " · " + fmtEta(ns.eta_s)));
   }
+  const eta = (v.etas || {})[st.id];
   card.append(h("div", { class: "big", "data-testid": "address" }, st.address),
-    h("div", {}, "House number " + st.house_number + (st.window_end ? " · by " + st.window_end.slice(11, 16) : "")));
+    h("div", {}, "House number " + st.house_number + (st.window_end ? " · by " + st.window_end.slice(11, 16) : "")
+      + (eta ? " · ETA " + eta.slice(11, 16) + " UTC" : "")));
   for (const p of st.packages) card.append(instructionLines(p));
   if (!here) {
     card.append(h("button", { "data-testid": "arrive", onclick: () => post("arrive", { stop_id: st.id }) },
