@@ -33,7 +33,7 @@ from cloud_sync.cloud.db import CloudDb, default_photo_dir
 from cloud_sync.cloud.peer import CloudPeer, CloudSettings
 from cloud_sync.cloud.planning.travel import RoadModelTimes, Slowdown
 from cloud_sync.cloud.replanner import Replanner
-from cloud_sync.pki import CLOUD_IDENTITY, Pki
+from cloud_sync.pki import Pki
 from device.contract.travel import distance_m
 from device.demo.scenario import DEPOT, LOCKED_NOTE, PLAN_S, STATION, Scenario, make_scenario
 from device.testbench.broker import MosquittoBroker
