@@ -52,7 +52,7 @@ def provision(root: Path) -> Pki:
     ok("pki", "init", "--dir", str(pki.dir))
     ok("pki", "broker", "--dir", str(pki.dir), "--host", "127.0.0.1", "--host", "localhost")
     ok("pki", "device", "--dir", str(pki.dir), "van-42")
-    ok("pki", "device", "--dir", str(pki.dir), "cloud")
+    ok("pki", "cloud", "--dir", str(pki.dir))
     return pki
 
 
@@ -94,7 +94,8 @@ def test_pki_mosquitto_output_serves_the_fleet_as_the_mosquitto_user(root: Path)
     text = drop_in.read_text()
     for line in (f"listener {port}", "require_certificate true", "use_identity_as_username true",
                  "allow_anonymous false", f"crlfile {conf}/flexedge/crl.pem", f"keyfile {conf}/flexedge/broker.key",
-                 f"acl_file {conf}/flexedge/acl"):
+                 "use_username_as_clientid true",
+                 f"plugin_opt_config_file {conf}/flexedge/dynamic-security.json"):
         assert line in text.splitlines(), line
     mosquitto = pwd.getpwnam("mosquitto")
     key = conf / "flexedge" / "broker.key"

@@ -59,7 +59,7 @@ def test_a_van_provisioned_as_documented_reaches_the_cloud(root: Path) -> None:
     # Once per fleet, on the technician's laptop: the CA, the broker, the cloud; per van: its certificate.
     typed("flexedge", "pki", "init", "--dir", str(pki))
     typed("flexedge", "pki", "broker", "--dir", str(pki), "--host", "127.0.0.1", "--host", "localhost")
-    typed("flexedge", "pki", "device", "--dir", str(pki), "cloud")
+    typed("flexedge", "pki", "cloud", "--dir", str(pki))
     typed("flexedge", "pki", "device", "--dir", str(pki), VAN)
     # On the broker: the drop-in and its files, then (re)start mosquitto.
     typed("flexedge", "pki", "mosquitto", "--dir", str(pki), "--fleet", FLEET, "--device", f"{VAN}={STATION}",
