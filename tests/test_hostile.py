@@ -387,7 +387,7 @@ def test_private_keys_are_never_readable_by_others(tmp_path: Path) -> None:
         pki.init()
         pki.issue_broker()
         pki.issue("van-a")
-        pki.issue("van-a")  # re-issue replaces the key
+        pki.issue("van-a", replace=True)  # re-issue replaces the key (`pki device --force`)
     assert exposed == []
     keys = sorted(tmp_path.glob("pki/*.key"))
     assert [k.name for k in keys] == ["broker.key", "ca.key", "signing.key", "van-a.key"]

@@ -6,7 +6,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Mapping
 
 from device.contract.domain import Block, Route
-from device.workflow.changes import SET, FieldSpec, Tracked, mapping, value
+from device.workflow.changes import LIST, SET, FieldSpec, Tracked, mapping, value
 
 
 class Phase(StrEnum):
@@ -102,6 +102,7 @@ class VehicleState(Tracked):
         "photo_proofs": mapping(), "signatures": mapping(), "stops": mapping(StopRecord.to_dict, StopRecord.from_dict),
         "current_stop": value(), "verdicts": mapping(), "exceptions": mapping(), "other_packages": mapping(),
         "started_at": value(), "completed_at": value(), "summary": value(),
+        "departed": value(), "speed_ratios": LIST, "slow_ratio": value(), "resequenced": value(),
     }
 
     def to_dict(self) -> dict[str, Any]:
