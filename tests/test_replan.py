@@ -23,8 +23,7 @@ from device.contract.domain import Route
 from device.contract.travel import distance_m
 from device.testbench.procs import free_tcp_port, wait_for_port
 from device.testbench.stations import station_day
-from tests.helpers.fleet import FLEET, STATION, FleetPki
-from tests.test_cloud_sync_e2e import _child_config
+from tests.helpers.fleet import FLEET, STATION, FleetPki, device_config
 from tests.test_console_run import _request
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,7 +87,7 @@ def test_a_factor_update_is_read() -> None:
 
 def _agent_config(tmp_path: Path, fleet: FleetPki, mqtt_port: int, console_port: int) -> Path:
     """van-b's config of the end-to-end sync tests, with its console on and no GPS."""
-    path = _child_config(tmp_path, fleet, mqtt_port)
+    path = device_config(tmp_path, fleet, mqtt_port, "van-b", 'batch_max_events = 100\n[logging]\nlevel = "WARNING"')
     path.write_text(path.read_text() + f"""
 [gps]
 enabled = false
