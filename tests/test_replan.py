@@ -23,7 +23,7 @@ from device.contract.domain import Route
 from device.contract.travel import distance_m
 from device.testbench.procs import free_tcp_port, wait_for_port
 from device.testbench.stations import station_day
-from tests.helpers.fleet import FLEET, STATION, FleetPki, device_config
+from tests.helpers.fleet import CLI_CLOUD_PREFIX, FLEET, STATION, FleetPki, device_config
 from tests.test_console_run import _request
 
 REPO = Path(__file__).resolve().parent.parent
@@ -119,7 +119,7 @@ def test_a_traffic_closure_reaches_the_vans_console(tls_broker, fleet: FleetPki,
     cloud_log, agent_log = open(tmp_path / "cloud.log", "wb"), open(tmp_path / "agent.log", "wb")  # noqa: SIM115
     cloud = subprocess.Popen(
         [sys.executable, "-m", "device.cli", "cloud", "--db", str(tmp_path / "cloud.db"), "--fleet", FLEET,
-         "--broker", f"127.0.0.1:{tls_broker.port}", "--pki", str(fleet.pki.dir), "--client-prefix", "cloud-rr",
+         "--broker", f"127.0.0.1:{tls_broker.port}", "--pki", str(fleet.pki.dir), "--client-prefix", CLI_CLOUD_PREFIX,
          "--blocks", str(blocks), "--traffic", str(feed), "--replan-time-limit", "1", "--log-level", "INFO"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=cloud_log)
     console_port = free_tcp_port()
