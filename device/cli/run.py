@@ -8,6 +8,7 @@ import signal
 
 from device.assembly import assemble
 from device.cli.common import Context, Subparsers, load_context
+from device.commands import PendingMarker
 
 log = logging.getLogger(__name__)
 
@@ -17,18 +18,22 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run)
 
 
-async def serve(ctx: Context) -> None:
+async def serve(ctx: Context) -> int:
+    """Run the agent until stopped; the exit code (a remote `restart` asks for the one the unit restarts on)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    assembly = await assemble(ctx.config, ctx.data_dir)
+    assembly = await assemble(ctx.config, ctx.data_dir, config_path=ctx.config_path)
     log.info("agent %s (%s) running; data in %s", ctx.config.device.id, ctx.config.device.role.value, ctx.data_dir)
     await assembly.run(stop)
-    log.info("agent stopped")
+    agent = assembly.agent
+    log.info("agent stopped%s", f" to restart ({agent.restart_reason})" if agent.restart_reason else "")
+    return agent.exit_code
 
 
 def run(args: argparse.Namespace) -> int:
     ctx = load_context(args, check_files=True)
-    asyncio.run(serve(ctx))
-    return 0
+    if ctx.data_dir.is_dir():
+        PendingMarker.note_start(ctx.data_dir)  # a command that restarted the agent: one more start under it
+    return asyncio.run(serve(ctx))

@@ -75,6 +75,7 @@ class EventType(StrEnum):
     PACKAGE_STAGED = "dock.staged"
     STAGING_COMPLETE = "dock.staging_complete"
     INPUT_REJECTED = "input.rejected"
+    COMMAND_RESULT = "command.result"  # a cloud command's answer: id, name, status ok/failed/rejected, detail, data
 
 
 class Verdict(StrEnum):
