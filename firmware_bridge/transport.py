@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import errno
 import logging
 import os
 import time
@@ -65,9 +66,9 @@ class _LoopSerial(serial.Serial):
             return super().read(size)
         try:
             data = os.read(fd, size)  # the port is opened O_NONBLOCK by pyserial
-        except (BlockingIOError, InterruptedError):
-            return b""
         except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EINTR):  # nothing to read after all
+                return b""
             raise serial.SerialException(f"read failed: {exc}") from exc
         if not data:
             raise serial.SerialException("device reports readiness to read but returned no data "
