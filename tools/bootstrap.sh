@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(mosquitto mosquitto-clients gpsd gpsd-clients libzbar0 socat fonts-dejavu-core fonts-dejavu-extra
               fonts-liberation fonts-freefont-ttf fonts-urw-base35 systemd iproute2 python3-venv
               chromium
+              # the cloud's tests run a real PostgreSQL (initdb + pg_ctl as an unprivileged user, device/testbench/postgres.py)
+              postgresql
               # typefaces training never sees, for the independent door photos of the vision tests (bench/doorgen.py)
               fonts-cantarell fonts-comfortaa fonts-b612 fonts-jura fonts-quicksand fonts-league-spartan)
 VENV=.venv
@@ -36,6 +38,6 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e '.[dev,demo,cloud]'
+    "$VENV/bin/python" -m pip install -q -e '.[dev,demo,cloud,pg]'
     touch "$STAMP"
 fi
