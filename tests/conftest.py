@@ -5,6 +5,7 @@ hardware-in-the-loop test would be a hidden failure. Nothing in the suite skips.
 """
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -12,8 +13,10 @@ import pytest
 
 from device.testbench.broker import MosquittoBroker
 from device.testbench.gpsfake import GpsFake
+from device.testbench.postgres import PostgresServer
 from device.testbench.procs import ProgramMissing
 from device.testbench.pty import PtyPair, open_pty_pair
+from tests.helpers.cloud_target import CloudTarget
 from tests.helpers.fleet import FleetPki
 from tests.helpers.tmpfs import MountRefused, small_tmpfs
 
@@ -58,6 +61,28 @@ def _running(broker: MosquittoBroker) -> MosquittoBroker:
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
     """One real broker per session on a free loopback port; tests may stop/kill/start it."""
     yield from _session_broker(MosquittoBroker(tmp_path_factory.mktemp("mosquitto")))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL per session (initdb + pg_ctl as an unprivileged user, a free port); each test that
+    uses it gets a database of its own."""
+    server = PostgresServer()
+    try:
+        server.start()
+    except ProgramMissing as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def cloud_target(request: pytest.FixtureRequest, tmp_path: Path) -> CloudTarget:
+    """The cloud database of a test, once on each engine: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return CloudTarget("sqlite", tmp_path / "cloud.db", tmp_path / "cloud-photos")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return CloudTarget("postgresql", server.create_database(f"t_{uuid.uuid4().hex[:16]}"), tmp_path / "cloud-photos")
 
 
 @pytest.fixture
