@@ -2,8 +2,14 @@
 batches stored by different workers in any order and verified when the gaps close, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
+import asyncio
+import json
 import multiprocessing
+import os
 import random
+import signal
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -11,10 +17,16 @@ from pathlib import Path
 import orjson
 
 from cloud_sync.cloud import FlagKind
+from cloud_sync.device_sync import DeviceSync
 from cloud_sync.messages import ClaimStatus, EventBatch
 from device.contract.domain import Block, Event, EventType, Package, Route, Stop
 from device.store import EventStore
+from device.testbench.broker import MosquittoBroker
 from tests.helpers.cloud_target import CloudTarget
+from tests.helpers.fleet import CLI_CLOUD_PREFIX, FLEET, FleetPki
+from tests.helpers.sync_harness import assert_cloud_holds_exactly, mixed_events, sync_settings, wait_for, wait_until
+
+REPO = Path(__file__).resolve().parent.parent
 
 WORKERS = 4
 BLOCKS = 6
@@ -123,3 +135,56 @@ def test_one_devices_batches_on_many_workers_in_any_order(tmp_path: Path, cloud_
         assert {d["device"]: d["verified_seq"] for d in db.device_view()} == {d: 60 for d in devices}
     finally:
         db.close()
+
+
+def _children(pid: int) -> set[int]:
+    return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def test_a_sigkilled_worker_process_loses_nothing(tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path,
+                                                  cloud_target: CloudTarget) -> None:
+    """`flexedge cloud --workers 3`: while a van drains 6,000 events, a worker process is SIGKILLed five times.
+    The batches it held unacked come again from the van and land on a live worker; the supervisor starts the
+    killed one again. Every event stored once, the chain whole, no flag."""
+    cloud = subprocess.Popen(
+        [sys.executable, "-m", "device.cli", "cloud", *cloud_target.cli_args(), "--fleet", FLEET,
+         "--broker", f"127.0.0.1:{tls_broker.port}", "--pki", str(fleet.pki.dir), "--workers", "3",
+         "--client-prefix", CLI_CLOUD_PREFIX, "--no-dispatch", "--log-level", "WARNING"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "FLEXEDGE_DATA_DIR": str(tmp_path / "cloud-data")})
+    store = EventStore(tmp_path / "van-a.db")
+    events = mixed_events(6000)
+    store.append_many(events)
+    db = cloud_target.open()
+    killed: list[int] = []
+
+    async def scenario() -> None:
+        sync = DeviceSync(store, sync_settings("van-a", batch_max_events=50, ack_timeout_s=2.0),
+                          fleet.broker_settings("van-a", tls_broker.port), fleet.verifier)
+        await sync.start()
+        try:
+            for k in range(5):
+                await wait_for(lambda k=k: db.event_count("van-a") >= (k + 1) * 800, 60, f"{(k + 1) * 800} stored")
+                await wait_for(lambda: len(_children(cloud.pid)) == 3, 30, "three live workers")
+                victim = sorted(_children(cloud.pid))[k % 3]
+                os.kill(victim, signal.SIGKILL)
+                killed.append(victim)
+            await sync.wait_drained(120)
+        finally:
+            await sync.stop()
+
+    try:
+        assert cloud.stdout is not None
+        ready = json.loads(cloud.stdout.readline())
+        assert len(ready["workers"]) == 3
+        asyncio.run(scenario())
+        wait_until(lambda: len(_children(cloud.pid)) == 3, 30, "the killed worker started again")
+        assert not set(killed) & _children(cloud.pid)
+    finally:
+        cloud.send_signal(signal.SIGTERM)
+        _, stderr = cloud.communicate(timeout=30)
+        store.close()
+        db.close()
+    assert cloud.returncode == 0, stderr[-2000:]
+    assert len(killed) == 5
+    assert_cloud_holds_exactly(cloud_target, "van-a", [e.id for e in events])
