@@ -36,6 +36,7 @@ from device.contract.domain import Block, EventType, Route
 log = logging.getLogger(__name__)
 
 PHOTO_EVENT = "photo.checked"  # the event that records a proof photo and the sha256 of its upload copy
+INSERT_ROWS = 500  # events per INSERT or UPDATE statement (8 parameters each; SQLite allows 32,766)
 __all__ = ["CloudDb", "CloudDbError", "FlagKind", "IngestResult", "PhotoLimits", "PhotoStatus", "StoredPhoto"]
 
 
@@ -131,17 +132,16 @@ class CloudDb:
         """Store a batch idempotently, advance the device's verified chain head, flag what does not fit."""
         now = time.time()
         stored = duplicates = flagged = 0
+        rows = [(device, event["seq"], event["id"], event["type"],
+                 canonical_bytes({k: v for k, v in event.items() if k != "hash"}).decode("utf-8"),
+                 event.get("hash", ""), batch.batch_id, now) for event in batch.events]
         with self.engine.transaction() as tx:
             head = self._lock_device(tx, device)
-            for event in batch.events:
-                doc = {k: v for k, v in event.items() if k != "hash"}
-                body = canonical_bytes(doc).decode("utf-8")
-                inserted = tx.execute(
-                    "INSERT INTO events (device, seq, id, type, body, hash, batch_id, received_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (device, event["seq"], event["id"], event["type"], body, event.get("hash", ""), batch.batch_id,
-                     now)).rowcount
-                if inserted == 1:
+            inserted = self._insert_events(tx, rows)
+            for event, row in zip(batch.events, rows):
+                body = row[4]
+                if event["seq"] in inserted:
+                    inserted.discard(event["seq"])  # a seq twice in one batch: the second is a conflict
                     stored += 1
                     if event["type"] == EventType.BLOCK_COMPLETED.value and isinstance(event.get("block"), str):
                         tx.execute("INSERT INTO completed_blocks (id, device, at) SELECT id, winner, ? FROM blocks "
@@ -168,6 +168,19 @@ class CloudDb:
                                           f"seq {missing} missing below the device's floor {batch.floor_seq}", now)
             tx.execute("UPDATE devices SET last_batch_at = ? WHERE device = ?", (now, device))
         return IngestResult(stored, duplicates, flagged, verified_seq, clock_flagged)
+
+    @staticmethod
+    def _insert_events(tx: Tx, rows: list[tuple[Any, ...]]) -> set[int]:
+        """Insert what is new in one statement per INSERT_ROWS rows (not one round trip per event); the seqs
+        stored. A row whose id or (device, seq) is already held is skipped by the unique keys."""
+        stored: set[int] = set()
+        for start in range(0, len(rows), INSERT_ROWS):
+            part = rows[start:start + INSERT_ROWS]
+            values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(part))
+            stored.update(int(seq) for (seq,) in tx.execute(
+                "INSERT INTO events (device, seq, id, type, body, hash, batch_id, received_at) "
+                f"VALUES {values} ON CONFLICT DO NOTHING RETURNING seq", [v for row in part for v in row]))
+        return stored
 
     def _flag(self, tx: Tx, device: str, seq: int, kind: FlagKind, detail: str, now: float) -> int:
         added = tx.execute("INSERT INTO flags (device, seq, kind, detail, at) VALUES (?, ?, ?, ?, ?) "
@@ -200,7 +213,12 @@ class CloudDb:
                 prev = claimed  # after a break the chain goes on from the claimed hash: one break, one flag
             stamps.append(ClockStamp.of(seq, orjson.loads(body)))
             expected += 1
-        tx.executemany("UPDATE events SET chain = ?, hash = ? WHERE device = ? AND seq = ?", marks)
+        for start in range(0, len(marks), INSERT_ROWS):  # one statement per INSERT_ROWS events, not one each
+            part = marks[start:start + INSERT_ROWS]
+            values = ", ".join(["(?, ?, ?)"] * len(part))  # VALUES columns are column1..3 in both engines
+            tx.execute(f"UPDATE events SET chain = v.column1, hash = v.column2 FROM (VALUES {values}) AS v "
+                       "WHERE events.device = ? AND events.seq = v.column3",
+                       [*(x for state, hash_, _, seq in part for x in (state, hash_, seq)), device])
         for _, _, _, seq in (m for m in marks if m[0] == "broken"):
             self._flag(tx, device, seq, FlagKind.CHAIN_BREAK,
                        "hash does not follow from the events since the previous checkpoint", now)
