@@ -166,14 +166,21 @@ def _worker_options(args: argparse.Namespace, fleet: str) -> list[str]:
     return options + (["--plain"] if args.plain else [])
 
 
-async def _serve_worker(settings: CloudSettings, credentials: Credentials, signer: Signer) -> int:
-    """One ingest worker process: ready on stdout, until SIGTERM or the end of stdin (the supervisor's pipe)."""
+async def _start_peer(settings: CloudSettings, credentials: Credentials, signer: Signer
+                      ) -> tuple[CloudPeer, asyncio.Task[None]]:
+    """The peer running on this loop, stopped by SIGTERM/SIGINT; returns once every connection subscribed."""
     peer = CloudPeer(settings, credentials, signer)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, peer.stop)
     runner = asyncio.create_task(peer.run())
     await peer.ready.wait()
+    return peer, runner
+
+
+async def _serve_worker(settings: CloudSettings, credentials: Credentials, signer: Signer) -> int:
+    """One ingest worker process: ready on stdout, until SIGTERM or the end of stdin (the supervisor's pipe)."""
+    peer, runner = await _start_peer(settings, credentials, signer)
     print(json.dumps({"ready": True, "worker": settings.ingest_index, "pid": os.getpid()}), flush=True)
     orphan = asyncio.create_task(exit_when_parent_goes())
     orphan.add_done_callback(lambda _: peer.stop())
@@ -194,12 +201,7 @@ def _pki_credentials(pki: Pki, host: str, port: int) -> Credentials:
 async def _serve(settings: CloudSettings, credentials: Credentials, signer: Signer,
                  blocks: list[tuple[Block, Route]], http: HttpSettings | None = None, traffic: Path | None = None,
                  replan_s: float = 2.0, pool: WorkerPool | None = None) -> int:
-    peer = CloudPeer(settings, credentials, signer)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, peer.stop)
-    runner = asyncio.create_task(peer.run())
-    await peer.ready.wait()
+    peer, runner = await _start_peer(settings, credentials, signer)
     supervisor = None
     if pool is not None:
         try:
