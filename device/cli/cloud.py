@@ -139,14 +139,14 @@ def run(args: argparse.Namespace) -> int:
         http = web_cli.http_settings(args, args.pki)
     except (SyncError, ValueError, AccountError) as exc:
         raise CliError(str(exc)) from None
-    if not stations:
-        log.warning("no stations map (stations.json in the PKI directory): every claim will be refused")
     fleet = args.fleet or ctx.config.device.fleet
     if args.worker_index is not None:
         worker = CloudSettings(fleet=fleet, db=args.db, ingest_workers=args.workers, dispatch=False,
                                client_prefix=args.client_prefix, photo_dir=args.photo_dir,
                                ingest_index=args.worker_index)
         return asyncio.run(_serve_worker(worker, credentials, signer))
+    if not stations:
+        log.warning("no stations map (stations.json in the PKI directory): every claim will be refused")
     pool = WorkerPool(worker_argv(_worker_options(args, fleet)), args.workers) if args.workers > 1 else None
     settings = CloudSettings(fleet=fleet, db=args.db, ingest_workers=0 if pool else args.workers,
                              dispatch=not args.no_dispatch, client_prefix=args.client_prefix,

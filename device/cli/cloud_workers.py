@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 60.0  # a worker's start: imports, the database, the broker connection
-RESTART_PAUSE_S = 0.5  # before a dead worker is started again
+RESTART_PAUSE_S = 0.5  # before a dead worker is started again; doubled after each start that failed
+RESTART_PAUSE_MAX_S = 30.0  # a worker that cannot start (database or broker down) is tried this often
 STOP_TIMEOUT_S = 10.0  # SIGTERM, then SIGKILL
 
 
@@ -71,27 +72,33 @@ class WorkerPool:
         except (ValueError, AttributeError):
             ready = False
         if not ready:
-            code = proc.returncode if proc.returncode is not None else "still running"
-            raise WorkerStartError(f"cloud worker {worker.index} did not start ({code}): {line[-500:]!r}")
+            if proc.returncode is None:  # hung in its start: ended here, so the supervisor can try again
+                proc.kill()
+                await proc.wait()
+            raise WorkerStartError(f"cloud worker {worker.index} did not start ({proc.returncode}): "
+                                   f"{line[-500:]!r}")
         log.info("cloud worker %d up (pid %d)", worker.index, proc.pid)
 
     async def supervise(self) -> None:
         await asyncio.gather(*(self._watch(w) for w in self.workers))
 
     async def _watch(self, worker: WorkerProcess) -> None:
+        pause = RESTART_PAUSE_S
         while not self._stopping:
             assert worker.proc is not None
             code = await worker.proc.wait()
             if self._stopping:
                 return
             self.restarts += 1
-            log.warning("cloud worker %d (pid %d) ended with %d: starting it again", worker.index,
-                        worker.proc.pid, code)
-            await asyncio.sleep(RESTART_PAUSE_S)
+            log.warning("cloud worker %d (pid %d) ended with %d: starting it again in %.1f s", worker.index,
+                        worker.proc.pid, code, pause)
+            await asyncio.sleep(pause)
             try:
                 await self._spawn(worker)
+                pause = RESTART_PAUSE_S
             except WorkerStartError as exc:
                 log.error("%s", exc)
+                pause = min(pause * 2, RESTART_PAUSE_MAX_S)
 
     async def stop(self) -> None:
         self._stopping = True
