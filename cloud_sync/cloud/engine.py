@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
@@ -78,7 +78,7 @@ POSTGRES = Dialect("postgresql", blob="BYTEA", for_update=" FOR UPDATE", without
 
 
 class Tx:
-    """One open transaction: `execute` and `executemany` with `?` parameters."""
+    """One open transaction: `execute` with `?` parameters."""
 
     def __init__(self, conn: Any, dialect: Dialect) -> None:
         self._conn = conn
@@ -88,17 +88,13 @@ class Tx:
         cur: Rows = self._conn.execute(self.dialect.sql(query), tuple(args))
         return cur
 
-    def executemany(self, query: str, rows: Sequence[Args]) -> None:
-        if rows:
-            self._conn.cursor().executemany(self.dialect.sql(query), [tuple(r) for r in rows])
-
 
 class Engine(Protocol):
     dialect: Dialect
     target: str  # what it was opened on, for messages (a URL's password is not in it)
 
-    def transaction(self) -> Any:
-        """A context manager yielding a `Tx`: committed on leaving, rolled back on an exception."""
+    def transaction(self) -> AbstractContextManager[Tx]:
+        """Committed on leaving, rolled back on an exception."""
         ...
 
     def read(self, query: str, args: Args = ()) -> list[tuple[Any, ...]]: ...

@@ -91,6 +91,7 @@ class CloudPeer:
 
     async def run(self) -> None:
         s = self.settings
+        ids: tuple[str, ...]
         if s.ingest_index is not None:
             ids = (cloud_client_ids(s.client_prefix, s.ingest_index + 1, dispatch=False)[-1],)
         else:
@@ -109,7 +110,8 @@ class CloudPeer:
     def stop(self) -> None:
         self._stop.set()
 
-    async def _worker(self, client_id: str, session: Callable[[aiomqtt.Client, CloudDb], Awaitable[None]]) -> None:
+    async def _worker(self, client_id: str,
+                      session: Callable[[aiomqtt.Client, CloudDb, bool], Awaitable[None]]) -> None:
         db = await asyncio.to_thread(CloudDb, self.settings.db, self.settings.photo_dir)
         first = True
         try:
@@ -268,7 +270,7 @@ class CloudPeer:
                                                        self.settings.max_open_blocks)
         self.counters[f"claims.{status.value}"] += 1
         result = ClaimResult(request.block_id, request.request_id, device, status)
-        reply = Properties(PacketTypes.PUBLISH)
+        reply = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho ships no annotations here
         correlation = getattr(props, "CorrelationData", None) if props is not None else None
         reply.CorrelationData = correlation if correlation is not None else request.request_id.encode()
         # Answer only on the claimant's own result topic, whatever response topic it named: the cloud may
