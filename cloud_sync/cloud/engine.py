@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS = 30_000  # SQLite: other workers hold the write lock for one batch at most
 POOL_MAX = 4  # PostgreSQL connections per CloudDb: its worker's thread plus the page's and the dispatcher's calls
 POOL_TIMEOUT_S = 30.0  # waiting for a pooled connection
+CONNECT_TIMEOUT_S = 10  # the first connection at start
 MIGRATION_LOCK_KEY = 0x466C6578  # pg_advisory_xact_lock key: workers starting together migrate one at a time
 PG_SCHEMES = ("postgresql://", "postgres://")
 
@@ -179,6 +180,9 @@ class PostgresEngine:
         self._errors: tuple[type[BaseException], ...] = (psycopg.Error, PoolTimeout)
         self.target = _redacted(url)
         try:
+            # One plain connection first: an unreachable server or a refused login ends here with its own
+            # message, not as a pool still retrying when its timeout runs out.
+            psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S).close()
             self.pool = ConnectionPool(url, min_size=1, max_size=POOL_MAX, timeout=POOL_TIMEOUT_S, open=False,
                                        name="flexedge-cloud")
             self.pool.open(wait=True, timeout=POOL_TIMEOUT_S)

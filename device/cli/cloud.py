@@ -94,7 +94,10 @@ def list_photos(args: argparse.Namespace) -> int:
     if isinstance(args.db, Path) and not args.db.exists():
         print(f"flexedge cloud photos: no database at {args.db}", file=sys.stderr)
         return 2
-    db = CloudDb(args.db, args.photo_dir)
+    try:
+        db = CloudDb(args.db, args.photo_dir)
+    except SyncError as exc:
+        raise CliError(str(exc)) from None
     try:
         rows = db.photo_rows()
     finally:
@@ -137,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
             stations = Pki(args.pki).stations()
         blocks = _load_blocks(args.blocks) if args.blocks else []
         http = web_cli.http_settings(args, args.pki)
+        CloudDb(args.db, args.photo_dir).close()  # reachable, migrated: before any worker connects
     except (SyncError, ValueError, AccountError) as exc:
         raise CliError(str(exc)) from None
     fleet = args.fleet or ctx.config.device.fleet
