@@ -111,7 +111,7 @@ def test_drain_survives_broker_killed_every_2s(tls_broker: MosquittoBroker, flee
 
 
 def test_agent_sigkilled_mid_drain_loses_nothing(tls_broker: MosquittoBroker, fleet: FleetPki,
-                                                 tmp_path: Path, cloud_target: CloudTarget) -> None:
+                                                 tmp_path: Path) -> None:
     """`flexedge sync` (a child process) is SIGKILLed 5 times while draining 20,000 events: every event reaches
     the cloud exactly once; resends show up only as transport duplicates the cloud discards."""
     config = device_config(tmp_path, fleet, tls_broker.port, "van-b",
@@ -121,8 +121,8 @@ def test_agent_sigkilled_mid_drain_loses_nothing(tls_broker: MosquittoBroker, fl
         events = mixed_events(20_000)
         for i in range(0, len(events), 1000):
             store.append_many(events[i:i + 1000])
-    cloud = start_cloud(fleet, tls_broker.port, cloud_target)
-    db = cloud_target.open()
+    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db")
+    db = CloudDb(tmp_path / "cloud.db")
     env = {**os.environ, "FLEXEDGE_CONFIG": str(config)}
     command = [sys.executable, "-m", "device.cli", "sync", "--until-empty", "--timeout", "120"]
     try:
@@ -148,7 +148,7 @@ def test_agent_sigkilled_mid_drain_loses_nothing(tls_broker: MosquittoBroker, fl
         db.close()
     with EventStore(store_path(tmp_path / "data")) as store:
         assert store.stats().depth == 0
-    assert_cloud_holds_exactly(cloud_target, "van-b", [e.id for e in events])
+    assert_cloud_holds_exactly(tmp_path / "cloud.db", "van-b", [e.id for e in events])
     assert counters["events_stored"] == 20_000
     assert counters["events_duplicate"] > 0  # batches in flight at each kill were sent again
 

@@ -15,6 +15,7 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import orjson
+import pytest
 
 from cloud_sync.cloud import FlagKind
 from cloud_sync.device_sync import DeviceSync
@@ -141,6 +142,7 @@ def _children(pid: int) -> set[int]:
     return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
 
 
+@pytest.mark.parametrize("cloud_target", ["postgresql"], indirect=True)  # SQLite: the race tests above
 def test_a_sigkilled_worker_process_loses_nothing(tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path,
                                                   cloud_target: CloudTarget) -> None:
     """`flexedge cloud --workers 3`: while a van drains 6,000 events, a worker process is SIGKILLed five times.
