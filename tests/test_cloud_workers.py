@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -17,7 +18,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from cloud_sync.cloud import FlagKind
+from cloud_sync.cloud import CloudDb, FlagKind
+from cloud_sync.cloud.schema import MIGRATIONS
 from cloud_sync.device_sync import DeviceSync
 from cloud_sync.messages import ClaimStatus, EventBatch
 from device.contract.domain import Block, Event, EventType, Package, Route, Stop
@@ -190,3 +192,46 @@ def test_a_sigkilled_worker_process_loses_nothing(tls_broker: MosquittoBroker, f
     assert cloud.returncode == 0, stderr[-2000:]
     assert len(killed) == 5
     assert_cloud_holds_exactly(cloud_target, "van-a", [e.id for e in events])
+
+
+def _opener(target: CloudTarget, barrier: Barrier, out: multiprocessing.Queue) -> None:
+    barrier.wait(30)
+    db = target.open()
+    out.put(db.schema_version)
+    db.close()
+
+
+def test_workers_starting_together_migrate_once(cloud_target: CloudTarget) -> None:
+    """Four processes open a fresh database at the same moment: each migration runs once, the page's indexes
+    are there."""
+    assert _run(_opener, [(cloud_target,)] * WORKERS) == [len(MIGRATIONS)] * WORKERS
+    db = cloud_target.open()
+    try:
+        assert db._read("SELECT version FROM schema_migrations ORDER BY version") == [(m.version,) for m in MIGRATIONS]
+        catalog = ("SELECT name FROM sqlite_master WHERE type = 'index'" if cloud_target.engine == "sqlite"
+                   else "SELECT indexname FROM pg_indexes")
+        assert {"operator_events_by_type", "operator_blocks_by_winner"} <= {name for (name,) in db._read(catalog)}
+    finally:
+        db.close()
+
+
+def test_a_database_from_before_migrations_is_adopted(tmp_path: Path) -> None:
+    """A SQLite file made by an earlier cloud (no schema_migrations, photo chunks without an age) opens as it
+    is: version 1 adopts its tables, later versions apply."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE events (device TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,
+            body TEXT NOT NULL, hash TEXT NOT NULL, batch_id TEXT NOT NULL, received_at REAL NOT NULL,
+            chain TEXT NOT NULL DEFAULT 'pending', PRIMARY KEY (device, seq)) WITHOUT ROWID;
+        INSERT INTO events VALUES ('van-a', 1, 'e1', 'gps.fix', '{}', '', 'b1', 1.0, 'pending');
+        CREATE TABLE photo_chunks (device TEXT NOT NULL, photo_id TEXT NOT NULL, seq INTEGER NOT NULL,
+            total INTEGER NOT NULL, sha256 TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (device, photo_id, seq));
+    """)
+    conn.close()
+    db = CloudDb(path)
+    try:
+        assert db.schema_version == len(MIGRATIONS) and db.event_count("van-a") == 1
+        assert db.expire_photo_chunks(60.0) == 0  # received_at is there
+    finally:
+        db.close()
