@@ -56,6 +56,7 @@ class Dialect:
     # A statement taking a lock on a text key until the transaction ends ('' where every write transaction is
     # serialised anyway, as SQLite's BEGIN IMMEDIATE is)
     key_lock: str
+    migration_lock: str  # taken before migrating ('' where BEGIN IMMEDIATE already serialises)
 
     def sql(self, query: str) -> str:
         """`?` parameters in the driver's style (psycopg: `%s`, with a literal `%` doubled)."""
@@ -73,9 +74,10 @@ class Dialect:
         return f"MAX({a}, {b})" if self.name == "sqlite" else f"GREATEST({a}, {b})"
 
 
-SQLITE = Dialect("sqlite", blob="BLOB", for_update="", without_rowid="WITHOUT ROWID", key_lock="")
+SQLITE = Dialect("sqlite", blob="BLOB", for_update="", without_rowid="WITHOUT ROWID", key_lock="", migration_lock="")
 POSTGRES = Dialect("postgresql", blob="BYTEA", for_update=" FOR UPDATE", without_rowid="",
-                   key_lock="SELECT pg_advisory_xact_lock(hashtextextended(?, 0))")
+                   key_lock="SELECT pg_advisory_xact_lock(hashtextextended(?, 0))",
+                   migration_lock=f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
 
 
 class Tx:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from cloud_sync.cloud.engine import MIGRATION_LOCK_KEY, Dialect, Engine, Tx
+from cloud_sync.cloud.engine import Dialect, Engine, Tx
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,8 @@ MIGRATIONS = (
 def migrate(engine: Engine) -> int:
     """Bring the database to the newest version; returns it."""
     with engine.transaction() as tx:
-        if engine.dialect.name == "postgresql":
-            tx.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+        if engine.dialect.migration_lock:
+            tx.execute(engine.dialect.migration_lock)
         tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, "
                    "applied_at DOUBLE PRECISION NOT NULL)")
         current = _current(tx)
