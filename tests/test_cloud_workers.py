@@ -51,9 +51,9 @@ def _claimer(target: CloudTarget, worker: int, barrier: Barrier, out: multiproce
 
 
 def _ingester(target: CloudTarget, batches: list[bytes], barrier: Barrier, out: multiprocessing.Queue) -> None:
-    db = target.open()
+    barrier.wait(30)
+    db = target.open()  # all at once, on a fresh database: the migrations race too
     try:
-        barrier.wait(30)
         for payload in batches:
             batch = EventBatch.from_payload(payload)
             out.put(db.ingest(batch.device, batch).flagged)
@@ -119,7 +119,8 @@ def _device_batches(tmp_path: Path, device: str, n: int, per_batch: int, tamper_
 
 def test_one_devices_batches_on_many_workers_in_any_order(tmp_path: Path, cloud_target: CloudTarget) -> None:
     """Each device's batches are shuffled over four processes (and some sent twice, as after a lost ack):
-    every event stored once, the whole chain verified, no flag but the one real break."""
+    every event stored once, the whole chain verified, no flag but the one real break. The processes open the
+    fresh database at the same moment: each migration runs once."""
     rng = random.Random(19)
     devices = {"van-a": None, "van-b": None, "van-c": 23}  # van-c: one event altered after hashing
     batches = [b for dev, tamper in devices.items() for b in _device_batches(tmp_path, dev, 60, 5, tamper)]
@@ -136,6 +137,10 @@ def test_one_devices_batches_on_many_workers_in_any_order(tmp_path: Path, cloud_
         assert [(f["device"], f["seq"], f["kind"]) for f in db.flags()] == [("van-c", 25, FlagKind.CHAIN_BREAK.value)]
         assert sum(flagged) == 1  # type: ignore[arg-type]
         assert {d["device"]: d["verified_seq"] for d in db.device_view()} == {d: 60 for d in devices}
+        assert db._read("SELECT version FROM schema_migrations ORDER BY version") == [(m.version,) for m in MIGRATIONS]
+        catalog = ("SELECT name FROM sqlite_master WHERE type = 'index'" if cloud_target.engine == "sqlite"
+                   else "SELECT indexname FROM pg_indexes")
+        assert {"operator_events_by_type", "operator_blocks_by_winner"} <= {name for (name,) in db._read(catalog)}
     finally:
         db.close()
 
@@ -192,27 +197,6 @@ def test_a_sigkilled_worker_process_loses_nothing(tls_broker: MosquittoBroker, f
     assert cloud.returncode == 0, stderr[-2000:]
     assert len(killed) == 5
     assert_cloud_holds_exactly(cloud_target, "van-a", [e.id for e in events])
-
-
-def _opener(target: CloudTarget, barrier: Barrier, out: multiprocessing.Queue) -> None:
-    barrier.wait(30)
-    db = target.open()
-    out.put(db.schema_version)
-    db.close()
-
-
-def test_workers_starting_together_migrate_once(cloud_target: CloudTarget) -> None:
-    """Four processes open a fresh database at the same moment: each migration runs once, the page's indexes
-    are there."""
-    assert _run(_opener, [(cloud_target,)] * WORKERS) == [len(MIGRATIONS)] * WORKERS
-    db = cloud_target.open()
-    try:
-        assert db._read("SELECT version FROM schema_migrations ORDER BY version") == [(m.version,) for m in MIGRATIONS]
-        catalog = ("SELECT name FROM sqlite_master WHERE type = 'index'" if cloud_target.engine == "sqlite"
-                   else "SELECT indexname FROM pg_indexes")
-        assert {"operator_events_by_type", "operator_blocks_by_winner"} <= {name for (name,) in db._read(catalog)}
-    finally:
-        db.close()
 
 
 def test_a_database_from_before_migrations_is_adopted(tmp_path: Path) -> None:

@@ -108,7 +108,8 @@ class PostgresServer:
         if self.dir is None:
             return
         if self.running:
-            self._run([pg_program("pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop"])
+            # immediate: the data directory is deleted next, nothing needs a clean shutdown
+            self._run([pg_program("pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop"])
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir = None
 
