@@ -29,8 +29,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# The Debian mosquitto and gpsd packages start system services. They are left alone: this machine may need
-# them, and the tests and the demo run their own instances on free ports.
+# The Debian mosquitto, gpsd and postgresql packages start system services. They are left alone: this machine
+# may need them, and the tests and the demo run their own instances on free ports.
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x "$VENV/bin/python" ]; then
