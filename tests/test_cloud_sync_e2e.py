@@ -353,10 +353,11 @@ def test_priority_lane_and_live_position_after_outage(tls_broker: MosquittoBroke
     assert order[2] == ("gps.fix", list(range(1, 101)))
 
 
-def test_route_revisions_replace_older_versions(tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path) -> None:
+def test_route_revisions_replace_older_versions(tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path,
+                                                cloud_target: CloudTarget) -> None:
     """A won block's route arrives (v1); a revision (v2) replaces it; a genuine but older v1 sent again is
     ignored and the stored route stays v2. Presence is online while connected."""
-    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db", workers=1)
+    cloud = start_cloud(fleet, tls_broker.port, cloud_target, workers=1)
     store = EventStore(tmp_path / "van-a.db")
     me = TOPICS.device("van-a")
 
@@ -376,7 +377,7 @@ def test_route_revisions_replace_older_versions(tls_broker: MosquittoBroker, fle
             with RawClient(fleet.broker_settings("cloud", tls_broker.port), "cloud-old-route") as raw:
                 await asyncio.to_thread(raw.publish, me.route, old)
             await wait_for(lambda: sync.counters.routes_ignored >= 1, 10, "the old version ignored")
-            db = CloudDb(tmp_path / "cloud.db")
+            db = cloud_target.open()
             await wait_for(lambda: _presence(db, "van-a") == "online", 10, "online presence")
             db.close()
         finally:
