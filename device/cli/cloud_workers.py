@@ -36,6 +36,7 @@ class WorkerProcess:
     proc: asyncio.subprocess.Process | None = None
     starts: int = 0
     pids: list[int] = field(default_factory=list)  # every process this slot has had, oldest first
+    drain: asyncio.Task[None] | None = None  # reads its stdout after the ready line
 
 
 class WorkerPool:
@@ -78,6 +79,7 @@ class WorkerPool:
             raise WorkerStartError(f"cloud worker {worker.index} did not start ({proc.returncode}): "
                                    f"{line[-500:]!r}")
         log.info("cloud worker %d up (pid %d)", worker.index, proc.pid)
+        worker.drain = asyncio.create_task(_discard(proc.stdout))  # a full pipe would block the worker
 
     async def supervise(self) -> None:
         await asyncio.gather(*(self._watch(w) for w in self.workers))
@@ -113,6 +115,12 @@ class WorkerPool:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
+
+
+async def _discard(stream: asyncio.StreamReader) -> None:
+    """Read a worker's stdout past its ready line to the end (it prints nothing more; logs go to stderr)."""
+    while await stream.read(65536):
+        pass
 
 
 def worker_argv(options: list[str]) -> list[str]:
