@@ -12,7 +12,7 @@ from cloud_sync.cloud.web.accounts import Accounts
 from cloud_sync.cloud.web.api import OperatorApp, Reoffer, build_app
 from cloud_sync.cloud.web.cache import MAX_ENTRIES, VersionedCache
 from cloud_sync.cloud.web.live import LiveFeed
-from cloud_sync.cloud.web.readonly import ReadOnlyDb, ensure_indexes
+from cloud_sync.cloud.web.readonly import ReadOnlyDb
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,6 @@ class OperatorServer:
 
     async def start(self) -> None:
         s = self.settings
-        ensure_indexes(s.db_path)
         db = ReadOnlyDb(s.db_path)
         cache = VersionedCache(s.cache_entries)
         self.app = OperatorApp(db, Accounts(s.accounts_path), LiveFeed(db, s.live_interval_s, cache), self._reoffer,
