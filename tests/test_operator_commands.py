@@ -43,7 +43,9 @@ def cloud_db(tmp_path: Path) -> Path:
 def run(cloud_db: Path, fleet: FleetPki, port: int, scenario: Scenario, browsers: int = 1,
         dispatch: bool = True) -> tuple[CommandDesk, OperatorCounters]:
     """The page with a CloudPeer's `send_command` (none without dispatch), as `flexedge cloud --http` wires it;
-    `browsers` logged-out clients. Returns the page's command desk and its guard's counters."""
+    `browsers` logged-out clients. Returns the page's command desk and its guard's counters. The peer's
+    dispatcher kept its one connection throughout: the page opened none with the cloud's identity (the broker
+    would have cut the dispatcher's, and it would have reconnected)."""
     settings = CloudSettings(FLEET, cloud_db, backoff=FAST_BACKOFF, stations=fleet.stations)
     kept: list[Any] = []
 
@@ -64,6 +66,7 @@ def run(cloud_db: Path, fleet: FleetPki, port: int, scenario: Scenario, browsers
                 for s in sessions:
                     await s.close()
                 await server.stop()
+            assert peer.counters["dispatch_sessions"] == 1
         finally:
             peer.stop()
             await running
