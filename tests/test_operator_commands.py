@@ -234,3 +234,29 @@ def test_an_ingest_only_cloud_sends_nothing(cloud_db: Path, fleet: FleetPki, tls
         assert r.status == 409 and "does not dispatch" in (await r.json())["error"]
     desk, _ = run(cloud_db, fleet, tls_broker.port, scenario, dispatch=False)
     assert desk.counters["refused.not_dispatching"] == 1
+
+
+def test_a_hostile_vans_results_are_shown_not_fatal(cloud_db: Path, fleet: FleetPki,
+                                                    tls_broker: MosquittoBroker) -> None:
+    """command.result events of the wrong shape (what a broken or hostile van may send) list as they are."""
+    db = CloudDb(cloud_db)
+    try:
+        ingest(db, cloud_db.parent, "van-a", [
+            Event(EventType.COMMAND_RESULT, {"id": 5, "status": ["ok"], "data": "not an object"}),
+            Event(EventType.COMMAND_RESULT, {"id": "x", "name": "upload_logs", "status": "ok",
+                                             "data": {"blob_id": "blob-../../etc/passwd", "size": "big"}}),
+            Event(EventType.COMMAND_RESULT, {}),
+        ])
+    finally:
+        db.close()
+
+    async def scenario(b: Browser) -> None:
+        await b.login("olga")
+        r = await b.get("api/vans/van-a/commands")
+        assert r.status == 200, await r.text()
+        items = (await r.json())["commands"]
+        assert len(items) == 3 and {i["operator"] for i in items} == {None}
+        assert [i["blob"] for i in items] == [None, None, None]  # no path a page would fetch
+        async with (await b.get("api/vans/van-a/commands/events")) as stream:
+            assert len((await next_view(stream, lambda d: True))["commands"]) == 3
+    run(cloud_db, fleet, tls_broker.port, scenario)

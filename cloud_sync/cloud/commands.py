@@ -96,13 +96,15 @@ RESULTS_SQL = ("SELECT seq, body FROM events WHERE device = ? AND type = 'comman
 
 
 def result_of(device: str, seq: int, body: str | bytes) -> CommandResult:
-    """A stored `command.result` event (its row's seq and body) as a CommandResult."""
+    """A stored `command.result` event (its row's seq and body) as a CommandResult. The event is what a van
+    sent: a field of the wrong shape reads as missing, never as an error."""
     event = json.loads(body)
-    data = event.get("data") or {}
+    data = event.get("data") if isinstance(event, dict) else None
+    data = data if isinstance(data, dict) else {}
     inner = data.get("data")
     return CommandResult(device, int(seq), str(data.get("id")), str(data.get("name")), str(data.get("status")),
                          str(data.get("detail", "")), dict(inner) if isinstance(inner, dict) else {},
-                         str(event.get("ts")))
+                         str(event.get("ts") if isinstance(event, dict) else None))
 
 
 def stored_result(db_path: Path, device: str, command_id: str) -> CommandResult | None:

@@ -35,7 +35,7 @@ from cloud_sync.cloud.commands import DEFAULT_TTL_S, RESULTS_SQL, command_args, 
 from cloud_sync.cloud.db import is_blob
 from cloud_sync.cloud.web import photos, queries
 from cloud_sync.cloud.web.accounts import Operator, Role
-from cloud_sync.cloud.web.api import HEADERS, _error, _id, _json, _session, _station
+from cloud_sync.cloud.web.api import HEADERS, ID, _error, _id, _json, _session, _station
 from cloud_sync.cloud.web.live import LiveViews, stream
 from cloud_sync.cloud.web.readonly import ReadOnlyDb
 from cloud_sync.messages import Command
@@ -201,7 +201,7 @@ def _answer(result: Any, record: Mapping[str, Any] | None, checks: Mapping[str, 
                 "blob": None}
     blob_id = result.data.get("blob_id")
     blob = None
-    if isinstance(blob_id, str) and is_blob(blob_id):
+    if isinstance(blob_id, str) and is_blob(blob_id) and ID.match(blob_id):
         blob = {"id": blob_id, "check": checks.get(blob_id), "size": result.data.get("size")}
     return {"status": result.status, "detail": result.detail, "data": result.data, "answered_at": result.ts,
             "blob": blob}
@@ -245,8 +245,12 @@ class CommandDesk:
         record = {"id": command.id, "device": device, "name": name, "args": args, "operator": operator.name,
                   "role": operator.role.value, "sent_at": _iso(time.time()),
                   "expires_at": _iso(command.expires_at.timestamp())}
-        await asyncio.to_thread(self.audit.append, record)
         self.counters["sent"] += 1
+        try:
+            await asyncio.to_thread(self.audit.append, record)
+        except OSError as exc:  # sent all the same: the log line below is its audit then
+            self.counters["audit_failed"] += 1
+            log.error("command audit %s not written: %s", self.audit.path, exc)
         log.info("operator %s (%s) sent %s %s to %s: %s", operator.name, operator.role.value, name, command.id,
                  device, json.dumps(args, sort_keys=True)[:300])
         return record
