@@ -79,8 +79,6 @@ class LiveFeed(LiveViews[str | None]):
 
     def __init__(self, db: ReadOnlyDb, interval_s: float, cache: VersionedCache) -> None:
         super().__init__(lambda station: queries.fleet(db, station, time.time(), cache), interval_s)
-        self.db = db
-        self.cache = cache
 
 
 async def stream(request: web.Request, views: LiveViews[K], key: K, event: str,
