@@ -25,7 +25,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud_sync.cloud.commands import new_command, signed_payload
+from cloud_sync.cloud.commands import new_command, publish
 from cloud_sync.cloud.db import CloudDb, CloudDbError, PhotoLimits, PhotoStatus, StoredPhoto
 from cloud_sync.connection import Backoff, BrokerSettings, make_client, release
 from cloud_sync.errors import MessageRejected, RejectReason
@@ -316,9 +316,10 @@ class CloudPeer:
 
     async def send_command(self, device: str, name: str, args: dict[str, Any] | None = None,
                            ttl_s: float = 300.0) -> Command:
+        """Signed and published through the dispatcher's own connection (one connection per identity)."""
         client, _ = self._dispatcher()
         command = new_command(device, name, args or {}, ttl_s)
-        await client.publish(self.fleet.device(device).cmd, signed_payload(self.signer, command), qos=1)
+        await publish(client, self.settings.fleet, self.signer, command)
         return command
 
 

@@ -29,11 +29,17 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import aiomqtt
 
-from cloud_sync.cloud.commands import DEFAULT_TTL_S, CommandResult, new_command, publish_command, wait_result
+from cloud_sync.cloud.commands import (
+    DEFAULT_TTL_S,
+    CommandResult,
+    command_args,
+    new_command,
+    publish_command,
+    wait_result,
+)
 from cloud_sync.cloud.db import CloudDb
 from cloud_sync.cloud.engine import is_postgres
 from cloud_sync.cloud.peer import CloudPeer, CloudSettings, Credentials
@@ -136,36 +142,21 @@ def list_photos(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_args(pairs: list[str], json_args: str | None) -> dict[str, Any]:
-    """`--json-args` then KEY=VALUE pairs (a value that parses as JSON is that value, else the text)."""
-    try:
-        args = json.loads(json_args) if json_args else {}
-    except ValueError as exc:
-        raise CliError(f"--json-args: not JSON: {exc}") from None
-    if not isinstance(args, dict):
-        raise CliError("--json-args: expected a JSON object")
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            raise CliError(f"argument {pair!r}: expected KEY=VALUE")
-        try:
-            args[key] = json.loads(text)
-        except ValueError:
-            args[key] = text
-    return args
-
-
 def send_command(args: argparse.Namespace) -> int:
     """Exit 0: the van answered ok; 1: it answered failed or rejected, or no answer within --timeout."""
     fleet = args.fleet or load_context(args).config.device.fleet
     host, _, port = args.broker.rpartition(":")
     try:
+        pairs = command_args(args.pairs, args.json_args)
+    except ValueError as exc:
+        raise CliError(f"arguments: {exc}") from None
+    try:
         pki = Pki(args.pki)
         signer = Signer.from_pem_file(pki.signing_key)
         credentials = _pki_credentials(pki, host or "127.0.0.1", int(port))
-        command = new_command(args.device, args.name, command_args(args.pairs, args.json_args), args.ttl)
     except (SyncError, ValueError) as exc:
         raise CliError(str(exc)) from None
+    command = new_command(args.device, args.name, pairs, args.ttl)
 
     async def send_and_wait() -> CommandResult | None:
         await publish_command(credentials(args.client_id), args.client_id, fleet, signer, command)
@@ -301,7 +292,7 @@ async def _serve(settings: CloudSettings, credentials: Credentials, signer: Sign
     page = None
     if http is not None:
         act = web_actions.reoffer(Path(settings.db), peer.add_blocks) if settings.dispatch else None
-        page = OperatorServer(http, act)
+        page = OperatorServer(http, act, peer.send_command if settings.dispatch else None)
         try:
             await page.start()
         except OperatorServerError as exc:
