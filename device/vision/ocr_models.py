@@ -14,11 +14,13 @@ converted to TFLite by tools/convert_ppocr.py (see models/NOTICE and models/hous
 from __future__ import annotations
 
 DET_FILE = "text_det.tflite"
+DET_FINE_FILE = "text_det_fine.tflite"  # the same detector at a larger input: the check's second look, when present
 REC_FILE = "text_rec.tflite"
 REC_HEAD_FILE = "text_rec_head.npz"  # the classifier, REC_FEATURES x len(REC_CHARSET), applied in numpy
 REC_FEATURES = 120
 
 DET_W, DET_H = 960, 544  # 16:9 (and 4:3) photos letterbox into this with little padding; multiples of 32
+DET_FINE_W, DET_FINE_H = 1600, 896  # the second look's detector: small and lone numerals it still finds
 REC_H, REC_W = 48, 256
 REC_STEPS = REC_W // 8
 
