@@ -269,6 +269,7 @@ class HouseNumberChecker:
         readings = [self.read_box(frame, box, want) for box in boxes]
         verdict, read, confidence, order = self._decide(want, readings)
         if verdict is Verdict.UNREADABLE and self.fine is not None:  # nothing sure: look again, finer
+            self.text.det.release()  # type: ignore[attr-defined]  # its buffers and the fine one's: the peak
             more = [b for b in self.candidates(loaded.rgb, self.fine) if not any(_same_text(b, a) for a in boxes)]
             if more:
                 boxes += more
