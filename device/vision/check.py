@@ -4,11 +4,13 @@ Scene text models trained on real photographs (PP-OCRv4 detection and recognitio
 the text; this module turns readings into a verdict. Text boxes on one line are joined (a number in separate tiles
 or stickers), each candidate is read as located and, when that reading is or is part of the expected number, again
 through wider boxes (a suffix or a thin first digit the box cut off, the other glyphs of a widely spaced sticker
-number the detector missed); a doubtful reading of the expected number gets two more looks and counts as sure as its
-second-surest look. The house number in a reading is the run of digits with an optional letter right after it.
-"match" needs the expected number read with every character confident, and no longer number around it in the wider
-look; anything doubtful is "unreadable", because a wrong "match" lets a wrong-address delivery through while
-"unreadable" asks the driver to look again.
+number the detector missed: the "9" found of a "79" is read as 79, never a match for 9); a doubtful reading of the
+expected number gets two more looks and counts as sure as its second-surest look. The house number in a reading is
+the run of digits with an optional letter right after it. "match" needs the expected number read with every
+character confident, and no longer number around it in the wider look; anything doubtful is "unreadable", because a
+wrong "match" lets a wrong-address delivery through while "unreadable" asks the driver to look again. A photo the
+first pass finds nothing sure in gets a finer look: the same detector at a larger input (small and lone numerals),
+its new lines read the same way.
 """
 from __future__ import annotations
 
@@ -218,9 +220,9 @@ class HouseNumberChecker:
     def read_box(self, frame: Frame, box: Box, want: str) -> Reading:
         """The number in a box. When it is, contains or is part of the expected number, a second look through
         a wider box settles what the box may have cut off: "310A" is never taken for "310", and "310" read
-        in a box that cut the A off becomes "310A" when the wider look reads that. A reading that is one end
-        of the expected number ("5" of "54") looks wider still, step by step: the detector often finds only
-        one glyph of a widely spaced sticker number."""
+        in a box that cut the A off becomes "310A" when the wider look reads that. A reading that is the expected
+        number or one end of it ("5" of "54") looks wider still, step by step: the detector often finds only
+        one glyph of a widely spaced sticker number, so "9" may be all it found of "79"."""
         rgb = frame.rgb
         first = self.read(frame, box)
         if not first.text or not (first.text in want or want in first.text):
