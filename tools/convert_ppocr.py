@@ -6,7 +6,8 @@ fetched with `pip download --no-deps` (or given with --wheel). Steps:
 1. recognition: cut before the classifier (the TFLite file outputs per-column features) and keep the
    classifier columns of device.vision.ocr_models.REC_CHARSET only (blank, digits, Latin letters, a few
    signs, out of 6625) as a small numpy head (REC_HEAD_FILE); input fixed to 1x3xREC_HxREC_W;
-2. detection: input fixed to 1x3xDET_HxDET_W;
+2. detection: input fixed to 1x3xDET_HxDET_W, and a second file of the same weights at DET_FINE_H x DET_FINE_W
+   (the check's finer look; `--fine-size none` leaves it out);
 3. onnx-simplifier with the fixed shapes (folds the Shape/Slice/Concat arithmetic before every Reshape into
    constants: without it onnx2tf flattens the SVTR block's tokens on the wrong axes);
 4. onnx2tf to TFLite (NHWC input), float16 weights (half the bytes, float32 arithmetic on CPU);

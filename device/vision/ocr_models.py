@@ -4,7 +4,8 @@ Both are PaddleOCR PP-OCRv4 mobile models (Apache-2.0, from the `rapidocr-onnxru
 converted to TFLite by tools/convert_ppocr.py (see models/NOTICE and models/housenumber.json):
 
 - `text_det` (DB text detection): BGR letterboxed to DET_W x DET_H, (x/255 - 0.5)/0.5, NHWC; output a
-  per-pixel text probability map of the same size.
+  per-pixel text probability map of the same size. `text_det_fine`: the same network at DET_FINE_W x DET_FINE_H
+  (the check reads the input size from the file).
 - `text_rec` (SVTR-LCNet recognition, CTC): one text line, BGR, height REC_H, width REC_W (aspect kept,
   padded right with 0 = mid grey after normalisation), (x/255 - 0.5)/0.5, NHWC; output REC_STEPS feature
   rows; the head (REC_HEAD_FILE, numpy) turns them into softmax rows over REC_CHARSET (index 0 is the CTC
