@@ -263,6 +263,8 @@ class ConsoleSection:
                                         range=(1, 100))
     max_tokens: int = setting(4, "paired browsers kept; the oldest is dropped beyond this", range=(1, 100))
     max_connections: int = setting(64, "connections open at once; more are closed", range=(1, 1024))
+    header_timeout_s: float = setting(10.0, "a connection that has not sent a whole request header this long after "
+                                      "it opened (or after its last answer) is closed", range=(1, 600))
     show_code_on_loopback: bool = setting(True, "the cab screen (a loopback client) may show the current code")
     state_interval_s: float = setting(2.0, "the live stream sends the state at least this often", range=(0.1, 60))
 
