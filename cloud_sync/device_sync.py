@@ -77,7 +77,7 @@ class DeviceSync:
         return self.downlink.inbox
 
     async def start(self) -> None:
-        will = aiomqtt.Will(self.topics.status, self.uplink.offline_status().to_payload(), qos=1, retain=True)
+        will = self.uplink.will()
         self._link_up = True
         self._task = asyncio.create_task(self._supervise(will), name=f"device-sync:{self.settings.device_id}")
 

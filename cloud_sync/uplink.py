@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import aiomqtt
 import orjson
 
+from cloud_sync.connection import make_will
 from cloud_sync.messages import BatchAck, Compression, DeviceStatus, EventBatch, Presence
 from cloud_sync.photos import PhotoGone, PhotoUploads
 from cloud_sync.sync_settings import SyncCounters, SyncSettings
@@ -76,13 +77,21 @@ class Uplink:
     # --- status ------------------------------------------------------------------------------------
 
     def offline_status(self) -> DeviceStatus:
-        return DeviceStatus(Presence.OFFLINE, self.settings.device_id, self.settings.version)
+        """The Last Will: the broker publishes it (retained) when this device vanishes, long after it was made, so
+        it carries no time and no figures; the cloud keeps the last ones it had."""
+        return DeviceStatus(Presence.OFFLINE, self.settings.device_id, self.settings.version, ts="")
+
+    def will(self) -> aiomqtt.Will:
+        """Retained, published `will_delay_s` after the connection is lost unless the device is back by then: a
+        short network change does not show the van offline."""
+        return make_will(self.topics.status, self.offline_status().to_payload(), self.settings.will_delay_s)
 
     async def publish_status(self, client: aiomqtt.Client, state: Presence, live: StoredEvent | None) -> None:
         stats = await asyncio.to_thread(self.store.stats)
         position = orjson.loads(live.body).get("fix") if live is not None else None
         status = DeviceStatus(state, self.settings.device_id, self.settings.version, stats.depth,
-                              stats.last_acked_seq, position, storage=self.store.disk_condition.value)
+                              stats.last_acked_seq, position, storage=self.store.disk_condition.value,
+                              oldest_pending_s=stats.oldest_pending_age_s)
         await client.publish(self.topics.status, status.to_payload(), qos=1, retain=True)
 
     def report_status(self) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +17,8 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+import orjson
 
 from cloud_sync.cloud import CloudDb, CloudSettings
 from cloud_sync.device_sync import DeviceSync
@@ -556,3 +559,87 @@ def test_the_agent_claims_with_the_request_id_it_recorded(tls_broker: MosquittoB
         granted = [e["data"]["request_id"] for e in store.events() if e["type"] == "block.claimed"]
         store.close()
     assert [s["request_id"] for s in sent] == recorded == granted and len(recorded) == 1
+
+
+# --- presence: the Last Will ---------------------------------------------------------------------------------
+
+
+def _states(raw: RawClient, since: int) -> list[str]:
+    return [orjson.loads(payload)["state"] for _, payload in raw.messages[since:] if payload]
+
+
+def test_a_connection_cut_repaired_within_the_will_delay_shows_no_offline(tls_broker: MosquittoBroker,
+                                                                         fleet: FleetPki, tmp_path: Path) -> None:
+    """The van's Last Will carries an MQTT 5 Will Delay: a dropped TCP connection (no DISCONNECT, as when the
+    cell network changes) that the van repairs at once never reaches the operator as 'offline'."""
+    will_delay_s = 2
+    with RawClient(fleet.broker_settings("cloud", tls_broker.port), "cloud-presence") as raw, \
+            EventStore(tmp_path / "van-a.db") as store:
+        raw.subscribe(TOPICS.device("van-a").status)
+
+        async def scenario() -> None:
+            sync = DeviceSync(store, sync_settings("van-a", will_delay_s=will_delay_s),
+                              fleet.broker_settings("van-a", tls_broker.port), fleet.verifier)
+            await sync.start()
+            try:
+                await wait_for(lambda: sync.counters.connects == 1 and "online" in _states(raw, 0), 30, "online")
+                mark = len(raw.messages)
+                sock = sync.link.client._client.socket()  # noqa: SLF001 - cut the TCP connection under paho
+                sock.shutdown(socket.SHUT_RDWR)
+                await wait_for(lambda: sync.counters.connects == 2 and "online" in _states(raw, mark), 30,
+                               "back online")
+                await asyncio.sleep(will_delay_s + 1.0)  # past the delay: a will would have been published
+                assert _states(raw, mark) == ["online"]
+            finally:
+                await sync.stop()
+            await wait_for(lambda: _states(raw, mark)[-1:] == ["stopped"], 10, "the clean stop")
+        asyncio.run(scenario())
+
+
+def test_a_sigkilled_van_turns_offline_after_the_will_delay_and_keeps_its_figures(
+        tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path) -> None:
+    """`flexedge sync` with telemetry waiting (below track_min_batch) is SIGKILLed: the broker publishes its
+    retained Last Will after the will delay (not before), and the cloud turns it offline keeping the outbox depth,
+    the oldest pending event and the time the van last spoke."""
+    will_delay_s = 2
+    config = device_config(tmp_path, fleet, tls_broker.port, "van-b",
+                           f"status_interval_s = 5\nwill_delay_s = {will_delay_s}\ntrack_linger_s = 600\n"
+                           '[logging]\nlevel = "WARNING"')
+    (tmp_path / "data").mkdir()
+    with EventStore(store_path(tmp_path / "data")) as store:
+        store.append_many([Event(EventType.GPS_FIX, {"n": i}) for i in range(3)])  # telemetry: it lingers
+    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db", workers=1)
+    db = CloudDb(tmp_path / "cloud.db")
+    child = subprocess.Popen([sys.executable, "-m", "device.cli", "sync"], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env={**os.environ, "FLEXEDGE_CONFIG": str(config)})
+    try:
+        with RawClient(fleet.broker_settings("cloud", tls_broker.port), "cloud-presence") as raw:
+            raw.subscribe(TOPICS.device("van-b").status)
+            wait_until(lambda: (db.device_status("van-b") or {}).get("state") == "online"
+                       and (db.device_status("van-b") or {}).get("oldest_pending_s") is not None, 30,
+                       "the van online with its backlog")
+            mark = len(raw.messages)
+            killed_at = time.monotonic()
+            child.send_signal(signal.SIGKILL)
+            child.communicate(timeout=10)
+            wait_until(lambda: "offline" in _states(raw, mark), 30, "the Last Will")
+            offline_after_s = time.monotonic() - killed_at
+            wait_until(lambda: (db.device_status("van-b") or {}).get("state") == "offline", 10, "the cloud's record")
+            record = db.device_status("van-b")
+            last = [doc for doc in (orjson.loads(p) for _, p in raw.messages if p) if doc["state"] == "online"][-1]
+        with RawClient(fleet.broker_settings("cloud", tls_broker.port), "cloud-presence") as late:
+            late.subscribe(TOPICS.device("van-b").status)  # retained: a cloud that starts now learns it too
+            wait_until(lambda: _states(late, 0) == ["offline"], 10, "the retained will")
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate(timeout=10)
+        cloud.stop()
+        db.close()
+    assert child.returncode == -signal.SIGKILL
+    assert offline_after_s >= will_delay_s - 0.2  # the broker waited out the will delay
+    assert record is not None and record["state"] == "offline" and record["offline_at"] >= record["received_at"]
+    # What the van said last, before it vanished, stays: its backlog of three lingering breadcrumbs, their age.
+    assert (last["outbox_depth"], last["oldest_pending_s"] > 0) == (3, True)
+    assert {k: record[k] for k in ("ts", "outbox_depth", "last_ack_seq", "oldest_pending_s")} == {
+        k: last[k] for k in ("ts", "outbox_depth", "last_ack_seq", "oldest_pending_s")}

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -15,13 +16,15 @@ import aiohttp
 import pytest
 
 from cloud_sync.cloud import CloudDb
+from cloud_sync.cloud.presence import status_record
 from cloud_sync.cloud.web import queries
 from cloud_sync.cloud.web.accounts import MAX_FAILURES, AccountError, Accounts, Role
 from cloud_sync.cloud.web.readonly import ReadOnlyDb
 from cloud_sync.cloud.web.server import HttpSettings, OperatorServer
+from cloud_sync.messages import DeviceStatus, Presence
 from device.contract.domain import Block, Route
 from tests.helpers.fleet import OTHER_STATION, STATION
-from tests.helpers.operator import DAY_TEXT, PHOTO, known_day
+from tests.helpers.operator import DAY_TEXT, PENDING_RECEIVED_AGO_S, PENDING_S, PHOTO, known_day
 
 PASSWORD = "correct horse battery"
 
@@ -148,6 +151,9 @@ def test_the_fleet_view(cloud_db: Path) -> None:
         assert (vans["van-a"]["outbox_depth"], vans["van-a"]["last_ack_seq"]) == (3, 12)
         assert (vans["van-a"]["block"], vans["van-a"]["stops_done"], vans["van-a"]["stops"]) == ("B-A", 3, 3)
         assert vans["van-a"]["position"] == {"lat": 47.611, "lon": -122.339}
+        # The oldest pending event's age in the status, aged by the cloud's clock since it received the status.
+        assert PENDING_S + PENDING_RECEIVED_AGO_S <= vans["van-a"]["oldest_pending_s"] < PENDING_S + 3600
+        assert vans["van-b"]["oldest_pending_s"] is None
         blocks = {bl["id"]: bl for bl in doc["blocks"]}
         assert blocks["B-A"]["state"] == "late" and blocks["B-B"]["state"] == "done"
         van = await (await b.get("api/vans/van-a")).json()
@@ -214,6 +220,34 @@ def test_the_live_stream_sends_the_fleet_and_its_changes(cloud_db: Path) -> None
             db.close()
             second = await _next_fleet(stream)
             assert [v["link"] for v in second["vans"]] == ["offline"]
+    run(cloud_db, scenario)
+
+
+def test_a_last_will_keeps_the_last_figures_and_the_backlog_ages(cloud_db: Path) -> None:
+    """The Last Will (offline, made at connect time: no ts, no figures) turns the van offline but keeps what the
+    van last said: outbox depth, oldest pending event (still ageing), position, when it last spoke. The same will
+    replayed to a restarted cloud changes nothing."""
+    db = CloudDb(cloud_db)
+    try:
+        online = db.device_status("van-a")
+        assert online is not None
+        will = DeviceStatus(Presence.OFFLINE, "van-a", "1.0", ts="")
+        db.record_status("van-a", status_record(will, online, time.time()))
+        offline = db.device_status("van-a")
+        assert offline is not None
+        assert status_record(will, offline, time.time() + 60) == offline  # a replay: nothing new
+    finally:
+        db.close()
+    assert offline["state"] == "offline" and offline["offline_at"] >= online["received_at"]
+    assert {k: offline[k] for k in online if k != "state"} == {k: v for k, v in online.items() if k != "state"}
+
+    async def scenario(b: Browser) -> None:
+        await b.login("olga")
+        vans = {v["device"]: v for v in (await (await b.get("api/fleet")).json())["vans"]}
+        van = vans["van-a"]
+        assert (van["link"], van["outbox_depth"], van["status_ts"]) == ("offline", 3, online["ts"])
+        assert van["position"] == {"lat": 47.611, "lon": -122.339}
+        assert van["oldest_pending_s"] >= PENDING_S + PENDING_RECEIVED_AGO_S
     run(cloud_db, scenario)
 
 

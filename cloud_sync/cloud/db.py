@@ -404,6 +404,11 @@ class CloudDb:
         with self.lock:
             return self.conn.execute(sql, args).fetchall()
 
+    def device_status(self, device: str) -> dict[str, Any] | None:
+        """The status record of one device as last stored (None: none yet)."""
+        rows = self._read("SELECT status FROM devices WHERE device = ?", (device,))
+        return json.loads(rows[0][0]) if rows and rows[0][0] else None
+
     def event_count(self, device: str | None = None) -> int:
         if device is None:
             return self._read("SELECT COUNT(*) FROM events")[0][0]

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import Any
 
+from cloud_sync.cloud.presence import pending_age_s
 from cloud_sync.cloud.web import photos
 from cloud_sync.cloud.web.cache import VersionedCache, versions
 from cloud_sync.cloud.web.readonly import ReadOnlyDb
@@ -118,6 +119,7 @@ def fleet(db: ReadOnlyDb, station: str | None, now: float, cache: VersionedCache
             "device": device, "link": link_state(status, now), "status_ts": status.get("ts"),
             "last_batch_at": last_batch, "verified_seq": verified,
             "outbox_depth": status.get("outbox_depth"), "last_ack_seq": status.get("last_ack_seq"),
+            "oldest_pending_s": pending_age_s(status, now), "offline_at": status.get("offline_at"),
             "storage": status.get("storage"), "position": position,
             "block": mine["id"] if mine else None, "station": mine["station"] if mine else None,
             "stops": mine["stops"] if mine else 0, "stops_done": mine["done"] if mine else 0,

@@ -12,6 +12,7 @@ let shown = { van: "", proof: "" }; // the JSON on screen: a refresh that change
 let stream = null;
 let analyticsAt = 0; // when the figures were last fetched: live updates refetch them at most every few seconds
 const ANALYTICS_EVERY_MS = 3000;
+const PENDING_WARN_S = 600; // an event waiting longer than this for the cloud is shown in red
 
 function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
@@ -42,6 +43,12 @@ function ago(when) { // an ISO time or epoch seconds
   if (!when) return "never";
   const s = Math.max(0, (Date.now() - (typeof when === "number" ? when * 1000 : Date.parse(when))) / 1000);
   return s < 90 ? Math.round(s) + " s ago" : s < 5400 ? Math.round(s / 60) + " min ago" : Math.round(s / 3600) + " h ago";
+}
+
+function duration(s) { // seconds -> "42 s", "7 min", "3 h", "2 d"
+  if (s === null || s === undefined) return "–";
+  return s < 90 ? Math.round(s) + " s" : s < 5400 ? Math.round(s / 60) + " min" : s < 172800 ?
+    Math.round(s / 3600) + " h" : Math.round(s / 86400) + " d";
 }
 
 // --- talking to the cloud ---------------------------------------------------------------------------
@@ -120,9 +127,12 @@ function renderFleet(doc) {
     "data-device": v.device, class: v.device === selected ? "selected" : "", onclick: () => selectVan(v.device),
   },
     h("td", {}, v.device),
-    h("td", { class: "link-" + v.link, "data-testid": "link-" + v.device }, v.link),
+    h("td", { class: "link-" + v.link, "data-testid": "link-" + v.device,
+      title: v.offline_at ? "offline since " + new Date(v.offline_at * 1000).toISOString() : null }, v.link),
     h("td", {}, ago(v.status_ts || v.last_batch_at)),
     h("td", { "data-testid": "outbox-" + v.device }, v.outbox_depth ?? "–"),
+    h("td", { "data-testid": "pending-" + v.device, "data-seconds": v.oldest_pending_s ?? "",
+      class: v.oldest_pending_s > PENDING_WARN_S ? "flag" : "" }, duration(v.oldest_pending_s)),
     h("td", {}, (v.last_ack_seq ?? "–") + " / " + v.verified_seq),
     h("td", {}, v.block ? `${v.block} ${v.stops_done}/${v.stops}` : "no block"),
     h("td", { class: v.flags || v.clock_flags ? "flag" : "", "data-testid": "flags-" + v.device },
