@@ -165,9 +165,7 @@ class DeviceSync:
 
     async def _session(self, client: aiomqtt.Client) -> None:
         await self.downlink.subscribe(client)
-        live = await asyncio.to_thread(self.store.newest_pending, Lane.TRACK)
-        if live is not None and live.type is not EventType.GPS_FIX:
-            live = None  # the newest telemetry is a health event: no position to show first
+        live = await asyncio.to_thread(self.store.newest_pending, Lane.TRACK, EventType.GPS_FIX)
         await self.uplink.publish_status(client, Presence.ONLINE, live)
         async with asyncio.TaskGroup() as group:
             group.create_task(self.downlink.read(client))

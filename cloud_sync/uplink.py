@@ -22,7 +22,7 @@ from cloud_sync.messages import BatchAck, Compression, DeviceStatus, EventBatch,
 from cloud_sync.photos import PhotoGone, PhotoUploads
 from cloud_sync.sync_settings import SyncCounters, SyncSettings
 from cloud_sync.topics import DeviceTopics
-from device.contract.domain import Lane, new_event_id
+from device.contract.domain import EventType, Lane, new_event_id
 from device.store import EventStore, StoreError
 from device.store.outbox import StoredEvent
 
@@ -87,7 +87,11 @@ class Uplink:
         return make_will(self.topics.status, self.offline_status().to_payload(), self.settings.will_delay_s)
 
     async def publish_status(self, client: aiomqtt.Client, state: Presence, live: StoredEvent | None) -> None:
+        """`live`: the newest breadcrumb, if the caller has it; else the newest one still waiting in the outbox (the
+        cloud has not seen it: the status shows the operator where the van is while telemetry gathers)."""
         stats = await asyncio.to_thread(self.store.stats)
+        if live is None:
+            live = await asyncio.to_thread(self.store.newest_pending, Lane.TRACK, EventType.GPS_FIX)
         position = orjson.loads(live.body).get("fix") if live is not None else None
         status = DeviceStatus(state, self.settings.device_id, self.settings.version, stats.depth,
                               stats.last_acked_seq, position, storage=self.store.disk_condition.value,

@@ -251,6 +251,18 @@ def test_a_last_will_keeps_the_last_figures_and_the_backlog_ages(cloud_db: Path)
     run(cloud_db, scenario)
 
 
+def test_the_map_shows_the_newer_of_the_status_fix_and_the_stored_one() -> None:
+    """The status carries the newest breadcrumb still in the van's outbox; after an outage the newest went first
+    and is stored, older ones wait: the later receiver time wins, and the status's fix when times are missing."""
+    waiting = {"time": "2026-11-25T08:00:00.000Z", "lat": 1.0, "lon": 1.0}
+    stored = {"time": "2026-11-25T08:05:00.000Z", "lat": 2.0, "lon": 2.0}
+    assert queries.newer_fix(waiting, stored) == stored
+    assert queries.newer_fix(stored, waiting) == stored
+    assert queries.newer_fix(waiting, None) == waiting and queries.newer_fix(None, stored) == stored
+    assert queries.newer_fix({"lat": 3.0, "lon": 3.0}, stored) == {"lat": 3.0, "lon": 3.0}
+    assert queries.newer_fix("junk", stored) == stored
+
+
 async def _next_fleet(stream: aiohttp.ClientResponse) -> dict:
     async with asyncio.timeout(10):
         while True:

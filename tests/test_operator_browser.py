@@ -319,6 +319,8 @@ def test_operator_page_in_chromium(tls_broker: MosquittoBroker, fleet: FleetPki,
         waited = float(await pending.get_attribute("data-seconds") or "0")
         assert waited > 0  # stored before the van started, still unsent
         await expect(desk.get_by_test_id("outbox-van-b")).to_have_text(re.compile(r"^[1-9]\d*$"))
+        # On the map although the cloud has none of its breadcrumbs yet: the status carries the newest waiting one.
+        await expect(desk.get_by_test_id("van-van-b")).to_be_visible()
 
         # van-b's process dies (SIGKILL: no goodbye): the broker publishes its Last Will after the will delay,
         # and the page shows it offline within the van's status interval, its backlog still there and ageing.

@@ -31,12 +31,8 @@ def _iso(ts: float | None) -> str | None:
 
 
 def _age_s(iso: str | None, now: float) -> float | None:
-    if not iso:
-        return None
-    try:
-        return now - datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    moment = _epoch(iso)
+    return None if moment is None else now - moment
 
 
 def link_state(status: dict[str, Any] | None, now: float) -> str:
@@ -87,8 +83,9 @@ def fleet(db: ReadOnlyDb, station: str | None, now: float, cache: VersionedCache
     kept per route version."""
     cache = cache or VersionedCache()
     flags, clock = _counts(db, "flags", station), _counts(db, "clock_flags", station)
-    # The retained status carries the newest fix only when a live event went with it; otherwise the newest
-    # stored event with a fix stands in (read when the device's data changed).
+    # The retained status carries the newest breadcrumb still waiting in the van's outbox; the newest stored
+    # event with a fix (read when the device's data changed) may be newer (the live one goes first after an
+    # outage, older ones follow): the newer of the two is shown.
     devices = db.rows(f"""SELECT device, status, last_batch_at, verified_seq FROM devices d
                           WHERE {device_in_scope('d.device')} ORDER BY device""", {"station": station})
     done_at = versions(db, station, ("stop.completed",))
@@ -112,8 +109,8 @@ def fleet(db: ReadOnlyDb, station: str | None, now: float, cache: VersionedCache
     vans = []
     for device, status_text, last_batch, verified in devices:
         status = json.loads(status_text) if status_text else {}
-        position = status.get("position") or cache.get(("fix", device), (last_batch, verified),
-                                                       partial(_last_fix, db, device))
+        position = newer_fix(status.get("position"), cache.get(("fix", device), (last_batch, verified),
+                                                               partial(_last_fix, db, device)))
         mine = current.get(device)
         vans.append({
             "device": device, "link": link_state(status, now), "status_ts": status.get("ts"),
@@ -125,6 +122,27 @@ def fleet(db: ReadOnlyDb, station: str | None, now: float, cache: VersionedCache
             "stops": mine["stops"] if mine else 0, "stops_done": mine["done"] if mine else 0,
             "flags": flags.get(device, 0), "clock_flags": clock.get(device, 0)})
     return {"now": _iso(now), "vans": vans, "blocks": blocks}
+
+
+def newer_fix(status_fix: Any, stored_fix: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The fix with the later `time` (the receiver's); the status's one when the times cannot be compared."""
+    if not isinstance(status_fix, dict):
+        return stored_fix
+    if stored_fix is None:
+        return status_fix
+    times = [_epoch(fix.get("time")) for fix in (status_fix, stored_fix)]
+    if times[0] is not None and times[1] is not None and times[1] > times[0]:
+        return stored_fix
+    return status_fix
+
+
+def _epoch(iso: Any) -> float | None:
+    if not isinstance(iso, str):
+        return None
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _last_fix(db: ReadOnlyDb, device: str) -> dict[str, Any] | None:
