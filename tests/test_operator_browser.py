@@ -119,6 +119,17 @@ async def shot(page: Page, name: str) -> None:
     await page.screenshot(path=ARTIFACTS / f"{name}-{size['width']}x{size['height']}.png", full_page=True)
 
 
+OVERFLOWING = """() => [...document.querySelectorAll('#app th, #app td, #app button, #app a, #app input')]
+  .filter((e) => e.offsetParent !== null && e.getBoundingClientRect().right > window.innerWidth + 1)
+  .map((e) => e.tagName + ' ' + e.textContent.slice(0, 40))"""
+
+
+async def all_in_view(page: Page) -> None:
+    """Usable at this width: no cell, button, link or field past the right edge (nothing to scroll sideways for)."""
+    assert await page.evaluate(OVERFLOWING) == [], page.viewport_size
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
 async def log_in(browser: Browser, url: str, viewport: dict, name: str, shoot: str | None = None) -> Page:
     context: BrowserContext = await browser.new_context(viewport=viewport, ignore_https_errors=True)
     page = await context.new_page()
@@ -251,8 +262,9 @@ def test_operator_page_in_chromium(tls_broker: MosquittoBroker, fleet: FleetPki,
         await expect(desk.get_by_test_id("outbox-van-a")).to_have_text("0", timeout=WAIT_MS)
         for page in (desk, phone):  # on the map where its last fix put it, with its route progress
             await expect(page.get_by_test_id("van-van-a")).to_contain_text("van-a 3/3", timeout=WAIT_MS)
-        await shot(desk, "operator-02-fleet")
-        await shot(phone, "operator-02-fleet")
+        for page in (desk, phone):
+            await all_in_view(page)
+            await shot(page, "operator-02-fleet")
 
         # A delivery's proof in two clicks: the van, then the stop.
         await desk.locator('#vans tr[data-device="van-a"]').click()
@@ -268,6 +280,7 @@ def test_operator_page_in_chromium(tls_broker: MosquittoBroker, fleet: FleetPki,
         await expect(phone.get_by_test_id("verdict").first).to_contain_text("mismatch · read 12A · expected 40",
                                                                             timeout=WAIT_MS)
         await expect(phone.get_by_test_id("proof")).to_contain_text("refused")
+        await all_in_view(phone)
         await shot(phone, "operator-03-proof")
 
         # The analytics table against the same figures computed by hand from the van's own events.
@@ -286,6 +299,7 @@ def test_operator_page_in_chromium(tls_broker: MosquittoBroker, fleet: FleetPki,
         await expect(row.locator('[data-metric="exceptions"]')).to_contain_text("refused 1")
         await expect(desk.get_by_test_id("definitions")).to_contain_text("stops completed ÷ hours")
         await desk.get_by_test_id("analytics").scroll_into_view_if_needed()
+        await all_in_view(desk)
         await shot(desk, "operator-04-analytics")
 
         # A forged batch: the chain flag appears live.
@@ -336,8 +350,9 @@ def test_operator_page_in_chromium(tls_broker: MosquittoBroker, fleet: FleetPki,
         (ARTIFACTS / "offline-after.json").write_text(json.dumps({"sigkill_to_offline_on_page_s": offline_after_s,
                                                                  "will_delay_s": KILLED_WILL_DELAY_S,
                                                                  "status_interval_s": KILLED_STATUS_S}))
-        await shot(desk, "operator-07-offline")
-        await shot(phone, "operator-07-offline")
+        for page in (desk, phone):
+            await all_in_view(page)
+            await shot(page, "operator-07-offline")
 
         # van-a stops cleanly: its retained goodbye says so ("stopped", not the will).
         stop.set()

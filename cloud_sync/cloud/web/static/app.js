@@ -34,6 +34,12 @@ function svg(tag, attrs, ...children) {
 const words = (s) => String(s ?? "–").replace(/_/g, " ");
 const pct = (x) => (x === null || x === undefined ? "–" : Math.round(x * 100) + "%");
 
+// On a phone the tables fold into one card per row (style.css): each cell is labelled with its column's header.
+function labelled(table) {
+  const names = [...table.tHead.rows[0].cells].map((th) => th.textContent);
+  for (const tr of table.tBodies[0].rows) [...tr.cells].forEach((td, i) => { td.dataset.label = names[i] || ""; });
+}
+
 function toast(text) {
   $("toast").textContent = text || "";
   $("toast").className = text ? "show" : "";
@@ -139,6 +145,7 @@ function renderFleet(doc) {
       (v.flags ? v.flags + " integrity" : "") + (v.flags && v.clock_flags ? " · " : "") +
       (v.clock_flags ? v.clock_flags + " clock" : "") || "–"),
   )));
+  labelled($("vans"));
   $("blocks").tBodies[0].replaceChildren(...doc.blocks.map((b) => h("tr", { "data-block": b.id },
     h("td", {}, b.id), h("td", {}, b.station), h("td", {}, b.winner || "–"),
     h("td", {}, `${b.done}/${b.stops}`),
@@ -146,6 +153,7 @@ function renderFleet(doc) {
     h("td", {}, b.winner ? h("button", { "data-testid": "reoffer-" + b.id, onclick: (e) => reoffer(e, b.id) },
       "Re-offer") : ""),
   )));
+  labelled($("blocks"));
   drawMap();
   if (selected) loadVan(selected);
   if (proofOf) loadProof(...proofOf);
@@ -229,6 +237,7 @@ async function loadVan(device) {
       s.outcome ? words(s.outcome) + (s.on_time === false ? " · late" : s.on_time ? " · on time" : "")
         : s.overdue ? "overdue" : "open"),
   )));
+  labelled($("stops"));
   drawMap();
 }
 
@@ -326,6 +335,7 @@ async function loadAnalytics() {
     h("td", { "data-metric": "exceptions" },
       Object.entries(r.exceptions || {}).map(([k, n]) => `${words(k)} ${n}`).join(", ") || "–"),
   )));
+  labelled($("analytics"));
   $("definitions").replaceChildren(...doc.metrics.flatMap((m) => [h("dt", {}, m.label), h("dd", {}, m.definition)]));
 }
 
