@@ -23,7 +23,7 @@ class SyncSettings:
     ack_timeout_s: float = 15.0  # no ack within this: the batch goes again
     status_interval_s: float = 30.0  # retained status refresh (outbox depth, last ack)
     # The Last Will ("offline") goes out this long after the connection is lost, unless the device is back by then:
-    # shorter than the status interval, so the operator sees a vanished van offline within one interval.
+    # at most the status interval, so the operator sees a vanished van offline within one interval.
     will_delay_s: int = 5
     claim_timeout_s: float = 10.0
     max_inbound_bytes: int = MAX_INBOUND_BYTES

@@ -118,7 +118,8 @@ class SyncSection:
     status_interval_s: float = setting(30.0, "the retained status message is refreshed this often",
                                        range=(5, 86400))
     will_delay_s: int = setting(5, "the broker announces this unit offline (its Last Will) this long after the "
-                                "connection is lost, unless it is back by then", range=(0, 3600))
+                                "connection is lost, unless it is back by then; at most status_interval_s",
+                                range=(0, 3600))
     session_expiry_s: int = setting(7 * 86400, "the broker keeps this unit's session (queued acks, routes) this "
                                     "long", range=(0, 2**32 - 1))
     backoff_initial_s: float = setting(0.2, "first reconnect delay (doubles, with jitter)", range=(0.01, 60))
@@ -455,9 +456,9 @@ def _rule_problems(config: Config, origins: Mapping[str, str], source: str) -> I
     if config.sync.backoff_initial_s > config.sync.backoff_max_s:
         yield ConfigError("sync.backoff_initial_s", where("sync.backoff_initial_s"),
                           f"{config.sync.backoff_initial_s} is above sync.backoff_max_s ({config.sync.backoff_max_s})")
-    if config.sync.will_delay_s >= config.sync.status_interval_s:
+    if config.sync.will_delay_s > config.sync.status_interval_s:
         yield ConfigError("sync.will_delay_s", where("sync.will_delay_s"),
-                          f"{config.sync.will_delay_s} is not below sync.status_interval_s "
+                          f"{config.sync.will_delay_s} is longer than sync.status_interval_s "
                           f"({config.sync.status_interval_s}): a vanished unit would show online past its interval")
     if config.vision.min_brightness >= config.vision.max_brightness:
         yield ConfigError("vision.min_brightness", where("vision.min_brightness"),

@@ -302,10 +302,12 @@ def test_the_live_stream_sends_the_fleet_and_its_changes(cloud_db: Path) -> None
             first = await _next_fleet(stream)
             assert [v["link"] for v in first["vans"]] == ["online"]
             db = CloudDb(cloud_db)  # the van's Last Will arrives at the cloud
-            await asyncio.to_thread(db.record_status, "van-a", {"state": "offline", "ts": "2026-11-25T09:00:00Z"})
+            will = DeviceStatus(Presence.OFFLINE, "van-a", "1.0", ts="")
+            await asyncio.to_thread(db.record_status, "van-a",
+                                    status_record(will, db.device_status("van-a"), time.time()))
             db.close()
             second = await _next_fleet(stream)
-            assert [v["link"] for v in second["vans"]] == ["offline"]
+            assert [(v["link"], v["outbox_depth"]) for v in second["vans"]] == [("offline", 3)]
     run(cloud_db, scenario)
 
 
