@@ -130,7 +130,8 @@ async def all_in_view(page: Page) -> None:
     assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
 
-async def log_in(browser: Browser, url: str, viewport: dict, name: str, shoot: str | None = None) -> Page:
+async def log_in(browser: Browser, url: str, viewport: dict, name: str, shoot: str | None = None,
+                 password: str = PASSWORD) -> Page:
     context: BrowserContext = await browser.new_context(viewport=viewport, ignore_https_errors=True)
     page = await context.new_page()
     await page.goto(url)
@@ -142,7 +143,7 @@ async def log_in(browser: Browser, url: str, viewport: dict, name: str, shoot: s
         await expect(page.get_by_test_id("login-error")).to_contain_text("wrong name or password")
         await shot(page, shoot)
     await page.get_by_test_id("login-name").fill(name)
-    await page.get_by_test_id("login-password").fill(PASSWORD)
+    await page.get_by_test_id("login-password").fill(password)
     await page.get_by_test_id("login-button").click()
     await expect(page.get_by_test_id("who")).to_contain_text(name, timeout=WAIT_MS)
     return page

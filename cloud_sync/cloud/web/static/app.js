@@ -197,9 +197,10 @@ function drawMap() {
   });
   for (const v of vans) {
     const g = svg("g", { class: "van " + v.link, "data-van": v.device, "data-testid": "van-" + v.device });
-    g.append(svg("circle", { cx: X(v.position.lon), cy: Y(v.position.lat), r: 9 }));
-    g.append(svg("text", { x: Number(X(v.position.lon)) + 12, y: Number(Y(v.position.lat)) + 4 },
-      v.device + (v.block ? ` ${v.stops_done}/${v.stops}` : "")));
+    const x = Number(X(v.position.lon)), left = x > W / 2; // labels point inwards: none cut at the edge
+    g.append(svg("circle", { cx: x, cy: Y(v.position.lat), r: 9 }));
+    g.append(svg("text", { x: left ? x - 12 : x + 12, y: Number(Y(v.position.lat)) + 4,
+      "text-anchor": left ? "end" : "start" }, v.device + (v.block ? ` ${v.stops_done}/${v.stops}` : "")));
     g.addEventListener("click", () => selectVan(v.device));
     map.append(g);
   }
