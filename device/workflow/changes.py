@@ -177,14 +177,19 @@ class TrackedDict(dict[str, Any]):
         dict.__setitem__(self, key, item)
 
     def __delitem__(self, key: Any) -> None:
-        old = dict.__getitem__(self, key)  # KeyError as a dict would
-        self._log.note(self._field, key, partial(_restore_item, self, key, old))
+        dict.__getitem__(self, key)  # KeyError as a dict would
+        self._note_removal(key)
         dict.__delitem__(self, key)
 
     def pop(self, key: Any, *default: Any) -> Any:
         if key in self:
-            self._log.note(self._field, key, partial(_restore_item, self, key, dict.__getitem__(self, key)))
+            self._note_removal(key)
         return dict.pop(self, key, *default)
+
+    def _note_removal(self, key: Any) -> None:
+        # Undone by restoring the whole dict as it was: putting the one entry back would move it to the end, and
+        # the order is part of the state (the offers as the driver sees them).
+        self._log.note(self._field, key, partial(_restore_dict, self, dict(self)))
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         if key not in self:
