@@ -58,6 +58,16 @@ def make_client(settings: BrokerSettings, client_id: str, *, will: aiomqtt.Will 
         tls_context=settings.tls_context(), max_inflight_messages=max_inflight)
 
 
+def make_will(topic: str, payload: bytes, delay_s: int) -> aiomqtt.Will:
+    """A retained QoS 1 Last Will the broker publishes `delay_s` after the connection is lost, unless the client
+    is back by then (MQTT 5 Will Delay Interval); JSON, marked UTF-8."""
+    props = mqtt_properties(PacketTypes.WILLMESSAGE)
+    props.WillDelayInterval = delay_s
+    props.PayloadFormatIndicator = 1
+    props.ContentType = "application/json"
+    return aiomqtt.Will(topic, payload, qos=1, retain=True, properties=props)
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Exponential backoff with full jitter: a fleet that lost its broker does not come back in lockstep."""

@@ -77,7 +77,7 @@ class DeviceSync:
         return self.downlink.inbox
 
     async def start(self) -> None:
-        will = aiomqtt.Will(self.topics.status, self.uplink.offline_status().to_payload(), qos=1, retain=True)
+        will = self.uplink.will()
         self._link_up = True
         self._task = asyncio.create_task(self._supervise(will), name=f"device-sync:{self.settings.device_id}")
 
@@ -165,9 +165,7 @@ class DeviceSync:
 
     async def _session(self, client: aiomqtt.Client) -> None:
         await self.downlink.subscribe(client)
-        live = await asyncio.to_thread(self.store.newest_pending, Lane.TRACK)
-        if live is not None and live.type is not EventType.GPS_FIX:
-            live = None  # the newest telemetry is a health event: no position to show first
+        live = await asyncio.to_thread(self.store.newest_pending, Lane.TRACK, EventType.GPS_FIX)
         await self.uplink.publish_status(client, Presence.ONLINE, live)
         async with asyncio.TaskGroup() as group:
             group.create_task(self.downlink.read(client))

@@ -6,6 +6,7 @@ body then parsed by the `from_body` of its class.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,6 +26,7 @@ ZSTD_LEVEL = 9  # batches of a few hundred events: level 9 is a tenth smaller th
 MAX_LANE = 15  # sync lanes are a handful of priorities (device.contract.domain.Lane)
 MAX_SEQ = 2**63 - 1  # seqs are SQLite INTEGERs (signed 64-bit) on both ends
 MAX_ID_CHARS = 128  # ids (events, batches, requests, photos, blocks) and event types
+MAX_PENDING_AGE_S = 10 * 366 * 86400.0  # an event waiting longer than ten years is a wrong clock or a lie
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -257,7 +259,8 @@ class Presence(StrEnum):
 
 @dataclass(frozen=True)
 class DeviceStatus:
-    """Retained on `.../status`."""
+    """Retained on `.../status`. The Last Will is one too (state offline), sent by the broker when the device
+    vanishes: it was made at connect time, so it has no `ts` and no figures of its own."""
 
     state: Presence
     device: str
@@ -267,11 +270,16 @@ class DeviceStatus:
     position: Mapping[str, Any] | None = None  # the newest fix, so the operator sees it before the backlog
     ts: str = field(default_factory=lambda: iso_utc(datetime.now(timezone.utc)))
     storage: str = "ok"  # the event store's disk: ok | low | full (full: events are being refused)
+    # How long the oldest event not yet acked by the cloud had waited in the outbox when this status was made
+    # (seconds, the device's clock minus the event's store time; None: the outbox is empty). A duration, not a
+    # time: the cloud ages it by its own clock from receipt, so a device clock that is off does not move it.
+    oldest_pending_s: float | None = None
 
     def to_payload(self) -> bytes:
         return encode({"state": self.state.value, "device": self.device, "version": self.version,
                        "outbox_depth": self.outbox_depth, "last_ack_seq": self.last_ack_seq,
-                       "position": self.position, "ts": self.ts, "storage": self.storage})
+                       "oldest_pending_s": self.oldest_pending_s, "position": self.position, "ts": self.ts,
+                       "storage": self.storage})
 
     @classmethod
     def from_payload(cls, payload: bytes, max_bytes: int = 16 * 1024) -> DeviceStatus:
@@ -292,7 +300,20 @@ class DeviceStatus:
                    version=_text(doc, "version", where, 64) if doc.get("version") else "",
                    outbox_depth=_optional_int(doc, "outbox_depth", where),
                    last_ack_seq=_optional_int(doc, "last_ack_seq", where),
-                   position=position, ts=_text(doc, "ts", where, 40) if doc.get("ts") else "", storage=storage)
+                   position=position, ts=_text(doc, "ts", where, 40) if doc.get("ts") else "", storage=storage,
+                   oldest_pending_s=_optional_seconds(doc, "oldest_pending_s", where, MAX_PENDING_AGE_S))
+
+
+def _optional_seconds(doc: Mapping[str, Any], key: str, where: str, high: float) -> float | None:
+    """None, or a finite number of seconds in 0..high (orjson already refuses NaN and infinity)."""
+    value = doc.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise MessageRejected(RejectReason.SCHEMA, f"{where}.{key}: expected seconds, got {value!r:.60}")
+    if not (math.isfinite(value) and 0 <= value <= high):
+        raise MessageRejected(RejectReason.SCHEMA, f"{where}.{key}: {value!r:.30} outside 0..{high:.0f}")
+    return float(value)
 
 
 STORAGE_CONDITIONS = ("ok", "low", "full")  # device.store's DiskCondition values

@@ -23,6 +23,9 @@ class SyncSettings:
     inflight_batches: int = 8  # batches sent and awaiting the cloud's ack at once
     ack_timeout_s: float = 15.0  # no ack within this: the batch goes again
     status_interval_s: float = 30.0  # retained status refresh (outbox depth, last ack)
+    # The Last Will ("offline") goes out this long after the connection is lost, unless the device is back by then:
+    # at most the status interval, so the operator sees a vanished van offline within one interval.
+    will_delay_s: int = 5
     claim_timeout_s: float = 10.0
     max_inbound_bytes: int = MAX_INBOUND_BYTES
     session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 import aiomqtt
 import orjson
 
+from cloud_sync.connection import make_will
 from cloud_sync.messages import BatchAck, Compression, DeviceStatus, EventBatch, Presence
 from cloud_sync.photos import PhotoGone, PhotoUploads
 from cloud_sync.sync_settings import SyncCounters, SyncSettings
 from cloud_sync.topics import DeviceTopics
-from device.contract.domain import Lane, new_event_id
+from device.contract.domain import EventType, Lane, new_event_id
 from device.store import EventStore, StoreError
 from device.store.outbox import StoredEvent
 
@@ -76,13 +77,25 @@ class Uplink:
     # --- status ------------------------------------------------------------------------------------
 
     def offline_status(self) -> DeviceStatus:
-        return DeviceStatus(Presence.OFFLINE, self.settings.device_id, self.settings.version)
+        """The Last Will: the broker publishes it (retained) when this device vanishes, long after it was made, so
+        it carries no time and no figures; the cloud keeps the last ones it had."""
+        return DeviceStatus(Presence.OFFLINE, self.settings.device_id, self.settings.version, ts="")
+
+    def will(self) -> aiomqtt.Will:
+        """Retained, published `will_delay_s` after the connection is lost unless the device is back by then: a
+        short network change does not show the van offline."""
+        return make_will(self.topics.status, self.offline_status().to_payload(), self.settings.will_delay_s)
 
     async def publish_status(self, client: aiomqtt.Client, state: Presence, live: StoredEvent | None) -> None:
+        """`live`: the newest breadcrumb, if the caller has it; else the newest one still waiting in the outbox (the
+        cloud has not seen it: the status shows the operator where the van is while telemetry gathers)."""
         stats = await asyncio.to_thread(self.store.stats)
+        if live is None:
+            live = await asyncio.to_thread(self.store.newest_pending, Lane.TRACK, EventType.GPS_FIX)
         position = orjson.loads(live.body).get("fix") if live is not None else None
         status = DeviceStatus(state, self.settings.device_id, self.settings.version, stats.depth,
-                              stats.last_acked_seq, position, storage=self.store.disk_condition.value)
+                              stats.last_acked_seq, position, storage=self.store.disk_condition.value,
+                              oldest_pending_s=stats.oldest_pending_age_s)
         await client.publish(self.topics.status, status.to_payload(), qos=1, retain=True)
 
     def report_status(self) -> None:

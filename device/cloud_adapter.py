@@ -38,7 +38,8 @@ def sync_settings_from_config(config: Config) -> SyncSettings:
                         version=__version__, batch_max_events=sync.batch_max_events,
                         batch_max_bytes=sync.batch_max_bytes, compression=compression,
                         inflight_batches=sync.inflight_batches, ack_timeout_s=sync.ack_timeout_s,
-                        status_interval_s=sync.status_interval_s, session_expiry_s=sync.session_expiry_s,
+                        status_interval_s=sync.status_interval_s, will_delay_s=sync.will_delay_s,
+                        session_expiry_s=sync.session_expiry_s,
                         backoff=Backoff(sync.backoff_initial_s, sync.backoff_max_s),
                         track_min_batch=sync.track_min_batch, track_linger_s=sync.track_linger_s)
 

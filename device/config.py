@@ -117,6 +117,9 @@ class SyncSection:
                                    range=(0.5, 3600))
     status_interval_s: float = setting(30.0, "the retained status message is refreshed this often",
                                        range=(5, 86400))
+    will_delay_s: int = setting(5, "the broker announces this unit offline (its Last Will) this long after the "
+                                "connection is lost, unless it is back by then; at most status_interval_s",
+                                range=(0, 3600))
     session_expiry_s: int = setting(7 * 86400, "the broker keeps this unit's session (queued acks, routes) this "
                                     "long", range=(0, 2**32 - 1))
     backoff_initial_s: float = setting(0.2, "first reconnect delay (doubles, with jitter)", range=(0.01, 60))
@@ -265,6 +268,8 @@ class ConsoleSection:
                                         range=(1, 100))
     max_tokens: int = setting(4, "paired browsers kept; the oldest is dropped beyond this", range=(1, 100))
     max_connections: int = setting(64, "connections open at once; more are closed", range=(1, 1024))
+    header_timeout_s: float = setting(10.0, "a connection that has not sent a whole request header this long after "
+                                      "it opened (or after its last answer) is closed", range=(1, 600))
     show_code_on_loopback: bool = setting(True, "the cab screen (a loopback client) may show the current code")
     state_interval_s: float = setting(2.0, "the live stream sends the state at least this often", range=(0.1, 60))
 
@@ -467,6 +472,10 @@ def _rule_problems(config: Config, origins: Mapping[str, str], source: str) -> I
     if config.sync.backoff_initial_s > config.sync.backoff_max_s:
         yield ConfigError("sync.backoff_initial_s", where("sync.backoff_initial_s"),
                           f"{config.sync.backoff_initial_s} is above sync.backoff_max_s ({config.sync.backoff_max_s})")
+    if config.sync.will_delay_s > config.sync.status_interval_s:
+        yield ConfigError("sync.will_delay_s", where("sync.will_delay_s"),
+                          f"{config.sync.will_delay_s} is longer than sync.status_interval_s "
+                          f"({config.sync.status_interval_s}): a vanished unit would show online past its interval")
     if config.vision.min_brightness >= config.vision.max_brightness:
         yield ConfigError("vision.min_brightness", where("vision.min_brightness"),
                           "must be below vision.max_brightness")

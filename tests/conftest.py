@@ -11,6 +11,8 @@ from typing import Callable, Iterator, TypeVar
 
 import pytest
 
+from cloud_sync.cloud import CloudThread
+from device.store import EventStore
 from device.testbench.broker import MosquittoBroker
 from device.testbench.gpsfake import GpsFake
 from device.testbench.postgres import PostgresServer
@@ -18,6 +20,7 @@ from device.testbench.procs import ProgramMissing
 from device.testbench.pty import PtyPair, open_pty_pair
 from tests.helpers.cloud_target import CloudTarget
 from tests.helpers.fleet import FleetPki
+from tests.helpers.sync_harness import start_cloud
 from tests.helpers.tmpfs import MountRefused, small_tmpfs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -110,6 +113,24 @@ def tls_mosquitto(tmp_path_factory: pytest.TempPathFactory, fleet: FleetPki) -> 
 def tls_broker(tls_mosquitto: MosquittoBroker) -> MosquittoBroker:
     """The TLS broker, running at the start of the test (fault tests stop and kill it)."""
     return _running(tls_mosquitto)
+
+
+@pytest.fixture
+def cloud(tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path) -> Iterator[CloudThread]:
+    """The reference cloud on the TLS broker (one ingest worker and the dispatcher), its database
+    `tmp_path / "cloud.db"`; stopped after the test."""
+    thread = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db", workers=1)
+    try:
+        yield thread
+    finally:
+        thread.stop()
+
+
+@pytest.fixture
+def van_store(tmp_path: Path) -> Iterator[EventStore]:
+    """van-a's event store (`tmp_path / "van-a.db"`), closed after the test."""
+    with EventStore(tmp_path / "van-a.db") as store:
+        yield store
 
 
 @pytest.fixture

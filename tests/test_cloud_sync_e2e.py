@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,7 +18,9 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from cloud_sync.cloud import CloudDb, CloudSettings
+import orjson
+
+from cloud_sync.cloud import CloudDb, CloudSettings, CloudThread
 from cloud_sync.device_sync import DeviceSync
 from cloud_sync.errors import RejectReason
 from cloud_sync.messages import ClaimStatus, Command, EventBatch, Offers, RouteAssignment, encode
@@ -35,7 +38,9 @@ from tests.helpers.sync_harness import (
     assert_cloud_holds_exactly,
     mixed_events,
     start_cloud,
+    started,
     sync_settings,
+    van_sync,
     wait_for,
     wait_until,
 )
@@ -247,11 +252,10 @@ def test_broker_keeps_devices_apart(tls_broker: MosquittoBroker, fleet: FleetPki
 
 
 def test_forged_and_malformed_downlink_rejected_and_counted(tls_broker: MosquittoBroker, fleet: FleetPki,
-                                                            tmp_path: Path) -> None:
+                                                            tmp_path: Path, cloud: CloudThread,
+                                                            van_store: EventStore) -> None:
     """A route signed with the wrong key, a replayed command, a 10 MB payload and invalid JSON are each
     rejected and counted; the agent goes on: a genuine route and command are taken, events keep draining."""
-    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db", workers=1)
-    store = EventStore(tmp_path / "van-a.db")
     me = TOPICS.device("van-a")
     forger = Signer.generate()
     genuine = fleet.signer
@@ -263,7 +267,7 @@ def test_forged_and_malformed_downlink_rejected_and_counted(tls_broker: Mosquitt
     tampered["body"]["route"]["version"] = 6  # a valid signature over different bytes
 
     async def scenario() -> tuple[DeviceSync, list]:
-        sync = DeviceSync(store, sync_settings("van-a"), fleet.broker_settings("van-a", tls_broker.port),
+        sync = DeviceSync(van_store, sync_settings("van-a"), fleet.broker_settings("van-a", tls_broker.port),
                           fleet.verifier)
         await sync.start()
         await asyncio.wait_for(sync.connected.wait(), 30)
@@ -288,21 +292,17 @@ def test_forged_and_malformed_downlink_rejected_and_counted(tls_broker: Mosquitt
         await asyncio.to_thread(cloud.call, cloud.peer.add_blocks([(a_block("B-OK"), a_route("B-OK"))]))
         claim = await sync.claim("B-OK")
         events = [Event(EventType.PACKAGE_SCANNED, {"n": i}) for i in range(50)]
-        await store.append_async(events)
+        await van_store.append_async(events)
         sync.kick()
         await sync.wait_drained(30)
-        await wait_for(lambda: current_route(store, "B-OK") is not None, 10, "the genuine route")
+        await wait_for(lambda: current_route(van_store, "B-OK") is not None, 10, "the genuine route")
         await sync.stop()
         assert claim.granted
         return sync, _drain_inbox(sync)
 
-    try:
-        sync, inbox = asyncio.run(scenario())
-    finally:
-        cloud.stop()
-        route = current_route(store, "B-OK")
-        evil = current_route(store, "B-EVIL")
-        store.close()
+    sync, inbox = asyncio.run(scenario())
+    route = current_route(van_store, "B-OK")
+    evil = current_route(van_store, "B-EVIL")
     assert sync.counters.rejected == Counter({
         RejectReason.BAD_SIGNATURE: 2, RejectReason.REPLAY: 1, RejectReason.EXPIRED: 1,
         RejectReason.WRONG_DEVICE: 1, RejectReason.TOO_LARGE: 1, RejectReason.NOT_JSON: 1,
@@ -358,21 +358,18 @@ def test_route_revisions_replace_older_versions(tls_broker: MosquittoBroker, fle
     """A won block's route arrives (v1); a revision (v2) replaces it; a genuine but older v1 sent again is
     ignored and the stored route stays v2. Presence is online while connected."""
     cloud = start_cloud(fleet, tls_broker.port, cloud_target, workers=1)
-    store = EventStore(tmp_path / "van-a.db")
+    van_store = EventStore(tmp_path / "van-a.db")
     me = TOPICS.device("van-a")
 
     async def scenario() -> DeviceSync:
-        sync = DeviceSync(store, sync_settings("van-a"), fleet.broker_settings("van-a", tls_broker.port),
-                          fleet.verifier)
-        await sync.start()
-        try:
+        async with started(van_sync(fleet, van_store, tls_broker.port)) as sync:
             await asyncio.wait_for(sync.connected.wait(), 30)
             await asyncio.to_thread(cloud.call, cloud.peer.add_blocks([(a_block("B-REV"), a_route("B-REV"))]))
             assert (await sync.claim("B-REV")).granted
-            await wait_for(lambda: current_route(store, "B-REV") is not None, 10, "route v1")
+            await wait_for(lambda: current_route(van_store, "B-REV") is not None, 10, "route v1")
             revised = await asyncio.to_thread(cloud.call, cloud.peer.revise_route(a_route("B-REV", stops=3)))
             assert revised.version == 2
-            await wait_for(lambda: current_route(store, "B-REV").version == 2, 10, "route v2")
+            await wait_for(lambda: current_route(van_store, "B-REV").version == 2, 10, "route v2")
             old = encode(fleet.signer.sign(RouteAssignment("van-a", a_route("B-REV", 1)).to_body()))
             with RawClient(fleet.broker_settings("cloud", tls_broker.port), "cloud-old-route") as raw:
                 await asyncio.to_thread(raw.publish, me.route, old)
@@ -380,16 +377,14 @@ def test_route_revisions_replace_older_versions(tls_broker: MosquittoBroker, fle
             db = cloud_target.open()
             await wait_for(lambda: _presence(db, "van-a") == "online", 10, "online presence")
             db.close()
-        finally:
-            await sync.stop()
         return sync
 
     try:
         sync = asyncio.run(scenario())
+        route = current_route(van_store, "B-REV")
     finally:
         cloud.stop()
-        route = current_route(store, "B-REV")
-        store.close()
+        van_store.close()
     assert route is not None and route.version == 2 and len(route.stops) == 3
     assert sync.counters.rejected == Counter()
 
@@ -410,16 +405,11 @@ def test_cloud_program_serves_claims_and_ingest(tls_broker: MosquittoBroker, fle
     store.append_many(events)
 
     async def scenario() -> tuple[bool, list]:
-        sync = DeviceSync(store, sync_settings("van-a"), fleet.broker_settings("van-a", tls_broker.port),
-                          fleet.verifier)
-        await sync.start()
-        try:
+        async with started(van_sync(fleet, store, tls_broker.port)) as sync:
             result = await sync.claim("B-CLI", request_id="R-WORKFLOW-1")  # the id the workflow recorded
             assert result.request_id == "R-WORKFLOW-1"
             await sync.wait_drained(30)
             await wait_for(lambda: current_route(store, "B-CLI") is not None, 10, "the route")
-        finally:
-            await sync.stop()
         return result.granted, _drain_inbox(sync)
 
     try:
@@ -448,18 +438,14 @@ def test_cloud_restart_mid_drain(tls_broker: MosquittoBroker, fleet: FleetPki, t
 
     async def scenario() -> DeviceSync:
         nonlocal cloud
-        sync = DeviceSync(store, sync_settings("van-a", batch_max_events=100, ack_timeout_s=2.0),
-                          fleet.broker_settings("van-a", tls_broker.port), fleet.verifier)
-        await sync.start()
-        try:
+        async with started(van_sync(fleet, store, tls_broker.port, batch_max_events=100,
+                                    ack_timeout_s=2.0)) as sync:
             await wait_for(lambda: sync.counters.events_acked >= 1000, 30, "some acks")
             await asyncio.to_thread(cloud.stop)
             acked_at_outage.append(sync.counters.events_acked)
             await asyncio.sleep(3.0)  # longer than the ack timeout: the device sends again into the void
             cloud = await asyncio.to_thread(start_cloud, fleet, tls_broker.port, tmp_path / "cloud.db", 1)
             await sync.wait_drained(60)
-        finally:
-            await sync.stop()
         return sync
 
     try:
@@ -479,30 +465,24 @@ def test_photo_upload_yields_to_events_and_resumes(tls_broker: MosquittoBroker, 
     photo = tmp_path / "proof.jpg"
     photo.write_bytes(os.urandom(300 * 1024))  # 5 chunks of 64 KiB
     cloud = start_cloud(fleet, tls_broker.port, cloud_target, workers=1)
-    store = EventStore(tmp_path / "van-a.db")
+    van_store = EventStore(tmp_path / "van-a.db")
     events = mixed_events(3000)
-    store.append_many(events)
+    van_store.append_many(events)
     settings = sync_settings("van-a", inflight_batches=1, batch_max_events=300)
     arrivals: list[str] = []
 
     async def first_run() -> DeviceSync:
-        sync = DeviceSync(store, settings, fleet.broker_settings("van-a", tls_broker.port), fleet.verifier)
+        sync = DeviceSync(van_store, settings, fleet.broker_settings("van-a", tls_broker.port), fleet.verifier)
         await sync.upload_photo("P-1", photo)
-        await sync.start()
-        try:
+        async with started(sync):
             await wait_for(lambda: sync.counters.photo_chunks_sent >= 3, 30, "three chunks sent")
-        finally:
-            await sync.stop()
         return sync
 
     async def second_run() -> DeviceSync:
-        sync = DeviceSync(store, settings, fleet.broker_settings("van-a", tls_broker.port), fleet.verifier)
-        await sync.start()
-        try:
+        sync = DeviceSync(van_store, settings, fleet.broker_settings("van-a", tls_broker.port), fleet.verifier)
+        async with started(sync):
             await wait_for(lambda: sync.counters.photos_uploaded == 1, 30, "the photo uploaded")
             assert await sync.photos_pending() == []
-        finally:
-            await sync.stop()
         return sync
 
     try:
@@ -517,7 +497,7 @@ def test_photo_upload_yields_to_events_and_resumes(tls_broker: MosquittoBroker, 
         db.close()
     finally:
         cloud.stop()
-        store.close()
+        van_store.close()
     assert arrivals.index("photo") > max(i for i, kind in enumerate(arrivals) if kind == "events")
     assert first.counters.photo_chunks_sent >= 3 and first.counters.photos_uploaded == 0
     assert first.counters.photo_chunks_sent + second.counters.photo_chunks_sent <= 5 + 1  # resumed, not restarted
@@ -526,7 +506,8 @@ def test_photo_upload_yields_to_events_and_resumes(tls_broker: MosquittoBroker, 
 
 
 def test_the_agent_claims_with_the_request_id_it_recorded(tls_broker: MosquittoBroker, fleet: FleetPki,
-                                                          tmp_path: Path) -> None:
+                                                          tmp_path: Path, cloud: CloudThread,
+                                                          van_store: EventStore) -> None:
     """The request id in the agent's block.claim_requested event is the one that goes over MQTT (payload and
     correlation data) and comes back in the cloud's answer."""
     from device.agent import Agent
@@ -535,15 +516,13 @@ def test_the_agent_claims_with_the_request_id_it_recorded(tls_broker: MosquittoB
     from device.workflow import ClaimRequested, OffersReceived
     from device.workflow.runner import WorkflowRunner
 
-    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db", workers=1)
     cloud.call(cloud.peer.add_blocks([(a_block("B-AG"), a_route("B-AG"))]))
-    store = EventStore(tmp_path / "van-a.db")
 
     async def scenario() -> str:
-        runner = await WorkflowRunner.open(store, Role.VEHICLE)
+        runner = await WorkflowRunner.open(van_store, Role.VEHICLE)
         link = fleet.broker_settings("van-a", tls_broker.port)
-        adapter = CloudAdapter(DeviceSync(store, sync_settings("van-a"), link, fleet.verifier))
-        agent = Agent(store=store, runner=runner, role=Role.VEHICLE, cloud=adapter)
+        adapter = CloudAdapter(DeviceSync(van_store, sync_settings("van-a"), link, fleet.verifier))
+        agent = Agent(store=van_store, runner=runner, role=Role.VEHICLE, cloud=adapter)
         await adapter.start()
         try:
             await agent.submit(OffersReceived((a_block("B-AG"),)))
@@ -553,14 +532,87 @@ def test_the_agent_claims_with_the_request_id_it_recorded(tls_broker: MosquittoB
             await adapter.stop()
         return runner.workflow.phase
 
-    try:
-        with RawClient(fleet.broker_settings("cloud", tls_broker.port), "cloud-claims") as raw:
-            raw.subscribe(TOPICS.device("van-a").claim)
-            assert asyncio.run(scenario()) == "claimed"
-            sent = [json.loads(payload) for topic, payload in raw.messages if topic.endswith("/claim")]
-    finally:
-        cloud.stop()
-        recorded = [e["data"]["request_id"] for e in store.events() if e["type"] == "block.claim_requested"]
-        granted = [e["data"]["request_id"] for e in store.events() if e["type"] == "block.claimed"]
-        store.close()
+    with RawClient(fleet.broker_settings("cloud", tls_broker.port), "cloud-claims") as raw:
+        raw.subscribe(TOPICS.device("van-a").claim)
+        assert asyncio.run(scenario()) == "claimed"
+        sent = [json.loads(payload) for topic, payload in raw.messages if topic.endswith("/claim")]
+    recorded = [e["data"]["request_id"] for e in van_store.events() if e["type"] == "block.claim_requested"]
+    granted = [e["data"]["request_id"] for e in van_store.events() if e["type"] == "block.claimed"]
     assert [s["request_id"] for s in sent] == recorded == granted and len(recorded) == 1
+
+
+# --- presence: the Last Will ---------------------------------------------------------------------------------
+
+
+def _states(raw: RawClient, since: int) -> list[str]:
+    return [orjson.loads(payload)["state"] for _, payload in raw.messages[since:] if payload]
+
+
+def test_a_connection_cut_repaired_within_the_will_delay_shows_no_offline(tls_broker: MosquittoBroker,
+                                                                         fleet: FleetPki, tmp_path: Path) -> None:
+    """The van's Last Will carries an MQTT 5 Will Delay: a dropped TCP connection (no DISCONNECT, as when the
+    cell network changes) that the van repairs at once never reaches the operator as 'offline'."""
+    will_delay_s = 2
+    with RawClient(fleet.broker_settings("cloud", tls_broker.port), "cloud-presence") as raw, \
+            EventStore(tmp_path / "van-a.db") as store:
+        raw.subscribe(TOPICS.device("van-a").status)
+
+        async def scenario() -> None:
+            async with started(van_sync(fleet, store, tls_broker.port, will_delay_s=will_delay_s)) as sync:
+                await wait_for(lambda: sync.counters.connects == 1 and "online" in _states(raw, 0), 30, "online")
+                mark = len(raw.messages)
+                sock = sync.link.client._client.socket()  # noqa: SLF001 - cut the TCP connection under paho
+                sock.shutdown(socket.SHUT_RDWR)
+                await wait_for(lambda: sync.counters.connects == 2 and "online" in _states(raw, mark), 30,
+                               "back online")
+                await asyncio.sleep(will_delay_s + 1.0)  # past the delay: a will would have been published
+                assert _states(raw, mark) == ["online"]
+            await wait_for(lambda: _states(raw, mark)[-1:] == ["stopped"], 10, "the clean stop")
+        asyncio.run(scenario())
+
+
+def test_a_sigkilled_van_turns_offline_after_the_will_delay_and_keeps_its_figures(
+        tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path, cloud: CloudThread) -> None:
+    """`flexedge sync` with telemetry waiting (below track_min_batch) is SIGKILLed: the broker publishes its
+    retained Last Will after the will delay (not before), and the cloud turns it offline keeping the outbox depth,
+    the oldest pending event and the time the van last spoke."""
+    will_delay_s = 2
+    config = device_config(tmp_path, fleet, tls_broker.port, "van-b",
+                           f"status_interval_s = 5\nwill_delay_s = {will_delay_s}\ntrack_linger_s = 600\n"
+                           '[logging]\nlevel = "WARNING"')
+    (tmp_path / "data").mkdir()
+    with EventStore(store_path(tmp_path / "data")) as store:
+        store.append_many([Event(EventType.GPS_FIX, {"n": i}) for i in range(3)])  # telemetry: it lingers
+    db = CloudDb(tmp_path / "cloud.db")
+    child = subprocess.Popen([sys.executable, "-m", "device.cli", "sync"], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env={**os.environ, "FLEXEDGE_CONFIG": str(config)})
+    try:
+        with RawClient(fleet.broker_settings("cloud", tls_broker.port), "cloud-presence") as raw:
+            raw.subscribe(TOPICS.device("van-b").status)
+            wait_until(lambda: (db.device_status("van-b") or {}).get("state") == "online"
+                       and (db.device_status("van-b") or {}).get("oldest_pending_s") is not None, 30,
+                       "the van online with its backlog")
+            mark = len(raw.messages)
+            killed_at = time.monotonic()
+            child.send_signal(signal.SIGKILL)
+            child.communicate(timeout=10)
+            wait_until(lambda: "offline" in _states(raw, mark), 30, "the Last Will")
+            offline_after_s = time.monotonic() - killed_at
+            wait_until(lambda: (db.device_status("van-b") or {}).get("state") == "offline", 10, "the cloud's record")
+            record = db.device_status("van-b")
+            last = [doc for doc in (orjson.loads(p) for _, p in raw.messages if p) if doc["state"] == "online"][-1]
+        with RawClient(fleet.broker_settings("cloud", tls_broker.port), "cloud-presence") as late:
+            late.subscribe(TOPICS.device("van-b").status)  # retained: a cloud that starts now learns it too
+            wait_until(lambda: _states(late, 0) == ["offline"], 10, "the retained will")
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate(timeout=10)
+        db.close()
+    assert child.returncode == -signal.SIGKILL
+    assert offline_after_s >= will_delay_s - 0.2  # the broker waited out the will delay
+    assert record is not None and record["state"] == "offline" and record["offline_at"] >= record["received_at"]
+    # What the van said last, before it vanished, stays: its backlog of three lingering breadcrumbs, their age.
+    assert (last["outbox_depth"], last["oldest_pending_s"] > 0) == (3, True)
+    assert {k: record[k] for k in ("ts", "outbox_depth", "last_ack_seq", "oldest_pending_s")} == {
+        k: last[k] for k in ("ts", "outbox_depth", "last_ack_seq", "oldest_pending_s")}

@@ -68,6 +68,8 @@ cloud_key_file = "{pki.signing_pub}"
     ('[camera]\nbackend = "simulated"\n', "camera.sim_dir", "needs sim_dir"),
     ('[console]\nallowed_hosts = ["ok.example", "bad host"]\n', "console.allowed_hosts", "not valid"),
     ("[gps]\nmin_mode = 1\n", "gps.min_mode", "one of: 2, 3"),
+    ("[sync]\nwill_delay_s = 31\n", "sync.will_delay_s", "longer than sync.status_interval_s"),
+    ("[console]\nheader_timeout_s = 0\n", "console.header_timeout_s", "outside 1..600"),
 ])
 def test_bad_values_are_refused_naming_key_file_and_range(tmp_path: Path, section_text: str, key: str,
                                                           words: str) -> None:

@@ -1,28 +1,50 @@
 """`flexedge demo` end to end: a real broker, the reference cloud, three agent processes, simulated hardware."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+from playwright.async_api import expect
+
 from tests.helpers.procs import processes_mentioning
+from tests.test_console_browser import chromium
+from tests.test_operator_browser import ARTIFACTS, DESK, PHONE, WAIT_MS, all_in_view, log_in, shot
 
 STOPS = 4
 
 
 def test_demo_delivers_catches_mistakes_and_loses_nothing(tmp_path: Path) -> None:
+    """The demo run, with the operator page over its cloud (`--http`) looked at in Chromium while it runs."""
     workdir, report_path = tmp_path / "demo", tmp_path / "r.json"
-    result = subprocess.run([sys.executable, "-m", "device.cli", "demo", "--duration", "60", "--seed", "7",
-                             "--data-dir", str(workdir), "--report", str(report_path), "--json"],
-                            capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    proc = subprocess.Popen([sys.executable, "-m", "device.cli", "demo", "--duration", "60", "--seed", "7",
+                             "--data-dir", str(workdir), "--report", str(report_path), "--json",
+                             "--http", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress: list[str] = []
+    reader = threading.Thread(target=lambda: progress.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    try:
+        page_line = _wait_for_line(progress, "operator page:", proc)
+        url, password = re.match(r"operator page: (\S+) \(log in as demo, password (\S+)\)", page_line).groups()
+        asyncio.run(look_at_the_demo(url, password))
+        stdout, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+    reader.join(10)
+    stderr = "".join(progress)
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     report = json.loads(report_path.read_text())
-    assert json.loads(result.stdout) == report  # --json: the report alone on stdout, progress on stderr
-    assert "agents:" in result.stderr
+    assert json.loads(stdout) == report  # --json: the report alone on stdout, progress on stderr
+    assert "agents:" in stderr
     assert report["blocks_claimed"] == report["blocks_offered"] == 2
     assert len(set(report["winners"].values())) == 2  # two different vans won; the third got nothing
     assert report["blocks_completed"] == 2
@@ -40,6 +62,35 @@ def test_demo_delivers_catches_mistakes_and_loses_nothing(tmp_path: Path) -> Non
     assert report["photos_in_cloud"] == report["photos_taken"] > 0 and report["photo_sha_mismatch"] == 0
     assert 0 < report["upload_bytes_mean"] <= 300 * 1024
     assert_photos_match_their_events(workdir / "cloud.db")
+
+
+def _wait_for_line(lines: list[str], start: str, proc: subprocess.Popen, timeout_s: float = 120) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for line in list(lines):
+            if line.startswith(start):
+                return line.strip()
+        assert proc.poll() is None, "".join(lines)[-3000:]
+        time.sleep(0.1)
+    raise AssertionError(f"no {start!r} line: {''.join(lines)[-3000:]}")
+
+
+async def look_at_the_demo(url: str, password: str) -> None:
+    """An operator follows the demo live: the three vans online, the two blocks claimed, each winner on the map
+    with its route progress. A screenshot per screen size in tests/artifacts/operator/."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    async with chromium() as browser:
+        for viewport in (DESK, PHONE):
+            page = await log_in(browser, url, viewport, "demo", password=password)
+            for van in ("van-01", "van-02", "van-03"):
+                await expect(page.get_by_test_id(f"link-{van}")).to_have_text("online", timeout=WAIT_MS * 3)
+            claimed = page.locator("#blocks tbody tr", has=page.locator("td", has_text=re.compile(r"^van-\d\d$")))
+            await expect(claimed).to_have_count(2, timeout=WAIT_MS * 3)
+            for winner in await claimed.locator("td:nth-child(3)").all_inner_texts():
+                await expect(page.get_by_test_id(f"van-{winner}")).to_contain_text(
+                    re.compile(rf"{winner} \d+/\d+"), timeout=WAIT_MS * 3)
+            await all_in_view(page)
+            await shot(page, "operator-08-demo")
 
 
 def assert_photos_match_their_events(cloud_db: Path) -> None:

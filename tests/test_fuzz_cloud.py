@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cloud_sync.cloud import CloudThread
+from cloud_sync.messages import MAX_PENDING_AGE_S
 from cloud_sync.topics import FleetTopics
 from device.testbench.broker import MosquittoBroker
 from tests.helpers.fleet import FLEET, FleetPki
@@ -99,7 +100,7 @@ def _valid(channel: str) -> dict[str, Any]:
     if channel == "claim":
         return {"block_id": "B-FUZZ", "request_id": "r-1"}
     return {"state": "online", "device": DEVICE, "version": "1", "outbox_depth": 0, "last_ack_seq": None,
-            "position": None, "ts": "2026-11-25T08:00:00Z", "storage": "ok"}
+            "oldest_pending_s": 12.5, "position": None, "ts": "2026-11-25T08:00:00Z", "storage": "ok"}
 
 
 @st.composite
@@ -141,3 +142,22 @@ def test_photo_ids_of_any_text_are_one_counted_outcome(channel: Channel, photo_i
 @pytest.mark.parametrize("path", sorted(CORPUS.glob("*.bin")), ids=lambda p: p.name)
 def test_corpus_inputs_are_one_counted_outcome(channel: Channel, path: Path) -> None:
     channel.send(path.name.split("__")[0], path.read_bytes())
+
+
+@pytest.mark.parametrize("value", ["300", -1, -0.5, 1e300, MAX_PENDING_AGE_S + 1, True, [1], {"s": 1}])
+def test_a_hostile_oldest_pending_age_is_a_counted_schema_reject(channel: Channel, value: Any) -> None:
+    """The status's `oldest_pending_s` is a duration in 0..ten years: anything else is refused, not stored."""
+    assert channel.cloud.peer is not None
+    counters = channel.cloud.peer.counters
+    before = counters["rejected.schema"], counters["statuses"]
+    channel.send("status", orjson.dumps(_valid("status") | {"oldest_pending_s": value}))
+    assert (counters["rejected.schema"], counters["statuses"]) == (before[0] + 1, before[1])
+
+
+@pytest.mark.parametrize("value", [None, 0, 0.25, 86_400, MAX_PENDING_AGE_S])
+def test_an_oldest_pending_age_in_range_is_stored(channel: Channel, value: float | None) -> None:
+    assert channel.cloud.peer is not None
+    counters = channel.cloud.peer.counters
+    before = counters["rejected"], counters["statuses"]
+    channel.send("status", orjson.dumps(_valid("status") | {"oldest_pending_s": value}))
+    assert (counters["rejected"], counters["statuses"]) == (before[0], before[1] + 1)

@@ -31,7 +31,7 @@ from typing import Any, Iterator
 import orjson
 import pytest
 
-from cloud_sync.cloud import CloudDb
+from cloud_sync.cloud import CloudDb, CloudThread
 from cloud_sync.cloud.db import PhotoLimits
 from cloud_sync.connection import Backoff, BrokerSettings
 from cloud_sync.device_sync import DeviceSync
@@ -55,7 +55,9 @@ from tests.helpers.sync_harness import (
     assert_cloud_holds_exactly,
     mixed_events,
     start_cloud,
+    started,
     sync_settings,
+    van_sync,
     wait_for,
     wait_until,
 )
@@ -95,18 +97,13 @@ def honest_delivery(fleet: FleetPki, port: int, tmp_path: Path, device: str, n: 
     store = EventStore(tmp_path / f"{device}.db")
 
     async def run() -> tuple[list[str], list[ClaimStatus]]:
-        sync = DeviceSync(store, sync_settings(device, batch_max_events=3), fleet.broker_settings(device, port),
-                          fleet.verifier)
-        await sync.start()
-        try:
+        async with started(van_sync(fleet, store, port, device, batch_max_events=3)) as sync:
             await asyncio.wait_for(sync.connected.wait(), 30)
             events = mixed_events(n)
             await store.append_async(events)
             sync.kick()
             answers = [(await sync.claim(block)).status for block in claims]
             await sync.wait_drained(60)
-        finally:
-            await sync.stop()
         assert sync.counters.rejected == Counter()
         return [e.id for e in events], answers
 
@@ -136,7 +133,8 @@ def test_garbage_from_one_device_is_counted_and_the_cloud_stays_up(tls_broker: M
             for topic, payload in RETAINED_JUNK:
                 assert not van.publish(topic, payload, retain=True).is_failure
         wait_until(lambda: cloud.peer.counters["rejected"] >= len(RETAINED_JUNK), 20, "every junk message rejected")
-        ids, _ = honest_delivery(fleet, port, tmp_path, "van-b")
+        # a device no other test uses: its broker session holds nothing another test left queued for it
+        ids, _ = honest_delivery(fleet, port, tmp_path, "sim-048")
         assert cloud.running
         assert cloud.peer.counters["rejected"] == len(RETAINED_JUNK)
         assert cloud.peer.counters["rejected.schema"] >= 3
@@ -150,7 +148,7 @@ def test_garbage_from_one_device_is_counted_and_the_cloud_stays_up(tls_broker: M
     finally:
         cloud.stop()
         clear_retained(fleet, port, [topic for topic, _ in RETAINED_JUNK])
-    assert_cloud_holds_exactly(db_path, "van-b", ids)
+    assert_cloud_holds_exactly(db_path, "sim-048", ids)
     assert_cloud_holds_exactly(db_path, "sim-049", more)
     db = CloudDb(db_path)
     try:
@@ -240,9 +238,7 @@ def test_claims_are_granted_for_the_own_station_and_up_to_the_limit(tls_broker: 
     store = EventStore(tmp_path / "van-a.db")
 
     async def scenario() -> list[ClaimStatus]:
-        sync = DeviceSync(store, sync_settings("van-a"), fleet.broker_settings("van-a", port), fleet.verifier)
-        await sync.start()
-        try:
+        async with started(van_sync(fleet, store, port)) as sync:
             await asyncio.wait_for(sync.connected.wait(), 30)
             await asyncio.to_thread(cloud.call, cloud.peer.add_blocks(blocks))
             answers = [(await sync.claim(b)).status for b in ("B-AWAY", "B-HOME-0", "B-HOME-1", "B-HOME-2")]
@@ -250,8 +246,6 @@ def test_claims_are_granted_for_the_own_station_and_up_to_the_limit(tls_broker: 
             sync.kick()
             await sync.wait_drained(30)
             answers.append((await sync.claim("B-HOME-2")).status)
-        finally:
-            await sync.stop()
         return answers
 
     try:
@@ -440,7 +434,8 @@ def test_outbox_verify_notices_the_newest_events_deleted(tmp_path: Path, capsys:
 
 
 def test_a_certificate_missing_for_a_moment_is_one_failed_attempt(tls_broker: MosquittoBroker, fleet: FleetPki,
-                                                                  tmp_path: Path) -> None:
+                                                                  tmp_path: Path, cloud: CloudThread,
+                                                                  van_store: EventStore) -> None:
     """The client certificate is gone when the link starts (a renewal replacing it): each connection attempt
     fails and is retried with backoff; once the file is back the link connects and the outbox drains."""
     issued = fleet.pki.client("van-a")
@@ -448,39 +443,28 @@ def test_a_certificate_missing_for_a_moment_is_one_failed_attempt(tls_broker: Mo
     shutil.copy(issued.key_path, tmp_path / "van-a.key")
     broker = BrokerSettings("127.0.0.1", tls_broker.port, str(fleet.pki.ca_cert), str(cert),
                             str(tmp_path / "van-a.key"), keepalive_s=10, connect_timeout_s=5)
-    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db", workers=1)
-    store = EventStore(tmp_path / "van-a.db")
     events = mixed_events(30)
 
     async def scenario() -> DeviceSync:
-        sync = DeviceSync(store, sync_settings("van-a"), broker, fleet.verifier)
-        await sync.start()
-        try:
+        async with started(van_sync(fleet, van_store, tls_broker.port, broker=broker)) as sync:
             await asyncio.sleep(1.5)  # several attempts without the file
             assert not sync.connected.is_set() and sync.healthy
             shutil.copy(issued.cert_path, cert)
             await asyncio.wait_for(sync.connected.wait(), 30)
-            await store.append_async(events)
+            await van_store.append_async(events)
             sync.kick()
             await sync.wait_drained(30)
-        finally:
-            await sync.stop()
         return sync
 
-    try:
-        sync = asyncio.run(scenario())
-    finally:
-        cloud.stop()
-        store.close()
+    sync = asyncio.run(scenario())
     assert sync.counters.link_restarts == 0
     assert_cloud_holds_exactly(tmp_path / "cloud.db", "van-a", [e.id for e in events])
 
 
 def test_a_dead_link_task_is_restarted_and_the_agent_reports_it(tls_broker: MosquittoBroker, fleet: FleetPki,
-                                                                tmp_path: Path) -> None:
+                                                                tmp_path: Path, cloud: CloudThread) -> None:
     """The link task ends (as an unforeseen error would end it): `Agent.healthy()` (what pets systemd's
     watchdog) is False until the supervisor has started it again after a backoff; then it connects and drains."""
-    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db", workers=1)
     events = mixed_events(30)
 
     async def scenario() -> DeviceSync:
@@ -507,10 +491,7 @@ def test_a_dead_link_task_is_restarted_and_the_agent_reports_it(tls_broker: Mosq
             agent.store.close()
         return sync
 
-    try:
-        sync = asyncio.run(scenario())
-    finally:
-        cloud.stop()
+    sync = asyncio.run(scenario())
     assert sync.counters.link_restarts == 1
     db = CloudDb(tmp_path / "cloud.db")
     try:
@@ -529,12 +510,11 @@ def _limit_files() -> None:
 
 
 def test_a_connection_flood_on_the_console_leaves_the_agent_and_its_sync_running(
-        tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path) -> None:
+        tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path, cloud: CloudThread) -> None:
     """`flexedge run` with 256 file descriptors gets 300 idle TCP connections on its console: the console caps
     them (the rest are closed at once), the log stays small, the agent and its cloud link live on; once the flood
     is gone the console answers and a scan made through it reaches the cloud."""
     console_port = free_tcp_port()
-    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db", workers=1)
     log_path = tmp_path / "agent.log"
     log = open(log_path, "wb")  # noqa: SIM115 (closed below)
     agent = subprocess.Popen([sys.executable, "-m", "device.cli", "run", "--config",
@@ -568,7 +548,6 @@ def test_a_connection_flood_on_the_console_leaves_the_agent_and_its_sync_running
         agent.send_signal(signal.SIGTERM)
         agent.wait(20)
         log.close()
-        cloud.stop()
     assert log_path.stat().st_size < 100_000, log_path.read_text()[-2000:]
 
 

@@ -5,23 +5,38 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 import aiohttp
+import orjson
 import pytest
 
 from cloud_sync.cloud import CloudDb
+from cloud_sync.cloud.presence import status_record
 from cloud_sync.cloud.web import queries
 from cloud_sync.cloud.web.accounts import MAX_FAILURES, AccountError, Accounts, Role
 from cloud_sync.cloud.web.readonly import ReadOnlyDb
 from cloud_sync.cloud.web.server import HttpSettings, OperatorServer
-from device.contract.domain import Block, Route
+from cloud_sync.messages import DeviceStatus, EventBatch, Presence
+from device.contract.domain import Block, Event, EventType, Route
+from device.store import EventStore
 from tests.helpers.fleet import OTHER_STATION, STATION
-from tests.helpers.operator import DAY_TEXT, PHOTO, known_day
+from tests.helpers.operator import (
+    DAY_TEXT,
+    PENDING_RECEIVED_AGO_S,
+    PENDING_S,
+    PHOTO,
+    at,
+    block_a,
+    known_day,
+    van_a_day,
+)
 
 PASSWORD = "correct horse battery"
 
@@ -126,7 +141,19 @@ def test_wrong_passwords_lock_the_name_for_a_while(cloud_db: Path) -> None:
 
 def test_posts_need_the_csrf_token_a_same_origin_and_a_known_host(cloud_db: Path) -> None:
     async def scenario(b: Browser) -> None:
+        # Before a session: a log-in posted from another site (login CSRF) and any page under a foreign Host
+        # name (DNS rebinding) are refused; the live stream needs a session like every other API path.
+        evil = {"Origin": "http://evil.example"}
+        assert (await b.http.post(b.base + "api/login", json={"name": "olga", "password": PASSWORD},
+                                  headers=evil)).status == 403
+        assert (await b.get("", headers={"Host": "evil.example"})).status == 403
+        assert (await b.get("static/app.js", headers={"Host": "evil.example:443"})).status == 403
+        assert (await b.get("api/events")).status == 401
         await b.login("olga")
+        assert (await b.post("api/blocks/B-A/reoffer", headers={"X-Flexedge-CSRF": "0" * 43})).status == 403
+        assert (await b.post("api/logout", csrf=False)).status == 403  # the session survives a forged log-out
+        assert (await b.get("api/me")).status == 200
+        assert (await b.get("api/events", headers={"Host": "rebound.example"})).status == 403
         assert (await b.post("api/blocks/B-A/reoffer", csrf=False)).status == 403
         assert (await b.post("api/blocks/B-A/reoffer", headers={"Origin": "http://evil.example"})).status == 403
         assert (await b.get("api/fleet", headers={"Host": "evil.example"})).status == 403
@@ -148,6 +175,9 @@ def test_the_fleet_view(cloud_db: Path) -> None:
         assert (vans["van-a"]["outbox_depth"], vans["van-a"]["last_ack_seq"]) == (3, 12)
         assert (vans["van-a"]["block"], vans["van-a"]["stops_done"], vans["van-a"]["stops"]) == ("B-A", 3, 3)
         assert vans["van-a"]["position"] == {"lat": 47.611, "lon": -122.339}
+        # The oldest pending event's age in the status, aged by the cloud's clock since it received the status.
+        assert PENDING_S + PENDING_RECEIVED_AGO_S <= vans["van-a"]["oldest_pending_s"] < PENDING_S + 3600
+        assert vans["van-b"]["oldest_pending_s"] is None
         blocks = {bl["id"]: bl for bl in doc["blocks"]}
         assert blocks["B-A"]["state"] == "late" and blocks["B-B"]["state"] == "done"
         van = await (await b.get("api/vans/van-a")).json()
@@ -190,15 +220,77 @@ def test_a_station_manager_sees_only_their_station(cloud_db: Path) -> None:
 
 
 def test_the_csv_export_of_a_day(cloud_db: Path) -> None:
+    """One line per stop event of the day, in the vans' order, with what a station keeps for its records."""
     async def scenario(b: Browser) -> None:
         await b.login("olga")
         r = await b.get(f"api/export.csv?day={DAY_TEXT}")
         assert r.headers["Content-Type"].startswith("text/csv")
-        rows = list(csv.DictReader(io.StringIO(await r.text())))
+        assert r.headers["Content-Disposition"] == f'attachment; filename="flexedge-{DAY_TEXT}.csv"'
+        text = await r.text()
+        assert text.splitlines()[0] == ",".join(queries.EXPORT_COLUMNS)
+        rows = list(csv.DictReader(io.StringIO(text)))
         assert len(rows) == 12 + 3  # van-a's stop events of the day (no GPS, not the next day) and van-b's
-        assert {r["type"] for r in rows} >= {"photo.checked", "stop.completed", "delivery.exception"}
-        first = rows[0]
-        assert (first["device"], first["type"], first["stop"]) == ("van-a", "stop.arrived", "S1")
+        van_a = [(r["type"], r["stop"]) for r in rows if r["device"] == "van-a"]
+        expected = [(e.type.value, e.stop) for e in van_a_day() if e.type.value in queries.EXPORT_TYPES
+                    and e.ts.startswith(DAY_TEXT)]
+        assert van_a == expected
+        assert [r["seq"] for r in rows if r["device"] == "van-a"] == sorted(
+            (r["seq"] for r in rows if r["device"] == "van-a"), key=int)
+        match = next(r for r in rows if r["type"] == "photo.checked" and r["verdict"] == "match" and r["stop"] == "S1")
+        assert (match["block"], match["read"], match["packages"], match["lat"], match["lon"]) == (
+            "B-A", "12A", "P1", "47.61", "-122.34")  # a negative number stays a number
+        late = next(r for r in rows if r["type"] == "stop.completed" and r["stop"] == "S2")
+        assert (late["outcome"], late["on_time"], late["ts"]) == ("partial", "False", at(8.5))
+        refused = next(r for r in rows if r["type"] == "delivery.exception" and r["stop"] == "S2")
+        assert (refused["reason"], refused["packages"]) == ("refused", "P3")
+        assert [r["type"] for r in rows if r["device"] == "van-b"] == ["stop.arrived", "photo.checked",
+                                                                      "stop.completed"]
+        empty = await b.get("api/export.csv?day=2020-01-01")
+        assert (await empty.text()).splitlines() == [",".join(queries.EXPORT_COLUMNS)]
+    run(cloud_db, scenario)
+
+
+def test_what_a_hostile_van_sent_neither_breaks_the_page_nor_runs_in_a_spreadsheet(cloud_db: Path) -> None:
+    """Event data the cloud stores as sent (it checks ids, seqs and hashes, not each type's data): a formula as a
+    reason or a stop id is exported with a leading apostrophe; data or a fix that is not an object, packages that
+    are not texts, leave the fleet view and the export working."""
+    with EventStore(cloud_db.parent / "van-x.db") as store:
+        store.append_many([
+            Event(EventType.DELIVERY_EXCEPTION, {"reason": '=HYPERLINK("http://evil.example","pay here")',
+                                                 "packages": [1, "@SUM(A1)"]}, block="B-X", stop="-1+1", ts=at(8.8)),
+            Event(EventType.STOP_COMPLETED, {}, block="B-X", stop="S1", ts=at(8.9)),
+            Event(EventType.GPS_FIX, {}, ts=at(8.95)),
+            Event(EventType.PHOTO_CHECKED, {"verdict": "match"}, block="B-X", stop="S1", ts=at(8.97))])
+        events = [orjson.loads(e.body) | {"hash": e.hash} for e in store.pending()]
+    events[1]["data"] = ["not", "an", "object"]
+    events[2]["fix"] = "not a fix"
+    events[3]["data"]["photo_id"] = ["not", "an", "id"]
+    block, route = block_a()
+    db = CloudDb(cloud_db)
+    try:
+        db.add_block(dataclasses.replace(block, id="B-X"), dataclasses.replace(route, block_id="B-X"))
+        db.grant("B-X", "van-x", STATION, max_open=1)
+        db.ingest("van-x", EventBatch("hostile-1", "van-x", 0, 1, tuple(events)))
+    finally:
+        db.close()
+
+    async def scenario(b: Browser) -> None:
+        await b.login("olga")
+        fleet = await b.get("api/fleet")
+        assert fleet.status == 200
+        assert {v["device"]: v["position"] for v in (await fleet.json())["vans"]}["van-x"] is None
+        r = await b.get(f"api/export.csv?day={DAY_TEXT}")
+        assert r.status == 200
+        rows = [row for row in csv.DictReader(io.StringIO(await r.text())) if row["device"] == "van-x"]
+        assert [(row["type"], row["stop"]) for row in rows] == [("delivery.exception", "'-1+1"),
+                                                                ("stop.completed", "S1"), ("photo.checked", "S1")]
+        assert rows[0]["reason"] == "'" + '=HYPERLINK("http://evil.example","pay here")'
+        assert rows[0]["packages"] == "1;@SUM(A1)"
+        assert (await b.get("api/vans/van-x")).status == 200
+        proof = await b.get("api/vans/van-x/stops/S1")
+        assert proof.status == 200
+        assert [(i["type"], i["photo_received"]) for i in (await proof.json())["items"] if "photo_received" in i] \
+            == [("photo.checked", False)]
     run(cloud_db, scenario)
 
 
@@ -210,11 +302,53 @@ def test_the_live_stream_sends_the_fleet_and_its_changes(cloud_db: Path) -> None
             first = await _next_fleet(stream)
             assert [v["link"] for v in first["vans"]] == ["online"]
             db = CloudDb(cloud_db)  # the van's Last Will arrives at the cloud
-            await asyncio.to_thread(db.record_status, "van-a", {"state": "offline", "ts": "2026-11-25T09:00:00Z"})
+            will = DeviceStatus(Presence.OFFLINE, "van-a", "1.0", ts="")
+            await asyncio.to_thread(db.record_status, "van-a",
+                                    status_record(will, db.device_status("van-a"), time.time()))
             db.close()
             second = await _next_fleet(stream)
-            assert [v["link"] for v in second["vans"]] == ["offline"]
+            assert [(v["link"], v["outbox_depth"]) for v in second["vans"]] == [("offline", 3)]
     run(cloud_db, scenario)
+
+
+def test_a_last_will_keeps_the_last_figures_and_the_backlog_ages(cloud_db: Path) -> None:
+    """The Last Will (offline, made at connect time: no ts, no figures) turns the van offline but keeps what the
+    van last said: outbox depth, oldest pending event (still ageing), position, when it last spoke. The same will
+    replayed to a restarted cloud changes nothing."""
+    db = CloudDb(cloud_db)
+    try:
+        online = db.device_status("van-a")
+        assert online is not None
+        will = DeviceStatus(Presence.OFFLINE, "van-a", "1.0", ts="")
+        db.record_status("van-a", status_record(will, online, time.time()))
+        offline = db.device_status("van-a")
+        assert offline is not None
+        assert status_record(will, offline, time.time() + 60) == offline  # a replay: nothing new
+    finally:
+        db.close()
+    assert offline["state"] == "offline" and offline["offline_at"] >= online["received_at"]
+    assert {k: offline[k] for k in online if k != "state"} == {k: v for k, v in online.items() if k != "state"}
+
+    async def scenario(b: Browser) -> None:
+        await b.login("olga")
+        vans = {v["device"]: v for v in (await (await b.get("api/fleet")).json())["vans"]}
+        van = vans["van-a"]
+        assert (van["link"], van["outbox_depth"], van["status_ts"]) == ("offline", 3, online["ts"])
+        assert van["position"] == {"lat": 47.611, "lon": -122.339}
+        assert van["oldest_pending_s"] >= PENDING_S + PENDING_RECEIVED_AGO_S
+    run(cloud_db, scenario)
+
+
+def test_the_map_shows_the_newer_of_the_status_fix_and_the_stored_one() -> None:
+    """The status carries the newest breadcrumb still in the van's outbox; after an outage the newest went first
+    and is stored, older ones wait: the later receiver time wins, and the status's fix when times are missing."""
+    waiting = {"time": "2026-11-25T08:00:00.000Z", "lat": 1.0, "lon": 1.0}
+    stored = {"time": "2026-11-25T08:05:00.000Z", "lat": 2.0, "lon": 2.0}
+    assert queries.newer_fix(waiting, stored) == stored
+    assert queries.newer_fix(stored, waiting) == stored
+    assert queries.newer_fix(waiting, None) == waiting and queries.newer_fix(None, stored) == stored
+    assert queries.newer_fix({"lat": 3.0, "lon": 3.0}, stored) == {"lat": 3.0, "lon": 3.0}
+    assert queries.newer_fix("junk", stored) == stored
 
 
 async def _next_fleet(stream: aiohttp.ClientResponse) -> dict:

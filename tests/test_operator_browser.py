@@ -5,7 +5,9 @@ van-a is a whole agent (workflow, store, sync, photo upload, the simulated camer
 it claims the block through the cloud, loads, drives to S1 on GPS fixes, proves S1 with a matching photo
 and a signature, gets a wrong-house photo at S2 (refused) and no access at S3. sim-000's sync forges a batch
 (a hash that does not follow): the page shows the chain flag. A station manager of another station sees
-nothing of them. Screenshots at 1366x768 and 390x844 in tests/artifacts/operator/.
+nothing of them. van-b is `flexedge run` in a process of its own with GPS breadcrumbs waiting in its outbox: the
+page shows their age, and when the process is SIGKILLed the broker's Last Will turns it offline within its status
+interval. Screenshots at 1366x768 and 390x844 in tests/artifacts/operator/.
 """
 from __future__ import annotations
 
@@ -14,13 +16,15 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
 import ssl
 import subprocess
 import sys
-from datetime import datetime, timezone
+import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -33,7 +37,9 @@ from cloud_sync.messages import EventBatch
 from device.agent import Agent
 from device.cloud_adapter import CloudAdapter
 from device.config import GpsSection
-from device.contract.domain import Event, EventType, Role
+from device.contract.domain import Event, EventType, Role, iso_utc
+from device.contract.position import Position
+from device.paths import store_path
 from device.positioning import setup as positioning
 from device.store import EventStore, RetentionPolicy
 from device.testbench.broker import MosquittoBroker
@@ -47,7 +53,7 @@ from device.workflow import (
 )
 from device.workflow.runner import WorkflowRunner
 from tests.helpers.console import camera_photo_taker, console_block, console_route
-from tests.helpers.fleet import FLEET, OTHER_STATION, STATION, FleetPki
+from tests.helpers.fleet import FLEET, OTHER_STATION, STATION, FleetPki, device_config
 from tests.helpers.sync_harness import RawClient, sync_settings, wait_for
 from tests.test_console_browser import chromium, drive
 from tests.test_operator_analytics import by_hand
@@ -58,7 +64,10 @@ DESK = {"width": 1366, "height": 768}
 PHONE = {"width": 390, "height": 844}
 WAIT_MS = 20_000
 PASSWORD = "station-password-1"
-STATUS_S = 1.0  # the vans' status interval in this test
+STATUS_S = 1.0  # van-a's status interval in this test
+KILLED_STATUS_S = 5  # van-b's (the shortest a unit's config allows) ...
+KILLED_WILL_DELAY_S = 1  # ... and the delay of its Last Will
+KILLED_AT = (47.6075, -122.3385)  # van-b's breadcrumbs end here
 
 
 def _cli(*args: str, stdin: str | None = None, **kw: object) -> subprocess.CompletedProcess:
@@ -110,7 +119,19 @@ async def shot(page: Page, name: str) -> None:
     await page.screenshot(path=ARTIFACTS / f"{name}-{size['width']}x{size['height']}.png", full_page=True)
 
 
-async def log_in(browser: Browser, url: str, viewport: dict, name: str, shoot: str | None = None) -> Page:
+OVERFLOWING = """() => [...document.querySelectorAll('#app th, #app td, #app button, #app a, #app input')]
+  .filter((e) => e.offsetParent !== null && e.getBoundingClientRect().right > window.innerWidth + 1)
+  .map((e) => e.tagName + ' ' + e.textContent.slice(0, 40))"""
+
+
+async def all_in_view(page: Page) -> None:
+    """Usable at this width: no cell, button, link or field past the right edge (nothing to scroll sideways for)."""
+    assert await page.evaluate(OVERFLOWING) == [], page.viewport_size
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+async def log_in(browser: Browser, url: str, viewport: dict, name: str, shoot: str | None = None,
+                 password: str = PASSWORD) -> Page:
     context: BrowserContext = await browser.new_context(viewport=viewport, ignore_https_errors=True)
     page = await context.new_page()
     await page.goto(url)
@@ -122,7 +143,7 @@ async def log_in(browser: Browser, url: str, viewport: dict, name: str, shoot: s
         await expect(page.get_by_test_id("login-error")).to_contain_text("wrong name or password")
         await shot(page, shoot)
     await page.get_by_test_id("login-name").fill(name)
-    await page.get_by_test_id("login-password").fill(PASSWORD)
+    await page.get_by_test_id("login-password").fill(password)
     await page.get_by_test_id("login-button").click()
     await expect(page.get_by_test_id("who")).to_contain_text(name, timeout=WAIT_MS)
     return page
@@ -154,6 +175,32 @@ async def run_van_a(agent: Agent, sync: DeviceSync) -> None:
 
 
 
+@contextlib.contextmanager
+def killable_van(fleet: FleetPki, broker_port: int, workdir: Path) -> Iterator[subprocess.Popen]:
+    """van-b as a unit runs it (`flexedge run`, its own process), with three GPS breadcrumbs in its outbox that
+    wait for more (telemetry goes up in batches of track_min_batch, or after track_linger_s)."""
+    workdir.mkdir()
+    config = device_config(workdir, fleet, broker_port, "van-b",
+                           f"status_interval_s = {KILLED_STATUS_S}\nwill_delay_s = {KILLED_WILL_DELAY_S}\n"
+                           "track_min_batch = 24\ntrack_linger_s = 3600\n[gps]\nenabled = false\n"
+                           '[logging]\nlevel = "WARNING"')
+    (workdir / "data").mkdir()
+    now = datetime.now(timezone.utc)
+    with EventStore(store_path(workdir / "data")) as store:
+        store.append_many([Event(EventType.GPS_FIX, {}, fix=Position.from_dict(
+            {"time": iso_utc(now - timedelta(seconds=30 - i)), "mode": 3, "lat": KILLED_AT[0] - (2 - i) / 2000,
+             "lon": KILLED_AT[1], "eph": 4.0})) for i in range(3)])
+    with (workdir / "agent.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "device.cli", "run", "--config", str(config)], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(20)
+
+
 def cloud_rows(cloud_db: Path, sql: str) -> list[tuple]:
     conn = sqlite3.connect(f"file:{cloud_db}?mode=ro", uri=True)
     try:
@@ -176,7 +223,7 @@ def test_operator_page_in_chromium(tls_broker: MosquittoBroker, fleet: FleetPki,
     van_dir = tmp_path / "van-a"
     van_dir.mkdir()
 
-    async def scenario(url: str) -> None:
+    async def scenario(url: str, van_b: subprocess.Popen) -> None:
         store = EventStore(van_dir / "events.db", RetentionPolicy())
         sync = DeviceSync(store, sync_settings("van-a", status_interval_s=STATUS_S),
                           fleet.broker_settings("van-a", tls_broker.port), fleet.verifier)
@@ -188,7 +235,7 @@ def test_operator_page_in_chromium(tls_broker: MosquittoBroker, fleet: FleetPki,
         running = asyncio.ensure_future(agent.run(stop))
         try:
             async with chromium() as browser:
-                await operator_flow(browser, url, agent, sync, stop, running)
+                await operator_flow(browser, url, agent, sync, stop, running, van_b)
         finally:
             stop.set()
             await running
@@ -196,11 +243,12 @@ def test_operator_page_in_chromium(tls_broker: MosquittoBroker, fleet: FleetPki,
             store.close()
 
     async def operator_flow(browser: Browser, url: str, agent: Agent, sync: DeviceSync, stop: asyncio.Event,
-                            running: asyncio.Future) -> None:
+                            running: asyncio.Future, van_b: subprocess.Popen) -> None:
         desk = await log_in(browser, url, DESK, "olga", shoot="operator-01-login")
         phone = await log_in(browser, url, PHONE, "olga")
-        for page in (desk, phone):  # the van appears live once its status arrives
+        for page in (desk, phone):  # the vans appear live once their status arrives
             await expect(page.get_by_test_id("link-van-a")).to_have_text("online", timeout=WAIT_MS)
+            await expect(page.get_by_test_id("link-van-b")).to_have_text("online", timeout=WAIT_MS)
 
         await run_van_a(agent, sync)
         await sync.wait_drained(30)
@@ -215,8 +263,9 @@ def test_operator_page_in_chromium(tls_broker: MosquittoBroker, fleet: FleetPki,
         await expect(desk.get_by_test_id("outbox-van-a")).to_have_text("0", timeout=WAIT_MS)
         for page in (desk, phone):  # on the map where its last fix put it, with its route progress
             await expect(page.get_by_test_id("van-van-a")).to_contain_text("van-a 3/3", timeout=WAIT_MS)
-        await shot(desk, "operator-02-fleet")
-        await shot(phone, "operator-02-fleet")
+        for page in (desk, phone):
+            await all_in_view(page)
+            await shot(page, "operator-02-fleet")
 
         # A delivery's proof in two clicks: the van, then the stop.
         await desk.locator('#vans tr[data-device="van-a"]').click()
@@ -232,6 +281,7 @@ def test_operator_page_in_chromium(tls_broker: MosquittoBroker, fleet: FleetPki,
         await expect(phone.get_by_test_id("verdict").first).to_contain_text("mismatch · read 12A · expected 40",
                                                                             timeout=WAIT_MS)
         await expect(phone.get_by_test_id("proof")).to_contain_text("refused")
+        await all_in_view(phone)
         await shot(phone, "operator-03-proof")
 
         # The analytics table against the same figures computed by hand from the van's own events.
@@ -250,6 +300,7 @@ def test_operator_page_in_chromium(tls_broker: MosquittoBroker, fleet: FleetPki,
         await expect(row.locator('[data-metric="exceptions"]')).to_contain_text("refused 1")
         await expect(desk.get_by_test_id("definitions")).to_contain_text("stops completed ÷ hours")
         await desk.get_by_test_id("analytics").scroll_into_view_if_needed()
+        await all_in_view(desk)
         await shot(desk, "operator-04-analytics")
 
         # A forged batch: the chain flag appears live.
@@ -277,13 +328,38 @@ def test_operator_page_in_chromium(tls_broker: MosquittoBroker, fleet: FleetPki,
         mark = await log_in(browser, url, DESK, "mark")
         await expect(mark.get_by_test_id("van-van-a")).to_be_visible(timeout=WAIT_MS)
 
-        # The van goes away: its link turns from online within the status interval (the broker's will).
+        # van-b's breadcrumbs wait in its outbox: the page shows how long the oldest has waited, by now.
+        pending = desk.get_by_test_id("pending-van-b")
+        await expect(pending).to_have_text(re.compile(r"^\d+ (s|min)$"), timeout=WAIT_MS)
+        waited = float(await pending.get_attribute("data-seconds") or "0")
+        assert waited > 0  # stored before the van started, still unsent
+        await expect(desk.get_by_test_id("outbox-van-b")).to_have_text(re.compile(r"^[1-9]\d*$"))
+        # On the map although the cloud has none of its breadcrumbs yet: the status carries the newest waiting one.
+        await expect(desk.get_by_test_id("van-van-b")).to_be_visible()
+
+        # van-b's process dies (SIGKILL: no goodbye): the broker publishes its Last Will after the will delay,
+        # and the page shows it offline within the van's status interval, its backlog still there and ageing.
+        killed = time.monotonic()
+        van_b.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(van_b.wait, 20)
+        await expect(desk.get_by_test_id("link-van-b")).to_have_text("offline", timeout=KILLED_STATUS_S * 1000)
+        offline_after_s = time.monotonic() - killed
+        assert offline_after_s <= KILLED_STATUS_S, offline_after_s
+        await expect(phone.get_by_test_id("link-van-b")).to_have_text("offline", timeout=WAIT_MS)
+        await expect(pending).to_have_text(re.compile(r"^\d+ (s|min)$"))
+        assert float(await pending.get_attribute("data-seconds") or "0") >= waited
+        (ARTIFACTS / "offline-after.json").write_text(json.dumps({"sigkill_to_offline_on_page_s": offline_after_s,
+                                                                 "will_delay_s": KILLED_WILL_DELAY_S,
+                                                                 "status_interval_s": KILLED_STATUS_S}))
+        for page in (desk, phone):
+            await all_in_view(page)
+            await shot(page, "operator-07-offline")
+
+        # van-a stops cleanly: its retained goodbye says so ("stopped", not the will).
         stop.set()
         await running
         for page in (desk, phone):
-            await expect(page.get_by_test_id("link-van-a")).not_to_have_text("online", timeout=WAIT_MS)
-        await shot(desk, "operator-07-offline")
-        await shot(phone, "operator-07-offline")
+            await expect(page.get_by_test_id("link-van-a")).to_have_text("stopped", timeout=WAIT_MS)
 
         # Re-offer the block: the dispatcher puts it back on the station's offers.
         desk.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
@@ -291,7 +367,9 @@ def test_operator_page_in_chromium(tls_broker: MosquittoBroker, fleet: FleetPki,
         await expect(desk.get_by_test_id("block-state-B-NORTH")).to_have_text("unclaimed", timeout=WAIT_MS)
         await expect(desk.get_by_test_id("toast")).to_contain_text("on offer again")
 
-    with cloud_process(fleet, tls_broker.port, tmp_path) as url:
+    with cloud_process(fleet, tls_broker.port, tmp_path) as url, \
+            killable_van(fleet, tls_broker.port, tmp_path / "van-b") as van_b:
         assert served_by_fleet_ca(url, fleet) == "operator-web"
-        asyncio.run(scenario(url))
+        asyncio.run(scenario(url, van_b))
+    assert van_b.returncode == -signal.SIGKILL
 

@@ -219,3 +219,18 @@ def test_acks_out_of_order_keep_the_highest_acked_seq(store: EventStore) -> None
     store.mark_acked([6])
     assert store.stats().last_acked_seq == 6 and store.newest_pending(Lane.EVENTS).seq == 4
     assert store.newest_pending(Lane.TRACK) is None
+
+
+
+def test_the_newest_pending_breadcrumb_skips_newer_health_events(store: EventStore) -> None:
+    """The status shows where the van is while telemetry gathers: the newest unacked GPS fix, past the health
+    events behind it; none once it is acked."""
+    store.append_many([Event(EventType.GPS_FIX, {"n": 1}), Event(EventType.GPS_FIX, {"n": 2}),
+                       Event(EventType.HEALTH, {}), scan(3)])
+    assert store.newest_pending(Lane.TRACK).type is EventType.HEALTH
+    fix = store.newest_pending(Lane.TRACK, EventType.GPS_FIX)
+    assert fix is not None and fix.seq == 2
+    store.mark_acked([2])
+    assert store.newest_pending(Lane.TRACK, EventType.GPS_FIX).seq == 1
+    store.mark_acked([1])
+    assert store.newest_pending(Lane.TRACK, EventType.GPS_FIX) is None

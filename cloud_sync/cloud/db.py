@@ -403,6 +403,11 @@ class CloudDb:
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return self.engine.read(sql, args)
 
+    def device_status(self, device: str) -> dict[str, Any] | None:
+        """The status record of one device as last stored (None: none yet)."""
+        rows = self._read("SELECT status FROM devices WHERE device = ?", (device,))
+        return json.loads(rows[0][0]) if rows and rows[0][0] else None
+
     def event_count(self, device: str | None = None) -> int:
         if device is None:
             return int(self._read("SELECT COUNT(*) FROM events")[0][0])

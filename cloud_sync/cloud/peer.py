@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from paho.mqtt.properties import Properties
 
 from cloud_sync.cloud.commands import new_command, publish
 from cloud_sync.cloud.db import CloudDb, CloudDbError, PhotoLimits, PhotoStatus, StoredPhoto
+from cloud_sync.cloud.presence import status_record
 from cloud_sync.connection import Backoff, BrokerSettings, make_client, release
 from cloud_sync.errors import MessageRejected, RejectReason
 from cloud_sync.messages import (
@@ -253,11 +255,9 @@ class CloudPeer:
         if status.device != device:  # the topic is the authenticated identity
             raise MessageRejected(RejectReason.WRONG_DEVICE, f"status says {status.device!r:.40}")
         self.counters["statuses"] += 1
-        await asyncio.to_thread(db.record_status, device, {"state": status.state.value, "ts": status.ts,
-                                                           "outbox_depth": status.outbox_depth,
-                                                           "last_ack_seq": status.last_ack_seq,
-                                                           "version": status.version, "position": status.position,
-                                                           "storage": status.storage})
+        received_at = time.time()
+        previous = await asyncio.to_thread(db.device_status, device)
+        await asyncio.to_thread(db.record_status, device, status_record(status, previous, received_at))
 
     async def _on_claim(self, client: aiomqtt.Client, db: CloudDb, topic: str, payload: Any,
                         props: Properties | None) -> None:

@@ -23,9 +23,19 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--blocks", type=int, default=2)
     p.add_argument("--stops", type=int, default=4, help="stops per block")
     p.add_argument("--report", metavar="FILE", help="write the report JSON here")
+    p.add_argument("--http", metavar="HOST:PORT", type=_address,
+                   help="serve the operator page over the demo's cloud while it runs (plain HTTP: keep it on "
+                        "loopback; an account is made and its password printed)")
     # --data-dir DIR (common option): the demo's files go there and stay: agents' stores, the cloud's database
     # (cloud.db) and its photo files (cloud-photos/), logs.
     p.set_defaults(func=run)
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT (PORT 0: any free port)")
+    return host.strip("[]"), int(port)
 
 
 def _print_report(report: dict[str, Any]) -> None:
@@ -41,6 +51,7 @@ def _print_report(report: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cloud_sync.cloud.web.server import OperatorServerError
     from device.demo.orchestrator import Demo  # heavy imports only for this command
 
     setup_logging(args.log_level or "WARNING", json_lines=True)
@@ -51,8 +62,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"flexedge demo: seed {args.seed}, {args.agents} agents, {args.blocks} blocks; files in {workdir}",
           file=progress_to, flush=True)
     demo = Demo(workdir, seed=args.seed, duration_s=args.duration, agents=args.agents, blocks=args.blocks,
-                stops=args.stops, progress=lambda line: print(line, file=progress_to, flush=True))
-    report = asyncio.run(demo.run())
+                stops=args.stops, progress=lambda line: print(line, file=progress_to, flush=True), http=args.http)
+    try:
+        report = asyncio.run(demo.run())
+    except OperatorServerError as exc:  # --http: the address is taken or not this machine's
+        print(f"flexedge demo: {exc}", file=sys.stderr)
+        return 2
     report["workdir"] = str(workdir)
     if args.json:
         print(json.dumps(report))

@@ -43,8 +43,14 @@ class ConsoleServer:
     async def start(self) -> None:
         """Listen with at most `max_connections` open at once: one more is accepted and closed at once (counted,
         logged every REFUSAL_LOG_EVERY), so idle connections cannot take the agent's file descriptors (the sync
-        and the store need them). If descriptors run out anyway, asyncio pauses accepting for a second."""
-        runner = web.AppRunner(build_app(self.console), access_log=None, shutdown_timeout=SHUTDOWN_S)
+        and the store need them); a connection without a whole request header for `header_timeout_s` is closed,
+        so a flood of them leaves the console unreachable for that long at most. If descriptors run out anyway,
+        asyncio pauses accepting for a second."""
+        # aiohttp's keep-alive timer starts when a connection opens and again after each answer, and closes the
+        # connection if no whole request (line and headers) arrived by then: a header read timeout, so idle or
+        # slowly-trickling connections cannot hold the `max_connections` slots for good.
+        runner = web.AppRunner(build_app(self.console), access_log=None, shutdown_timeout=SHUTDOWN_S,
+                               keepalive_timeout=self.section.header_timeout_s)
         await runner.setup()
         handler = runner.server
         assert handler is not None  # set up above

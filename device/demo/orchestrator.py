@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import sqlite3
 import subprocess
@@ -33,6 +34,9 @@ from cloud_sync.cloud.db import CloudDb, default_photo_dir
 from cloud_sync.cloud.peer import CloudPeer, CloudSettings
 from cloud_sync.cloud.planning.travel import RoadModelTimes, Slowdown
 from cloud_sync.cloud.replanner import Replanner
+from cloud_sync.cloud.web import actions as web_actions
+from cloud_sync.cloud.web.accounts import Accounts, Role
+from cloud_sync.cloud.web.server import HttpSettings, OperatorServer
 from cloud_sync.pki import Pki
 from device.contract.travel import distance_m
 from device.demo.scenario import DEPOT, LOCKED_NOTE, PLAN_S, STATION, Scenario, make_scenario
@@ -55,6 +59,9 @@ DRIVE_SPEEDUP = 15.0  # simulated seconds per real second while driving
 AGENT_STOP_TIMEOUT_S = 15.0  # SIGTERM, then SIGKILL
 PHOTO_WAIT_S = 60.0  # after the last block completes, how long the photos may take to reach the cloud
 RAIN_FACTOR = 1.6  # travel times in the rained-on part of town
+OPERATOR = "demo"  # the operator page's account (`--http`), with a new password each run
+PAGE_LIVE_S = 1.0  # the page's live updates look at the database this often
+STATUS_INTERVAL_S = 5  # the agents' retained status: short, so the page follows them closely
 
 
 def _sscc_barcode(package_id: str) -> Barcode:
@@ -85,8 +92,11 @@ class AgentProc:
 
 class Demo:
     def __init__(self, workdir: Path, *, seed: int = 7, duration_s: float = 90.0, agents: int = 3,
-                 blocks: int = 2, stops: int = 4, progress: Callable[[str], None] = print) -> None:
+                 blocks: int = 2, stops: int = 4, progress: Callable[[str], None] = print,
+                 http: tuple[str, int] | None = None) -> None:
         self.workdir = workdir
+        self.http = http  # (host, port): serve the operator page over the demo's cloud (plain HTTP)
+        self.page: OperatorServer | None = None
         self.seed = seed
         self.duration_s = duration_s
         self.scenario: Scenario = make_scenario(seed, blocks, stops)
@@ -127,6 +137,7 @@ keepalive_s = 10
 [sync]
 cloud_key_file = "{pki.signing_pub}"
 ack_timeout_s = 5.0
+status_interval_s = {STATUS_INTERVAL_S}
 
 [scanner]
 port = "{agent.scanner.path}"
@@ -278,6 +289,8 @@ level = "INFO"
             await asyncio.wait_for(peer.ready.wait(), 20)
             await peer.add_blocks(list(self.scenario.blocks))
             self._replanner = Replanner(peer, CloudDb(self.cloud_db), RoadModelTimes(), PLAN_S)
+            if self.http is not None:
+                await self._start_page(peer)
             self.progress(f"cloud: {len(self.scenario.blocks)} blocks offered at station {STATION}: "
                           + ", ".join(f"{b.id} ({len(r.stops)} stops)" for b, r in self.scenario.blocks))
             for i in range(self.agent_count):
@@ -286,6 +299,8 @@ level = "INFO"
             await self._watch(started)
         finally:
             await self._stop_agents()
+            if self.page is not None:
+                await self.page.stop()
             if cloud_task is not None:
                 await asyncio.sleep(1.0)  # the last batches of the stopping agents
                 peer.stop()
@@ -302,6 +317,22 @@ level = "INFO"
             if self._replanner is not None:
                 self._replanner.db.close()
         return self.report(time.monotonic() - started)
+
+    async def _start_page(self, peer: CloudPeer) -> None:
+        """The operator page over the demo's cloud database, with an operator account made for this run."""
+        assert self.http is not None
+        accounts_path = self.workdir / "operators.sqlite"
+        password = secrets.token_urlsafe(12)
+        accounts = Accounts(accounts_path)
+        try:
+            accounts.add(OPERATOR, password, Role.OPERATOR)
+        finally:
+            accounts.close()
+        host, port = self.http
+        self.page = OperatorServer(HttpSettings(host, port, self.cloud_db, accounts_path, live_interval_s=PAGE_LIVE_S),
+                                   web_actions.reoffer(self.cloud_db, peer.add_blocks))
+        await self.page.start()
+        self.progress(f"operator page: {self.page.url} (log in as {OPERATOR}, password {password})")
 
     async def _watch(self, started: float) -> None:
         conn = sqlite3.connect(f"file:{self.cloud_db}?mode=ro", uri=True, timeout=5)

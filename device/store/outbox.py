@@ -311,11 +311,13 @@ class EventStore:
             return out
         return self._call(read)
 
-    def newest_pending(self, lane: Lane) -> StoredEvent | None:
-        """The newest unacked event of a lane (the live position that goes out first after an outage)."""
+    def newest_pending(self, lane: Lane, event_type: EventType | None = None) -> StoredEvent | None:
+        """The newest unacked event of a lane, of one type if given (the live position that goes out first after an
+        outage, and that the status carries while breadcrumbs wait for a batch). Walks the pending index back."""
         def read(db: sqlite_utils.Database) -> StoredEvent | None:
+            where, args = ("AND type = ?", [event_type.value]) if event_type is not None else ("", [])
             row = db.conn.execute("SELECT seq, id, type, lane, body, hash FROM events WHERE acked = 0 AND lane = ? "
-                                  "ORDER BY seq DESC LIMIT 1", [int(lane)]).fetchone()
+                                  f"{where} ORDER BY seq DESC LIMIT 1", [int(lane), *args]).fetchone()
             return None if row is None else StoredEvent(row[0], row[1], EventType(row[2]), Lane(row[3]), row[4], row[5])
         return self._call(read)
 

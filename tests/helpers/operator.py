@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -11,7 +12,8 @@ from typing import Any
 import orjson
 
 from cloud_sync.cloud import CloudDb
-from cloud_sync.messages import EventBatch, PhotoChunk
+from cloud_sync.cloud.presence import status_record
+from cloud_sync.messages import DeviceStatus, EventBatch, PhotoChunk, Presence
 from device.contract.domain import Block, Event, EventType, Package, Route, Stop, iso_utc
 from device.contract.position import Position
 from device.store import EventStore
@@ -19,6 +21,8 @@ from tests.helpers.fleet import OTHER_STATION, STATION
 
 DAY = datetime(2026, 11, 25, tzinfo=timezone.utc)
 DAY_TEXT = "2026-11-25"
+PENDING_S = 300.0  # van-a's oldest unacked event had waited this long when its status was made...
+PENDING_RECEIVED_AGO_S = 20.0  # ...which the cloud received this long ago
 PHOTO = b"\xff\xd8\xff\xe0 not really a jpeg, but bytes the page serves back \xff\xd9"
 
 
@@ -113,7 +117,7 @@ def ingest(db: CloudDb, directory: Path, device: str, events: list[Event]) -> No
 
 def known_day(directory: Path) -> Path:
     """The cloud database of the known day: both blocks granted, both vans' events, van-a's matching photo,
-    van-a online with a position, van-b offline."""
+    van-a online with a position and a backlog, van-b offline."""
     path = directory / "cloud.db"
     db = CloudDb(path)
     try:
@@ -123,9 +127,11 @@ def known_day(directory: Path) -> Path:
         ingest(db, directory, "van-a", van_a_day())
         ingest(db, directory, "van-b", van_b_day())
         db.store_photo_chunk("van-a", PhotoChunk("c1", "ph-2", 0, 1, hashlib.sha256(PHOTO).hexdigest(), PHOTO))
-        db.record_status("van-a", {"state": "online", "ts": iso_utc(datetime.now(timezone.utc)), "outbox_depth": 3,
-                                   "last_ack_seq": 12, "position": {"lat": 47.611, "lon": -122.339}})
-        db.record_status("van-b", {"state": "offline", "ts": at(10.3), "outbox_depth": None, "position": None})
+        now = time.time()
+        db.record_status("van-a", status_record(DeviceStatus(
+            Presence.ONLINE, "van-a", "1.0", outbox_depth=3, last_ack_seq=12, oldest_pending_s=PENDING_S,
+            position={"lat": 47.611, "lon": -122.339}), None, now - PENDING_RECEIVED_AGO_S))
+        db.record_status("van-b", status_record(DeviceStatus(Presence.OFFLINE, "van-b", "1.0", ts=at(10.3)), None, now))
     finally:
         db.close()
     return path

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, AsyncIterator, Iterator
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -15,8 +16,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 from cloud_sync.cloud import CloudPeer, CloudSettings, CloudThread
 from cloud_sync.cloud.db import default_photo_dir
 from cloud_sync.connection import Backoff, BrokerSettings
+from cloud_sync.device_sync import DeviceSync
 from cloud_sync.sync_settings import SyncSettings
 from device.contract.domain import Event, EventType
+from device.store import EventStore
 from tests.helpers.cloud_target import CloudTarget
 from tests.helpers.fleet import FLEET, STATION, FleetPki
 
@@ -27,6 +30,24 @@ def sync_settings(device: str, **overrides: Any) -> SyncSettings:
     base: dict[str, Any] = {"ack_timeout_s": 3.0, "backoff": FAST_BACKOFF, "claim_timeout_s": 20.0}
     base.update(overrides)
     return SyncSettings(device, FLEET, STATION, **base)
+
+
+def van_sync(fleet: FleetPki, store: EventStore, port: int, device: str = "van-a", *,
+             broker: BrokerSettings | None = None, **overrides: Any) -> DeviceSync:
+    """A device's DeviceSync over its store: the tests' settings with `overrides`, its certificate on the TLS
+    broker at `port` (or `broker`), the fleet's cloud key."""
+    return DeviceSync(store, sync_settings(device, **overrides), broker or fleet.broker_settings(device, port),
+                      fleet.verifier)
+
+
+@contextlib.asynccontextmanager
+async def started(sync: DeviceSync) -> AsyncIterator[DeviceSync]:
+    """The sync running for the block; stopped cleanly (its retained 'stopped' status) however the block ends."""
+    await sync.start()
+    try:
+        yield sync
+    finally:
+        await sync.stop()
 
 
 def as_target(db: Path | CloudTarget) -> CloudTarget:

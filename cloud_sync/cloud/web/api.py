@@ -47,6 +47,7 @@ HEADERS = {
 }
 STATIC = {".html": "text/html", ".css": "text/css", ".js": "text/javascript"}
 PUBLIC = ("/", "/api/login")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as the start of a formula
 
 Reoffer = Callable[[str], Awaitable[None]]
 
@@ -242,13 +243,21 @@ async def figures(request: web.Request) -> web.Response:
                                          app.cache))
 
 
+def spreadsheet_safe(value: Any) -> Any:
+    """A text a van sent (a read number, a reason, an id) that a spreadsheet would run as a formula is given a
+    leading apostrophe (OWASP's CSV injection advice); numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 async def export_csv(request: web.Request) -> web.Response:
     day = _day(request)
     rows = await asyncio.to_thread(queries.export_rows, request.app[APP].db, day, _station(request))
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["device"])
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else list(queries.EXPORT_COLUMNS))
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({key: spreadsheet_safe(value) for key, value in row.items()} for row in rows)
     return web.Response(text=out.getvalue(), content_type="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="flexedge-{day}.csv"'})
 

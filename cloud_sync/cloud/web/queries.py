@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import Any
 
+from cloud_sync.cloud.presence import pending_age_s
 from cloud_sync.cloud.web import photos
 from cloud_sync.cloud.web.cache import VersionedCache, versions
 from cloud_sync.cloud.web.readonly import ReadOnlyDb
@@ -23,6 +24,8 @@ TRACK_POINTS = 300  # breadcrumbs drawn per van
 PROOF_TYPES = ("stop.arrived", "photo.checked", "delivery.signature", "delivery.proof", "delivery.exception",
                "stop.completed")
 EXPORT_TYPES = ("stop.arrived", "photo.checked", "delivery.proof", "delivery.exception", "stop.completed")
+EXPORT_COLUMNS = ("device", "seq", "type", "ts", "block", "stop", "verdict", "read", "outcome", "on_time", "reason",
+                  "packages", "lat", "lon")
 
 
 def _iso(ts: float | None) -> str | None:
@@ -30,12 +33,8 @@ def _iso(ts: float | None) -> str | None:
 
 
 def _age_s(iso: str | None, now: float) -> float | None:
-    if not iso:
-        return None
-    try:
-        return now - datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    moment = _epoch(iso)
+    return None if moment is None else now - moment
 
 
 def link_state(status: dict[str, Any] | None, now: float) -> str:
@@ -86,8 +85,9 @@ def fleet(db: ReadOnlyDb, station: str | None, now: float, cache: VersionedCache
     kept per route version."""
     cache = cache or VersionedCache()
     flags, clock = _counts(db, "flags", station), _counts(db, "clock_flags", station)
-    # The retained status carries the newest fix only when a live event went with it; otherwise the newest
-    # stored event with a fix stands in (read when the device's data changed).
+    # The retained status carries the newest breadcrumb still waiting in the van's outbox; the newest stored
+    # event with a fix (read when the device's data changed) may be newer (the live one goes first after an
+    # outage, older ones follow): the newer of the two is shown.
     devices = db.rows(f"""SELECT device, status, last_batch_at, verified_seq FROM devices d
                           WHERE {device_in_scope('d.device')} ORDER BY device""", {"station": station})
     done_at = versions(db, station, ("stop.completed",))
@@ -111,13 +111,14 @@ def fleet(db: ReadOnlyDb, station: str | None, now: float, cache: VersionedCache
     vans = []
     for device, status_text, last_batch, verified in devices:
         status = json.loads(status_text) if status_text else {}
-        position = status.get("position") or cache.get(("fix", device), (last_batch, verified),
-                                                       partial(_last_fix, db, device))
+        position = newer_fix(status.get("position"), cache.get(("fix", device), (last_batch, verified),
+                                                               partial(_last_fix, db, device)))
         mine = current.get(device)
         vans.append({
             "device": device, "link": link_state(status, now), "status_ts": status.get("ts"),
             "last_batch_at": last_batch, "verified_seq": verified,
             "outbox_depth": status.get("outbox_depth"), "last_ack_seq": status.get("last_ack_seq"),
+            "oldest_pending_s": pending_age_s(status, now), "offline_at": status.get("offline_at"),
             "storage": status.get("storage"), "position": position,
             "block": mine["id"] if mine else None, "station": mine["station"] if mine else None,
             "stops": mine["stops"] if mine else 0, "stops_done": mine["done"] if mine else 0,
@@ -125,10 +126,37 @@ def fleet(db: ReadOnlyDb, station: str | None, now: float, cache: VersionedCache
     return {"now": _iso(now), "vans": vans, "blocks": blocks}
 
 
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def newer_fix(status_fix: Any, stored_fix: Any) -> dict[str, Any] | None:
+    """The fix with the later `time` (the receiver's); the status's one when the times cannot be compared. Either
+    may be whatever a van sent: only objects count."""
+    waiting: dict[str, Any] | None = status_fix if isinstance(status_fix, dict) else None
+    stored: dict[str, Any] | None = stored_fix if isinstance(stored_fix, dict) else None
+    if waiting is None or stored is None:
+        return waiting or stored
+    newer_stored = _epoch(stored.get("time")) or 0.0
+    if newer_stored > (_epoch(waiting.get("time")) or newer_stored):
+        return stored
+    return waiting
+
+
+def _epoch(iso: Any) -> float | None:
+    if not isinstance(iso, str):
+        return None
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def _last_fix(db: ReadOnlyDb, device: str) -> dict[str, Any] | None:
+    """The newest stored fix that is an object (a van may have sent anything as `fix`)."""
     rows = db.rows("""SELECT json_extract(body, '$.fix') FROM events WHERE device = ?
-                      AND json_extract(body, '$.fix') IS NOT NULL ORDER BY seq DESC LIMIT 1""", (device,))
-    return json.loads(rows[0][0]) if rows else None
+                      AND json_type(body, '$.fix') = 'object' ORDER BY seq DESC LIMIT 1""", (device,))
+    return _object(json.loads(rows[0][0])) if rows else None
 
 
 def visible(db: ReadOnlyDb, device: str, station: str | None) -> bool:
@@ -160,9 +188,9 @@ def van(db: ReadOnlyDb, device: str, station: str | None, now: float) -> dict[st
                           "outcome": outcome, "on_time": None if on_time is None else bool(on_time),
                           "overdue": overdue, "packages": len(stop.get("packages", []))})
     track = [json.loads(fix) for (fix,) in db.rows(
-        """SELECT fix FROM (SELECT seq, json_extract(body, '$.fix') AS fix FROM events
-           WHERE device = :device AND type = 'gps.fix' ORDER BY seq DESC LIMIT :n) WHERE fix IS NOT NULL
-           ORDER BY seq""", {"device": device, "n": TRACK_POINTS})]
+        """SELECT fix FROM (SELECT seq, json_extract(body, '$.fix') AS fix, json_type(body, '$.fix') AS kind
+           FROM events WHERE device = :device AND type = 'gps.fix' ORDER BY seq DESC LIMIT :n)
+           WHERE kind = 'object' ORDER BY seq""", {"device": device, "n": TRACK_POINTS})]
     flags = [dict(zip(("seq", "kind", "detail"), r)) for r in db.rows(
         "SELECT seq, kind, detail FROM flags WHERE device = :device ORDER BY seq", {"device": device})]
     clock = [dict(zip(("seq", "kind", "jump_s", "detail"), r)) for r in db.rows(
@@ -184,11 +212,13 @@ def proof(db: ReadOnlyDb, device: str, stop: str, station: str | None) -> dict[s
     items = []
     for seq, kind, body, chain in rows:
         doc = json.loads(body)
-        data = doc.get("data", {})
+        data = _object(doc.get("data"))
         item = {"seq": seq, "type": kind, "ts": doc.get("ts"), "fix": doc.get("fix"), "chain": chain, "data": data}
         if kind == "photo.checked":
-            item["photo_received"] = data.get("photo_id") in checks
-            item["photo_check"] = checks.get(data.get("photo_id"))
+            photo_id = data.get("photo_id")
+            photo_id = photo_id if isinstance(photo_id, str) else None
+            item["photo_received"] = photo_id in checks
+            item["photo_check"] = checks.get(photo_id) if photo_id else None
         items.append(item)
     return {"device": device, "stop": stop, "items": items}
 
@@ -209,10 +239,12 @@ def export_rows(db: ReadOnlyDb, day: str, station: str | None) -> list[dict[str,
                 AND substr(json_extract(body, '$.ts'), 1, 10) = :day AND {device_in_scope('device')}
                 ORDER BY device, seq""", args):
         doc = json.loads(body)
-        data, fix = doc.get("data", {}), doc.get("fix") or {}
-        out.append({"device": device, "seq": seq, "type": kind, "ts": doc.get("ts"), "block": doc.get("block"),
-                    "stop": doc.get("stop"), "verdict": data.get("verdict"), "read": data.get("read"),
-                    "outcome": data.get("outcome"), "on_time": data.get("on_time"), "reason": data.get("reason"),
-                    "packages": ";".join(data.get("packages", [])) if isinstance(data.get("packages"), list) else
-                    data.get("packages"), "lat": fix.get("lat"), "lon": fix.get("lon")})
+        data, fix = _object(doc.get("data")), _object(doc.get("fix"))  # a hostile van may send anything here
+        packages = data.get("packages")
+        row = {"device": device, "seq": seq, "type": kind, "ts": doc.get("ts"), "block": doc.get("block"),
+               "stop": doc.get("stop"), "verdict": data.get("verdict"), "read": data.get("read"),
+               "outcome": data.get("outcome"), "on_time": data.get("on_time"), "reason": data.get("reason"),
+               "packages": ";".join(str(p) for p in packages) if isinstance(packages, list) else packages,
+               "lat": fix.get("lat"), "lon": fix.get("lon")}
+        out.append({key: row[key] for key in EXPORT_COLUMNS})
     return out

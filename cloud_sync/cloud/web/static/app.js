@@ -12,6 +12,7 @@ let shown = { van: "", proof: "" }; // the JSON on screen: a refresh that change
 let stream = null;
 let analyticsAt = 0; // when the figures were last fetched: live updates refetch them at most every few seconds
 const ANALYTICS_EVERY_MS = 3000;
+const PENDING_WARN_S = 600; // an event waiting longer than this for the cloud is shown in red
 
 function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
@@ -33,6 +34,12 @@ function svg(tag, attrs, ...children) {
 const words = (s) => String(s ?? "–").replace(/_/g, " ");
 const pct = (x) => (x === null || x === undefined ? "–" : Math.round(x * 100) + "%");
 
+// On a phone the tables fold into one card per row (style.css): each cell is labelled with its column's header.
+function labelled(table) {
+  const names = [...table.tHead.rows[0].cells].map((th) => th.textContent);
+  for (const tr of table.tBodies[0].rows) [...tr.cells].forEach((td, i) => { td.dataset.label = names[i] || ""; });
+}
+
 function toast(text) {
   $("toast").textContent = text || "";
   $("toast").className = text ? "show" : "";
@@ -42,6 +49,12 @@ function ago(when) { // an ISO time or epoch seconds
   if (!when) return "never";
   const s = Math.max(0, (Date.now() - (typeof when === "number" ? when * 1000 : Date.parse(when))) / 1000);
   return s < 90 ? Math.round(s) + " s ago" : s < 5400 ? Math.round(s / 60) + " min ago" : Math.round(s / 3600) + " h ago";
+}
+
+function duration(s) { // seconds -> "42 s", "7 min", "3 h", "2 d"
+  if (s === null || s === undefined) return "–";
+  return s < 90 ? Math.round(s) + " s" : s < 5400 ? Math.round(s / 60) + " min" : s < 172800 ?
+    Math.round(s / 3600) + " h" : Math.round(s / 86400) + " d";
 }
 
 // --- talking to the cloud ---------------------------------------------------------------------------
@@ -120,15 +133,19 @@ function renderFleet(doc) {
     "data-device": v.device, class: v.device === selected ? "selected" : "", onclick: () => selectVan(v.device),
   },
     h("td", {}, v.device),
-    h("td", { class: "link-" + v.link, "data-testid": "link-" + v.device }, v.link),
+    h("td", { class: "link-" + v.link, "data-testid": "link-" + v.device,
+      title: v.offline_at ? "offline since " + new Date(v.offline_at * 1000).toISOString() : null }, v.link),
     h("td", {}, ago(v.status_ts || v.last_batch_at)),
     h("td", { "data-testid": "outbox-" + v.device }, v.outbox_depth ?? "–"),
+    h("td", { "data-testid": "pending-" + v.device, "data-seconds": v.oldest_pending_s ?? "",
+      class: v.oldest_pending_s > PENDING_WARN_S ? "flag" : "" }, duration(v.oldest_pending_s)),
     h("td", {}, (v.last_ack_seq ?? "–") + " / " + v.verified_seq),
     h("td", {}, v.block ? `${v.block} ${v.stops_done}/${v.stops}` : "no block"),
     h("td", { class: v.flags || v.clock_flags ? "flag" : "", "data-testid": "flags-" + v.device },
       (v.flags ? v.flags + " integrity" : "") + (v.flags && v.clock_flags ? " · " : "") +
       (v.clock_flags ? v.clock_flags + " clock" : "") || "–"),
   )));
+  labelled($("vans"));
   $("blocks").tBodies[0].replaceChildren(...doc.blocks.map((b) => h("tr", { "data-block": b.id },
     h("td", {}, b.id), h("td", {}, b.station), h("td", {}, b.winner || "–"),
     h("td", {}, `${b.done}/${b.stops}`),
@@ -136,6 +153,7 @@ function renderFleet(doc) {
     h("td", {}, b.winner ? h("button", { "data-testid": "reoffer-" + b.id, onclick: (e) => reoffer(e, b.id) },
       "Re-offer") : ""),
   )));
+  labelled($("blocks"));
   drawMap();
   if (selected) loadVan(selected);
   if (proofOf) loadProof(...proofOf);
@@ -179,9 +197,10 @@ function drawMap() {
   });
   for (const v of vans) {
     const g = svg("g", { class: "van " + v.link, "data-van": v.device, "data-testid": "van-" + v.device });
-    g.append(svg("circle", { cx: X(v.position.lon), cy: Y(v.position.lat), r: 9 }));
-    g.append(svg("text", { x: Number(X(v.position.lon)) + 12, y: Number(Y(v.position.lat)) + 4 },
-      v.device + (v.block ? ` ${v.stops_done}/${v.stops}` : "")));
+    const x = Number(X(v.position.lon)), left = x > W / 2; // labels point inwards: none cut at the edge
+    g.append(svg("circle", { cx: x, cy: Y(v.position.lat), r: 9 }));
+    g.append(svg("text", { x: left ? x - 12 : x + 12, y: Number(Y(v.position.lat)) + 4,
+      "text-anchor": left ? "end" : "start" }, v.device + (v.block ? ` ${v.stops_done}/${v.stops}` : "")));
     g.addEventListener("click", () => selectVan(v.device));
     map.append(g);
   }
@@ -220,6 +239,7 @@ async function loadVan(device) {
       s.outcome ? words(s.outcome) + (s.on_time === false ? " · late" : s.on_time ? " · on time" : "")
         : s.overdue ? "overdue" : "open"),
   )));
+  labelled($("stops"));
   drawMap();
 }
 
@@ -317,6 +337,7 @@ async function loadAnalytics() {
     h("td", { "data-metric": "exceptions" },
       Object.entries(r.exceptions || {}).map(([k, n]) => `${words(k)} ${n}`).join(", ") || "–"),
   )));
+  labelled($("analytics"));
   $("definitions").replaceChildren(...doc.metrics.flatMap((m) => [h("dt", {}, m.label), h("dd", {}, m.definition)]));
 }
 
