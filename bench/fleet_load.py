@@ -183,7 +183,6 @@ def run_generators(plans: list[VanPlan], settings: SwarmSettings, procs: int, si
             kind, count = conn.recv()
             connected += count
         connect_s = time.monotonic() - connect_started
-        before = cpu_of([proc.pid for proc, _ in children if proc.pid is not None])
         servers_at_go = cpu_of(servers)
         go_at = time.time() + GO_DELAY_S
         for _, conn in children:
@@ -193,15 +192,10 @@ def run_generators(plans: list[VanPlan], settings: SwarmSettings, procs: int, si
         for proc, conn in children:
             if not conn.poll(settings.seconds + settings.drain_timeout_s + 120):
                 raise RuntimeError(f"{proc.name} sent no reports")
-            assert proc.pid is not None
-            after = cpu_of([proc.pid])  # read before the child can end
-            kind, part = conn.recv()
+            kind, part, usage = conn.recv()
             reports += part
-            if proc.pid in after and proc.pid in before:
-                generators.append({"pid": proc.pid, "vans": len(part),
-                                   "cpu_s": round(after[proc.pid].cpu_s - before[proc.pid].cpu_s, 2),
-                                   "rss_mb": round(after[proc.pid].rss_mb, 1),
-                                   "peak_rss_mb": round(after[proc.pid].peak_rss_mb, 1)})
+            generators.append({"pid": proc.pid, "vans": len(part), "cpu_s": round(usage["cpu_s"], 2),
+                               "peak_rss_mb": round(usage["peak_rss_mb"], 1)})
     finally:
         for proc, conn in children:
             proc.join(30)
@@ -328,6 +322,11 @@ def audit_and_report(args: argparse.Namespace, db: str, reports: list[VanReport]
         "ack_p99_ms": round(percentile(latencies, 99) * 1000, 1),
         "batches": sum(r.batches for r in reports), "batches_resent": sum(r.batches_resent for r in reports),
         "claims": claims, "vans_connected": gen["connected"], "vans_drained": sum(r.drained for r in reports),
+        "not_drained": [{"device": r.device, "phase": r.phase, "errors": r.errors, "unacked": r.unacked_at_end,
+                         "connects": r.connects,
+                         "connect_failures": r.connect_failures,
+                         "claims_unanswered": sum(1 for a in r.claims.values() if not a)}
+                        for r in reports if not r.drained][:5],
         "connect_s": gen["connect_s"], "reconnects": sum(max(0, r.connects - 1) for r in reports),
         "van_rejects": sum(r.rejects for r in reports), "routes_received": sum(r.routes for r in reports),
         "broker": delta(broker_pid) if broker_pid in after else None,
@@ -365,8 +364,8 @@ def summary(result: dict[str, Any]) -> str:
         + [("cloud", p) for p in result["cloud"]] + [("db backend", p) for p in result["db_backends"]] \
         + [("generator", p) for p in result["generators"]]
     for role, p in procs:
-        lines.append(f"  {role:<10} pid {p['pid']:>7}: cpu {p['cpu_s']:7.2f} s, rss {p['rss_mb']} MB "
-                     f"(peak {p['peak_rss_mb']} MB)")
+        rss = f"rss {p['rss_mb']} MB, " if "rss_mb" in p else ""
+        lines.append(f"  {role:<10} pid {p['pid']:>7}: cpu {p['cpu_s']:7.2f} s, {rss}peak rss {p['peak_rss_mb']} MB")
     lines.append("  OK" if result["ok"] else "  NOT OK")
     return "\n".join(lines)
 

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import resource
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ from cloud_sync.signing import Verifier
 from cloud_sync.sync_settings import SyncSettings
 from cloud_sync.topics import FleetTopics
 from device.contract.chain import GENESIS_HASH, chain_hash
-from device.contract.domain import Event, EventType, Lane, new_event_id
+from device.contract.domain import Event, EventType, Lane, iso_utc, new_event_id, utc_now
 from device.contract.position import Position
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,9 @@ class VanReport:
     last_ack_at: float = 0.0  # wall clock of the last ack
     connected: bool = False
     drained: bool = False  # every event acked and every claim answered before the deadline
+    unacked_at_end: int = 0  # events still without an ack when the van stopped
+    errors: list[str] = field(default_factory=list)
+    phase: str = "connecting"  # how far it got: connecting, running, stopping, done
 
 
 @dataclass(frozen=True)
@@ -116,13 +120,18 @@ class _Flight:
     sent_at: float
 
 
-def _event(seq: int, block: str) -> Event:
-    """Two breadcrumbs with a fix per package scan, as a van on its route makes them."""
+def _fix(seq: int) -> Position:
+    return Position.from_dict({"lat": 47.61 + seq * 1e-6, "lon": -122.34, "mode": 3, "speed": 8.2, "track": 91.0,
+                               "eph": 4.0})
+
+
+def _event(seq: int, block: str, fix: Position, ts: str, mono: float) -> Event:
+    """Two breadcrumbs with a fix per package scan, as a van on its route makes them. Events made together share
+    their time and fix (it costs the generator less, and the cloud nothing)."""
     if seq % 3:
-        fix = Position.from_dict({"lat": 47.61 + seq * 1e-6, "lon": -122.34, "mode": 3, "speed": 8.2,
-                                  "track": 91.0, "eph": 4.0})
-        return Event(EventType.GPS_FIX, {}, fix=fix, block=block)
-    return Event(EventType.PACKAGE_SCANNED, {"package": f"TBA{seq:09d}", "result": "ok"}, block=block)
+        return Event(EventType.GPS_FIX, {}, fix=fix, block=block, ts=ts, mono=mono)
+    return Event(EventType.PACKAGE_SCANNED, {"package": f"TBA{seq:09d}", "result": "ok"}, block=block, ts=ts,
+                 mono=mono)
 
 
 class Van:
@@ -171,6 +180,9 @@ class Van:
                 self.report.connect_failures += 1
                 log.warning("%s: connection failed or lost: %s", self.plan.device,
                             "; ".join(map(str, group.exceptions)))
+            except* Exception as group:  # a bug here must show in the report, not leave the van hanging
+                self.report.errors.append("; ".join(repr(e) for e in group.exceptions)[:300])
+                log.error("%s: session failed", self.plan.device, exc_info=group)
             finally:
                 self._supersede()
                 release(client)
@@ -189,13 +201,17 @@ class Van:
             window = self.settings.seconds / 2
             self._claim_plan = sorted(self.rng.uniform(0.1 * window, window)
                                       for _ in range(self.settings.claims_per_van))
+        self.report.phase = "running"
+        done = asyncio.Event()
         async with asyncio.TaskGroup() as group:
             reader = group.create_task(self._read(client))
-            status = group.create_task(self._refresh_status(client))
+            group.create_task(self._refresh_status(client, done))
             await asyncio.gather(self._send(client), self._claim(client))
+            done.set()
             reader.cancel()
-            status.cancel()
+        self.report.phase = "stopping"
         await self._publish_status(client, Presence.STOPPED)
+        self.report.phase = "done"
         self.report.drained = True
         self.finished.set()
 
@@ -205,10 +221,18 @@ class Van:
         await client.publish(self.topics.status, status.to_payload(), qos=1, retain=True)
         self.report.statuses += 1
 
-    async def _refresh_status(self, client: aiomqtt.Client) -> None:
-        while True:
-            await asyncio.sleep(self.settings.status_interval_s)
-            await self._publish_status(client, Presence.ONLINE)
+    async def _refresh_status(self, client: aiomqtt.Client, done: asyncio.Event) -> None:
+        """Until `done`: a cancel alone is not enough, Python 3.11's asyncio.wait_for (under aiomqtt's publish)
+        can swallow a cancellation that meets the PUBACK."""
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.status_interval_s):
+                    await done.wait()
+            if not done.is_set():
+                await self._publish_status(client, Presence.ONLINE)
+
+    def close_report(self) -> None:
+        self.report.unacked_at_end = len(self._unacked)
 
     # --- events ------------------------------------------------------------------------------------
 
@@ -217,9 +241,10 @@ class Van:
 
     def _make(self, count: int) -> None:
         report = self.report
+        ts, mono, fix = iso_utc(utc_now()), time.monotonic(), _fix(report.produced)
         for _ in range(count):
             seq = report.produced + 1
-            doc = _event(seq, self._block).to_dict(seq)
+            doc = _event(seq, self._block, fix, ts, mono).to_dict(seq)
             report.head_hash = chain_hash(report.head_hash, doc)
             report.produced = seq
             self._unacked[seq] = (doc, report.head_hash)
@@ -374,12 +399,13 @@ class Van:
 
 async def run_swarm(plans: list[VanPlan], settings: SwarmSettings, verifier: Verifier, conn: Connection) -> None:
     """Connect every van, tell the bench (`("connected", n)`), wait for its go (a wall-clock start), run, and
-    send the reports back (`("reports", [...])`)."""
+    send the reports back with this process's CPU seconds since the go and peak RSS
+    (`("reports", [...], {"cpu_s", "peak_rss_mb"})`)."""
     go = asyncio.Event()
-    rng = random.Random(plans[0].device if plans else "")
-    vans = [Van(plan, settings, verifier, go, random.Random(f"{plan.device}")) for plan in plans]
+    vans = [Van(plan, settings, verifier, go, random.Random(plan.device)) for plan in plans]
     connects = asyncio.Semaphore(settings.connects_at_once)
     tasks = [asyncio.create_task(van.run(connects)) for van in vans]
+    cpu_at_go = time.process_time()
     try:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(60.0, len(vans) * 0.1)):
@@ -387,16 +413,20 @@ async def run_swarm(plans: list[VanPlan], settings: SwarmSettings, verifier: Ver
         conn.send(("connected", sum(van.connected.is_set() for van in vans)))
         go_at = await asyncio.to_thread(conn.recv)
         await asyncio.sleep(max(0.0, float(go_at) - time.time()))
+        cpu_at_go = time.process_time()
         go.set()
-        deadline = settings.seconds + settings.drain_timeout_s + rng.uniform(0, 0.01)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(deadline):
+            async with asyncio.timeout(settings.seconds + settings.drain_timeout_s):
                 await asyncio.gather(*(van.finished.wait() for van in vans))
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    conn.send(("reports", [van.report for van in vans]))
+        for van in vans:
+            van.close_report()
+    usage = {"cpu_s": time.process_time() - cpu_at_go,  # this process, from the go to the last van's end
+             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    conn.send(("reports", [van.report for van in vans], usage))
 
 
 def swarm_process(conn: Connection, plans: list[VanPlan], settings: SwarmSettings, signing_pub: Path,
