@@ -113,7 +113,8 @@ def start_cloud(args: argparse.Namespace, work: Path, db: str, port: int, blocks
     """`flexedge cloud` exactly as an operator starts it; returns once it printed its ready line."""
     log = open(work / "cloud.log", "wb")  # noqa: SIM115 - the child writes it until it ends
     cloud = subprocess.Popen(
-        [sys.executable, "-m", "device.cli", "cloud", "--db", db, "--fleet", FLEET, "--broker", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "device.cli", "cloud", "--db", db, "--photo-dir", str(work / "photos"),
+         "--fleet", FLEET, "--broker", f"127.0.0.1:{port}",
          "--pki", str(work / "pki"), "--workers", str(args.workers), "--client-prefix", CLOUD_PREFIX,
          "--blocks", str(blocks), "--log-level", args.log_level],
         cwd=REPO, stdout=subprocess.PIPE, stderr=log, start_new_session=True,

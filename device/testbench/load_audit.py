@@ -15,8 +15,7 @@ import importlib
 import sqlite3
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 EVENT_COLUMNS = ("device", "seq", "id", "type", "body", "hash", "batch_id", "received_at", "chain")
@@ -163,6 +162,3 @@ def backend_pids(db: str) -> list[int]:
     return [int(pid) for (pid,) in _rows(db, "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
                                              "AND pid <> pg_backend_pid()")]
 
-
-def sqlite_files(db: str) -> Iterable[Path]:
-    return (Path(db + suffix) for suffix in ("", "-wal", "-shm"))
