@@ -366,7 +366,9 @@ def summary(result: dict[str, Any]) -> str:
         + [("generator", p) for p in result["generators"]]
     for role, p in procs:
         rss = f"rss {p['rss_mb']} MB, " if "rss_mb" in p else ""
-        lines.append(f"  {role:<10} pid {p['pid']:>7}: cpu {p['cpu_s']:7.2f} s, {rss}peak rss {p['peak_rss_mb']} MB")
+        share = f" ({p['cpu_s'] / result['run_s'] * 100:.0f}% of a core)" if result["run_s"] else ""
+        lines.append(f"  {role:<10} pid {p['pid']:>7}: cpu {p['cpu_s']:7.2f} s{share}, {rss}peak rss "
+                     f"{p['peak_rss_mb']} MB")
     lines.append("  OK" if result["ok"] else "  NOT OK")
     return "\n".join(lines)
 

@@ -158,6 +158,7 @@ class Van:
         self._claim_sent: dict[str, float] = {}
         self._claim_plan: list[float] = []  # seconds after go, still to claim
         self._go_at = 0.0  # monotonic
+        self._phase = rng.random()  # rate mode: where in its first event interval the van starts (not in lockstep)
         self._block = f"B-LOAD-{plan.device}"
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -254,7 +255,7 @@ class Van:
         if not self._producing(now):
             return
         if self.settings.rate_per_van > 0:
-            due = int(self.settings.rate_per_van * (now - self._go_at)) - self.report.produced
+            due = int(self.settings.rate_per_van * (now - self._go_at) + self._phase) - self.report.produced
             self._make(max(0, due))
         elif len(self._to_send) < self.settings.batch_events:
             self._make(self.settings.batch_events - len(self._to_send))
