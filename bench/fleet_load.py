@@ -28,11 +28,13 @@ Measured on this machine (2 cores shared with other work; SQLite cloud, 1 ingest
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import multiprocessing
 import os
 import resource
+import select
 import signal
 import statistics
 import subprocess
@@ -122,14 +124,18 @@ def start_cloud(args: argparse.Namespace, work: Path, db: str, port: int, blocks
     log.close()
     assert cloud.stdout is not None
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        line = cloud.stdout.readline()
-        if not line:
-            break
+    while (left := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select([cloud.stdout], [], [], left)
+        line = cloud.stdout.readline() if readable else b""
         if b'"ready"' in line:
             return cloud
-    cloud.kill()
-    raise RuntimeError(f"flexedge cloud did not start: {(work / 'cloud.log').read_text()[-2000:]}")
+        if not line and (readable or cloud.poll() is not None):
+            break  # it ended
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(cloud.pid, signal.SIGKILL)
+    cloud.wait()
+    raise RuntimeError(f"flexedge cloud did not start within {READY_TIMEOUT_S:.0f} s (exit {cloud.returncode}): "
+                       f"{(work / 'cloud.log').read_text()[-2000:]}")
 
 
 def stop_cloud(cloud: subprocess.Popen[bytes]) -> int:
@@ -144,10 +150,12 @@ def stop_cloud(cloud: subprocess.Popen[bytes]) -> int:
         return cloud.wait()
 
 
-def percentile(values: list[float], q: int) -> float:
+def percentile_ms(values: list[float], q: int) -> float | None:
+    """The q-th percentile of durations in seconds, in ms; None without any."""
     if not values:
-        return float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+        return None
+    seconds = statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+    return round(seconds * 1000, 1)
 
 
 def cpu_of(pids: list[int]) -> dict[int, proc_usage.Usage]:
@@ -228,7 +236,7 @@ def claims_summary(reports: list[VanReport], winners: dict[str, str | None]) -> 
             sum(r.claims_skipped for r in reports), "statuses": statuses,
             "blocks_granted_twice": sum(1 for devices in granted.values() if len(devices) > 1),
             "granted_not_winner_in_db": wrong_winner,
-            "p50_ms": round(percentile(latencies, 50) * 1000, 1), "p99_ms": round(percentile(latencies, 99) * 1000, 1)}
+            "p50_ms": percentile_ms(latencies, 50), "p99_ms": percentile_ms(latencies, 99)}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -319,8 +327,7 @@ def audit_and_report(args: argparse.Namespace, db: str, reports: list[VanReport]
         "events_stored": found.stored, "events_acked": acked, "run_s": round(elapsed, 1),
         "lost": found.lost, "duplicates": found.duplicates, "unexpected_rows": found.unexpected,
         "chain_head_mismatch": found.chain_mismatch, "flags": found.flags, "clock_flags": found.clock_flags,
-        "ack_p50_ms": round(percentile(latencies, 50) * 1000, 1),
-        "ack_p99_ms": round(percentile(latencies, 99) * 1000, 1),
+        "ack_p50_ms": percentile_ms(latencies, 50), "ack_p99_ms": percentile_ms(latencies, 99),
         "batches": sum(r.batches for r in reports), "batches_resent": sum(r.batches_resent for r in reports),
         "claims": claims, "vans_connected": gen["connected"], "vans_drained": sum(r.drained for r in reports),
         "not_drained": [{"device": r.device, "phase": r.phase, "errors": r.errors, "unacked": r.unacked_at_end,
@@ -353,7 +360,8 @@ def summary(result: dict[str, Any]) -> str:
         f"{result['events_produced']} made in {result['run_s']} s); raw insert ceiling "
         f"{result['raw_insert_events_per_s']} events/s ({result['raw_insert_method']}); ratio {result['ratio']}",
         f"  batch ack latency p50 {result['ack_p50_ms']} ms, p99 {result['ack_p99_ms']} ms; "
-        f"{result['batches']} batches, {result['batches_resent']} resent",
+        f"{result['batches']} batches, {result['batches_resent']} resent; {result['reconnects']} reconnects, "
+        f"{result['vans_drained']} vans drained",
         f"  lost {result['lost']}, duplicates {result['duplicates']}, unexpected {result['unexpected_rows']}, "
         f"chain heads wrong {result['chain_head_mismatch']}, flags {result['flags'] or 0}, "
         f"clock flags {result['clock_flags']}",

@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 VERSION = "fleet-load"  # the software version a simulated van reports in its status
 MAX_INBOUND_BYTES = SyncSettings.max_inbound_bytes
+HALT_GRACE_S = 10.0  # at the end, how long the vans' tasks get to close their connections
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,8 @@ class Van:
         self.offers_topic = fleet.offers(plan.station)
         self.report = VanReport(plan.device)
         self.connected = asyncio.Event()
-        self.finished = asyncio.Event()
+        self.finished = asyncio.Event()  # drained, or halted at the deadline
+        self.halted = False  # the deadline passed: every loop ends (a cancel alone may be swallowed, see below)
         self._unacked: OrderedDict[int, tuple[dict[str, Any], str]] = OrderedDict()  # seq -> (event doc, hash)
         self._to_send: deque[int] = deque()  # seqs not yet sent on this connection
         self._inflight: dict[str, _Flight] = {}
@@ -210,6 +212,8 @@ class Van:
             await asyncio.gather(self._send(client), self._claim(client))
             done.set()
             reader.cancel()
+        if self.halted:
+            return
         self.report.phase = "stopping"
         await self._publish_status(client, Presence.STOPPED)
         self.report.phase = "done"
@@ -232,8 +236,12 @@ class Van:
             if not done.is_set():
                 await self._publish_status(client, Presence.ONLINE)
 
-    def close_report(self) -> None:
+    def halt(self) -> None:
+        self.halted = True
         self.report.unacked_at_end = len(self._unacked)
+        self._wake.set()
+        self._answered.set()
+        self.finished.set()
 
     # --- events ------------------------------------------------------------------------------------
 
@@ -269,7 +277,7 @@ class Van:
 
     async def _send(self, client: aiomqtt.Client) -> None:
         settings = self.settings
-        while True:
+        while not self.halted:
             now = time.monotonic()
             if self._inflight and now - min(f.sent_at for f in self._inflight.values()) > settings.ack_timeout_s:
                 log.info("%s: no ack within %.0f s, sending %d batches again", self.plan.device,
@@ -354,7 +362,7 @@ class Van:
 
     async def _claim(self, client: aiomqtt.Client) -> None:
         """Claim at the planned moments, then wait until every claim sent has been answered."""
-        while self._claim_plan:
+        while self._claim_plan and not self.halted:
             delay = self._go_at + self._claim_plan[0] - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -377,7 +385,7 @@ class Van:
             self._claim_sent[request_id] = time.monotonic()
             await client.publish(self.topics.claim, ClaimRequest(block_id, request_id).to_payload(), qos=1,
                                  properties=props)
-        while any(not answers for answers in self.report.claims.values()):
+        while any(not answers for answers in self.report.claims.values()) and not self.halted:
             self._answered.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
@@ -406,28 +414,27 @@ async def run_swarm(plans: list[VanPlan], settings: SwarmSettings, verifier: Ver
     vans = [Van(plan, settings, verifier, go, random.Random(plan.device)) for plan in plans]
     connects = asyncio.Semaphore(settings.connects_at_once)
     tasks = [asyncio.create_task(van.run(connects)) for van in vans]
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(60.0, len(vans) * 0.1)):
+            await asyncio.gather(*(van.connected.wait() for van in vans))
+    conn.send(("connected", sum(van.connected.is_set() for van in vans)))
+    go_at = await asyncio.to_thread(conn.recv)
+    await asyncio.sleep(max(0.0, float(go_at) - time.time()))
     cpu_at_go = time.process_time()
-    try:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(60.0, len(vans) * 0.1)):
-                await asyncio.gather(*(van.connected.wait() for van in vans))
-        conn.send(("connected", sum(van.connected.is_set() for van in vans)))
-        go_at = await asyncio.to_thread(conn.recv)
-        await asyncio.sleep(max(0.0, float(go_at) - time.time()))
-        cpu_at_go = time.process_time()
-        go.set()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(settings.seconds + settings.drain_timeout_s):
-                await asyncio.gather(*(van.finished.wait() for van in vans))
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for van in vans:
-            van.close_report()
+    go.set()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(settings.seconds + settings.drain_timeout_s):
+            await asyncio.gather(*(van.finished.wait() for van in vans))
+    for van in vans:
+        if not van.finished.is_set():
+            van.halt()
     usage = {"cpu_s": time.process_time() - cpu_at_go,  # this process, from the go to the last van's end
              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    # The reports go before the clean-up: a task whose cancel was swallowed must not withhold them.
     conn.send(("reports", [van.report for van in vans], usage))
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks, timeout=HALT_GRACE_S)
 
 
 def swarm_process(conn: Connection, plans: list[VanPlan], settings: SwarmSettings, signing_pub: Path,
