@@ -232,7 +232,8 @@ def claims_summary(reports: list[VanReport], winners: dict[str, str | None]) -> 
             for status in answer:
                 statuses[status] = statuses.get(status, 0) + 1
     return {"sent": sent, "answered_once": answers.count(1), "unanswered": answers.count(0),
-            "answered_twice_or_more": sum(1 for n in answers if n > 1), "skipped_no_open_block":
+            "answered_twice_or_more": sum(1 for n in answers if n > 1),
+            "republished": sum(r.claims_republished for r in reports), "skipped_no_open_block":
             sum(r.claims_skipped for r in reports), "statuses": statuses,
             "blocks_granted_twice": sum(1 for devices in granted.values() if len(devices) > 1),
             "granted_not_winner_in_db": wrong_winner,

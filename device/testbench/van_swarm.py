@@ -99,6 +99,7 @@ class VanReport:
     claims: dict[str, list[str]] = field(default_factory=dict)  # request id -> the answers' statuses
     claimed_blocks: dict[str, str] = field(default_factory=dict)  # request id -> block id
     claims_skipped: int = 0  # no open block of the station to claim at the planned moment
+    claims_republished: int = 0  # published again after a connection died before the broker's PUBACK
     claim_latencies_s: list[float] = field(default_factory=list)
     routes: int = 0
     offers: int = 0
@@ -159,6 +160,7 @@ class Van:
         self._offers: bytes | None = None  # the newest offers payload, checked when a claim needs it
         self._claim_sent: dict[str, float] = {}
         self._claim_plan: list[float] = []  # seconds after go, still to claim
+        self._claim_unsent: set[str] = set()  # claims whose publish was not acknowledged by the broker
         self._go_at = 0.0  # monotonic
         self._phase = rng.random()  # rate mode: where in its first event interval the van starts (not in lockstep)
         self._block = f"B-LOAD-{plan.device}"
@@ -361,7 +363,12 @@ class Van:
         return [block.id for block in offers.blocks if block.id not in claimed]
 
     async def _claim(self, client: aiomqtt.Client) -> None:
-        """Claim at the planned moments, then wait until every claim sent has been answered."""
+        """Claim at the planned moments, then wait until every claim sent has been answered. A claim whose
+        publish got no PUBACK (the connection died under it) goes again with the same request id on the next
+        connection, as the device's link does; one the broker acknowledged is answered through the session."""
+        for request_id in [r for r in self._claim_unsent if not self.report.claims[r]]:
+            self.report.claims_republished += 1
+            await self._publish_claim(client, request_id)
         while self._claim_plan and not self.halted:
             delay = self._go_at + self._claim_plan[0] - time.monotonic()
             if delay > 0:
@@ -376,20 +383,25 @@ class Van:
             if not blocks:
                 self.report.claims_skipped += 1
                 continue
-            block_id, request_id = self.rng.choice(blocks), new_event_id()
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: no annotations
-            props.ResponseTopic = self.topics.claim_result
-            props.CorrelationData = request_id.encode()
+            request_id = new_event_id()
             self.report.claims[request_id] = []
-            self.report.claimed_blocks[request_id] = block_id
+            self.report.claimed_blocks[request_id] = self.rng.choice(blocks)
             self._claim_sent[request_id] = time.monotonic()
-            await client.publish(self.topics.claim, ClaimRequest(block_id, request_id).to_payload(), qos=1,
-                                 properties=props)
+            await self._publish_claim(client, request_id)
         while any(not answers for answers in self.report.claims.values()) and not self.halted:
             self._answered.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self._answered.wait()
+
+    async def _publish_claim(self, client: aiomqtt.Client, request_id: str) -> None:
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: no annotations
+        props.ResponseTopic = self.topics.claim_result
+        props.CorrelationData = request_id.encode()
+        payload = ClaimRequest(self.report.claimed_blocks[request_id], request_id).to_payload()
+        self._claim_unsent.add(request_id)
+        await client.publish(self.topics.claim, payload, qos=1, properties=props)
+        self._claim_unsent.discard(request_id)
 
     def _on_claim_result(self, payload: bytes, props: Properties | None) -> None:
         result = ClaimResult.from_body(self.verifier.verify(decode_json(payload, MAX_INBOUND_BYTES)))
