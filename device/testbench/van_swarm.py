@@ -98,8 +98,9 @@ class VanReport:
     ack_latencies_s: list[float] = field(default_factory=list)
     claims: dict[str, list[str]] = field(default_factory=dict)  # request id -> the answers' statuses
     claimed_blocks: dict[str, str] = field(default_factory=dict)  # request id -> block id
+    claim_asks: dict[str, int] = field(default_factory=dict)  # request id -> times published
     claims_skipped: int = 0  # no open block of the station to claim at the planned moment
-    claims_republished: int = 0  # published again after a connection died before the broker's PUBACK
+    claims_republished: int = 0  # asked again on a new connection, still unanswered when the old one ended
     claim_latencies_s: list[float] = field(default_factory=list)
     routes: int = 0
     offers: int = 0
@@ -160,7 +161,6 @@ class Van:
         self._offers: bytes | None = None  # the newest offers payload, checked when a claim needs it
         self._claim_sent: dict[str, float] = {}
         self._claim_plan: list[float] = []  # seconds after go, still to claim
-        self._claim_unsent: set[str] = set()  # claims whose publish was not acknowledged by the broker
         self._go_at = 0.0  # monotonic
         self._phase = rng.random()  # rate mode: where in its first event interval the van starts (not in lockstep)
         self._block = f"B-LOAD-{plan.device}"
@@ -363,10 +363,11 @@ class Van:
         return [block.id for block in offers.blocks if block.id not in claimed]
 
     async def _claim(self, client: aiomqtt.Client) -> None:
-        """Claim at the planned moments, then wait until every claim sent has been answered. A claim whose
-        publish got no PUBACK (the connection died under it) goes again with the same request id on the next
-        connection, as the device's link does; one the broker acknowledged is answered through the session."""
-        for request_id in [r for r in self._claim_unsent if not self.report.claims[r]]:
+        """Claim at the planned moments, then wait until every claim sent has been answered. A claim still
+        unanswered when a connection ended goes again with the same request id on the next one (the answer may
+        have died with the old connection: paho acknowledges a message before the application has read it), as
+        the device asks again after its claim timeout; the cloud answers a repeated request the same way."""
+        for request_id in [r for r, answers in self.report.claims.items() if not answers]:
             self.report.claims_republished += 1
             await self._publish_claim(client, request_id)
         while self._claim_plan and not self.halted:
@@ -399,9 +400,8 @@ class Van:
         props.ResponseTopic = self.topics.claim_result
         props.CorrelationData = request_id.encode()
         payload = ClaimRequest(self.report.claimed_blocks[request_id], request_id).to_payload()
-        self._claim_unsent.add(request_id)
+        self.report.claim_asks[request_id] = self.report.claim_asks.get(request_id, 0) + 1
         await client.publish(self.topics.claim, payload, qos=1, properties=props)
-        self._claim_unsent.discard(request_id)
 
     def _on_claim_result(self, payload: bytes, props: Properties | None) -> None:
         result = ClaimResult.from_body(self.verifier.verify(decode_json(payload, MAX_INBOUND_BYTES)))
