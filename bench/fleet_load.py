@@ -344,6 +344,7 @@ def audit_and_report(args: argparse.Namespace, db: str, reports: list[VanReport]
                         for r in reports if not r.drained][:5],
         "connect_s": gen["connect_s"], "reconnects": sum(max(0, r.connects - 1) for r in reports),
         "van_rejects": sum(r.rejects for r in reports), "routes_received": sum(r.routes for r in reports),
+        "granted_without_route": sum(len(r.routes_missing()) for r in reports),
         "broker": delta(broker_pid) if broker_pid in after else None,
         "cloud": [delta(pid) for pid in after if pid != broker_pid],
         "db_backends": [asdict(u) for u in db_backends.values()],
@@ -352,7 +353,8 @@ def audit_and_report(args: argparse.Namespace, db: str, reports: list[VanReport]
     result["ok"] = (found.lost == 0 and found.duplicates == 0 and found.unexpected == 0
                     and found.chain_mismatch == 0 and not found.flags and claims["unanswered"] == 0
                     and claims["answered_more_than_asked"] == 0 and claims["blocks_granted_twice"] == 0
-                    and claims["granted_not_winner_in_db"] == 0 and gen["connected"] == args.devices
+                    and claims["granted_not_winner_in_db"] == 0 and result["granted_without_route"] == 0
+                    and gen["connected"] == args.devices
                     and cloud_status == 0)
     return result
 

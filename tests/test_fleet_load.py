@@ -31,7 +31,7 @@ def test_a_small_fleet_loses_nothing_and_gets_every_claim_answered_once() -> Non
     granted = claims["statuses"].get("granted", 0)
     assert 1 <= granted <= 4 and sum(claims["statuses"].values()) == claims["sent"]
     assert claims["blocks_granted_twice"] == 0 and claims["granted_not_winner_in_db"] == 0
-    assert result["routes_received"] == granted  # each winner got its block's route
+    assert result["routes_received"] == granted and result["granted_without_route"] == 0  # each winner's route
     assert result["raw_insert_events_per_s"] > 0 and result["ratio"] > 0
     assert result["broker"]["cpu_s"] >= 0 and result["cloud"] and len(result["generators"]) == 2
     assert result["cloud_exit"] == 0 and result["ok"]

@@ -43,6 +43,7 @@ from cloud_sync.messages import (
     EventBatch,
     Offers,
     Presence,
+    RouteAssignment,
     decode_json,
 )
 from cloud_sync.signing import Verifier
@@ -103,6 +104,7 @@ class VanReport:
     claims_republished: int = 0  # asked again on a new connection, still unanswered when the old one ended
     claim_latencies_s: list[float] = field(default_factory=list)
     routes: int = 0
+    route_blocks: set[str] = field(default_factory=set)  # blocks whose route came
     offers: int = 0
     statuses: int = 0
     connects: int = 0
@@ -114,6 +116,11 @@ class VanReport:
     unacked_at_end: int = 0  # events still without an ack when the van stopped
     errors: list[str] = field(default_factory=list)
     phase: str = "connecting"  # how far it got: connecting, running, stopping, done
+
+    def routes_missing(self) -> set[str]:
+        """Blocks this van was granted whose route has not come (the cloud sends it after the answer)."""
+        granted = {self.claimed_blocks[r] for r, answers in self.claims.items() if "granted" in answers}
+        return granted - self.route_blocks
 
 
 @dataclass(frozen=True)
@@ -350,8 +357,10 @@ class Van:
         elif topic == self.topics.claim_result:
             self._on_claim_result(payload, props)
         elif topic == self.topics.route:
-            self.verifier.verify(decode_json(payload, MAX_INBOUND_BYTES))
+            assignment = RouteAssignment.from_body(self.verifier.verify(decode_json(payload, MAX_INBOUND_BYTES)))
             self.report.routes += 1
+            self.report.route_blocks.add(assignment.route.block_id)
+            self._answered.set()
 
     # --- claims ------------------------------------------------------------------------------------
 
@@ -363,10 +372,11 @@ class Van:
         return [block.id for block in offers.blocks if block.id not in claimed]
 
     async def _claim(self, client: aiomqtt.Client) -> None:
-        """Claim at the planned moments, then wait until every claim sent has been answered. A claim still
-        unanswered when a connection ended goes again with the same request id on the next one (the answer may
-        have died with the old connection: paho acknowledges a message before the application has read it), as
-        the device asks again after its claim timeout; the cloud answers a repeated request the same way."""
+        """Claim at the planned moments, then wait until every claim sent has been answered and the route of
+        every block won has come. A claim still unanswered when a connection ended goes again with the same
+        request id on the next one (the answer may have died with the old connection: paho acknowledges a
+        message before the application has read it), as the device asks again after its claim timeout; the
+        cloud answers a repeated request the same way."""
         for request_id in [r for r, answers in self.report.claims.items() if not answers]:
             self.report.claims_republished += 1
             await self._publish_claim(client, request_id)
@@ -389,7 +399,8 @@ class Van:
             self.report.claimed_blocks[request_id] = self.rng.choice(blocks)
             self._claim_sent[request_id] = time.monotonic()
             await self._publish_claim(client, request_id)
-        while any(not answers for answers in self.report.claims.values()) and not self.halted:
+        while (any(not answers for answers in self.report.claims.values()) or self.report.routes_missing()) \
+                and not self.halted:
             self._answered.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
