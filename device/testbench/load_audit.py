@@ -161,4 +161,3 @@ def backend_pids(db: str) -> list[int]:
     """The server processes serving connections to this PostgreSQL database (the cloud workers')."""
     return [int(pid) for (pid,) in _rows(db, "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
                                              "AND pid <> pg_backend_pid()")]
-
