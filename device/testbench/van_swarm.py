@@ -32,7 +32,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud_sync.connection import Backoff, BrokerSettings, make_client, release
+from cloud_sync.connection import Backoff, BrokerSettings, make_client, mqtt_properties, release
 from cloud_sync.errors import MessageRejected
 from cloud_sync.messages import (
     BatchAck,
@@ -407,7 +407,7 @@ class Van:
                     await self._answered.wait()
 
     async def _publish_claim(self, client: aiomqtt.Client, request_id: str) -> None:
-        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: no annotations
+        props = mqtt_properties(PacketTypes.PUBLISH)
         props.ResponseTopic = self.topics.claim_result
         props.CorrelationData = request_id.encode()
         payload = ClaimRequest(self.report.claimed_blocks[request_id], request_id).to_payload()
