@@ -45,7 +45,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -347,7 +346,8 @@ def audit_and_report(args: argparse.Namespace, db: str, reports: list[VanReport]
         "granted_without_route": sum(len(r.routes_missing()) for r in reports),
         "broker": delta(broker_pid) if broker_pid in after else None,
         "cloud": [delta(pid) for pid in after if pid != broker_pid],
-        "db_backends": [asdict(u) for u in db_backends.values()],
+        "db_backends": [{"pid": u.pid, "cpu_s": round(u.cpu_s, 2), "rss_mb": round(u.rss_mb, 1),
+                         "peak_rss_mb": round(u.peak_rss_mb, 1)} for u in db_backends.values()],
         "generators": gen["generators"], "cloud_exit": cloud_status,
     }
     result["ok"] = (found.lost == 0 and found.duplicates == 0 and found.unexpected == 0
