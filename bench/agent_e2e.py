@@ -47,13 +47,13 @@ from cloud_sync.topics import FleetTopics  # noqa: E402
 from device.testbench.broker import MosquittoBroker  # noqa: E402
 from device.testbench.codes import Barcode  # noqa: E402
 from device.testbench.fleet import LocalFleet  # noqa: E402
+from device.testbench.proc_usage import cpu_seconds, rss_mb  # noqa: E402
 from device.testbench.scanner import ScannerBehaviour, SimScanner  # noqa: E402
 from device.vision.synth import jpeg_bytes, render_photo  # noqa: E402
 from firmware_bridge.scanner.parse import Symbology  # noqa: E402
 
 FLEET, DEVICE, STATION = "bench", "van-bench", "DXX1"
 REPO = Path(__file__).resolve().parent.parent
-TICKS = os.sysconf("SC_CLK_TCK")
 IDLE_CPU_LIMIT_PCT = 2.0
 IDLE_RSS_LIMIT_MB = 80.0
 # systemd/flexedge.service: ExecStart=/opt/flexedge/venv/bin/flexedge run, Environment=... PYTHONUNBUFFERED=1,
@@ -71,18 +71,6 @@ def agent_command() -> list[str]:
 
 def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def bare_python_rss_mb() -> float:

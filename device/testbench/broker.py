@@ -16,10 +16,14 @@ class MosquittoBroker:
     """Start/stop/kill handle for fault tests. `extra_config` lines are appended to the listener config
     (TLS, ACL); the default listener allows anonymous clients on loopback only."""
 
-    def __init__(self, workdir: Path, *, port: int | None = None, extra_config: str | None = None) -> None:
+    def __init__(self, workdir: Path, *, port: int | None = None, extra_config: str | None = None,
+                 autosave_interval_s: int = 1) -> None:
+        """`autosave_interval_s`: how often the persistence file is written (fault tests restart the broker
+        and want it fresh; a load bench with a thousand sessions leaves mosquitto's own default, 1800 s)."""
         self.workdir = Path(workdir)
         self.port = port or free_tcp_port()
         self.extra_config = extra_config
+        self.autosave_interval_s = autosave_interval_s
         self.conf_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -31,7 +35,7 @@ class MosquittoBroker:
             f"listener {self.port} 127.0.0.1",
             "persistence true",
             f"persistence_location {self.workdir / 'data'}/",
-            "autosave_interval 1",  # save the persistence file often: fault tests restart the broker
+            f"autosave_interval {self.autosave_interval_s}",
             f"log_dest file {self.log_path}",
             "log_type error",
             "log_type warning",
@@ -58,6 +62,10 @@ class MosquittoBroker:
             raise RuntimeError(f"mosquitto did not start on port {self.port}: {tail}") from None
         log.info("mosquitto listening on 127.0.0.1:%d", self.port)
         return self
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def running(self) -> bool:
