@@ -181,7 +181,13 @@ class CommandExecutor:
         """The commands an earlier run marked seen and never answered. Call at start, before the cloud link
         receives anything (a command of this run is not answered yet either)."""
         kept = await asyncio.to_thread(self.context.store.state.received_commands)
-        return [c for c in kept if not await self._answered(c.id)]
+        unanswered = []
+        for command in kept:
+            if await self._answered(command.id):  # answered, then stopped before it was forgotten
+                await self._forget(command.id)
+            else:
+                unanswered.append(command)
+        return unanswered
 
     async def answer_interrupted(self, commands: list[ReceivedCommand]) -> None:
         """Answer each (from `interrupted()`) as its registration says: run again, `failed`, or `ok` for a restart.
@@ -285,3 +291,12 @@ class CommandExecutor:
         log.info("command %s (%s): %s, %s", name, command_id, outcome.status.value, outcome.detail)
         if self.context.cloud is not None:
             self.context.cloud.kick()
+        await self._forget(command_id)
+
+    async def _forget(self, command_id: str) -> None:
+        """Answered: the store need not keep the command any more (a failure here only leaves it to the next
+        start, which finds it answered and forgets it then)."""
+        try:
+            await asyncio.to_thread(self.context.store.state.forget_command, command_id)
+        except StoreError as exc:
+            log.warning("command %s answered but still kept: %s", command_id, exc)

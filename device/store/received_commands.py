@@ -1,7 +1,7 @@
 """Commands received from the cloud, kept with their body from the moment their id is marked seen (in the same
-transaction), so a start after a crash (a kill, a power cut) can answer a command that was seen but never answered
-(device/commands: `CommandExecutor.interrupted`). Plain functions on the store's connection; EventStore runs them on
-its writer thread.
+transaction) until their result is committed, so a start after a crash (a kill, a power cut) can answer a command
+that was seen but never answered (device/commands: `CommandExecutor.interrupted`). Plain functions on the store's
+connection; EventStore runs them on its writer thread.
 
 The seen set itself stays where the release before this one keeps it (a JSON document in `block_state` under the
 link's key: command id -> expiry), so a rollback to that release still refuses replays; the table beside it is an
@@ -43,6 +43,12 @@ def receive(db: sqlite_utils.Database, seen_key: str, command: ReceivedCommand) 
                         [command.id, command.name, json.dumps(command.args, sort_keys=True), command.expires_at,
                          command.received_at])
         return True
+
+
+def forget(db: sqlite_utils.Database, command_id: str) -> None:
+    """The command's result is committed: it needs no keeping (its id stays in the seen set until it expires)."""
+    with db.atomic():
+        db.conn.execute(f"DELETE FROM {TABLE} WHERE id = ?", [command_id])
 
 
 def received(db: sqlite_utils.Database) -> list[ReceivedCommand]:

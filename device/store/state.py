@@ -117,6 +117,9 @@ class StoreState:
     def received_commands(self) -> list[ReceivedCommand]:
         return self._call(received_commands.received)
 
+    def forget_command(self, command_id: str) -> None:
+        self._call(lambda db: received_commands.forget(db, command_id))
+
     # --- proof photos on their way to the cloud (device/store/photo_index.py) ----------------------
 
     def queue_photo(self, photo_id: str, event_id: str | None, block: str | None = None) -> bool:
