@@ -33,7 +33,7 @@ from cloud_sync.signing import Verifier
 from cloud_sync.sync_settings import SyncCounters, SyncSettings
 from cloud_sync.topics import DeviceTopics
 from device.contract.domain import new_event_id
-from device.store import EventStore, StoreError
+from device.store import EventStore, ReceivedCommand, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -170,11 +170,9 @@ class Downlink:
         now = datetime.now(timezone.utc)
         if command.expires_at <= now:
             raise MessageRejected(RejectReason.EXPIRED, f"command {command.id} expired at {command.expires_at}")
-        seen: dict[str, float] = await asyncio.to_thread(self.store.state.get, SEEN_COMMANDS_KEY, {})
-        if command.id in seen:
+        # Seen and kept with its body in one transaction: a stop before its result still leaves it to answer.
+        received = ReceivedCommand(command.id, command.name, dict(command.args), command.expires_at.timestamp(),
+                                   now.timestamp())
+        if not await asyncio.to_thread(self.store.state.receive_command, SEEN_COMMANDS_KEY, received):
             raise MessageRejected(RejectReason.REPLAY, f"command {command.id} already executed")
-        # Expired ids can go: an expired command is refused on its expiry alone.
-        seen = {cid: exp for cid, exp in seen.items() if exp > now.timestamp()}
-        seen[command.id] = command.expires_at.timestamp()
-        await asyncio.to_thread(self.store.state.set, SEEN_COMMANDS_KEY, seen)
         self._to_inbox(command)

@@ -21,7 +21,7 @@ from device.feedback import show
 from device.positioning.tracker import Arrived, Departed, NextStop, PositionEvent, PositionTracker
 from device.positioning.wire import position
 from device.sdnotify import Notifier
-from device.store import DiskCondition, EventStore, StoreError, StoreFull
+from device.store import DiskCondition, EventStore, ReceivedCommand, StoreError, StoreFull
 from device.workflow import (
     ArrivedAt,
     ClaimResult,
@@ -294,9 +294,11 @@ class Agent:
     async def _command(self, commands: CommandExecutor, command: CloudCommand) -> None:
         await commands.execute(command)
 
-    async def _resume_command(self, commands: CommandExecutor) -> None:
-        """A command that restarted the agent (a new config) is finished now: kept or rolled back."""
+    async def _resume_command(self, commands: CommandExecutor, interrupted: list[ReceivedCommand]) -> None:
+        """A command that restarted the agent (a new config) is finished now: kept or rolled back; then the commands
+        an earlier run was cut off in (seen, never answered) are answered."""
         await commands.resume_pending()
+        await commands.answer_interrupted(interrupted)
 
     def request_restart(self, reason: str) -> None:
         """Stop cleanly (the outbox drains, the link says goodbye) and exit with the code the unit restarts on."""
@@ -413,11 +415,13 @@ class Agent:
         queued = await asyncio.to_thread(self.store.state.queue_committed_photos)
         if queued:
             log.warning("%d committed photos were not queued for upload (stopped in between): queued now", queued)
+        # Before the link starts: what it receives from now on is this run's, not interrupted.
+        interrupted = await self.commands.interrupted() if self.commands is not None else []
         if self.cloud is not None:
             await self.cloud.start()
             self.start("cloud", self.cloud_loop(self.cloud))
         if self.commands is not None:
-            self.start("commands-resume", self._resume_command(self.commands))
+            self.start("commands-resume", self._resume_command(self.commands, interrupted))
         self.start("health", self.health_loop())
         self.start("storage", self.storage_loop())
         if self.photo_retention is not None:

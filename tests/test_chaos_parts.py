@@ -114,3 +114,15 @@ def test_bench_rate_comes_from_the_results_file_when_there_is_one(tmp_path: Path
     assert bench_sync_rate(results)[0] == SYNC_RATE_MEASURED
     results.write_text("{not json")
     assert bench_sync_rate(results)[0] == SYNC_RATE_MEASURED
+
+
+def test_a_figure_below_its_reference_does_not_fail_the_scenario() -> None:
+    """A speed is a bench figure (`make chaos` judges it), never one of the scenario's criteria."""
+    from tests.helpers.chaos.rig import Tally
+    from tests.helpers.chaos.scenarios import Figure, Result
+
+    slow = Figure("drain rate", 0.22, 0.25, "4,150 events/s of the bench's 18,863 events/s")
+    result = Result("broker_down", Tally(produced=1550, stored=1550, lost=0, duplicates=0, chain_ok=True,
+                                         cloud_duplicates_discarded=0, clock_flags=0), 0.4, figures=(slow,))
+    assert result.passed and not slow.held
+    assert slow.line().endswith("reference >= 0.25: BELOW")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import tomllib
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,12 +19,14 @@ from device.commands import (
     CommandOutcome,
     CommandRegistry,
     Deferred,
+    Interrupted,
     PendingMarker,
     Status,
     result_event_id,
 )
-from device.store import EventStore
+from device.store import EventStore, ReceivedCommand
 
+SEEN = "cloud_sync.seen_commands"  # cloud_sync.downlink.SEEN_COMMANDS_KEY
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[EventStore]:
@@ -100,6 +103,51 @@ def test_a_deferred_command_restarts_and_is_finished_by_the_next_start(store: Ev
         ("c10", "rejected", {}), ("c9", "ok", {"starts": 1, "before": 1})]
     assert PendingMarker.load(tmp_path) is None and after == []
     assert asyncio.run(commands.resume_pending()) is None  # nothing left to finish
+
+
+def test_commands_cut_off_by_a_stop_are_answered_at_the_next_start(store: EventStore, tmp_path: Path) -> None:
+    """Seen (kept with its body in the store) but never answered: the next start answers each as registered."""
+    now = time.time()
+
+    def receive(cid: str, name: str, args: dict[str, Any], expires_at: float = now + 600) -> bool:
+        return store.state.receive_command(SEEN, ReceivedCommand(cid, name, args, expires_at, now))
+    for cid, name, args in (("r1", "echo", {"word": "again"}), ("r2", "reboot", {}), ("r3", "change", {}),
+                            ("r4", "nonsense", {}), ("r5", "later", {}), ("r6", "echo", {"word": "x"})):
+        assert receive(cid, name, args)
+    assert receive("r7", "echo", {"word": "late"}, expires_at=now + 0.5)
+    assert not receive("r1", "echo", {})  # a replay is refused, in the same transaction that keeps the others
+    assert store.state.received_commands()[0] == ReceivedCommand("r1", "echo", {"word": "again"}, now + 600, now)
+    assert set(store.state.get(SEEN)) == {f"r{n}" for n in range(1, 8)}  # where the previous release looks
+    registry = CommandRegistry()
+    registry.register("echo", echo, interrupted=Interrupted.RERUN)
+    registry.register("reboot", echo, interrupted=Interrupted.DONE)
+    registry.register("change", echo)  # the default: FAIL
+    registry.register("later", later, resume=finish)
+    earlier = CommandExecutor(registry, CommandContext(store, tmp_path, None, None), [].append)
+    asyncio.run(earlier.execute(CloudCommand("r6", "echo", {"word": "x"})))  # answered before the stop
+    asyncio.run(earlier.execute(CloudCommand("r5", "later", {})))  # its marker is on disk, its Resume answers it
+
+    restarts: list[str] = []
+    commands = CommandExecutor(registry, CommandContext(store, tmp_path, None, None), restarts.append)
+    while time.time() <= now + 0.5:  # r7 expires before the start
+        time.sleep(0.05)
+
+    async def start() -> list[str]:
+        interrupted = await commands.interrupted()
+        await commands.resume_pending()
+        await commands.answer_interrupted(interrupted)
+        return [c.id for c in interrupted]
+    assert asyncio.run(start()) == ["r1", "r2", "r3", "r4", "r5", "r7"]
+    answers = {a["id"]: (a["status"], a["detail"]) for a in results(store)}
+    assert answers == {"r6": ("ok", "echoed"), "r5": ("ok", "kept"),
+                       "r1": ("ok", "interrupted by a restart, run again: echoed"),
+                       "r2": ("ok", "restarted"),
+                       "r3": ("failed", "interrupted by a restart"),
+                       "r4": ("rejected", "interrupted by a restart, run again: unknown command"),
+                       "r7": ("failed", "interrupted by a restart; it expired before it could run again")}
+    assert commands.counters.interrupted == 5 and restarts == []
+    assert store.state.received_commands() == []  # each forgotten once answered
+    assert asyncio.run(commands.interrupted()) == []  # the next start has nothing to do
 
 
 def test_an_unreadable_marker_is_removed_and_the_agent_starts(store: EventStore, tmp_path: Path) -> None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import socket
 import subprocess
 import sys
+import threading
 import tomllib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -31,24 +33,27 @@ DEVICE = "van-cmd"
 CONFIRM_S = 8  # [commands] config_confirm_s: how long a new config has to bring the link up
 
 
-def _config(tmp_path: Path, fleet: FleetPki, port: int) -> Path:
+def _config(tmp_path: Path, fleet: FleetPki, port: int, gps: str = "enabled = false") -> Path:
     return device_config(tmp_path, fleet, port, DEVICE, f"""status_interval_s = 5
 [logging]
 level = "INFO"
 file = "agent.log"
 [gps]
-enabled = false
+{gps}
 [commands]
 config_confirm_s = {CONFIRM_S}
 """)
 
 
+def _operator_argv(fleet: FleetPki, port: int, db: Path, *argv: str, timeout_s: float) -> list[str]:
+    return [sys.executable, "-m", "device.cli", "cloud", "command", DEVICE, *argv, "--pki", str(fleet.pki.dir),
+            "--db", str(db), "--broker", f"127.0.0.1:{port}", "--fleet", FLEET, "--timeout", str(timeout_s), "--json"]
+
+
 def _operator(fleet: FleetPki, port: int, db: Path, *argv: str, timeout_s: float = 90) -> tuple[int, dict[str, Any]]:
     """`flexedge cloud command van-cmd ...` as the operator runs it; (exit code, its JSON)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "device.cli", "cloud", "command", DEVICE, *argv, "--pki", str(fleet.pki.dir),
-         "--db", str(db), "--broker", f"127.0.0.1:{port}", "--fleet", FLEET, "--timeout", str(timeout_s), "--json"],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout_s + 30)
+    done = subprocess.run(_operator_argv(fleet, port, db, *argv, timeout_s=timeout_s),
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout_s + 30)
     assert done.stdout, done.stderr
     return done.returncode, json.loads(done.stdout)
 
@@ -180,3 +185,100 @@ def test_remote_commands_act_answer_once_and_undo_a_config_that_cuts_the_van_off
     last = stopped[-1]["data"]
     assert last["sync"]["rejected"] == {"replay": 2, "expired": 1, "wrong_device": 1}
     assert last["commands"]["ok"] == 1 and last["commands"]["rejected"] == 1
+
+
+class HeldGpsd:
+    """A gpsd peer the test holds: each connection gets a space every half second, so a reader waiting for gpsd's
+    VERSION banner (the selftest's gpsd check) keeps waiting, until `answer()`; from then on the banner at once."""
+
+    BANNER = b'{"class":"VERSION","release":"held","proto_major":3,"proto_minor":14}\n'
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.answering = threading.Event()
+        self.closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                while not self.answering.is_set() and not self.closed.is_set():
+                    conn.sendall(b" ")
+                    self.answering.wait(0.5)
+                conn.sendall(self.BANNER)
+                self.closed.wait()
+            except OSError:
+                return
+
+    def answer(self) -> None:
+        self.answering.set()
+
+    def close(self) -> None:
+        self.closed.set()
+        self.server.close()
+
+
+def _logged_running(log: Path, name: str) -> str | None:
+    """The id of the command `name` once the agent logged that it runs it."""
+    found = re.search(rf"command {name} \((\S+)\) running", log.read_text(errors="replace"))
+    return found.group(1) if found else None
+
+
+def test_a_command_cut_off_by_a_kill_is_answered_by_the_next_start(
+        tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path) -> None:
+    """SIGKILL of `flexedge run` while it runs a selftest (after the command was marked seen, before its result):
+    the unit starts it again, the new run runs the selftest again and answers, and the operator's waiting
+    `flexedge cloud command` prints that answer; nothing is lost or doubled in the outbox. The selftest cannot
+    finish before the kill: its gpsd check waits on a gpsd the test holds."""
+    gpsd = HeldGpsd()
+    config = _config(tmp_path, fleet, tls_broker.port,
+                     f'enabled = true\nsource = "gpsd"\ngpsd_host = "127.0.0.1"\ngpsd_port = {gpsd.port}')
+    log = tmp_path / "agent.stderr"
+    with cloud_program(tmp_path, fleet, tls_broker.port) as db_path:
+        db = CloudDb(db_path)
+        unit = UnitSupervisor(config, log).start()
+        try:
+            wait_until(lambda: _presence(db) == "online", 60, "the van online")
+            operator = subprocess.Popen(_operator_argv(fleet, tls_broker.port, db_path, "selftest", timeout_s=120),
+                                        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                wait_until(lambda: _logged_running(log, "selftest") is not None, 60, "the selftest running")
+                unit.kill()
+                command_id = _logged_running(log, "selftest")
+                assert command_id is not None
+                assert unit.wait_exits(1, 30) == [-9]
+                gpsd.answer()  # the next run's selftest gets its banner
+                out, err = operator.communicate(timeout=180)
+            finally:
+                if operator.poll() is None:
+                    operator.kill()
+                    operator.wait()
+            answer = json.loads(out)
+            assert (operator.returncode, answer["id"], answer["status"]) == (0, command_id, "ok"), (answer, err)
+            assert answer["detail"].startswith("interrupted by a restart, run again: all checks passed")
+            checks = {c["name"]: c["status"] for c in answer["data"]["checks"]}
+            assert checks["store"] == checks["gpsd"] == "pass"
+        finally:
+            gpsd.close()  # first: a selftest still waiting on it would hold the agent's stop
+            unit.stop()
+        assert unit.exits == [-9, 0]
+        wait_until(lambda: _presence(db) == "stopped", 30, "the van stopped")
+        with EventStore(store_path(tmp_path / "data")) as store:
+            assert store.stats().depth == 0
+            produced = [e["id"] for e in store.events(limit=1_000_000)]
+            assert store.state.received_commands() == []  # kept until it was answered
+        results = _results(db)
+        stopped = _events_of(db, "agent.stopped")
+        db.close()
+    assert_cloud_holds_exactly(db_path, DEVICE, produced)
+    assert [r["id"] for r in results] == [command_id]  # answered once
+    assert [s["data"]["commands"]["interrupted"] for s in stopped] == [1]  # the killed run wrote no agent.stopped

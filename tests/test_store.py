@@ -234,3 +234,28 @@ def test_the_newest_pending_breadcrumb_skips_newer_health_events(store: EventSto
     assert store.newest_pending(Lane.TRACK, EventType.GPS_FIX).seq == 1
     store.mark_acked([1])
     assert store.newest_pending(Lane.TRACK, EventType.GPS_FIX) is None
+
+
+def test_additions_leave_the_store_readable_by_the_release_before_them(tmp_path: Path) -> None:
+    """The release before the first addition (0.1.0, schema 3) refuses a store whose user_version is newer than 3;
+    additions never move it, never change the tables the migrations made, and run once."""
+    import sqlite_utils
+
+    from device.store import migrations
+
+    with EventStore(tmp_path / "events.db"):
+        pass
+    conn = sqlite3.connect(tmp_path / "events.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == latest_version() == 3
+    schema = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL").fetchall())
+    assert conn.execute("SELECT value FROM meta WHERE key = ?", [migrations.ADDITIONS_KEY]).fetchone() == (
+        str(len(migrations.ADDITIONS)),)
+    conn.close()
+    plain = sqlite_utils.Database(tmp_path / "previous.db")  # what the migrations alone make
+    for step in migrations.MIGRATIONS:
+        step(plain)
+    before = dict(plain.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL").fetchall())
+    assert {name: schema[name] for name in before} == before
+    assert set(schema) - set(before) == {"received_commands"}
+    with EventStore(tmp_path / "events.db") as again:  # opened again: nothing runs twice
+        assert again.state.received_commands() == []

@@ -1,4 +1,5 @@
-"""`make chaos`: every fault scenario against real processes, one line each; exit 1 if any failed.
+"""`make chaos`: every fault scenario against real processes, one line each, and the speeds measured on the way
+(bench figures, each against its reference); exit 1 if any scenario failed or a figure is below its reference.
 
     python tools/chaos.py [--short] [--only NAME ...] [--seed N]
 """
@@ -33,6 +34,8 @@ def main() -> int:
             try:
                 result = run(name, fleet, scale, args.seed)
                 line, ok = result.line(), result.passed
+                line += "".join(f"\n{figure.line()}" for figure in result.figures)
+                ok = ok and all(figure.held for figure in result.figures)
             except Exception as exc:  # a scenario that cannot finish is a failed scenario, reported as such
                 line, ok = f"{name}: failed, {type(exc).__name__}: {exc}", False
             failed += not ok

@@ -28,6 +28,13 @@ The interface, all of it:
 - `CommandContext`: what handlers may use: the store, the data directory, the config file, the cloud port
   (online? upload a blob) and `wait_online(timeout_s)`.
 
+A command cut off by a stop (a kill, a power cut) is not lost: the link keeps it with its body in the store in the
+transaction that marks its id seen (device/store/received_commands.py), until its result is committed. At the next
+start, before the link receives anything, `CommandExecutor.interrupted()` lists the kept commands without a result,
+and `answer_interrupted()` answers each as registered: `register(name, handler, interrupted=Interrupted.RERUN)` runs
+it again (unless it expired meanwhile: `failed`), `FAIL` (the default) answers `failed`, "interrupted by a restart",
+`DONE` answers `ok` (restart: the stop was the point). One that a pending marker names is its `Resume`'s to answer.
+
 Idempotent by id: the result event's id is derived from the command id (`result_event_id`), and the store's unique
 event ids refuse a second one; a command whose result is already committed is not run again (`replays` counted).
 """
@@ -40,6 +47,7 @@ from device.commands.framework import (
     CommandRegistry,
     Deferred,
     Handler,
+    Interrupted,
     Resume,
     Status,
     result_event_id,
@@ -47,4 +55,5 @@ from device.commands.framework import (
 from device.commands.pending import PendingMarker
 
 __all__ = ["RESTART_EXIT_CODE", "CommandContext", "CommandCounters", "CommandExecutor", "CommandOutcome",
-           "CommandRegistry", "Deferred", "Handler", "PendingMarker", "Resume", "Status", "result_event_id"]
+           "CommandRegistry", "Deferred", "Handler", "Interrupted", "PendingMarker", "Resume", "Status",
+           "result_event_id"]

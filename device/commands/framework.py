@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable, Mapping
 from device.cloud_port import CloudCommand, CloudPort
 from device.commands.pending import MarkerError, PendingMarker
 from device.contract.domain import Event, EventType
-from device.store import EventStore, StoreError
+from device.store import EventStore, ReceivedCommand, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,17 @@ RESULT_ID_NAMESPACE = uuid.UUID("5d7c1f0e-6a43-4f0b-9d59-3c0b8f1e2a17")
 
 def result_event_id(command_id: str) -> str:
     return str(uuid.uuid5(RESULT_ID_NAMESPACE, command_id))
+
+
+class Interrupted(StrEnum):
+    """What a command cut off by a stop (a kill, a power cut: seen, never answered) answers at the next start."""
+
+    RERUN = "rerun"  # safe to run again: run now, unless it expired meanwhile
+    FAIL = "fail"  # answer `failed`, "interrupted by a restart"
+    DONE = "done"  # the stop is what it asked for (restart): answer `ok`
+
+
+INTERRUPTED_DETAIL = "interrupted by a restart"
 
 
 class Status(StrEnum):
@@ -86,12 +97,13 @@ Resume = Callable[[PendingMarker, CommandContext], Awaitable[CommandOutcome]]
 
 class CommandRegistry:
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[Handler, Resume | None]] = {}
+        self._entries: dict[str, tuple[Handler, Resume | None, Interrupted]] = {}
 
-    def register(self, name: str, handler: Handler, *, resume: Resume | None = None) -> None:
+    def register(self, name: str, handler: Handler, *, resume: Resume | None = None,
+                 interrupted: Interrupted = Interrupted.FAIL) -> None:
         if name in self._entries:
             raise ValueError(f"command {name!r} registered twice")
-        self._entries[name] = (handler, resume)
+        self._entries[name] = (handler, resume, interrupted)
 
     @property
     def names(self) -> list[str]:
@@ -105,6 +117,11 @@ class CommandRegistry:
         entry = self._entries.get(name)
         return entry[1] if entry else None
 
+    def interrupted(self, name: str) -> Interrupted:
+        """An unknown name is run again: it answers `rejected`, "unknown command", as it would have."""
+        entry = self._entries.get(name)
+        return entry[2] if entry else Interrupted.RERUN
+
 
 @dataclass
 class CommandCounters:
@@ -115,6 +132,7 @@ class CommandCounters:
     replays: int = 0  # a command whose result was already committed: not run again
     deferred: int = 0  # finished after a restart
     unrecorded: int = 0  # a result the store refused (full disk): logged
+    interrupted: int = 0  # seen by an earlier run that stopped before answering: answered at this start
 
 
 class CommandExecutor:
@@ -136,23 +154,68 @@ class CommandExecutor:
                 self.counters.replays += 1
                 log.warning("command %s (%s) already answered: replay ignored", command.name, command.id)
                 return None
-            outcome = await self._run(command)
-            if isinstance(outcome, Deferred):
-                marker = PendingMarker(command.id, command.name, dict(command.args), dict(outcome.state),
-                                       outcome.timeout_s)
-                try:
-                    await asyncio.to_thread(self._apply, marker, outcome.apply)
-                except OSError as exc:
-                    outcome = CommandOutcome(Status.FAILED, f"not applied: {exc}")
-                else:
-                    self.counters.deferred += 1
-                    log.warning("command %s (%s): %s", command.name, command.id, outcome.detail)
-                    self._restart(f"command {command.name} {command.id}")
-                    return None
-            await self._commit(command.id, command.name, outcome)
-            if outcome.restart:
+            return await self._execute(command)
+
+    async def _execute(self, command: CloudCommand, detail_prefix: str = "") -> CommandOutcome | None:
+        outcome = await self._run(command)
+        if isinstance(outcome, Deferred):
+            marker = PendingMarker(command.id, command.name, dict(command.args), dict(outcome.state),
+                                   outcome.timeout_s)
+            try:
+                await asyncio.to_thread(self._apply, marker, outcome.apply)
+            except OSError as exc:
+                outcome = CommandOutcome(Status.FAILED, f"not applied: {exc}")
+            else:
+                self.counters.deferred += 1
+                log.warning("command %s (%s): %s", command.name, command.id, outcome.detail)
                 self._restart(f"command {command.name} {command.id}")
-            return outcome
+                return None
+        if detail_prefix:
+            outcome = replace(outcome, detail=detail_prefix + outcome.detail)
+        await self._commit(command.id, command.name, outcome)
+        if outcome.restart:
+            self._restart(f"command {command.name} {command.id}")
+        return outcome
+
+    async def interrupted(self) -> list[ReceivedCommand]:
+        """The commands an earlier run marked seen and never answered. Call at start, before the cloud link
+        receives anything (a command of this run is not answered yet either)."""
+        kept = await asyncio.to_thread(self.context.store.state.received_commands)
+        unanswered = []
+        for command in kept:
+            if await self._answered(command.id):  # answered, then stopped before it was forgotten
+                await self._forget(command.id)
+            else:
+                unanswered.append(command)
+        return unanswered
+
+    async def answer_interrupted(self, commands: list[ReceivedCommand]) -> None:
+        """Answer each (from `interrupted()`) as its registration says: run again, `failed`, or `ok` for a restart.
+        One the pending marker names is left to `resume_pending`."""
+        for received in commands:
+            async with self._lock:
+                if await self._answered(received.id) or await asyncio.to_thread(self._pending_is, received.id):
+                    continue
+                self.counters.interrupted += 1
+                command = CloudCommand(received.id, received.name, received.args)
+                policy = self.registry.interrupted(received.name)
+                log.warning("command %s (%s) was interrupted by a restart: %s", command.name, command.id,
+                            policy.value)
+                if policy is Interrupted.RERUN and received.expires_at > time.time():
+                    await self._execute(command, f"{INTERRUPTED_DETAIL}, run again: ")
+                elif policy is Interrupted.DONE:
+                    await self._commit(command.id, command.name, CommandOutcome(Status.OK, "restarted"))
+                else:
+                    detail = INTERRUPTED_DETAIL + ("" if policy is Interrupted.FAIL else
+                                                   "; it expired before it could run again")
+                    await self._commit(command.id, command.name, CommandOutcome(Status.FAILED, detail))
+
+    def _pending_is(self, command_id: str) -> bool:
+        try:
+            marker = PendingMarker.load(self.context.data_dir)
+        except MarkerError:
+            return False
+        return marker is not None and marker.id == command_id
 
     def _apply(self, marker: PendingMarker, apply: Callable[[], None] | None) -> None:
         """Marker first, then the change; a change that fails takes its marker away again."""
@@ -228,3 +291,12 @@ class CommandExecutor:
         log.info("command %s (%s): %s, %s", name, command_id, outcome.status.value, outcome.detail)
         if self.context.cloud is not None:
             self.context.cloud.kick()
+        await self._forget(command_id)
+
+    async def _forget(self, command_id: str) -> None:
+        """Answered: the store need not keep the command any more (a failure here only leaves it to the next
+        start, which finds it answered and forgets it then)."""
+        try:
+            await asyncio.to_thread(self.context.store.state.forget_command, command_id)
+        except StoreError as exc:
+            log.warning("command %s answered but still kept: %s", command_id, exc)

@@ -1,4 +1,11 @@
-"""Forward schema migrations, tracked in `PRAGMA user_version`. Each runs in its own transaction."""
+"""Forward schema migrations, tracked in `PRAGMA user_version`, and additions, tracked in `meta`. Each runs in its own
+transaction.
+
+A release refuses a store whose `user_version` is newer than it knows (`migrate`), so a migration is for a change an
+older release cannot work with: after one, a rollback to the release before it cannot open the store. A new table
+that an older release can ignore is an *addition* instead: it never moves `user_version` (the release before it
+opens the store and never looks at the table) and is counted under `ADDITIONS_KEY` in `meta`. Additions never
+change the tables the migrations made."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +17,8 @@ log = logging.getLogger(__name__)
 
 Migration = Callable[[sqlite_utils.Database], None]
 MIGRATIONS: list[Migration] = []
+ADDITIONS: list[Migration] = []
+ADDITIONS_KEY = "schema_additions"  # in meta: how many of ADDITIONS this store has
 
 
 def migration(fn: Migration) -> Migration:
@@ -72,6 +81,19 @@ def m003_journal(db: sqlite_utils.Database) -> None:
     db.table("journal").create({"name": str, "n": int, "body": str}, pk=("name", "n"), not_null={"body"})
 
 
+def addition(fn: Migration) -> Migration:
+    """Register the next addition (a table older releases ignore); its position in the list is its number."""
+    ADDITIONS.append(fn)
+    return fn
+
+
+@addition
+def a001_received_commands(db: sqlite_utils.Database) -> None:
+    # Commands from the cloud, kept from the moment they are marked seen (device/store/received_commands.py).
+    db.table("received_commands").create({"id": str, "name": str, "args": str, "expires_at": float,
+                                          "received_at": float}, pk="id", not_null={"name", "args"})
+
+
 def latest_version() -> int:
     return len(MIGRATIONS)
 
@@ -86,4 +108,16 @@ def migrate(db: sqlite_utils.Database) -> int:
             step(db)
             db.execute(f"PRAGMA user_version = {version}")
         log.info("schema migrated to version %d (%s)", version, step.__name__)
-    return latest_version() - current
+    return latest_version() - current + _add(db)
+
+
+def _add(db: sqlite_utils.Database) -> int:
+    """Run every addition the store does not have yet; return the number run."""
+    row = db.execute("SELECT value FROM meta WHERE key = ?", [ADDITIONS_KEY]).fetchone()
+    done = int(row[0]) if row else 0
+    for number, step in enumerate(ADDITIONS[done:], start=done + 1):
+        with db.atomic():
+            step(db)
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [ADDITIONS_KEY, str(number)])
+        log.info("schema addition %d (%s)", number, step.__name__)
+    return max(len(ADDITIONS) - done, 0)

@@ -12,7 +12,8 @@ from typing import Any, Callable, NamedTuple, Protocol, TypeVar
 import sqlite_utils
 
 from device.contract.domain import Route
-from device.store import photo_index
+from device.store import photo_index, received_commands
+from device.store.received_commands import ReceivedCommand
 
 INSERT_JOURNAL = "INSERT INTO journal (name, n, body) VALUES (?, ?, ?)"
 
@@ -106,6 +107,18 @@ class StoreState:
             rows = list(db["photos"].rows_where("photo_id = ?", [photo_id]))
             return rows[0] if rows else None
         return self._call(read)
+
+    # --- commands from the cloud (device/store/received_commands.py) -------------------------------
+
+    def receive_command(self, seen_key: str, command: ReceivedCommand) -> bool:
+        """Mark a command seen and keep it, in one transaction; False when its id was seen before (a replay)."""
+        return self._call(lambda db: received_commands.receive(db, seen_key, command))
+
+    def received_commands(self) -> list[ReceivedCommand]:
+        return self._call(received_commands.received)
+
+    def forget_command(self, command_id: str) -> None:
+        self._call(lambda db: received_commands.forget(db, command_id))
 
     # --- proof photos on their way to the cloud (device/store/photo_index.py) ----------------------
 

@@ -99,6 +99,14 @@ class UnitSupervisor:
             time.sleep(0.1)
         return list(self.exits)
 
+    def kill(self) -> int:
+        """SIGKILL the running agent (a crash, a power cut); the supervision starts it again. Its pid."""
+        with self._lock:
+            child = self._child
+        assert child is not None and child.poll() is None, "no agent running"
+        child.send_signal(signal.SIGKILL)
+        return child.pid
+
     def stop(self, timeout_s: float = 30.0) -> None:
         with self._lock:
             self._stopping.set()

@@ -42,6 +42,26 @@ FULL = Scale(events=12000, rate=400.0, rounds=20)
 
 
 @dataclass(frozen=True)
+class Figure:
+    """A speed a scenario measured, with the reference it is compared with. A bench figure, not a criterion of
+    the scenario (`Result.passed` never looks at it; a test must not assert a timing): `make chaos` prints it
+    and fails below the reference, the short form in `make test` only prints it."""
+
+    name: str
+    value: float  # as a ratio of the reference's measure
+    reference: float  # the least ratio `make chaos` accepts
+    text: str
+
+    @property
+    def held(self) -> bool:
+        return self.value >= self.reference
+
+    def line(self) -> str:
+        return (f"  {self.name}: {self.value:.2f} ({self.text}); reference >= {self.reference}: "
+                f"{'held' if self.held else 'BELOW'}")
+
+
+@dataclass(frozen=True)
 class Result:
     scenario: str
     tally: Tally
@@ -49,6 +69,7 @@ class Result:
     extra: str = ""
     store_ok: bool = True
     failures: tuple[str, ...] = ()  # a scenario's own checks that did not hold, each said in words
+    figures: tuple[Figure, ...] = ()  # speeds measured on the way (bench figures, not part of `passed`)
 
     @property
     def passed(self) -> bool:
@@ -208,7 +229,10 @@ def clock_jump(rig: Rig, scale: Scale, rng: random.Random) -> Result:
 
 BROKER_DOWN_S = 300.0  # the outage the backlog stands for
 WARMUP_EVENTS = 50
-DRAIN_RATE_FLOOR = 0.25  # of the sync bench's rate: this rig shares 2 cores with the load and the cloud
+DRAIN_RATE_REFERENCE = 0.25  # of the sync bench's rate, for `make chaos`: this rig shares 2 cores with the load
+# From the broker's return to the last backlog event stored. A hang, not a speed: the short backlog drains in well
+# under a second at the bench's rate, so only a drain that stalled takes this long.
+DRAIN_HANG_S = 60.0
 
 
 def broker_down(rig: Rig, scale: Scale, rng: random.Random) -> Result:
@@ -216,8 +240,9 @@ def broker_down(rig: Rig, scale: Scale, rng: random.Random) -> Result:
     writes `scale.events` (5 minutes of a van at scale.events / 300 events/s) at its own fast rate while the
     broker is down. The cloud's side comes back first (its workers sit next to the broker; the device's path
     through the proxy opens once the cloud has subscribed again, so no batch goes to a broker with nobody
-    listening); then the backlog must drain oldest first (per lane) at no less than a quarter of the sync
-    bench's rate, with the device's own sync settings (batches of 1000, as in the bench)."""
+    listening); then the backlog must drain, all of it, oldest first (per lane), and without a stall
+    (`DRAIN_HANG_S`). The drain rate against the sync bench's, with the device's own sync settings (batches of
+    1000, as in the bench), is a figure `make chaos` judges, not a check of the scenario."""
     assert rig.proxy is not None
     rig.start_sync()
     rig.start_producer(WARMUP_EVENTS, scale.rate)
@@ -250,14 +275,16 @@ def broker_down(rig: Rig, scale: Scale, rng: random.Random) -> Result:
         failures.append(f"{order.out_of_order} backlog events arrived after newer ones of their lane")
     if len(backlog) != scale.events:
         failures.append(f"the cloud holds {len(backlog)} backlog events of {scale.events}")
-    if rate < DRAIN_RATE_FLOOR * expected:
-        failures.append(f"drained at {rate:,.0f} events/s, under {DRAIN_RATE_FLOOR} of the bench's rate")
-    return replace(result, failures=tuple(failures), extra=(
+    if last_at - back_at > DRAIN_HANG_S:
+        failures.append(f"the backlog took {last_at - back_at:.0f} s to drain after the broker came back: "
+                        f"a stall (bound {DRAIN_HANG_S:.0f} s)")
+    figure = Figure("drain rate", rate / expected, DRAIN_RATE_REFERENCE,
+                    f"{rate:,.0f} events/s of the bench's {expected:,.0f} events/s, {source}")
+    return replace(result, failures=tuple(failures), figures=(figure,), extra=(
         f"backlog {scale.events} events = {BROKER_DOWN_S / 60:.0f} min at {scale.events / BROKER_DOWN_S:.0f} "
         f"events/s, broker down {down_s:.1f} s; drained oldest first: {order.out_of_order} out of order "
         f"({order.live_positions} newest positions sent first by design); reconnect {first_at - back_at:.2f} s, "
-        f"then {last_at - first_at:.2f} s at {rate:,.0f} events/s = {rate / expected:.2f} of the bench's "
-        f"{expected:,.0f} events/s ({source}); criterion >= {DRAIN_RATE_FLOOR}"))
+        f"then the backlog in {last_at - first_at:.2f} s"))
 
 
 PROOF_PHOTOS = 20
