@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 from device.cloud_port import CloudCommand, CloudPort
+from device.commands import RESTART_EXIT_CODE, CommandExecutor
 from device.contract.domain import Event, EventType, Role, Stop, Verdict, iso_utc
 from device.contract.position import Position
 from device.feedback import show
@@ -109,6 +110,7 @@ class Agent:
     notifier: Notifier = field(default_factory=lambda: Notifier({}))
     track_interval_s: float = 5.0  # one stored breadcrumb per this many seconds of fixes
     photo_retention: Any = None  # device.photo_retention.PhotoRetention on a unit with a camera
+    commands: CommandExecutor | None = None  # remote commands (device/commands); None: logged and ignored
     counters: AgentCounters = field(default_factory=AgentCounters)
 
     def __post_init__(self) -> None:
@@ -120,6 +122,9 @@ class Agent:
         self._subscribers: list[asyncio.Queue[Notice]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()  # set once the agent told systemd READY (the update gate waits for it)
+        self._stop: asyncio.Event | None = None
+        self.exit_code = 0  # what `flexedge run` exits with once `run()` returned
+        self.restart_reason: str | None = None
         self._sync_route_tracker()
 
     # --- inputs ------------------------------------------------------------------------------------
@@ -285,9 +290,27 @@ class Agent:
         while True:
             item = await cloud.receive()
             if isinstance(item, CloudCommand):
-                log.info("cloud command %s (%s) received; no handler on this unit", item.name, item.id)
+                if self.commands is None:
+                    log.info("cloud command %s (%s) received; no handler on this unit", item.name, item.id)
+                else:
+                    self._spawn(self._command(self.commands, item), f"command:{item.name}")
             else:
                 await self.submit(item)
+
+    async def _command(self, commands: CommandExecutor, command: CloudCommand) -> None:
+        await commands.execute(command)
+
+    async def _resume_command(self, commands: CommandExecutor) -> None:
+        """A command that restarted the agent (a new config) is finished now: kept or rolled back."""
+        await commands.resume_pending()
+
+    def request_restart(self, reason: str) -> None:
+        """Stop cleanly (the outbox drains, the link says goodbye) and exit with the code the unit restarts on."""
+        log.warning("restart requested: %s", reason)
+        self.exit_code = RESTART_EXIT_CODE
+        self.restart_reason = reason
+        if self._stop is not None:
+            self._stop.set()
 
     async def _claim(self, block_id: str, request_id: str) -> None:
         """Send the claim with the request id the workflow committed in block.claim_requested, so the device's
@@ -384,6 +407,7 @@ class Agent:
             self.cloud.report_status()
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         await self.store.append_async([Event(EventType.AGENT_STARTED, {"role": self.role.value})])
         queued = await asyncio.to_thread(self.store.state.queue_committed_photos)
         if queued:
@@ -391,6 +415,8 @@ class Agent:
         if self.cloud is not None:
             await self.cloud.start()
             self.start("cloud", self.cloud_loop(self.cloud))
+        if self.commands is not None:
+            self.start("commands-resume", self._resume_command(self.commands))
         self.start("health", self.health_loop())
         self.start("storage", self.storage_loop())
         if self.photo_retention is not None:

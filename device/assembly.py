@@ -13,6 +13,8 @@ from typing import Any
 
 from device.agent import Agent, ProofPhoto
 from device.cloud_port import CloudPort
+from device.commands import CommandContext, CommandExecutor
+from device.commands.builtin import builtin_registry
 from device.config import Config
 from device.contract.domain import Stop
 from device.hardware import mcu_config, scanner_config
@@ -140,7 +142,9 @@ def _cloud(config: Config, store: EventStore) -> CloudPort | None:
     return CloudAdapter.from_config(config, store)
 
 
-async def assemble(config: Config, data_dir: Path, notifier: Notifier | None = None) -> Assembly:
+async def assemble(config: Config, data_dir: Path, notifier: Notifier | None = None,
+                   config_path: Path | None = None) -> Assembly:
+    """`config_path`: the file `config` was read from (remote `set_config` rewrites it); None: not changeable."""
     store = open_store(config, data_dir)
     runner = await WorkflowRunner.open(store, config.device.role)
     mcu_settings = mcu_config(config)
@@ -161,6 +165,8 @@ async def assemble(config: Config, data_dir: Path, notifier: Notifier | None = N
         photo_retention=retention,
         notifier=notifier or Notifier(),
     )
+    agent.commands = CommandExecutor(builtin_registry(), CommandContext(store, data_dir, config_path, agent.cloud),
+                                     agent.request_restart)
     gps = positioning.fix_source(gps_section) if gps_section.enabled else None
     closers = ([close_camera] if close_camera else []) + [store.close]
     console = None

@@ -337,6 +337,12 @@ class EventStore:
                 return changed
         return self._call(write)
 
+    def has_event(self, event_id: str) -> bool:
+        """An event with this id is in the store (acked events are pruned after the retention period)."""
+        def read(db: sqlite_utils.Database) -> bool:
+            return db.execute("SELECT 1 FROM events WHERE id = ?", [event_id]).fetchone() is not None
+        return bool(self._call(read))
+
     def stats(self) -> OutboxStats:
         def read(db: sqlite_utils.Database) -> OutboxStats:
             by_lane = {Lane(lane).name.lower(): n for lane, n in db.conn.execute(
