@@ -1,4 +1,4 @@
-"""The `update` command on the van: fetch, verify, unpack, install, switch, then ask for a restart.
+"""The `update` command on the van: fetch, verify, unpack, install, switch (the restart is the caller's).
 
 It answers at once only when it does not go ahead (refused or failed: nothing on the van changed). Once the
 switch is made, the answer is the outcome of the health gate, reported by whichever agent runs next
@@ -13,7 +13,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from device.contract.release import Manifest, ReleaseError, UpdateOrder, parse_version
 from device.store import migrations
@@ -42,7 +42,6 @@ class UpdateContext:
     tls: TlsFiles | None  # None: the artifact is a local file (`flexedge update apply`)
     gate_s: float
     max_starts: int
-    request_restart: Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -103,8 +102,8 @@ async def apply_release(artifact: Path, ctx: UpdateContext, command_id: str | No
 
 
 async def handle_update(command_id: str, args: Mapping[str, Any], ctx: UpdateContext) -> Switched:
-    """The command: raises UpdateRefused/UpdateFailed (answer now), or returns once switched and the restart
-    is asked for (the answer follows from the health gate)."""
+    """The command: raises UpdateRefused/UpdateFailed (answer now), or returns once switched (the answer
+    follows from the health gate after the restart)."""
     try:
         order = UpdateOrder.from_args(args)
     except ReleaseError as exc:
@@ -121,5 +120,4 @@ async def handle_update(command_id: str, args: Mapping[str, Any], ctx: UpdateCon
                                        expect_version=order.version)
     finally:
         artifact.unlink(missing_ok=True)
-    ctx.request_restart()
     return switched

@@ -82,9 +82,9 @@ class Pending:
 
 @dataclass(frozen=True)
 class Outcome:
-    """The end of an attempt, waiting to be reported as events by the agent that runs next. The event ids are
-    chosen when the outcome is written, so a report repeated after a crash carries the same ids (the cloud
-    stores an event id once)."""
+    """The end of the last attempt, reported as an event by the agent that runs next (the event id is chosen
+    when the outcome is written: a report repeated after a crash is refused by the store's unique ids). It stays
+    until the next attempt, so the `update` command's resume finds it after any number of restarts."""
 
     result: str  # APPLIED or ROLLED_BACK
     version: str
@@ -92,7 +92,8 @@ class Outcome:
     command_id: str | None
     reason: str
     at: float
-    event_ids: tuple[str, str] = field(default_factory=lambda: (new_event_id(), new_event_id()))
+    event_id: str = field(default_factory=new_event_id)
+    reported: bool = False  # its event is committed
 
 
 class Releases:
@@ -154,7 +155,7 @@ class Releases:
         if doc is None:
             return None
         try:
-            return Outcome(**{**doc, "event_ids": tuple(doc.get("event_ids", ()))})
+            return Outcome(**doc)
         except TypeError as exc:
             log.error("update outcome %s has an unknown shape (%s): removed", self.outcome_file, exc)
             self.outcome_file.unlink(missing_ok=True)
@@ -197,8 +198,8 @@ class Releases:
         log.error("release %s rolled back to %s: %s", pending.version, pending.previous_version, reason)
         return self._finish(pending, ROLLED_BACK, reason)
 
-    def clear_outcome(self) -> None:
-        self.outcome_file.unlink(missing_ok=True)
+    def note_reported(self, outcome: Outcome) -> None:
+        _write_json(self.outcome_file, asdict(replace(outcome, reported=True)))
 
     def status(self) -> dict[str, Any]:
         pending, outcome = self.pending(), self.outcome()
