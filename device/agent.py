@@ -351,9 +351,7 @@ class Agent:
     async def health_loop(self, interval_s: float = HEALTH_INTERVAL_S) -> None:
         while True:
             stats = await asyncio.to_thread(self.store.stats)
-            data = {"outbox_depth": stats.depth, "last_seq": stats.last_seq, **vars(self.counters)}
-            if self.cloud is not None:
-                data["sync"] = self.cloud.counters()
+            data = {"outbox_depth": stats.depth, "last_seq": stats.last_seq, **self._counters()}
             try:
                 await self.store.append_async([Event(EventType.HEALTH, data)])
             except StoreError as exc:
@@ -402,6 +400,15 @@ class Agent:
                 log.error("photo retention sweep failed: %s", exc)
             await asyncio.sleep(interval_s)
 
+    def _counters(self) -> dict[str, Any]:
+        """The running totals of this run: the agent's, the cloud link's (rejects by reason), the commands'."""
+        data: dict[str, Any] = dict(vars(self.counters))
+        if self.cloud is not None:
+            data["sync"] = self.cloud.counters()
+        if self.commands is not None:
+            data["commands"] = dict(vars(self.commands.counters))
+        return data
+
     def _report_status(self) -> None:
         if self.cloud is not None:
             self.cloud.report_status()
@@ -436,7 +443,7 @@ class Agent:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             with contextlib.suppress(StoreError):
-                await self.store.append_async([Event(EventType.AGENT_STOPPED, dict(vars(self.counters)))])
+                await self.store.append_async([Event(EventType.AGENT_STOPPED, self._counters())])
             if self.cloud is not None:
                 # A clean stop gives the outbox a moment to drain; what is left goes at the next start.
                 with contextlib.suppress(Exception):

@@ -133,6 +133,8 @@ class LoggingSection:
 
     level: str = setting("INFO", "the least severe level logged", allowed=LOG_LEVELS)
     json: bool = setting(True, "one JSON object per line (false: plain text)")
+    file: str = setting("", "also write the log to this file, rotated (relative: in the data directory); what "
+                        "the remote upload_logs sends where there is no journal; empty: stderr only")
 
 
 class GpsSourceKind(StrEnum):
@@ -280,6 +282,19 @@ class UpdateSection:
 
 
 @dataclass(frozen=True)
+class CommandsSection:
+    """Remote commands from the cloud (device/commands): how a remote config change proves itself."""
+
+    config_confirm_s: float = setting(120.0, "after a remote set_config, the cloud link must be up within this "
+                                      "many seconds of the restart, or the previous config is put back",
+                                      range=(5, 3600))
+    config_max_starts: int = setting(3, "after a remote set_config, this many starts without confirming it put the "
+                                     "previous config back (a config the agent crashes on)", range=(1, 20))
+    logs_max_bytes: int = setting(8 * 1024 * 1024, "upload_logs sends at most this many bytes of log text (the "
+                                  "newest), before compression", range=(64 * 1024, 256 * 1024 * 1024))
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: str = setting("", "where the store and photos live; empty: /var/lib/flexedge under systemd or with "
                             "/etc/flexedge/flexedge.toml, else ~/.local/state/flexedge")
@@ -296,6 +311,7 @@ class Config:
     photos: PhotosSection = field(default_factory=PhotosSection)
     vision: VisionSection = field(default_factory=VisionSection)
     console: ConsoleSection = field(default_factory=ConsoleSection)
+    commands: CommandsSection = field(default_factory=CommandsSection)
     update: UpdateSection = field(default_factory=UpdateSection)
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Mapping
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -53,3 +55,17 @@ def setup_logging(level: str = "INFO", json_lines: bool = True, env: Mapping[str
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+LOG_FILE_BYTES = 5 * 1024 * 1024  # a log file is rotated at this size
+LOG_FILE_BACKUPS = 3  # rotated files kept beside it (.1 .. .3)
+
+
+def add_log_file(path: Path, json_lines: bool = True) -> None:
+    """Also log to a rotated file (what `upload_logs` reads where there is no journal)."""
+    path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS,
+                                                   encoding="utf-8")
+    handler.setFormatter(JsonFormatter() if json_lines else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)

@@ -40,3 +40,8 @@ def resolve_data_dir(flag: str | None, config_value: str, env: Mapping[str, str]
 
 def store_path(data_dir: Path) -> Path:
     return data_dir / "events.db"
+
+
+def log_file_path(setting: str, data_dir: Path) -> Path | None:
+    """`[logging] file`: None when empty; a relative path is in the data directory."""
+    return Path(data_dir, setting) if setting else None

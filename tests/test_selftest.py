@@ -16,7 +16,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from device.cli.selftest import (
+from device.config import MqttSection
+from device.contract.domain import Event, EventType
+from device.selftest import (
     CheckStatus,
     check_broker,
     check_clock,
@@ -25,8 +27,6 @@ from device.cli.selftest import (
     check_store,
     check_tflite,
 )
-from device.config import MqttSection
-from device.contract.domain import Event, EventType
 from device.store import EventStore
 from device.testbench.broker import MosquittoBroker
 from device.testbench.procs import free_tcp_port

@@ -26,7 +26,7 @@ from cloud_sync.cloud.clock import ClockFlag, ClockStamp, check_clock
 from cloud_sync.errors import MessageRejected, RejectReason, SyncError
 from cloud_sync.messages import ClaimStatus, EventBatch, PhotoChunk
 from device.contract.chain import GENESIS_HASH, canonical_bytes, hash_body
-from device.contract.domain import Block, EventType, Route
+from device.contract.domain import BLOB_ID_PREFIX, Block, EventType, Route
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,17 @@ CREATE INDEX IF NOT EXISTS idx_events_photo ON events(device, json_extract(body,
     WHERE type = 'photo.checked';
 """
 PHOTO_EVENT = "photo.checked"  # the event that records a proof photo and the sha256 of its upload copy
+BLOB_EVENT = "command.result"  # the event that records a blob (an upload_logs result: data.blob_id, data.sha256)
 BUSY_TIMEOUT_MS = 30_000  # other workers hold the write lock for one batch at most
 
 
 class CloudDbError(SyncError):
     pass
+
+
+def is_blob(upload_id: str) -> bool:
+    """An upload through the photo chunk path that is not a proof photo (device logs)."""
+    return upload_id.startswith(BLOB_ID_PREFIX)
 
 
 class FlagKind(StrEnum):
@@ -310,7 +316,8 @@ class CloudDb:
             whole = b"".join(data for _, data in rows)
             if device.startswith(".") or "/" in device:  # the device id becomes a folder name
                 raise CloudDbError(f"device id {device!r:.40} cannot name a photo folder")
-            path = self.photo_dir / device / f"{chunk.photo_id}.jpg"  # photo ids are plain (PhotoChunk checks)
+            # ids are plain (PhotoChunk checks); a blob (logs) is no JPEG: it keeps its bare id
+            path = self.photo_dir / device / (chunk.photo_id if is_blob(chunk.photo_id) else f"{chunk.photo_id}.jpg")
             try:
                 _write_file(path, whole)
             except OSError as exc:
@@ -339,16 +346,13 @@ class CloudDb:
         return status
 
     def _link_photo(self, cur: sqlite3.Cursor, device: str, photo_id: str, now: float) -> PhotoStatus:
-        """Tie a complete photo to its photo.checked event and compare the sha256 the event recorded for the
-        uploaded copy; without the event yet, the photo waits for it (ingest calls this again)."""
-        row = cur.execute("SELECT id, body FROM events WHERE device = ? AND type = ? "
-                          "AND json_extract(body, '$.data.photo_id') = ?", (device, PHOTO_EVENT, photo_id)).fetchone()
-        if row is None:
+        """Tie a complete upload to the event that recorded it (a photo's photo.checked, a blob's command.result)
+        and compare the sha256 that event recorded; without the event yet, the upload waits for it (ingest calls
+        this again)."""
+        recorded = self._recording_event(cur, device, photo_id)
+        if recorded is None:
             return PhotoStatus.AWAITING_EVENT
-        event_id, body = row
-        doc = orjson.loads(body)
-        data = doc.get("data") or {}
-        expected = data.get("upload_sha256") or data.get("sha256")
+        event_id, doc, expected = recorded
         cur.execute("UPDATE photo_files SET event_id = ?, block = ?, stop = ?, expected_sha256 = ? "
                     "WHERE device = ? AND photo_id = ?", (event_id, doc.get("block"), doc.get("stop"), expected,
                                                          device, photo_id))
@@ -359,10 +363,35 @@ class CloudDb:
         return self._settle_photo(cur, device, photo_id, PhotoStatus.SHA_MISMATCH,
                                   f"file sha256 {sha256}, event {event_id} recorded {expected}", now)
 
+    @staticmethod
+    def _recording_event(cur: sqlite3.Cursor, device: str, upload_id: str) -> tuple[str, Any, Any] | None:
+        """(event id, event, the sha256 it recorded) of the event that records this upload, if stored."""
+        if is_blob(upload_id):
+            row = cur.execute("SELECT id, body FROM events WHERE device = ? AND type = ? "
+                              "AND json_extract(body, '$.data.data.blob_id') = ?",
+                              (device, BLOB_EVENT, upload_id)).fetchone()
+            if row is None:
+                return None
+            doc = orjson.loads(row[1])
+            return row[0], doc, ((doc.get("data") or {}).get("data") or {}).get("sha256")
+        row = cur.execute("SELECT id, body FROM events WHERE device = ? AND type = ? "
+                          "AND json_extract(body, '$.data.photo_id') = ?", (device, PHOTO_EVENT, upload_id)).fetchone()
+        if row is None:
+            return None
+        doc = orjson.loads(row[1])
+        data = doc.get("data") or {}
+        return row[0], doc, data.get("upload_sha256") or data.get("sha256")
+
     def _link_waiting_photos(self, cur: sqlite3.Cursor, device: str, events: Any, now: float) -> None:
         """Photo events of a batch settle photos that completed before them."""
         for event in events:
-            photo_id = (event.get("data") or {}).get("photo_id") if event.get("type") == PHOTO_EVENT else None
+            data = event.get("data") or {}
+            if event.get("type") == PHOTO_EVENT:
+                photo_id = data.get("photo_id")
+            elif event.get("type") == BLOB_EVENT and isinstance(data.get("data"), dict):
+                photo_id = data["data"].get("blob_id")
+            else:
+                photo_id = None
             if isinstance(photo_id, str) and cur.execute(
                     "SELECT 1 FROM photo_files WHERE device = ? AND photo_id = ? AND status = ?",
                     (device, photo_id, PhotoStatus.AWAITING_EVENT.value)).fetchone():

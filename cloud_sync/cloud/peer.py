@@ -18,7 +18,6 @@ import threading
 from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Coroutine, Mapping, TypeVar
 
@@ -26,6 +25,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from cloud_sync.cloud.commands import new_command, signed_payload
 from cloud_sync.cloud.db import CloudDb, CloudDbError, PhotoLimits, PhotoStatus, StoredPhoto
 from cloud_sync.connection import Backoff, BrokerSettings, make_client, release
 from cloud_sync.errors import MessageRejected, RejectReason
@@ -45,7 +45,7 @@ from cloud_sync.messages import (
 from cloud_sync.pki import CLOUD_IDENTITY, cloud_client_ids
 from cloud_sync.signing import Signer
 from cloud_sync.topics import DISPATCH_SHARE_GROUP, INGEST_SHARE_GROUP, FleetTopics
-from device.contract.domain import Block, Route, new_event_id
+from device.contract.domain import Block, Route
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -307,9 +307,8 @@ class CloudPeer:
     async def send_command(self, device: str, name: str, args: dict[str, Any] | None = None,
                            ttl_s: float = 300.0) -> Command:
         client, _ = self._dispatcher()
-        command = Command(new_event_id(), device, name, args or {},
-                          datetime.now(timezone.utc) + timedelta(seconds=ttl_s))
-        await client.publish(self.fleet.device(device).cmd, encode(self.signer.sign(command.to_body())), qos=1)
+        command = new_command(device, name, args or {}, ttl_s)
+        await client.publish(self.fleet.device(device).cmd, signed_payload(self.signer, command), qos=1)
         return command
 
 

@@ -4,6 +4,9 @@
                    [--http HOST:PORT]
     flexedge cloud photos --db cloud.sqlite [--json]     # the proof photos it holds, one line each
     flexedge cloud user add NAME --role operator|manager [--station S] --accounts FILE
+    flexedge cloud command DEVICE NAME [KEY=VALUE ...] [--json-args OBJECT] --pki DIR --db cloud.sqlite
+                   [--broker HOST:PORT] [--ttl S] [--timeout S] [--json]
+                                                       # a signed command; prints the van's command.result
 
 `--pki DIR` takes ca.crt, the certificate of each connection (CN = client id, `flexedge pki cloud`),
 signing.key and the stations map (device -> station: a device claims blocks of its own station only) from a
@@ -18,7 +21,11 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
+import aiomqtt
+
+from cloud_sync.cloud.commands import DEFAULT_TTL_S, CommandResult, new_command, publish_command, wait_result
 from cloud_sync.cloud.db import CloudDb
 from cloud_sync.cloud.peer import CloudPeer, CloudSettings, Credentials
 from cloud_sync.cloud.web import actions as web_actions
@@ -29,7 +36,7 @@ from cloud_sync.connection import BrokerSettings
 from cloud_sync.errors import SyncError
 from cloud_sync.pki import CLOUD_IDENTITY, Pki
 from cloud_sync.signing import Signer
-from device.cli.common import CliError, Subparsers, load_context
+from device.cli.common import CliError, Exit, Subparsers, emit, load_context
 from device.contract.domain import Block, DomainError, Route
 
 log = logging.getLogger(__name__)
@@ -61,6 +68,22 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     photos.add_argument("--json", action="store_true", help="one JSON object per photo")
     photos.set_defaults(func=list_photos)
     web_cli.register_user_command(views)
+    command = views.add_parser("command", help="send a signed command to a van and print its command.result")
+    command.add_argument("device", help="the van's id")
+    command.add_argument("name", help="selftest, set_config, upload_logs, restart, ...")
+    command.add_argument("pairs", nargs="*", metavar="KEY=VALUE",
+                         help="arguments; a value is read as JSON when it parses (1, true, [..]), else as text")
+    command.add_argument("--json-args", metavar="OBJECT", help="the arguments as one JSON object (KEY=VALUE after it)")
+    command.add_argument("--pki", required=True, type=Path, help="PKI directory (ca.crt, cloud.crt/.key, signing.key)")
+    command.add_argument("--db", type=Path, help="the cloud's database: wait there for the result (without it: "
+                         "send only)")
+    command.add_argument("--broker", default="127.0.0.1:8883", help="HOST:PORT of the MQTT broker")
+    command.add_argument("--fleet", help="fleet name (default: device.fleet of the config)")
+    command.add_argument("--client-id", default=CLOUD_IDENTITY, help="MQTT client id = certificate name in --pki")
+    command.add_argument("--ttl", type=float, default=DEFAULT_TTL_S, help="seconds the van may still execute it")
+    command.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the result")
+    command.add_argument("--json", action="store_true", help="the result as one JSON object")
+    command.set_defaults(func=send_command)
 
 
 def _load_blocks(path: Path) -> list[tuple[Block, Route]]:
@@ -90,6 +113,60 @@ def list_photos(args: argparse.Namespace) -> int:
               f"{row['path']}  {row['bytes']} bytes  {row['status']}")
     print(f"{len(rows)} photos, {sum(1 for r in rows if r['status'] != 'ok')} not ok")
     return 0
+
+
+def command_args(pairs: list[str], json_args: str | None) -> dict[str, Any]:
+    """`--json-args` then KEY=VALUE pairs (a value that parses as JSON is that value, else the text)."""
+    try:
+        args = json.loads(json_args) if json_args else {}
+    except ValueError as exc:
+        raise CliError(f"--json-args: not JSON: {exc}") from None
+    if not isinstance(args, dict):
+        raise CliError("--json-args: expected a JSON object")
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"argument {pair!r}: expected KEY=VALUE")
+        try:
+            args[key] = json.loads(text)
+        except ValueError:
+            args[key] = text
+    return args
+
+
+def send_command(args: argparse.Namespace) -> int:
+    """Exit 0: the van answered ok; 1: it answered failed or rejected, or no answer within --timeout."""
+    fleet = args.fleet or load_context(args).config.device.fleet
+    host, _, port = args.broker.rpartition(":")
+    try:
+        pki = Pki(args.pki)
+        signer = Signer.from_pem_file(pki.signing_key)
+        credentials = _pki_credentials(pki, host or "127.0.0.1", int(port))
+        command = new_command(args.device, args.name, command_args(args.pairs, args.json_args), args.ttl)
+    except (SyncError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+
+    async def send_and_wait() -> CommandResult | None:
+        await publish_command(credentials(args.client_id), args.client_id, fleet, signer, command)
+        log.info("command %s %s sent to %s", command.name, command.id, command.device)
+        if args.db is None:
+            return None
+        return await wait_result(args.db, command.device, command.id, args.timeout)
+    try:
+        result = asyncio.run(send_and_wait())
+    except aiomqtt.MqttError as exc:
+        raise CliError(f"broker {args.broker}: {exc}", Exit.FAILED) from None
+    sent = {"id": command.id, "device": command.device, "name": command.name, "args": dict(command.args)}
+    if result is None:
+        state = "sent" if args.db is None else "timeout"
+        emit(args, {"command": sent, "status": state},
+             f"{command.device} {command.name} {command.id}: " +
+             ("sent (no --db: not waiting)" if args.db is None else f"no result within {args.timeout:.0f} s"))
+        return Exit.OK if args.db is None else Exit.FAILED
+    emit(args, {"command": sent, **result.to_dict()},
+         f"{command.device} {command.name} {command.id}: {result.status}: {result.detail}" +
+         (f"\n{json.dumps(dict(result.data), indent=1, sort_keys=True)}" if result.data else ""))
+    return Exit.OK if result.status == "ok" else Exit.FAILED
 
 
 def run(args: argparse.Namespace) -> int:

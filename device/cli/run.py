@@ -8,7 +8,9 @@ import signal
 
 from device.assembly import assemble
 from device.cli.common import Context, Subparsers, load_context
-from device.commands import PendingMarker
+from device.commands import PendingMarker, config_change
+from device.logsetup import add_log_file
+from device.paths import log_file_path
 
 log = logging.getLogger(__name__)
 
@@ -35,5 +37,10 @@ async def serve(ctx: Context) -> int:
 def run(args: argparse.Namespace) -> int:
     ctx = load_context(args, check_files=True)
     if ctx.data_dir.is_dir():
-        PendingMarker.note_start(ctx.data_dir)  # a command that restarted the agent: one more start under it
+        marker = PendingMarker.note_start(ctx.data_dir)  # a command that restarted the agent: one more start
+        if marker is not None and config_change.recover_before_start(marker, ctx.data_dir):
+            ctx = load_context(args, check_files=True)  # the previous config is back
+    log_file = log_file_path(ctx.config.logging.file, ctx.data_dir)
+    if log_file is not None:
+        add_log_file(log_file, ctx.config.logging.json)
     return asyncio.run(serve(ctx))

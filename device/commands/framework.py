@@ -141,7 +141,7 @@ class CommandExecutor:
                     outcome = CommandOutcome(Status.FAILED, f"cannot write the pending marker: {exc}")
                 else:
                     self.counters.deferred += 1
-                    log.warning("command %s (%s): %s; restarting", command.name, command.id, outcome.detail)
+                    log.warning("command %s (%s): %s", command.name, command.id, outcome.detail)
                     self._restart(f"command {command.name} {command.id}")
                     return None
             await self._commit(command.id, command.name, outcome)

@@ -63,13 +63,13 @@ class PendingMarker:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(temp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     @classmethod
     def clear(cls, data_dir: Path) -> None:
         path = cls.path(data_dir)
         path.unlink(missing_ok=True)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     @classmethod
     def note_start(cls, data_dir: Path) -> PendingMarker | None:
@@ -88,7 +88,7 @@ class PendingMarker:
         return marker
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -102,6 +102,9 @@ def lane_of(event_type: EventType) -> Lane:
     return Lane.TRACK if event_type in TELEMETRY else Lane.EVENTS
 
 
+BLOB_ID_PREFIX = "blob-"  # an upload that is not a proof photo (logs): recorded by a command.result, not photo.checked
+
+
 def new_event_id() -> str:
     """A time-ordered unique id (UUIDv7), made on the device."""
     return str(uuid6.uuid7())

@@ -1,8 +1,13 @@
 """The test fleet: `device.testbench.fleet.LocalFleet` with the tests' fleet and stations."""
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from cloud_sync.connection import BrokerSettings
 from device.testbench.fleet import LocalFleet
@@ -11,6 +16,7 @@ FLEET = "test"
 STATION = "DXX1"
 OTHER_STATION = "DYY2"
 CLI_CLOUD_PREFIX = "cloud-cli"
+REPO = Path(__file__).resolve().parents[2]
 
 
 class FleetPki(LocalFleet):
@@ -51,3 +57,24 @@ backoff_max_s = 0.5
 {extra}
 """)
     return path
+
+
+@contextmanager
+def cloud_program(tmp_path: Path, fleet: FleetPki, port: int, *options: str) -> Iterator[Path]:
+    """A real `flexedge cloud` (the `cloud-cli` identities) on the TLS broker, ready; yields its database path.
+    Its log is tmp_path/cloud.log; stopped with SIGTERM (exit 0 expected)."""
+    db = tmp_path / "cloud.db"
+    with open(tmp_path / "cloud.log", "wb") as log:
+        cloud = subprocess.Popen(
+            [sys.executable, "-m", "device.cli", "cloud", "--db", str(db), "--fleet", FLEET, "--broker",
+             f"127.0.0.1:{port}", "--pki", str(fleet.pki.dir), "--client-prefix", CLI_CLOUD_PREFIX, *options],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=log)
+        try:
+            assert cloud.stdout is not None and json.loads(cloud.stdout.readline())["ready"]
+            yield db
+        finally:
+            cloud.send_signal(signal.SIGTERM)
+            code = cloud.wait(30)
+            if cloud.stdout is not None:
+                cloud.stdout.close()
+    assert code == 0, (tmp_path / "cloud.log").read_text()[-2000:]

@@ -1,0 +1,94 @@
+"""Commands to one van, from the operator's side: build, sign (the fleet's signing key), publish on the van's
+`cmd` topic, and wait for the van's `command.result` event to be stored by the cloud's ingest.
+
+The result travels in the van's event stream like any other event (hash-chained, acked end to end), so "arrived"
+means stored in the cloud database, not merely seen on the broker.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from cloud_sync.connection import BrokerSettings, make_client, release
+from cloud_sync.messages import Command, encode
+from cloud_sync.signing import Signer
+from cloud_sync.topics import FleetTopics
+from device.contract.domain import new_event_id
+
+RESULT_POLL_S = 0.25  # how often the stored events are looked at while waiting for a result
+DEFAULT_TTL_S = 600.0  # a command not executed within this is refused by the van
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """A `command.result` event as the cloud stored it."""
+
+    device: str
+    seq: int
+    id: str
+    name: str
+    status: str  # ok | failed | rejected
+    detail: str
+    data: Mapping[str, Any]
+    ts: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device": self.device, "seq": self.seq, "id": self.id, "name": self.name, "status": self.status,
+                "detail": self.detail, "data": dict(self.data), "ts": self.ts}
+
+
+def new_command(device: str, name: str, args: Mapping[str, Any], ttl_s: float = DEFAULT_TTL_S) -> Command:
+    return Command(new_event_id(), device, name, dict(args), datetime.now(timezone.utc) + timedelta(seconds=ttl_s))
+
+
+def signed_payload(signer: Signer, command: Command) -> bytes:
+    return encode(signer.sign(command.to_body()))
+
+
+async def publish_command(broker: BrokerSettings, client_id: str, fleet: str, signer: Signer,
+                          command: Command) -> None:
+    """Publish once (QoS 1, awaited until the broker has it); the van's persistent session keeps it while it is
+    offline. Raises aiomqtt.MqttError when the broker cannot be reached."""
+    client = make_client(broker, client_id, persistent=False)
+    try:
+        async with client:
+            await client.publish(FleetTopics(fleet).device(command.device).cmd, signed_payload(signer, command),
+                                 qos=1)
+    finally:
+        release(client)
+
+
+def stored_result(db_path: Path, device: str, command_id: str) -> CommandResult | None:
+    """The stored `command.result` of this command, read through a read-only connection."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5.0)
+    try:
+        row = conn.execute("SELECT seq, body FROM events WHERE device = ? AND type = 'command.result' "
+                           "AND json_extract(body, '$.data.id') = ? ORDER BY seq LIMIT 1",
+                           (device, command_id)).fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        return None
+    event = json.loads(row[1])
+    data = event.get("data") or {}
+    return CommandResult(device, int(row[0]), str(data.get("id")), str(data.get("name")), str(data.get("status")),
+                         str(data.get("detail", "")), dict(data.get("data") or {}), str(event.get("ts")))
+
+
+async def wait_result(db_path: Path, device: str, command_id: str, timeout_s: float) -> CommandResult | None:
+    """The result once the cloud stored it; None after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            result = await asyncio.to_thread(stored_result, db_path, device, command_id)
+        except sqlite3.OperationalError:  # the cloud has not created its database yet
+            result = None
+        if result is not None or time.monotonic() >= deadline:
+            return result
+        await asyncio.sleep(RESULT_POLL_S)
