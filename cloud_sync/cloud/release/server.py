@@ -38,9 +38,11 @@ def server_tls(pki: Pki, hosts: list[str]) -> ssl.SSLContext:
 class ReleaseServer:
     """GET /releases/<artifact>; `downloads` counts completed requests per client certificate name."""
 
-    def __init__(self, directory: Path, host: str, port: int, tls: ssl.SSLContext) -> None:
+    def __init__(self, directory: Path, host: str, port: int, tls: ssl.SSLContext, *,
+                 public_host: str | None = None) -> None:
         self.directory = directory
         self.host = host
+        self.public_host = public_host or host  # the name in the URLs the vans get (the certificate's name)
         self.port = port
         self.tls = tls
         self.downloads: Counter[str] = Counter()
@@ -48,7 +50,7 @@ class ReleaseServer:
         self._runner: web.AppRunner | None = None
 
     def url(self, name: str) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = f"[{self.public_host}]" if ":" in self.public_host else self.public_host
         return f"https://{host}:{self.port}/releases/{name}"
 
     async def _artifact(self, request: web.Request) -> web.StreamResponse:
