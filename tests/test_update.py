@@ -179,6 +179,7 @@ def test_the_switch_is_a_symlink_rename_and_the_guard_ends_a_crash_loop_in_a_rol
 def test_the_health_gate_needs_ready_a_sound_store_and_the_cloud_link(releases: Releases, tmp_path: Path) -> None:
     db, _ = open_database(tmp_path / "events.db")
     db.conn.close()
+    (releases.root / "0.6.0").mkdir()
     pending = releases.switch("0.6.0", "0.5.0", None, gate_s=1, max_starts=3)
 
     async def gate(ready: bool, online: bool) -> str:
@@ -193,6 +194,8 @@ def test_the_health_gate_needs_ready_a_sound_store_and_the_cloud_link(releases: 
     (tmp_path / "events.db").write_bytes(b"SQLite format 3\x00" + b"\xff" * 4096)
     assert asyncio.run(gate(True, True)).startswith("store check failed")
     assert releases.mark_good(pending).result == APPLIED
+    (releases.root / "0.4.0").mkdir()  # an old release, neither current nor previous: the card needs the room
+    assert releases.prune() == ["0.4.0"] and releases.resolved(CURRENT) == releases.root / "0.6.0"
 
 
 def test_the_rollout_goes_canary_first_and_stops_at_a_rollback() -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from device.contract.release import Manifest, ReleaseError, UpdateOrder, parse_version
+from device.contract.release import WHEELHOUSE, Manifest, ReleaseError, UpdateOrder, parse_version
 from device.store import migrations
 from device.update.errors import UpdateFailed, UpdateRefused
 from device.update.fetch import TlsFiles, fetch
@@ -95,6 +95,7 @@ async def apply_release(artifact: Path, ctx: UpdateContext, command_id: str | No
     except UpdateFailed:
         await asyncio.to_thread(shutil.rmtree, target, True)
         raise
+    await asyncio.to_thread(shutil.rmtree, target / WHEELHOUSE, True)  # installed: 79 MB the card needs more
     ctx.releases.switch(manifest.version, ctx.running.version, command_id, gate_s=ctx.gate_s,
                         max_starts=ctx.max_starts)
     return Switched(manifest, f"switched to {manifest.version}; restarting into it",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -197,6 +198,20 @@ class Releases:
             self._point(CURRENT, pending.previous_target)
         log.error("release %s rolled back to %s: %s", pending.version, pending.previous_version, reason)
         return self._finish(pending, ROLLED_BACK, reason)
+
+    def prune(self) -> list[str]:
+        """Remove every release that is neither current nor previous (a failed one is kept until the next good
+        update, for a look): a release's venv is ~270 MB, a Pi's card is small."""
+        keep = {self.resolved(CURRENT), self.resolved(PREVIOUS)}
+        removed = []
+        for folder in sorted(self.root.iterdir()):
+            if folder.is_dir() and not folder.is_symlink() and not folder.name.startswith(".") \
+                    and folder.resolve() not in keep:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder.name)
+        if removed:
+            log.info("old releases removed: %s", ", ".join(removed))
+        return removed
 
     def note_reported(self, outcome: Outcome) -> None:
         _write_json(self.outcome_file, asdict(replace(outcome, reported=True)))

@@ -63,6 +63,7 @@ class UpdateService:
             result = GateResult(False, f"store check failed: {exc}")
         if result.passed:
             self.releases.mark_good(pending)
+            await asyncio.to_thread(self.releases.prune)
         else:
             self.releases.roll_back(pending, result.reason)
         return await report_outcome(self.releases, self.store.append_async)
