@@ -10,6 +10,7 @@ import io
 import json
 import os
 import platform
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -19,6 +20,7 @@ import sqlite_utils
 
 from cloud_sync.cloud.release.rollout import VanResult, roll_out, waves
 from cloud_sync.signing import Signer, Verifier
+from device import __version__
 from device.contract.release import LOCK_NAME, MANIFEST_NAME, Manifest, ReleaseError, UpdateOrder, parse_version
 from device.store import migrations
 from device.store.database import open_database
@@ -28,6 +30,7 @@ from device.update.guard import guard
 from device.update.handler import UpdateContext, stage
 from device.update.layout import APPLIED, CURRENT, PREVIOUS, ROLLED_BACK, Releases
 from device.update.verify import Running
+from tests.helpers.fleet import FleetPki, device_config
 
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 RUNNING = Running("0.5.0", migrations.latest_version(), platform.machine(), PYTHON)
@@ -164,11 +167,15 @@ def test_the_switch_is_a_symlink_rename_and_the_guard_ends_a_crash_loop_in_a_rol
         assert guard(releases, now=pending.switched_at + 1) == f"starting pending release 0.6.0 (start {start} of 3)"
     assert "rolled back after 3 starts" in guard(releases, now=pending.switched_at + 2)
     assert releases.link(CURRENT) == base and releases.pending() is None
+    assert releases.link(PREVIOUS) == base  # as before the switch
     outcome = releases.outcome()
     assert outcome is not None and outcome.result == ROLLED_BACK and outcome.command_id == "cmd-1"
     assert guard(releases) == "no update pending"
-    # A release that started but was never proven good is rolled back once its deadline passed.
+    # A release that started but was never proven good is rolled back once its deadline passed (its marker written
+    # by a later release, with a field this guard does not know: still understood).
     late = releases.switch("0.6.0", "0.5.0", None, gate_s=30, max_starts=3)
+    newer = json.loads(releases.pending_file.read_text())
+    releases.pending_file.write_text(json.dumps({**newer, "a_field_of_a_later_release": 1}))
     assert "deadline passed" in guard(releases, now=late.deadline + 1) and releases.link(CURRENT) == base
     # A stop between the marker and the rename: the previous release is kept and the attempt closed.
     cut = releases.switch("0.6.0", "0.5.0", None, gate_s=30, max_starts=3)
@@ -225,3 +232,19 @@ def test_the_rollout_goes_canary_first_and_stops_at_a_rollback() -> None:
     sent.clear()
     report = asyncio.run(roll_out("0.6.0", vans, send, answers("van-2", "rejected"), canary=1, batch=3))
     assert sent == vans and report.stopped is None and not report.ok  # a refusal is reported, does not stop
+
+
+def test_a_technicians_apply_checks_the_same_rules(tmp_path: Path, fleet: FleetPki) -> None:
+    """`flexedge update apply FILE`: signed by the fleet key of the van's config, moving forward; refused otherwise
+    with one line and exit 1, nothing switched."""
+    config = device_config(tmp_path, fleet, 1, "van-ota", f'[update]\nreleases_dir = "{tmp_path / "releases"}"')
+    (tmp_path / "opt" / "venv").mkdir(parents=True)
+    Releases(tmp_path / "releases").init(tmp_path / "opt")
+    cases = {"rejected: manifest signature": artifact(tmp_path / "forged.tar", Signer.generate(), "9.0.0"),
+             f"rejected: version 0.0.9 does not move forward from {__version__}":
+                 artifact(tmp_path / "old.tar", fleet.signer, "0.0.9")}
+    for message, path in cases.items():
+        done = subprocess.run([sys.executable, "-m", "device.cli", "update", "apply", str(path), "--config",
+                               str(config)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and message in done.stderr, done.stderr
+    assert Releases(tmp_path / "releases").link(CURRENT) == str(tmp_path / "opt")

@@ -108,15 +108,21 @@ def _events(db: Path, kind: str) -> list[dict[str, Any]]:
         conn.close()
 
 
-def _presence(db: Path) -> str | None:
+def _status(db: Path) -> dict[str, Any]:
+    """The van's retained status as the cloud holds it (state, version, ...)."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         row = conn.execute("SELECT status FROM devices WHERE device = ?", (DEVICE,)).fetchone()
     except sqlite3.OperationalError:
-        return None
+        return {}
     finally:
         conn.close()
-    return json.loads(row[0])["state"] if row and row[0] else None
+    return dict(json.loads(row[0])) if row and row[0] else {}
+
+
+def _online(db: Path, version: str) -> bool:
+    status = _status(db)
+    return status.get("state") == "online" and status.get("version") == version
 
 
 @pytest.mark.timeout(900)  # ~4.5 min here: four release builds, four venv installs, eleven agent starts
@@ -153,7 +159,7 @@ max_starts = {MAX_STARTS}
     with cloud_program(tmp_path, fleet, tls_broker.port) as db_path:
         unit = UnitSupervisor(config, tmp_path / "agent.log", installed=prefix, releases=releases).start()
         try:
-            wait_until(lambda: _presence(db_path) == "online", 60, "the van online on the installer's release")
+            wait_until(lambda: _online(db_path, __version__), 60, "the van online on the installer's release")
 
             # A good release: downloaded, verified, installed in its own venv, switched, gate passed, reported.
             code, report = publish("0.2.0", DEVICE)
@@ -166,7 +172,7 @@ max_starts = {MAX_STARTS}
             assert [e["data"]["version"] for e in _events(db_path, "update.applied")] == ["0.2.0"]
             assert (releases / "0.2.0" / "venv" / "bin" / "flexedge").exists()
             assert not (releases / "0.2.0" / "wheelhouse").exists()  # installed: the wheels are not kept
-            wait_until(lambda: _presence(db_path) == "online", 60, "the van online on 0.2.0")
+            wait_until(lambda: _online(db_path, "0.2.0"), 60, "the van online on 0.2.0")
 
             # A release that crashes at start: the unit's guard puts 0.2.0 back after MAX_STARTS starts; the
             # rollout stopped at the canary, the second van never got the command.
@@ -180,7 +186,7 @@ max_starts = {MAX_STARTS}
             crash_exits = unit.exits[1:]
             assert crash_exits[0] == 0 and crash_exits[1:1 + MAX_STARTS] == [1] * MAX_STARTS, unit.exits
             assert current() == "0.2.0"
-            wait_until(lambda: _presence(db_path) == "online", 60, "the van online on 0.2.0 again")
+            wait_until(lambda: _online(db_path, "0.2.0"), 60, "the van online on 0.2.0 again")
 
             # A release that starts but cannot reach the cloud: its own gate puts 0.2.0 back after GATE_S.
             exits_before = len(unit.exits)
@@ -193,7 +199,7 @@ max_starts = {MAX_STARTS}
             assert current() == "0.2.0"
             rolled = [e["data"] for e in _events(db_path, "update.rolled_back")]
             assert [r["version"] for r in rolled] == ["0.3.0", "0.4.0"]
-            wait_until(lambda: _presence(db_path) == "online", 60, "the van online on 0.2.0 once more")
+            wait_until(lambda: _online(db_path, "0.2.0"), 60, "the van online on 0.2.0 once more")
 
             # An older release is refused (the rollout reports it); a replayed command does nothing.
             code, report = publish(__version__, DEVICE)
@@ -212,9 +218,14 @@ max_starts = {MAX_STARTS}
             answers = [e["data"] for e in _events(db_path, "command.result") if e["data"]["id"] == again.id]
             assert len(answers) == 1 and answers[0]["status"] == "rejected"
             assert current() == "0.2.0"
+            done = subprocess.run([str(prefix / "venv/bin/flexedge"), "update", "status", "--releases", str(releases),
+                                   "--json"], capture_output=True, text=True, timeout=60)
+            status = json.loads(done.stdout)
+            assert (status["current"], status["previous"], status["pending"]) == ("0.2.0", str(prefix), None)
+            assert status["outcome"]["version"] == "0.4.0" and status["outcome"]["result"] == "rolled_back"
         finally:
             unit.stop()
-        wait_until(lambda: _presence(db_path) == "stopped", 30, "the van stopped")
+        wait_until(lambda: _status(db_path).get("state") == "stopped", 30, "the van stopped")
         with EventStore(store_path(tmp_path / "data")) as van_store:
             assert van_store.stats().depth == 0
             produced = [e["id"] for e in van_store.events(limit=1_000_000)]

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 from device import __version__
@@ -101,6 +100,6 @@ def run_apply(args: argparse.Namespace) -> int:
         switched = asyncio.run(apply_release(args.artifact, update, None, allow_downgrade=args.allow_downgrade))
     except UpdateError as exc:
         raise CliError(f"{exc.status}: {exc}", Exit.FAILED) from None
-    emit(args, {"switched": asdict(switched.manifest)["version"], **switched.data},
+    emit(args, {"switched": switched.manifest.version, **switched.data},
          f"{switched.detail}: restart the agent (systemctl restart flexedge); its health gate decides")
     return Exit.OK

@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,13 @@ def _sync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _known(kind: type[Any], doc: dict[str, Any]) -> dict[str, Any]:
+    """The fields this release knows: the guard (the installer's code, never updated) must read markers that
+    newer releases write, so keys it does not know are ignored, not an error."""
+    names = {f.name for f in fields(kind)}
+    return {k: v for k, v in doc.items() if k in names}
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -74,6 +81,7 @@ class Pending:
     gate_s: float
     max_starts: int
     starts: int = 0
+    earlier_previous: str | None = None  # what `previous` pointed at before, put back with a rollback
 
     @property
     def deadline(self) -> float:
@@ -145,7 +153,7 @@ class Releases:
         if doc is None:
             return None
         try:
-            return Pending(**doc)
+            return Pending(**_known(Pending, doc))
         except TypeError as exc:
             log.error("pending marker %s has an unknown shape (%s): removed", self.pending_file, exc)
             self.pending_file.unlink(missing_ok=True)
@@ -156,7 +164,7 @@ class Releases:
         if doc is None:
             return None
         try:
-            return Outcome(**doc)
+            return Outcome(**_known(Outcome, doc))
         except TypeError as exc:
             log.error("update outcome %s has an unknown shape (%s): removed", self.outcome_file, exc)
             self.outcome_file.unlink(missing_ok=True)
@@ -168,7 +176,8 @@ class Releases:
         old = self.link(CURRENT)
         if old is None:
             raise FileNotFoundError(f"{self.root / CURRENT} missing: the releases folder was never set up")
-        pending = Pending(version, version, previous_version, old, command_id, time.time(), gate_s, max_starts)
+        pending = Pending(version, version, previous_version, old, command_id, time.time(), gate_s, max_starts,
+                          earlier_previous=self.link(PREVIOUS))
         _write_json(self.pending_file, asdict(pending))
         self._point(PREVIOUS, old)
         self._point(CURRENT, version)
@@ -196,6 +205,8 @@ class Releases:
         """Put the previous release back as `current`; the failed one stays on disk for a look."""
         if self.resolved(CURRENT) == (self.root / pending.target).resolve():
             self._point(CURRENT, pending.previous_target)
+            if pending.earlier_previous is not None:
+                self._point(PREVIOUS, pending.earlier_previous)
         log.error("release %s rolled back to %s: %s", pending.version, pending.previous_version, reason)
         return self._finish(pending, ROLLED_BACK, reason)
 
