@@ -12,13 +12,11 @@ from device.commands import CommandContext, CommandOutcome, CommandRegistry, Def
 from device.update.errors import UpdateError
 from device.update.fetch import TlsFiles
 from device.update.handler import UpdateContext, handle_update
-from device.update.layout import APPLIED
+from device.update.layout import APPLIED, START_ALLOWANCE_S
 from device.update.service import UpdateService
 from device.update.verify import Running, SignatureCheck
 
 log = logging.getLogger(__name__)
-
-START_ALLOWANCE_S = 60.0
 
 
 def register_update(registry: CommandRegistry, service: UpdateService, running: Running,

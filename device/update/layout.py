@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from device.contract.domain import new_event_id
 
@@ -28,6 +28,7 @@ PENDING = "pending.json"
 OUTCOME = "outcome.json"
 APPLIED = "applied"
 ROLLED_BACK = "rolled_back"
+T = TypeVar("T", "Pending", "Outcome")
 START_ALLOWANCE_S = 60.0  # on top of the gate's seconds per start: interpreter start, migrations, restart delay
 
 
@@ -105,6 +106,19 @@ class Outcome:
     reported: bool = False  # its event is committed
 
 
+def _load(kind: type[T], path: Path) -> T | None:
+    """A marker file as its dataclass; one that is unreadable or lacks a field is logged and removed."""
+    doc = _read_json(path)
+    if doc is None:
+        return None
+    try:
+        return kind(**_known(kind, doc))
+    except TypeError as exc:
+        log.error("%s has an unknown shape (%s): removed", path, exc)
+        path.unlink(missing_ok=True)
+        return None
+
+
 class Releases:
     """The releases folder of one unit (`[update] releases_dir`, default /var/lib/flexedge/releases)."""
 
@@ -149,26 +163,10 @@ class Releases:
         _sync_dir(self.root)
 
     def pending(self) -> Pending | None:
-        doc = _read_json(self.pending_file)
-        if doc is None:
-            return None
-        try:
-            return Pending(**_known(Pending, doc))
-        except TypeError as exc:
-            log.error("pending marker %s has an unknown shape (%s): removed", self.pending_file, exc)
-            self.pending_file.unlink(missing_ok=True)
-            return None
+        return _load(Pending, self.pending_file)
 
     def outcome(self) -> Outcome | None:
-        doc = _read_json(self.outcome_file)
-        if doc is None:
-            return None
-        try:
-            return Outcome(**_known(Outcome, doc))
-        except TypeError as exc:
-            log.error("update outcome %s has an unknown shape (%s): removed", self.outcome_file, exc)
-            self.outcome_file.unlink(missing_ok=True)
-            return None
+        return _load(Outcome, self.outcome_file)
 
     def switch(self, version: str, previous_version: str, command_id: str | None, *, gate_s: float,
                max_starts: int) -> Pending:
