@@ -99,12 +99,16 @@ if [ -z "$DESTDIR" ]; then
 fi
 [ -x "$FLEXEDGE" ] || die "$FLEXEDGE missing (with DESTDIR, PREFIX must hold a venv with flexedge installed)"
 
-# 4. Config and certificates: /etc/flexedge root:flexedge 0750, files 0640, so only root writes them and
-#    only the service (and root) reads them. The config is the complete reference (`flexedge config
-#    --example`) with this unit's values; paths in it are relative to /etc/flexedge.
+# 4. Config and certificates: /etc/flexedge root:flexedge 0770 (the service may replace flexedge.toml: a remote
+#    set_config, validated first and rolled back if the cloud link does not come back), /etc/flexedge/tls
+#    root:flexedge 0750 and files 0640, so only root writes the certificates and only the service (and root)
+#    reads them. The config is the complete reference (`flexedge config --example`) with this unit's values;
+#    paths in it are relative to /etc/flexedge. The agent also logs to /var/log/flexedge/agent.log (rotated):
+#    what a remote upload_logs sends, as the service user cannot read the journal.
 owned() { [ -n "$DESTDIR" ] || chgrp flexedge "$@"; }
 install -d -m 0755 "$UNIT_DIR"
-install -d -m 0750 "$CONF_DIR" "$CONF_DIR/tls"
+install -d -m 0770 "$CONF_DIR"
+install -d -m 0750 "$CONF_DIR/tls"
 owned "$CONF_DIR" "$CONF_DIR/tls"
 if [ -n "$CERTS" ]; then
     for pair in ca.crt:ca.crt "$DEVICE_ID.crt":device.crt "$DEVICE_ID.key":device.key signing.pub:signing.pub; do
@@ -121,7 +125,8 @@ if [ ! -f "$CONF" ] || [ -n "$DEVICE_ID" ]; then
         --set device.id="$DEVICE_ID" --set device.fleet="${FLEET:-demo}" --set device.station="${STATION:-DXX1}" \
         --set mqtt.host="$HOST" --set mqtt.port="$PORT" \
         --set mqtt.ca_file=tls/ca.crt --set mqtt.cert_file=tls/device.crt --set mqtt.key_file=tls/device.key \
-        --set sync.cloud_key_file=tls/signing.pub --set camera.backend="$CAMERA" > "$CONF.new"
+        --set sync.cloud_key_file=tls/signing.pub --set camera.backend="$CAMERA" \
+        --set logging.file=/var/log/flexedge/agent.log > "$CONF.new"
     chmod 0640 "$CONF.new"
     owned "$CONF.new"
     mv "$CONF.new" "$CONF"

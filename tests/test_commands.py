@@ -3,6 +3,9 @@ does nothing, a command that finishes after a restart leaves a marker its Resume
 from __future__ import annotations
 
 import asyncio
+import json
+import tomllib
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -102,3 +105,75 @@ def test_a_deferred_command_restarts_and_is_finished_by_the_next_start(store: Ev
 def test_an_unreadable_marker_is_removed_and_the_agent_starts(store: EventStore, tmp_path: Path) -> None:
     PendingMarker.path(tmp_path).write_text("{torn")
     assert PendingMarker.note_start(tmp_path) is None and not PendingMarker.path(tmp_path).exists()
+
+
+# --- set_config and upload_logs on real files --------------------------------------------------------------
+
+def _config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "flexedge.toml"
+    path.write_text(f'data_dir = "{tmp_path / "data"}"\n[device]\nid = "van-9"\n[sync]\nack_timeout_s = 3.0\n')
+    return path
+
+
+def _set(tmp_path: Path, store: EventStore, args: dict[str, Any]) -> CommandOutcome | Deferred:
+    from device.commands.config_change import set_config
+
+    context = CommandContext(store, tmp_path, tmp_path / "flexedge.toml", None)
+    return asyncio.run(set_config(CloudCommand("s1", "set_config", args), context))
+
+
+@pytest.mark.parametrize(("args", "problem"), [
+    ({"mqtt.port": 0}, "mqtt.port"),
+    ({"mqtt": {"prot": 1}}, "mqtt.prot"),
+    ({"device.id": "van-evil"}, "device.id"),
+    ({"data_dir": "/tmp"}, "data_dir"),
+    ({"mqtt": {"tls": {"deep": 1}}}, "mqtt.tls"),
+    ({}, "no settings"),
+])
+def test_set_config_refuses_before_touching_the_file(tmp_path: Path, store: EventStore, args: dict[str, Any],
+                                                     problem: str) -> None:
+    before = _config_file(tmp_path).read_bytes()
+    outcome = _set(tmp_path, store, args)
+    assert isinstance(outcome, CommandOutcome) and outcome.status is Status.REJECTED and problem in outcome.detail
+    assert (tmp_path / "flexedge.toml").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("flexedge", ".flexedge"))) == \
+        ["flexedge.toml"]
+
+
+def test_set_config_keeps_the_previous_file_and_a_crash_loop_rolls_it_back(tmp_path: Path,
+                                                                           store: EventStore) -> None:
+    from device.commands.config_change import recover_before_start
+
+    before = _config_file(tmp_path).read_bytes()
+    outcome = _set(tmp_path, store, {"sync.ack_timeout_s": 9.5, "logging": {"level": "DEBUG"}})
+    assert isinstance(outcome, Deferred) and outcome.state["changed"] == ["logging.level", "sync.ack_timeout_s"]
+    written = tomllib.loads((tmp_path / "flexedge.toml").read_text())
+    assert written["sync"] == {"ack_timeout_s": 9.5} and written["logging"] == {"level": "DEBUG"}
+    assert (tmp_path / "flexedge.toml.previous").read_bytes() == before
+    marker = PendingMarker("s1", "set_config", {}, dict(outcome.state), outcome.timeout_s)
+    marker.save(tmp_path)
+    for start in range(1, 5):  # the agent crashes at each start: the fourth start finds the old file back
+        noted = PendingMarker.note_start(tmp_path)
+        assert noted is not None and recover_before_start(noted, tmp_path) == (start == 4)
+    assert (tmp_path / "flexedge.toml").read_bytes() == before
+    assert "9.5" in (tmp_path / "flexedge.toml.rejected").read_text()
+    left = PendingMarker.load(tmp_path)
+    assert left is not None and "started 3 times" in left.state["rolled_back"]
+
+
+def test_the_log_file_since_a_time_with_its_rotated_files(tmp_path: Path) -> None:
+    from device.commands.logs import file_text
+
+    def line(minute: int, text: str) -> str:
+        return json.dumps({"ts": f"2026-01-01T10:{minute:02d}:00.000Z", "msg": text}) + "\n"
+    path = tmp_path / "agent.log"
+    (tmp_path / "agent.log.2").write_text(line(1, "old") + line(2, "older boot"))
+    (tmp_path / "agent.log.1").write_text(line(5, "wanted") + "Traceback: a line without a time\n")
+    path.write_text(line(7, "newest"))
+    since = datetime(2026, 1, 1, 10, 4, tzinfo=timezone.utc)
+    found = file_text(path, since, 1 << 20)
+    assert found is not None and found.lines == 3
+    assert [json.loads(t)["msg"] if t.startswith("{") else t for t in found.text.decode().splitlines()] == [
+        "wanted", "Traceback: a line without a time", "newest"]
+    newest = file_text(path, since, len(line(7, "newest")))  # the byte cap keeps the newest lines
+    assert newest is not None and newest.lines == 1

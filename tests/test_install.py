@@ -38,6 +38,7 @@ bash {repo}/systemd/install.sh "$@" > {work}/install.out 2>&1
 echo "user=$(getent passwd flexedge | cut -d: -f1,7)"
 echo "groups=$(id -nG flexedge)"
 echo "conf=$(stat -c '%U:%G %a' /etc/flexedge /etc/flexedge/flexedge.toml /etc/flexedge/tls/device.key | paste -sd,)"
+echo "tls=$(stat -c '%U:%G %a' /etc/flexedge/tls)"
 echo "data=$(stat -c '%U:%G %a' /var/lib/flexedge)"
 echo "link=$(readlink /usr/local/bin/flexedge)"
 echo "releases=$(stat -c '%U:%G' /var/lib/flexedge/releases) $(readlink /var/lib/flexedge/releases/current)"
@@ -85,10 +86,13 @@ def test_install_sh_as_root_on_a_unit(pi: bool) -> None:
     assert ("--system-site-packages" in venv) == pi  # picamera2 comes from apt: the Pi's venv must see it
     assert "-m pip install -q --require-hashes -r" in calls and "--no-deps" in calls
     assert facts["user"] == "flexedge:/usr/sbin/nologin" and set(facts["groups"].split()) >= {"dialout", "video"}
-    assert facts["conf"] == "root:flexedge 750,root:flexedge 640,root:flexedge 640"
+    # The config's folder is the service's to write (a remote set_config); the certificates' is not.
+    assert facts["conf"] == "root:flexedge 770,root:flexedge 640,root:flexedge 640"
+    assert facts["tls"] == "root:flexedge 750"
     assert facts["data"] == "flexedge:flexedge 750"
     assert facts["link"] == "/opt/flexedge/venv/bin/flexedge"
     assert facts["releases"] == "flexedge:flexedge /opt/flexedge"  # the first release; the agent switches later ones
     assert facts["validate"] == "config ok: /etc/flexedge/flexedge.toml"  # the service user reads every file
     assert "mqtt.key_file" in facts["unreadable"] and "not readable by user flexedge" in facts["unreadable"]
     assert f'backend = "{"picamera2" if pi else "none"}"' in config and 'id = "van-0042"' in config
+    assert 'file = "/var/log/flexedge/agent.log"' in config  # what a remote upload_logs reads

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from device.cloud_port import CloudCommand
+from device.commands.files import fsync_dir, write_atomically
 from device.commands.framework import CommandContext, CommandOutcome, Deferred, Status
-from device.commands.pending import PendingMarker, fsync_dir
+from device.commands.pending import PendingMarker
 from device.config import ConfigError, load_config, toml_value
 
 log = logging.getLogger(__name__)
@@ -84,18 +85,6 @@ def toml_text(doc: Mapping[str, Any], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """A whole file or the old one: a temporary file beside it, fsynced, renamed over it."""
-    temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(temp, 0o640)
-    os.replace(temp, path)
-    fsync_dir(path.parent)
-
-
 async def set_config(command: CloudCommand, context: CommandContext) -> CommandOutcome | Deferred:
     path = context.config_path
     if path is None:
@@ -123,7 +112,7 @@ async def set_config(command: CloudCommand, context: CommandContext) -> CommandO
               f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}; the file before it: {path.name}"
               f"{PREVIOUS_SUFFIX}.\nChanged: {', '.join(changed)}.")
     candidate = path.with_name(f".{path.name}.candidate")  # beside it: relative paths resolve the same
-    candidate.write_text(toml_text(doc, header), encoding="utf-8")
+    write_atomically(candidate, toml_text(doc, header).encode("utf-8"))  # on disk before it is renamed in
     try:
         new = load_config(candidate, check_files=True)
     except ConfigError as exc:

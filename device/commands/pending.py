@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from device.commands.files import fsync_dir, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +57,7 @@ class PendingMarker:
             raise MarkerError(f"{path}: not a pending marker: {exc!r}") from exc
 
     def save(self, data_dir: Path) -> None:
-        path = self.path(data_dir)
-        temp = path.with_suffix(".tmp")
-        with open(temp, "w", encoding="utf-8") as fh:
-            json.dump(asdict(self), fh, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temp, path)
-        fsync_dir(path.parent)
+        write_atomically(self.path(data_dir), json.dumps(asdict(self), sort_keys=True).encode(), 0o600)
 
     @classmethod
     def clear(cls, data_dir: Path) -> None:
@@ -87,10 +81,3 @@ class PendingMarker:
         log.warning("start %d under pending command %s (%s)", marker.starts, marker.name, marker.id)
         return marker
 
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from device.commands.files import fsync_dir, write_atomically
 from device.contract.domain import new_event_id
 
 log = logging.getLogger(__name__)
@@ -33,22 +34,8 @@ START_ALLOWANCE_S = 60.0  # on top of the gate's seconds per start: interpreter 
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    """Write, fsync, rename over, fsync the folder: the file is the old one or the new one after a power cut."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(doc, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _sync_dir(path.parent)
-
-
-def _sync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """The old file or the new one after a power cut (device/commands/files.py)."""
+    write_atomically(path, json.dumps(doc, indent=1, sort_keys=True).encode(), 0o640)
 
 
 def _known(kind: type[Any], doc: dict[str, Any]) -> dict[str, Any]:
@@ -160,7 +147,7 @@ class Releases:
         tmp.unlink(missing_ok=True)
         os.symlink(target, tmp)
         os.replace(tmp, self.root / name)
-        _sync_dir(self.root)
+        fsync_dir(self.root)
 
     def pending(self) -> Pending | None:
         return _load(Pending, self.pending_file)
@@ -192,7 +179,7 @@ class Releases:
         outcome = Outcome(result, pending.version, pending.previous_version, pending.command_id, reason, time.time())
         _write_json(self.outcome_file, asdict(outcome))
         self.pending_file.unlink(missing_ok=True)
-        _sync_dir(self.root)
+        fsync_dir(self.root)
         return outcome
 
     def mark_good(self, pending: Pending) -> Outcome:
