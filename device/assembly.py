@@ -130,11 +130,15 @@ def _photo_taker(config: Config, data_dir: Path):
     return take_photo, camera.close
 
 
-def _photo_retention(config: Config, store: EventStore, data_dir: Path) -> PhotoRetention:
-    from device.photos import photo_dir
-
+def _photo_retention(config: Config, store: EventStore, data_dir: Path, camera: bool) -> PhotoRetention:
+    """Files the cloud holds: proof photos (on a unit with a camera) and blobs such as uploaded logs (any unit;
+    they live in the data directory)."""
     policy = PhotoRetentionPolicy(max_age_s=config.store.retention_days * 86400.0,
                                   min_free_bytes=config.photos.min_free_mb * 1024 * 1024)
+    if not camera:
+        return PhotoRetention(store, data_dir, policy)
+    from device.photos import photo_dir  # Pillow: only on a unit with a camera
+
     return PhotoRetention(store, photo_dir(config.camera, data_dir), policy)
 
 
@@ -171,7 +175,7 @@ async def assemble(config: Config, data_dir: Path, notifier: Notifier | None = N
     scanner_settings = scanner_config(config)
     scanner = ScannerReader(scanner_settings) if scanner_settings else None
     take_photo, close_camera = _photo_taker(config, data_dir)
-    retention = _photo_retention(config, store, data_dir) if take_photo is not None else None
+    retention = _photo_retention(config, store, data_dir, take_photo is not None)
     gps_section = config.gps
     agent = Agent(
         store=store,

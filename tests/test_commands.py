@@ -147,11 +147,14 @@ def test_set_config_keeps_the_previous_file_and_a_crash_loop_rolls_it_back(tmp_p
     before = _config_file(tmp_path).read_bytes()
     outcome = _set(tmp_path, store, {"sync.ack_timeout_s": 9.5, "logging": {"level": "DEBUG"}})
     assert isinstance(outcome, Deferred) and outcome.state["changed"] == ["logging.level", "sync.ack_timeout_s"]
-    written = tomllib.loads((tmp_path / "flexedge.toml").read_text())
-    assert written["sync"] == {"ack_timeout_s": 9.5} and written["logging"] == {"level": "DEBUG"}
+    assert (tmp_path / "flexedge.toml").read_bytes() == before  # nothing changes before the marker is written
     assert (tmp_path / "flexedge.toml.previous").read_bytes() == before
     marker = PendingMarker("s1", "set_config", {}, dict(outcome.state), outcome.timeout_s)
     marker.save(tmp_path)
+    assert outcome.apply is not None
+    outcome.apply()
+    written = tomllib.loads((tmp_path / "flexedge.toml").read_text())
+    assert written["sync"] == {"ack_timeout_s": 9.5} and written["logging"] == {"level": "DEBUG"}
     for start in range(1, 5):  # the agent crashes at each start: the fourth start finds the old file back
         noted = PendingMarker.note_start(tmp_path)
         assert noted is not None and recover_before_start(noted, tmp_path) == (start == 4)
@@ -177,3 +180,16 @@ def test_the_log_file_since_a_time_with_its_rotated_files(tmp_path: Path) -> Non
         "wanted", "Traceback: a line without a time", "newest"]
     newest = file_text(path, since, len(line(7, "newest")))  # the byte cap keeps the newest lines
     assert newest is not None and newest.lines == 1
+
+
+def test_a_marker_for_a_change_never_made_is_answered_not_applied(tmp_path: Path, store: EventStore) -> None:
+    """Stopped between the marker and the rename: the next start says so instead of "applied"."""
+    from device.commands.config_change import confirm
+
+    before = _config_file(tmp_path).read_bytes()
+    outcome = _set(tmp_path, store, {"sync.ack_timeout_s": 9.5})
+    assert isinstance(outcome, Deferred)
+    marker = PendingMarker("s1", "set_config", {}, dict(outcome.state), outcome.timeout_s, starts=1)
+    answer = asyncio.run(confirm(marker, CommandContext(store, tmp_path, tmp_path / "flexedge.toml", None)))
+    assert answer.status is Status.FAILED and answer.detail.startswith("not applied")
+    assert (tmp_path / "flexedge.toml").read_bytes() == before

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import subprocess
 import sys
 import tomllib
@@ -116,6 +117,19 @@ def test_remote_commands_act_answer_once_and_undo_a_config_that_cuts_the_van_off
             assert unit.wait_exits(3, 30)[1:] == [0, 0]  # the restart to apply it, the restart after the rollback
             wait_until(lambda: _presence(db) == "online", 60, "the van reconnected on its previous config")
 
+            # set_config the agent crashes on (its console's port is taken): after [commands] config_max_starts
+            # starts, `flexedge run` puts the previous config back before assembling, and the van answers from it.
+            with socket.socket() as busy:
+                busy.bind(("127.0.0.1", 0))
+                busy.listen()
+                code, answer = _operator(fleet, tls_broker.port, db_path, "set_config", "console.enabled=true",
+                                         f"console.port={busy.getsockname()[1]}")
+            assert (code, answer["status"]) == (1, "failed"), answer
+            assert "started 3 times with it" in answer["detail"] and answer["data"]["rolled_back"] is True
+            assert config.read_bytes() == original
+            assert unit.exits[3:] == [0, 1, 1, 1]  # the restart to apply it, three starts that failed
+            wait_until(lambda: _presence(db) == "online", 60, "the van on its previous config again")
+
             # A bad value never touches the file; a good one is applied once the link is back.
             code, answer = _operator(fleet, tls_broker.port, db_path, "set_config", "sync.status_interval_s=-4")
             assert (code, answer["status"], answer["data"]["key"]) == (1, "rejected", "sync.status_interval_s")
@@ -126,7 +140,7 @@ def test_remote_commands_act_answer_once_and_undo_a_config_that_cuts_the_van_off
             assert answer["data"]["applied"] is True
             assert tomllib.loads(config.read_text())["sync"]["status_interval_s"] == 7
             assert (tmp_path / "flexedge.toml.previous").read_bytes() == original
-            assert unit.wait_exits(4, 30)[3] == 0
+            assert unit.wait_exits(8, 30)[7] == 0
             wait_until(lambda: _presence(db) == "online", 60, "the van on its new config")
 
             # Replays, an expired command and another van's: nothing happens, each is counted.
@@ -139,15 +153,15 @@ def test_remote_commands_act_answer_once_and_undo_a_config_that_cuts_the_van_off
             with RawClient(fleet.broker_settings("cloud", tls_broker.port), "cloud") as raw:
                 raw.publish(me.cmd, signed_payload(fleet.signer, restart))
                 wait_until(lambda: any(r["id"] == restart.id for r in _results(db)), 30, "the restart's result")
-                assert unit.wait_exits(5, 30)[4] == 0
+                assert unit.wait_exits(9, 30)[8] == 0
                 wait_until(lambda: _presence(db) == "online", 60, "the van back after the second restart")
                 for command in (restart, selftest, selftest, expired, foreign, marker):  # in order on one topic
                     raw.publish(me.cmd, signed_payload(fleet.signer, command))
                 wait_until(lambda: any(r["id"] == marker.id for r in _results(db)), 60, "the last command's result")
-            assert unit.exits == [0] * 5  # the replayed restart did not restart the van again
+            assert unit.exits == [0, 0, 0, 0, 1, 1, 1, 0, 0]  # the replayed restart did not restart the van again
         finally:
             unit.stop()
-        assert unit.exits[-1] == 0 and len(unit.exits) == 6
+        assert unit.exits[-1] == 0 and len(unit.exits) == 10
         wait_until(lambda: _presence(db) == "stopped", 30, "the van stopped")
         with EventStore(store_path(tmp_path / "data")) as store:
             assert store.stats().depth == 0
@@ -156,11 +170,12 @@ def test_remote_commands_act_answer_once_and_undo_a_config_that_cuts_the_van_off
         stopped = _events_of(db, "agent.stopped")
         starts = _events_of(db, "agent.started")
         db.close()
-    # Every event the van produced is in the cloud exactly once, across six runs of the agent.
+    # Every event the van produced is in the cloud exactly once, across seven runs of the agent (and three starts
+    # that failed before the agent ran).
     assert_cloud_holds_exactly(db_path, DEVICE, produced)
-    assert len(starts) == 6 and len(stopped) == 6
+    assert len(starts) == 7 and len(stopped) == 7
     ids = [r["id"] for r in results]
-    assert len(ids) == len(set(ids)) == 10  # one answer per command, replays included
+    assert len(ids) == len(set(ids)) == 11  # one answer per command, replays included
     assert expired.id not in ids and foreign.id not in ids
     last = stopped[-1]["data"]
     assert last["sync"]["rejected"] == {"replay": 2, "expired": 1, "wrong_device": 1}

@@ -72,7 +72,8 @@ def test_a_van_provisioned_as_documented_reaches_the_cloud(root: Path) -> None:
                           "--broker", f"127.0.0.1:{port}", "--certs", str(pki),
                           env=clean_env(DESTDIR=str(stage), PREFIX=str(root / "opt")))
         config = stage / "etc/flexedge/flexedge.toml"
-        for path, mode in ((config.parent, 0o750), (config, 0o640), (config.parent / "tls/device.key", 0o640),
+        for path, mode in ((config.parent, 0o770), (config.parent / "tls", 0o750), (config, 0o640),
+                           (config.parent / "tls/device.key", 0o640),
                            (stage / "var/lib/flexedge", 0o750)):
             assert stat.S_IMODE(path.stat().st_mode) == mode, path
         assert f'id = "{VAN}"' in config.read_text()

@@ -16,9 +16,11 @@ The interface, all of it:
   event `command.result` {id, name, status, detail, data} through the store's normal path (hash-chained, in the
   event stream). `restart=True`: once that event is committed, the agent stops cleanly and exits with
   `RESTART_EXIT_CODE`; the unit (`Restart=always`) starts it again.
-- `Deferred(detail, state: dict, timeout_s)`: the command finishes after a restart (a new config, a new release).
-  No result now: the executor writes a pending marker (`PendingMarker`, a JSON file in the data directory: id,
-  name, args, state, deadline, starts) and restarts the agent. At the next start the agent calls
+- `Deferred(detail, state: dict, timeout_s, apply=None)`: the command finishes after a restart (a new config, a
+  new release). No result now: the executor writes a pending marker (`PendingMarker`, a JSON file in the data
+  directory: id, name, args, state, timeout, starts), then runs `apply()` (the change itself, e.g. a rename: never
+  made without a marker on disk; an OSError from it clears the marker and answers `failed`), and restarts the
+  agent. At the next start the agent calls
   `CommandExecutor.resume_pending()`, which runs the registered `Resume`
   `async (marker: PendingMarker, context) -> CommandOutcome`, commits its result and removes the marker (its
   outcome may ask for another restart, e.g. after putting the previous config back). `PendingMarker.note_start()`

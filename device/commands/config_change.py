@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -121,14 +122,17 @@ async def set_config(command: CloudCommand, context: CommandContext) -> CommandO
                               {"key": exc.key, "changed": changed})
     previous = path.with_name(path.name + PREVIOUS_SUFFIX)
     write_atomically(previous, current_bytes)
-    os.replace(candidate, path)
-    fsync_dir(path.parent)
-    log.warning("config %s changed by command %s (%s); the previous file is %s", path, command.id,
-                ", ".join(changed), previous)
+
+    def apply() -> None:  # after the pending marker is on disk
+        os.replace(candidate, path)
+        fsync_dir(path.parent)
+        log.warning("config %s changed by command %s (%s); the previous file is %s", path, command.id,
+                    ", ".join(changed), previous)
     return Deferred(f"config written ({', '.join(changed)}); restarting to apply",
                     {"config": str(path), "previous": str(previous), "changed": changed,
+                     "sha256": hashlib.sha256(candidate.read_bytes()).hexdigest(),
                      "max_starts": new.commands.config_max_starts},
-                    new.commands.config_confirm_s)
+                    new.commands.config_confirm_s, apply)
 
 
 def roll_back(state: Mapping[str, Any]) -> None:
@@ -143,6 +147,10 @@ async def confirm(marker: PendingMarker, context: CommandContext) -> CommandOutc
     """After the restart: kept if the cloud link comes up in time, else rolled back (and restarted)."""
     state = marker.state
     data = {"changed": state.get("changed", []), "starts": marker.starts}
+    if hashlib.sha256(Path(state["config"]).read_bytes()).hexdigest() != state["sha256"] \
+            and not state.get("rolled_back"):
+        return CommandOutcome(Status.FAILED, "not applied: the agent stopped before the new file was in place",
+                              {**data, "applied": False, "rolled_back": False})
     if state.get("rolled_back"):
         return CommandOutcome(Status.FAILED, f"rolled back: {state['rolled_back']}",
                               {**data, "applied": False, "rolled_back": True})

@@ -47,11 +47,16 @@ class CommandOutcome:
 
 @dataclass(frozen=True)
 class Deferred:
-    """The command finishes after a restart; its `Resume` gives the result then."""
+    """The command finishes after a restart; its `Resume` gives the result then.
+
+    `apply`: the change itself (a rename), run by the executor once the pending marker is on disk, so no change is
+    ever made without a marker to judge it after the restart. A stop between the two leaves a marker for a change
+    not made: the `Resume` must tell (set_config compares the file's sha256 with the one in `state`)."""
 
     detail: str
     state: Mapping[str, Any]
     timeout_s: float
+    apply: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -136,9 +141,9 @@ class CommandExecutor:
                 marker = PendingMarker(command.id, command.name, dict(command.args), dict(outcome.state),
                                        outcome.timeout_s)
                 try:
-                    await asyncio.to_thread(marker.save, self.context.data_dir)
+                    await asyncio.to_thread(self._apply, marker, outcome.apply)
                 except OSError as exc:
-                    outcome = CommandOutcome(Status.FAILED, f"cannot write the pending marker: {exc}")
+                    outcome = CommandOutcome(Status.FAILED, f"not applied: {exc}")
                 else:
                     self.counters.deferred += 1
                     log.warning("command %s (%s): %s", command.name, command.id, outcome.detail)
@@ -148,6 +153,17 @@ class CommandExecutor:
             if outcome.restart:
                 self._restart(f"command {command.name} {command.id}")
             return outcome
+
+    def _apply(self, marker: PendingMarker, apply: Callable[[], None] | None) -> None:
+        """Marker first, then the change; a change that fails takes its marker away again."""
+        marker.save(self.context.data_dir)
+        if apply is None:
+            return
+        try:
+            apply()
+        except OSError:
+            PendingMarker.clear(self.context.data_dir)
+            raise
 
     async def _run(self, command: CloudCommand) -> CommandOutcome | Deferred:
         handler = self.registry.handler(command.name)

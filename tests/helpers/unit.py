@@ -59,7 +59,7 @@ def read_unit(path: Path = UNIT_FILE, *, releases: Path, installed: Path | None 
 
 @dataclass
 class UnitSupervisor:
-    """`start()`, then `stop()` (systemctl stop: SIGTERM, no restart). `exits`: each run's exit code."""
+    """`start()`, then `stop()` (as the unit is stopped: SIGTERM, no restart). `exits`: each run's exit code."""
 
     config: Path
     log_path: Path
