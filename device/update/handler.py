@@ -110,6 +110,8 @@ async def handle_update(command_id: str, args: Mapping[str, Any], ctx: UpdateCon
     except ReleaseError as exc:
         raise UpdateRefused(str(exc)) from None
     _check_order(order, ctx.running)
+    if ctx.releases.pending() is not None:
+        raise UpdateRefused("another update is pending its health gate")
     if ctx.tls is None:
         raise UpdateFailed("no TLS files to fetch the artifact with")
     incoming = ctx.releases.root / INCOMING

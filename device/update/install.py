@@ -34,7 +34,9 @@ def uses_system_site_packages(prefix: str = sys.prefix) -> bool:
 
 
 async def _run(*argv: str) -> str:
-    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    # No index, no configuration of this machine, no wheel cache in the service's home (the card's space).
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+           "PIP_NO_CACHE_DIR": "1"}
     env.pop("PYTHONPATH", None)
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT, env=env)
