@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: bootstrap demo test bench chaos lint clean
+.PHONY: bootstrap demo test test-train bench chaos lint clean
 
 bootstrap:
 	@bash tools/bootstrap.sh
@@ -12,6 +12,11 @@ demo: bootstrap
 
 test: bootstrap
 	$(BIN)/python -m pytest
+
+# The tests marked `train` (TensorFlow retraining), which `make test` deselects; installs the train extra first.
+test-train:
+	@bash tools/bootstrap.sh train
+	$(BIN)/python -m pytest -m train
 
 bench: bootstrap
 	$(BIN)/python tools/bench.py

@@ -38,12 +38,17 @@ class BrokerSettings:
         return context
 
 
+def mqtt_properties(packet_type: int) -> Properties:
+    """MQTT 5 properties for one packet type (CONNECT, PUBLISH...)."""
+    return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho-mqtt leaves Properties.__init__ unannotated
+
+
 def make_client(settings: BrokerSettings, client_id: str, *, will: aiomqtt.Will | None = None,
                 persistent: bool = True, session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S,
                 max_inflight: int = 100) -> aiomqtt.Client:
     """An MQTT 5 client. `persistent`: clean start false + session expiry, so the broker keeps the
     subscriptions and queues QoS 1 messages (acks, routes) while the client is away."""
-    props = Properties(PacketTypes.CONNECT)
+    props = mqtt_properties(PacketTypes.CONNECT)
     if persistent:
         props.SessionExpiryInterval = session_expiry_s
     return aiomqtt.Client(

@@ -17,6 +17,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from cloud_sync.connection import mqtt_properties
 from cloud_sync.errors import ClaimTimeout, MessageRejected, RejectReason
 from cloud_sync.link import Link
 from cloud_sync.messages import (
@@ -82,7 +83,7 @@ class Downlink:
         request_id = request_id or new_event_id()
         future: asyncio.Future[ClaimResult] = asyncio.get_running_loop().create_future()
         self._claims[request_id] = future
-        props = Properties(PacketTypes.PUBLISH)
+        props = mqtt_properties(PacketTypes.PUBLISH)
         props.ResponseTopic = self.topics.claim_result
         props.CorrelationData = request_id.encode()
         payload = ClaimRequest(block_id, request_id).to_payload()

@@ -279,7 +279,7 @@ class DeviceStatus:
         doc = decode_json(payload, max_bytes)
         where = "status"
         try:
-            state = Presence(doc.get("state"))
+            state = Presence(doc.get("state", ""))  # absent: "" is no state either
         except ValueError:
             raise MessageRejected(RejectReason.SCHEMA, f"status.state: unknown {doc.get('state')!r:.30}") from None
         storage = doc.get("storage", "ok")
@@ -348,7 +348,7 @@ class ClaimResult:
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ClaimResult:
         try:
-            status = ClaimStatus(body.get("status"))
+            status = ClaimStatus(body.get("status", ""))  # absent: "" is no status either
         except ValueError:
             raise MessageRejected(RejectReason.SCHEMA, f"claim_result.status: {body.get('status')!r:.30}") from None
         return cls(block_id=_field(body, "block_id", str, "claim_result"),

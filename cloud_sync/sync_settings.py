@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloud_sync.connection import DEFAULT_SESSION_EXPIRY_S, Backoff
+from cloud_sync.errors import RejectReason
 from cloud_sync.messages import MAX_INBOUND_BYTES, Compression
 
 
@@ -51,7 +52,7 @@ class SyncCounters:
     photos_failed: int = 0  # the file went missing before it was uploaded
     inbox_dropped: int = 0
     link_restarts: int = 0  # the link task died or hung and was started again
-    rejected: Counter = field(default_factory=Counter)  # RejectReason -> count
+    rejected: Counter[RejectReason] = field(default_factory=Counter)
 
     def snapshot(self) -> dict[str, Any]:
         doc = {k: v for k, v in vars(self).items() if k != "rejected"}

@@ -17,9 +17,9 @@ from typing import Any, Awaitable, Callable
 from device.cloud_port import CloudCommand, CloudPort
 from device.commands import RESTART_EXIT_CODE, CommandExecutor
 from device.contract.domain import Event, EventType, Role, Stop, Verdict, iso_utc
-from device.contract.position import Position
 from device.feedback import show
 from device.positioning.tracker import Arrived, Departed, NextStop, PositionEvent, PositionTracker
+from device.positioning.wire import position
 from device.sdnotify import Notifier
 from device.store import DiskCondition, EventStore, StoreError, StoreFull
 from device.workflow import (
@@ -67,11 +67,6 @@ class ProofPhoto:
 
 
 PhotoTaker = Callable[[Stop, Fix | None], Awaitable[ProofPhoto]]
-
-
-def _position(fix: Fix | None) -> Position | None:
-    """The one place a receiver's fix becomes what an event carries (the contract's wire form)."""
-    return Position(fix.to_dict()) if fix is not None else None
 
 
 def workflow_input(event: PositionEvent) -> ArrivedAt | DepartedFrom | None:
@@ -131,7 +126,7 @@ class Agent:
 
     async def submit(self, item: object, fix: Fix | None = None) -> Outcome:
         """Apply one input (from a source, the console, the CLI or the cloud) and act on its outcome."""
-        outcome = await self.runner.apply(item, _position(fix or self.last_fix))
+        outcome = await self.runner.apply(item, position(fix or self.last_fix))
         self.counters.inputs += 1
         if not outcome.accepted:
             self.counters.rejected += 1
@@ -220,7 +215,7 @@ class Agent:
         self._last_track_time = moment
         block = getattr(self.runner.workflow.state, "block_id", None)
         try:
-            await self.store.append_async([Event(EventType.GPS_FIX, fix=_position(fix), block=block)])
+            await self.store.append_async([Event(EventType.GPS_FIX, fix=position(fix), block=block)])
             self.counters.track_points += 1
         except StoreError as exc:
             log.error("GPS breadcrumb not stored: %s", exc)

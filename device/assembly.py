@@ -9,10 +9,10 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from device import __version__
-from device.agent import Agent, ProofPhoto
+from device.agent import Agent, PhotoTaker, ProofPhoto
 from device.cloud_port import CloudPort
 from device.commands import CommandContext, CommandExecutor, CommandRegistry
 from device.commands.builtin import builtin_registry
@@ -85,8 +85,9 @@ class Assembly:
                 close()
 
 
-def _photo_taker(config: Config, data_dir: Path):
-    """Camera + house-number check as one awaitable step; None when the unit has no camera."""
+def _photo_taker(config: Config, data_dir: Path) -> tuple[PhotoTaker | None, Callable[[], None] | None]:
+    """Camera + house-number check as one awaitable step, and the camera's close; (None, None) when the unit has
+    no camera."""
     from device.photos import camera_from_config, photo_dir, upload_limits
     from device.upload_copy import UploadCopy, UploadCopyError, make_upload_copy
     from device.vision.check import checker_from_config
@@ -100,12 +101,6 @@ def _photo_taker(config: Config, data_dir: Path):
     checker = checker_from_config(config.vision)
     folder = photo_dir(section, data_dir)
     limits = upload_limits(config.photos)
-
-    def capture_and_check(stop: Stop, fix: Fix | None) -> ProofPhoto:
-        try:
-            return check_and_copy(stop, fix)
-        finally:  # a van takes a photo every few minutes: between them it carries no detector buffers (~130 MB)
-            checker.release()
 
     def check_and_copy(stop: Stop, fix: Fix | None) -> ProofPhoto:
         saved = capture_photo(camera, folder, fix, section.jpeg_quality)
@@ -122,6 +117,12 @@ def _photo_taker(config: Config, data_dir: Path):
         return ProofPhoto(saved.photo_id, str(saved.path), saved.sha256, result.verdict,
                           result.read, result.confidence, box, result.ms, str(copy.path), copy.sha256,
                           saved.bytes, copy.bytes)
+
+    def capture_and_check(stop: Stop, fix: Fix | None) -> ProofPhoto:
+        try:
+            return check_and_copy(stop, fix)
+        finally:  # a van takes a photo every few minutes: between them it carries no detector buffers (~130 MB)
+            checker.release()
 
     async def take_photo(stop: Stop, fix: Fix | None) -> ProofPhoto:
         # The camera and the interpreter block: they run in a worker thread, the loop stays free.

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import errno
 import logging
+import os
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -43,13 +45,35 @@ class PortState(enum.StrEnum):
     CLOSED = "closed"
 
 
-class _KeepInputSerial(serial.Serial):
-    """pyserial empties the input queue when it opens a port. Right after a replug that queue holds the
-    device's first output (a scan sent as the port came back), so it is kept; later resets still work."""
+class _LoopSerial(serial.Serial):
+    """pyserial's Serial as the event loop drives it, with two changes.
+
+    - pyserial empties the input queue when it opens a port. Right after a replug that queue holds the
+      device's first output (a scan sent as the port came back), so it is kept; later resets still work.
+    - The transport reads only when the loop saw the port readable, with timeout 0. pyserial's read then
+      costs three system calls (select, read, select again to find nothing more); one read does the same
+      job (the MCU link reads once per exchange of frames, so this is per-message cost). Its errors stay
+      pyserial's: no data from a readable port (unplugged) and failed reads raise SerialException.
+    """
 
     def _reset_input_buffer(self) -> None:
         if self.is_open:
             super()._reset_input_buffer()  # type: ignore[misc]  # private in pyserial, absent from its stubs
+
+    def read(self, size: int = 1) -> bytes:
+        fd = self.fd if self.is_open else None
+        if self.timeout != 0 or fd is None:
+            return super().read(size)
+        try:
+            data = os.read(fd, size)  # the port is opened O_NONBLOCK by pyserial
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EINTR):  # nothing to read after all
+                return b""
+            raise serial.SerialException(f"read failed: {exc}") from exc
+        if not data:
+            raise serial.SerialException("device reports readiness to read but returned no data "
+                                         "(device disconnected or multiple access on port?)")
+        return data
 
 
 async def open_port(settings: PortSettings,
@@ -57,7 +81,7 @@ async def open_port(settings: PortSettings,
     """Open the port once; pyserial's errors become TransportError."""
     loop = asyncio.get_running_loop()
     try:
-        port = await loop.run_in_executor(None, lambda: _KeepInputSerial(settings.path, settings.baudrate))
+        port = await loop.run_in_executor(None, lambda: _LoopSerial(settings.path, settings.baudrate))
     except (serial.SerialException, OSError, ValueError) as exc:
         raise TransportError(f"cannot open {settings.path}: {exc}") from exc
     transport, _ = await serial_asyncio_fast.connection_for_serial(loop, protocol_factory, port)

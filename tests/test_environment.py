@@ -67,7 +67,8 @@ def test_mosquitto_fixture_carries_messages_and_restarts(broker: MosquittoBroker
 
 def test_gpsfake_serves_tpv_from_a_real_log(gpsfake, testdata: Path) -> None:
     log = testdata / "gps" / "gpsd-test-daemon" / "neo-m8n.log"
-    fake = gpsfake(log)
+    # Looping: gpsfake feeds from its start, watched or not; a watch that comes late under load still gets TPVs.
+    fake = gpsfake(log, loop=True)
     with socket.create_connection(("127.0.0.1", fake.port), timeout=10) as sock:
         sock.sendall(b'?WATCH={"enable":true,"json":true};\n')
         buf = b""

@@ -23,6 +23,7 @@ from device.positioning import (
 )
 from device.positioning.geo import LocalProjection, distance_m, offset
 from device.positioning.thinning import point_segment_distance
+from device.positioning.wire import position
 from device.testbench.gps_route import DriveConfig, SimStop, Tunnel, drive, epoch_sentences
 from device.workflow.inputs import ArrivedAt, DepartedFrom
 from firmware_bridge.fix import Fix, FixMode
@@ -154,7 +155,9 @@ def test_clock_skew_is_recorded_once_and_when_corrected() -> None:
     fix = Fix(T0, 52.37, 4.89, FixMode.FIX_3D)
     event = detector.check(fix)
     assert event is not None and event.type is EventType.CLOCK_SKEW
-    assert event.data["skew_s"] == 3600.0 and event.fix == fix and event.mono > 0
+    # the event carries the fix in the contract's wire form, as every event does
+    assert event.data["skew_s"] == 3600.0 and event.fix == position(fix) and event.mono > 0
+    assert event.fix is not None and event.fix.to_dict()["lat"] == 52.37
     assert detector.check(Fix(T0 + timedelta(seconds=1), 52.37, 4.89, FixMode.FIX_3D)) is None
     system[0] = T0 + timedelta(seconds=2.5)  # NTP or GPS set the clock
     corrected = detector.check(Fix(T0 + timedelta(seconds=2), 52.37, 4.89, FixMode.FIX_3D))

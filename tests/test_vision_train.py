@@ -1,7 +1,9 @@
 """`tools/train_housenumbers.py --real DIR` fine-tunes the reader head on labelled photos (small run, real
-TFLite features and real TensorFlow CTC training; needs the `train` extra, skipped without TensorFlow)."""
+TFLite features and real TensorFlow CTC training). Marked `train`: `make test` deselects it, `make test-train`
+installs the `train` extra and runs it; there a missing TensorFlow is a failure, not a skip."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -14,9 +16,11 @@ from device.vision.ocr import load_head
 
 REPO = Path(__file__).resolve().parent.parent
 
+pytestmark = pytest.mark.train
+
 
 def test_fine_tune_on_real_photos_small(tmp_path: Path) -> None:
-    pytest.importorskip("tensorflow")
+    assert importlib.util.find_spec("tensorflow") is not None, "no TensorFlow: `make test-train` installs it"
     photos = tmp_path / "photos"
     photos.mkdir()
     gen = DoorGenerator(77)

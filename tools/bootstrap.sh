@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make test` and `make demo` need: Debian packages, a virtualenv in .venv, the project.
 # Idempotent: a second run only checks (dpkg status and a stamp newer than pyproject.toml).
+# `bootstrap.sh train` also installs the `train` extra (TensorFlow, for `make test-train`), with a stamp of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,4 +39,10 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q -e '.[dev,demo,cloud]'
     touch "$STAMP"
+fi
+TRAIN_STAMP=$VENV/.flexedge-train-installed
+if [ "${1:-}" = train ] && { [ ! -f "$TRAIN_STAMP" ] || [ pyproject.toml -nt "$TRAIN_STAMP" ]; }; then
+    # All the extras in one resolution, so TensorFlow's requirements cannot move a package the suite pins.
+    "$VENV/bin/python" -m pip install -q -e '.[dev,demo,cloud,train]'
+    touch "$TRAIN_STAMP"
 fi

@@ -121,16 +121,21 @@ def iso_utc(moment: datetime) -> str:
 # --- validation helpers -------------------------------------------------------------------------
 
 
-def _text(raw: Mapping[str, Any], key: str, where: str, *, required: bool = True, max_len: int = 200) -> str | None:
+def _optional_text(raw: Mapping[str, Any], key: str, where: str, *, max_len: int = 200) -> str | None:
     value = raw.get(key)
     if value is None:
-        if required:
-            raise DomainError(f"{where}.{key}", "missing")
         return None
     if not isinstance(value, str) or not value.strip():
         raise DomainError(f"{where}.{key}", f"expected a non-empty string, got {value!r:.60}")
     if len(value) > max_len:
         raise DomainError(f"{where}.{key}", f"longer than {max_len} characters")
+    return value
+
+
+def _text(raw: Mapping[str, Any], key: str, where: str, *, max_len: int = 200) -> str:
+    value = _optional_text(raw, key, where, max_len=max_len)
+    if value is None:
+        raise DomainError(f"{where}.{key}", "missing")
     return value
 
 
@@ -144,8 +149,8 @@ def _number(raw: Mapping[str, Any], key: str, where: str, low: float, high: floa
     return float(value)
 
 
-def _time(raw: Mapping[str, Any], key: str, where: str, *, required: bool = True) -> datetime | None:
-    value = _text(raw, key, where, required=required)
+def _optional_time(raw: Mapping[str, Any], key: str, where: str) -> datetime | None:
+    value = _optional_text(raw, key, where)
     if value is None:
         return None
     try:
@@ -154,6 +159,13 @@ def _time(raw: Mapping[str, Any], key: str, where: str, *, required: bool = True
         raise DomainError(f"{where}.{key}", f"not an ISO 8601 time: {value!r:.40}") from exc
     if moment.tzinfo is None:
         raise DomainError(f"{where}.{key}", "time without a UTC offset")
+    return moment
+
+
+def _time(raw: Mapping[str, Any], key: str, where: str) -> datetime:
+    moment = _optional_time(raw, key, where)
+    if moment is None:
+        raise DomainError(f"{where}.{key}", "missing")
     return moment
 
 
@@ -206,8 +218,8 @@ class Package:
             id=_text(raw, "id", where),
             instruction=instruction,
             signature_required=signature,
-            access_code=_text(raw, "access_code", where, required=False, max_len=40),
-            note=_text(raw, "note", where, required=False, max_len=500),
+            access_code=_optional_text(raw, "access_code", where, max_len=40),
+            note=_optional_text(raw, "note", where, max_len=500),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -255,10 +267,10 @@ class Stop:
             lon=_number(raw, "lon", where, -180, 180),
             packages=packages,
             radius_m=_number(raw, "radius_m", where, 5, 1000, default=40.0),
-            window_end=_time(raw, "window_end", where, required=False),
-            window_start=_time(raw, "window_start", where, required=False),
+            window_end=_optional_time(raw, "window_end", where),
+            window_start=_optional_time(raw, "window_start", where),
             service_s=_number(raw, "service_s", where, 0, 86400, default=0.0),
-            eta=_time(raw, "eta", where, required=False),
+            eta=_optional_time(raw, "eta", where),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -347,7 +359,7 @@ class Block:
             starts_at=_time(raw, "starts_at", where),
             ends_at=_time(raw, "ends_at", where),
             pay_cents=pay,
-            area=_text(raw, "area", where, required=False) or "",
+            area=_optional_text(raw, "area", where) or "",
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -407,8 +419,8 @@ class Event:
         return cls(
             type=event_type,
             data=dict(_mapping(data, "event.data")),
-            block=_text(raw, "block", "event", required=False),
-            stop=_text(raw, "stop", "event", required=False),
+            block=_optional_text(raw, "block", "event"),
+            stop=_optional_text(raw, "stop", "event"),
             fix=parsed_fix,
             id=_text(raw, "id", "event"),
             ts=_text(raw, "ts", "event"),

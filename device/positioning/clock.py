@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Callable
 
 from device.contract.domain import Event, EventType, iso_utc, utc_now
+from device.positioning.wire import position
 from firmware_bridge.fix import Fix
 
 log = logging.getLogger(__name__)
@@ -45,4 +46,4 @@ class ClockSkewDetector:
         log.warning("system clock is %+.3f s from GPS time", skew)
         return Event(EventType.CLOCK_SKEW, data={"skew_s": round(skew, 3), "gps_time": iso_utc(fix.time),
                                                   "system_time": iso_utc(system), "corrected": not outside},
-                     fix=fix)
+                     fix=position(fix))

@@ -7,7 +7,7 @@ from device.config import GpsSection, GpsSourceKind
 from device.positioning.clock import ClockConfig, ClockSkewDetector
 from device.positioning.fix_filter import FilterConfig, FixFilter
 from device.positioning.thinning import ThinningConfig
-from device.positioning.tracker import PositionTracker, StopPoint, TrackerConfig
+from device.positioning.tracker import PositionTracker, StopPlace, TrackerConfig
 from firmware_bridge.fix import FixMode
 from firmware_bridge.gps.sources import FixSource, GpsdSource, SerialNmeaSource
 
@@ -23,7 +23,7 @@ def filter_config(gps: GpsSection) -> FilterConfig:
                         max_speed_mps=gps.max_speed_kmh / 3.6)
 
 
-def tracker(gps: GpsSection, stops: Sequence[StopPoint]) -> PositionTracker:
+def tracker(gps: GpsSection, stops: Sequence[StopPlace]) -> PositionTracker:
     """`stops` may be `device.contract.domain.Stop` objects: only id, lat, lon and radius_m are read."""
     config = TrackerConfig(dwell_s=gps.dwell_s, depart_margin_m=gps.depart_margin_m,
                            depart_confirm_s=gps.depart_confirm_s)

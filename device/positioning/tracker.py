@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Sequence, Union
+from typing import Protocol, Sequence, Union
 
 from device.positioning.fix_filter import FilterConfig, FixFilter, Located
 from device.positioning.geo import bearing_deg, distance_m
@@ -18,9 +18,22 @@ from firmware_bridge.fix import Fix
 log = logging.getLogger(__name__)
 
 
+class StopPlace(Protocol):
+    """What the tracker reads of a stop it is given (`device.contract.domain.Stop` and StopPoint have it)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def lat(self) -> float: ...
+    @property
+    def lon(self) -> float: ...
+    @property
+    def radius_m(self) -> float: ...
+
+
 @dataclass(frozen=True)
 class StopPoint:
-    """What the tracker needs of a stop (`device.contract.domain.Stop` has these fields)."""
+    """A stop as the tracker keeps it: what it needs of a `StopPlace`."""
 
     id: str
     lat: float
@@ -65,7 +78,7 @@ class TrackerConfig:
 class PositionTracker:
     """Feed fixes in time order; get typed events. Knows the route's stops, nothing about packages."""
 
-    def __init__(self, stops: Sequence[StopPoint], config: TrackerConfig | None = None,
+    def __init__(self, stops: Sequence[StopPlace], config: TrackerConfig | None = None,
                  fix_filter: FixFilter | None = None) -> None:
         self.config = config or TrackerConfig()
         self.filter = fix_filter or FixFilter(FilterConfig())
@@ -76,7 +89,7 @@ class PositionTracker:
         self._outside_since: Located | None = None  # at a stop, outside the departure fence since
         self._speed: float | None = None
 
-    def revise(self, stops: Sequence[StopPoint]) -> None:
+    def revise(self, stops: Sequence[StopPlace]) -> None:
         """A route revision: new stop list, progress kept (visited stays visited; the stop the van is at
         stays current if it is still on the route)."""
         self.stops = [StopPoint(s.id, s.lat, s.lon, s.radius_m) for s in stops]

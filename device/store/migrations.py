@@ -31,7 +31,7 @@ def migration(fn: Migration) -> Migration:
 
 @migration
 def m001_outbox_and_state(db: sqlite_utils.Database) -> None:
-    db["events"].create(
+    db.table("events").create(
         {
             "seq": int,  # device-wide order, no gaps
             "id": str,  # UUIDv7
@@ -50,25 +50,25 @@ def m001_outbox_and_state(db: sqlite_utils.Database) -> None:
         not_null={"id", "type", "lane", "body", "hash", "acked", "stored_at"},
         defaults={"acked": 0},
     )
-    db["events"].create_index(["id"], unique=True)
+    db.table("events").create_index(["id"], unique=True)
     # Partial index: the outbox query only ever looks at pending rows.
     db.execute("CREATE INDEX idx_events_pending ON events(lane, seq) WHERE acked = 0")
-    db["meta"].create({"key": str, "value": str}, pk="key")
-    db["block_state"].create({"key": str, "value": str}, pk="key")
-    db["routes"].create({"block_id": str, "version": int, "body": str, "received_at": str},
+    db.table("meta").create({"key": str, "value": str}, pk="key")
+    db.table("block_state").create({"key": str, "value": str}, pk="key")
+    db.table("routes").create({"block_id": str, "version": int, "body": str, "received_at": str},
                         pk=("block_id", "version"))
-    db["package_status"].create(
+    db.table("package_status").create(
         {"package_id": str, "block_id": str, "status": str, "updated_at": str, "event_id": str},
         pk="package_id",
     )
-    db["photos"].create({"photo_id": str, "path": str, "sha256": str, "stop_id": str, "taken_at": str,
+    db.table("photos").create({"photo_id": str, "path": str, "sha256": str, "stop_id": str, "taken_at": str,
                          "event_id": str}, pk="photo_id")
 
 
 @migration
 def m002_photo_uploads(db: sqlite_utils.Database) -> None:
     """The photo index learns the upload copy, the upload's progress and the file's retention."""
-    photos = db["photos"]
+    photos = db.table("photos")
     for name, kind in (("upload_path", str), ("upload_sha256", str), ("size", int), ("upload_size", int),
                        ("block", str), ("queued_at", float), ("chunks_done", str), ("uploaded_at", float),
                        ("deleted_at", float)):
@@ -80,7 +80,7 @@ def m002_photo_uploads(db: sqlite_utils.Database) -> None:
 @migration
 def m003_journal(db: sqlite_utils.Database) -> None:
     # Numbered entries of a named journal (the workflow's state changes), replayed onto its last snapshot.
-    db["journal"].create({"name": str, "n": int, "body": str}, pk=("name", "n"), not_null={"body"})
+    db.table("journal").create({"name": str, "n": int, "body": str}, pk=("name", "n"), not_null={"body"})
 
 
 def latest_version() -> int:
@@ -89,7 +89,7 @@ def latest_version() -> int:
 
 def migrate(db: sqlite_utils.Database) -> int:
     """Run every migration newer than the file's user_version; return the number run."""
-    current = db.execute("PRAGMA user_version").fetchone()[0]
+    current: int = db.execute("PRAGMA user_version").fetchone()[0]
     if current > latest_version():
         readable_from = _readable_from(db)
         if readable_from is None or readable_from > latest_version():

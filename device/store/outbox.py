@@ -12,7 +12,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence, TypeVar
 
 import sqlite_utils
 
@@ -24,6 +24,8 @@ from device.store.state import JournalEntry, StoreState, insert_journal
 from device.store.writer import AppendJob, Writer
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 INSERT_EVENT = (
     "INSERT INTO events (seq, id, type, lane, ts, mono, block, stop, body, hash, acked, stored_at) "
@@ -89,7 +91,7 @@ class PruneReport:
     upto_seq: int | None
 
 
-def _full(exc: sqlite3.Error) -> bool:
+def _full(exc: Exception) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
 
 
@@ -239,7 +241,7 @@ class EventStore:
         stored_at = self._clock()
         seq, prev = self._head_seq, bytes.fromhex(self._head_hash)
         last_track = self._last_track_mono
-        rows: list[tuple] = []
+        rows: list[tuple[Any, ...]] = []
         results: list[list[StoredEvent | None]] = []
         append_row = rows.append
         for job in jobs:
@@ -278,7 +280,7 @@ class EventStore:
 
     # --- the outbox --------------------------------------------------------------------------------
 
-    def _call(self, fn: Callable[[sqlite_utils.Database], Any]) -> Any:
+    def _call(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
         try:
             return self._writer.submit_call(fn).result()
         except sqlite3.Error as exc:
@@ -413,7 +415,7 @@ class EventStore:
         return self._call(read)
 
     def integrity_check(self) -> str:
-        return self._call(lambda db: db.conn.execute("PRAGMA integrity_check").fetchone()[0])
+        return self._call(lambda db: str(db.conn.execute("PRAGMA integrity_check").fetchone()[0]))
 
     def events(self, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         """Stored event documents in seq order (for status views and tests)."""

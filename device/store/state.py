@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Protocol, TypeVar
 
 import sqlite_utils
 
@@ -30,7 +30,13 @@ def insert_journal(conn: sqlite3.Connection, entry: JournalEntry) -> None:
     conn.execute(INSERT_JOURNAL, entry)
 
 
-Call = Callable[[Callable[[sqlite_utils.Database], Any]], Any]  # runs a function on the store's writer thread
+T = TypeVar("T")
+
+
+class Call(Protocol):
+    """Runs a function on the store's writer thread and returns its result."""
+
+    def __call__(self, fn: Callable[[sqlite_utils.Database], T], /) -> T: ...
 
 
 class StoreState:

@@ -10,7 +10,7 @@ import queue
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Generic, TypeVar
 
 import sqlite_utils
 
@@ -20,21 +20,28 @@ log = logging.getLogger(__name__)
 
 MAX_GROUP_EVENTS = 2000  # cap on events per group commit, so one transaction stays short
 
+T = TypeVar("T")
+
 
 @dataclass
 class AppendJob:
     events: list[Any]
     extra: Any = None  # committed in the events' transaction (a journal entry)
-    future: Future = field(default_factory=Future)
+    future: Future[list[Any]] = field(default_factory=Future)  # what commit_group stored, one item per event
 
 
 @dataclass
-class CallJob:
-    fn: Callable[[sqlite_utils.Database], Any]
-    future: Future = field(default_factory=Future)
+class CallJob(Generic[T]):
+    fn: Callable[[sqlite_utils.Database], T]
+    future: Future[T] = field(default_factory=Future)
 
 
-_STOP = object()
+class _Stop:
+    """Queued by close(): the thread ends after the jobs before it."""
+
+
+_STOP = _Stop()
+Job = AppendJob | CallJob[Any] | _Stop
 
 
 class Writer:
@@ -45,10 +52,10 @@ class Writer:
 
     def __init__(self, open_fn: Callable[[], sqlite_utils.Database],
                  commit_group: Callable[[sqlite_utils.Database, list[AppendJob]], None], name: str) -> None:
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._commit_group = commit_group
         self._open_fn = open_fn
-        self._ready: Future = Future()
+        self._ready: Future[None] = Future()
         self._closed = False
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -59,18 +66,21 @@ class Writer:
     def alive(self) -> bool:
         return self._thread.is_alive() and not self._closed
 
-    def submit_append(self, events: list[Any], extra: Any = None) -> Future:
-        return self._put(AppendJob(events, extra))
+    def submit_append(self, events: list[Any], extra: Any = None) -> Future[list[Any]]:
+        job = AppendJob(events, extra)
+        self._put(job)
+        return job.future
 
-    def submit_call(self, fn: Callable[[sqlite_utils.Database], Any]) -> Future:
-        return self._put(CallJob(fn))
+    def submit_call(self, fn: Callable[[sqlite_utils.Database], T]) -> Future[T]:
+        job = CallJob(fn)
+        self._put(job)
+        return job.future
 
-    def _put(self, job: AppendJob | CallJob) -> Future:
+    def _put(self, job: Job) -> None:
         with self._lock:
             if self._closed:
                 raise StoreClosed("event store is closed")
             self._queue.put(job)
-        return job.future
 
     def close(self) -> None:
         with self._lock:
@@ -88,11 +98,11 @@ class Writer:
             return
         self._ready.set_result(None)
         try:
-            pending: AppendJob | CallJob | object | None = None
+            pending: Job | None = None
             while True:
                 job = pending if pending is not None else self._queue.get()
                 pending = None
-                if job is _STOP:
+                if isinstance(job, _Stop):
                     break
                 if isinstance(job, CallJob):
                     self._run_call(db, job)
@@ -115,7 +125,7 @@ class Writer:
             db.close()
 
     @staticmethod
-    def _run_call(db: sqlite_utils.Database, job: CallJob) -> None:
+    def _run_call(db: sqlite_utils.Database, job: CallJob[Any]) -> None:
         if not job.future.set_running_or_notify_cancel():
             return
         try:

@@ -22,7 +22,7 @@ class MosquittoBroker:
         self.extra_config = extra_config
         self.conf_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
 
     def write_config(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)

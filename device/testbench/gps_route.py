@@ -184,7 +184,7 @@ def epoch_sentences(epoch: SimEpoch, cfg: DriveConfig | None = None, talker: str
     fix = epoch.fix
     hms = epoch.time.strftime("%H%M%S.") + f"{epoch.time.microsecond // 10000:02d}"
     dmy = epoch.time.strftime("%d%m%y")
-    if not fix.has_position:
+    if not fix.has_position or fix.lat is None or fix.lon is None:
         return [_sentence(f"{talker}RMC,{hms},V,,,,,,,{dmy},,,N"),
                 _sentence(f"{talker}GGA,{hms},,,,,0,00,99.99,,M,,M,,"),
                 _sentence(f"{talker}GSA,A,1,,,,,,,,,,,,,99.99,99.99,99.99"),

@@ -20,7 +20,7 @@ class GpsFake:
         self.port = port or free_tcp_port()
         self.cycle_s = cycle_s
         self.loop = loop
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> GpsFake:
         gpsfake = require_program("gpsfake", "gpsd-clients")

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+from typing import Any
 
 
 class ProgramMissing(RuntimeError):
@@ -24,7 +25,8 @@ def require_program(name: str, package: str) -> str:
 def free_tcp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]  # typeshed: Any (the address's shape depends on the family)
+        return port
 
 
 def wait_for_port(port: int, timeout_s: float = 10.0, host: str = "127.0.0.1") -> None:
@@ -39,7 +41,7 @@ def wait_for_port(port: int, timeout_s: float = 10.0, host: str = "127.0.0.1") -
             time.sleep(0.05)
 
 
-def end_process_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> None:
+def end_process_group(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> None:
     """Send `sig` to a helper started with start_new_session=True (it and its children), wait, then SIGKILL."""
     try:
         os.killpg(proc.pid, sig)

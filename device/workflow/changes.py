@@ -140,6 +140,14 @@ def _restore_item(container: dict[str, Any], key: Any, old: Any) -> None:
         dict.__setitem__(container, key, old)
 
 
+def _restore_removed(container: dict[str, Any], key: Any, old: Any, index: int) -> None:
+    """Put a removed entry back where it was: a dict's order is part of the state (offers are listed in it)."""
+    items = list(dict.items(container))
+    items.insert(index, (key, old))
+    dict.clear(container)
+    dict.update(container, items)
+
+
 def _restore_member(container: set[str], key: Any, was: bool) -> None:
     (set.add if was else set.discard)(container, key)
 
@@ -178,13 +186,18 @@ class TrackedDict(dict[str, Any]):
 
     def __delitem__(self, key: Any) -> None:
         old = dict.__getitem__(self, key)  # KeyError as a dict would
-        self._log.note(self._field, key, partial(_restore_item, self, key, old))
+        self._note_removal(key, old)
         dict.__delitem__(self, key)
 
     def pop(self, key: Any, *default: Any) -> Any:
         if key in self:
-            self._log.note(self._field, key, partial(_restore_item, self, key, dict.__getitem__(self, key)))
+            self._note_removal(key, dict.__getitem__(self, key))
         return dict.pop(self, key, *default)
+
+    def _note_removal(self, key: Any, old: Any) -> None:
+        # O(entries) for the position; removals are rare (a refused claim's offer, a restaged package)
+        index = list(dict.keys(self)).index(key)
+        self._log.note(self._field, key, partial(_restore_removed, self, key, old, index))
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         if key not in self:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
-from typing import Mapping
+from typing import Any, Mapping
 
 from device.contract.domain import Block, Route, Verdict
 
@@ -171,12 +171,12 @@ class StagingPlan:
             for route in routes for index, stop in enumerate(route.stops) for package in stop.packages)
         return cls(version, entries)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"version": self.version,
                 "entries": [{"package": e.package_id, "route": e.route_id, "bag": e.bag} for e in self.entries]}
 
     @classmethod
-    def from_dict(cls, raw: Mapping) -> StagingPlan:
+    def from_dict(cls, raw: Mapping[str, Any]) -> StagingPlan:
         return cls(int(raw["version"]), tuple(StagingEntry(e["package"], e["route"], e["bag"])
                                                 for e in raw.get("entries", [])))
 

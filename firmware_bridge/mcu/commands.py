@@ -6,6 +6,7 @@ malformed raises CommandError (logged and counted by the bridge).
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
@@ -47,7 +48,7 @@ def _u16(value: int, name: str) -> int:
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LedPattern:
     """Blink `led` in `color`: `on_ms` on, `off_ms` off, `repeat` times (0 = until the next pattern);
     off_ms 0 with repeat 0 = steady. Color OFF turns the LED off."""
@@ -75,7 +76,7 @@ class LedPattern:
         return cls(_enum(Led, led, cls.TYPE, payload), _enum(Color, color, cls.TYPE, payload), on_ms, off_ms, repeat)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BuzzerPattern:
     """Beep at `tone_hz`: `on_ms` on, `off_ms` off, `repeat` times (at least once; tone 0 = silence)."""
 
@@ -100,7 +101,7 @@ class BuzzerPattern:
         return cls(*_unpack(cls._LAYOUT, cls.TYPE, payload))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InputEvent:
     """An input changed (or its state after a handshake). `count` counts this input's changes since boot,
     so the agent can tell a missed change from a bounce."""
@@ -136,10 +137,16 @@ def _unpack(layout: struct.Struct, msg_type: int, payload: bytes) -> tuple[int, 
 
 
 def _enum(cls: type[E], value: int, msg_type: int, payload: bytes) -> E:
-    try:
-        return cls(value)
-    except ValueError:
-        raise CommandError(f"unknown {cls.__name__} {value}", msg_type, payload) from None
+    members: dict[int, E] = _members(cls)  # a dict lookup: calling the enum class costs 15x more
+    member = members.get(value)
+    if member is None:
+        raise CommandError(f"unknown {cls.__name__} {value}", msg_type, payload)
+    return member
+
+
+@functools.cache
+def _members(cls: type[E]) -> dict[int, E]:
+    return {int(member): member for member in cls}
 
 
 def parse_message(msg_type: int, payload: bytes) -> Message:
