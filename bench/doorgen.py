@@ -54,13 +54,16 @@ def font_files(root: Path = Path("/usr/share/fonts")) -> list[Path]:
     return fonts
 
 
-def background_photos() -> list[np.ndarray]:
-    """The real photographs available here (RGB uint8); none is an error only if no source is installed."""
+def background_photos(with_skimage: bool = True) -> list[np.ndarray]:
+    """The real photographs available here (RGB uint8); none is an error only if no source is installed. The set
+    of photos a seed gives depends on which are installed: scikit-image comes with the `bench` extra only, so
+    the tests ask for the photographs without it (the same photos with or without the extra installed)."""
     found = []
     try:
-        import skimage
-        folder = Path(skimage.__file__).parent / "data"
-        found += [folder / name for name in SKIMAGE_PHOTOS if (folder / name).is_file()]
+        if with_skimage:
+            import skimage
+            folder = Path(skimage.__file__).parent / "data"
+            found += [folder / name for name in SKIMAGE_PHOTOS if (folder / name).is_file()]
     except ImportError:
         pass
     gnome = Path("/usr/share/backgrounds/gnome")
@@ -75,10 +78,11 @@ def house_number(rng: np.random.Generator) -> str:
 
 
 class DoorGenerator:
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, photos: list[np.ndarray] | None = None) -> None:
+        """photos: the background photographs (default: every one installed, background_photos())."""
         self.rng = np.random.default_rng(seed)
         self.fonts = font_files()
-        self.photos = background_photos()
+        self.photos = background_photos() if photos is None else photos
 
     # -- surfaces ----------------------------------------------------------------------------------------
     def _surface(self, size: tuple[int, int]) -> np.ndarray:

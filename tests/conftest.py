@@ -5,15 +5,18 @@ hardware-in-the-loop test would be a hidden failure. Nothing in the suite skips.
 """
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 import pytest
 
 from device.testbench.broker import MosquittoBroker
 from device.testbench.gpsfake import GpsFake
+from device.testbench.postgres import PostgresServer
 from device.testbench.procs import ProgramMissing
 from device.testbench.pty import PtyPair, open_pty_pair
+from tests.helpers.cloud_target import CloudTarget
 from tests.helpers.fleet import FleetPki
 from tests.helpers.tmpfs import MountRefused, small_tmpfs
 
@@ -37,14 +40,17 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         pytest.fail(f"{exc} (the disk-full tests need root)")
 
 
-def _session_broker(broker: MosquittoBroker) -> Iterator[MosquittoBroker]:
-    """Start a real mosquitto for the session (a missing program fails the tests) and stop it at the end."""
+Server = TypeVar("Server", MosquittoBroker, PostgresServer)
+
+
+def _session_server(server: Server) -> Iterator[Server]:
+    """Start a real server for the session (a missing program fails the tests) and stop it at the end."""
     try:
-        broker.start()
+        server.start()
     except ProgramMissing as exc:
         pytest.fail(str(exc))
-    yield broker
-    broker.stop()
+    yield server
+    server.stop()
 
 
 def _running(broker: MosquittoBroker) -> MosquittoBroker:
@@ -57,7 +63,23 @@ def _running(broker: MosquittoBroker) -> MosquittoBroker:
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
     """One real broker per session on a free loopback port; tests may stop/kill/start it."""
-    yield from _session_broker(MosquittoBroker(tmp_path_factory.mktemp("mosquitto")))
+    yield from _session_server(MosquittoBroker(tmp_path_factory.mktemp("mosquitto")))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL per session (initdb + pg_ctl as an unprivileged user, a free port); each test that
+    uses it gets a database of its own."""
+    yield from _session_server(PostgresServer())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def cloud_target(request: pytest.FixtureRequest, tmp_path: Path) -> CloudTarget:
+    """The cloud database of a test, once on each engine: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return CloudTarget("sqlite", tmp_path / "cloud.db", tmp_path / "cloud-photos")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return CloudTarget("postgresql", server.create_database(f"t_{uuid.uuid4().hex[:16]}"), tmp_path / "cloud-photos")
 
 
 @pytest.fixture
@@ -71,16 +93,18 @@ SIM_DEVICES = tuple(f"sim-{n:03d}" for n in range(50))
 
 @pytest.fixture(scope="session")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> FleetPki:
-    """CA, broker/cloud certs, device certs (van-a, van-b, van-cmd, van-ota, sim-000..049), the broker's access
-    config: made by the `flexedge pki` code. van-cmd is the remote commands' van (tests/test_commands_e2e.py) alone,
-    van-ota the over-the-air update's (tests/test_update_e2e.py)."""
-    return FleetPki.create(tmp_path_factory.mktemp("pki"), ("van-a", "van-b", "van-cmd", "van-ota", *SIM_DEVICES))
+    """CA, broker/cloud certs, device certs (van-a, van-b, van-cmd, van-web, van-ota, sim-000..049), the broker's
+    access config: made by the `flexedge pki` code. van-cmd is the remote commands' van (tests/test_commands_e2e.py)
+    alone, van-web the operator page's (tests/test_operator_commands_browser.py), van-ota the over-the-air
+    update's (tests/test_update_e2e.py)."""
+    return FleetPki.create(tmp_path_factory.mktemp("pki"),
+                           ("van-a", "van-b", "van-cmd", "van-web", "van-ota", *SIM_DEVICES))
 
 
 @pytest.fixture(scope="session")
 def tls_mosquitto(tmp_path_factory: pytest.TempPathFactory, fleet: FleetPki) -> Iterator[MosquittoBroker]:
     """A real mosquitto with mutual TLS, identity = client id = certificate CN, and the fleet's access control."""
-    yield from _session_broker(MosquittoBroker(tmp_path_factory.mktemp("mosquitto-tls"),
+    yield from _session_server(MosquittoBroker(tmp_path_factory.mktemp("mosquitto-tls"),
                                                extra_config=fleet.mosquitto_config()))
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from cloud_sync.cloud import ClockFlag, ClockFlagKind, ClockStamp, CloudDb, check_clock
+from cloud_sync.cloud import ClockFlag, ClockFlagKind, ClockStamp, check_clock
 from cloud_sync.messages import EventBatch
 from device.contract.domain import Event, EventType, Lane, iso_utc
 from device.store import EventStore
+from tests.helpers.cloud_target import CloudTarget
 
 BASE = datetime(2025, 3, 1, 8, tzinfo=timezone.utc)  # well before now: +1 day stays in the past
 T0 = BASE.timestamp()
@@ -97,9 +98,9 @@ def _batch(events: list, batch_id: str) -> EventBatch:
     return EventBatch(batch_id, "van-a", 0, 1, tuple(orjson.loads(e.body) | {"hash": e.hash} for e in events))
 
 
-def test_ingest_records_clock_steps_apart_from_the_integrity_flags(tmp_path: Path) -> None:
+def test_ingest_records_clock_steps_apart_from_the_integrity_flags(tmp_path: Path, cloud_target: CloudTarget) -> None:
     stored = _events_with_steps(tmp_path, 30, {10: -3600.0, 20: 86400.0})  # seq = index + 1
-    db = CloudDb(tmp_path / "cloud.db")
+    db = cloud_target.open()
     try:
         # Lanes out of order, and the stream split over batches: the flags wait for the contiguous walk.
         priority = [e for e in stored if e.lane is Lane.EVENTS]
@@ -121,9 +122,9 @@ def test_ingest_records_clock_steps_apart_from_the_integrity_flags(tmp_path: Pat
         db.close()
 
 
-def test_ingest_compares_across_batches_with_the_verified_head(tmp_path: Path) -> None:
+def test_ingest_compares_across_batches_with_the_verified_head(tmp_path: Path, cloud_target: CloudTarget) -> None:
     stored = _events_with_steps(tmp_path, 6, {3: -120.0})
-    db = CloudDb(tmp_path / "cloud.db")
+    db = cloud_target.open()
     try:
         assert db.ingest("van-a", _batch(stored[:3], "b1")).clock_flagged == 0
         assert db.ingest("van-a", _batch(stored[3:], "b2")).clock_flagged == 1  # seq 4 against seq 3
@@ -132,14 +133,14 @@ def test_ingest_compares_across_batches_with_the_verified_head(tmp_path: Path) -
         db.close()
 
 
-def test_ingest_flags_timestamps_ahead_of_the_cloud(tmp_path: Path) -> None:
+def test_ingest_flags_timestamps_ahead_of_the_cloud(tmp_path: Path, cloud_target: CloudTarget) -> None:
     ahead = datetime.now(timezone.utc) + timedelta(days=1)
     events = [Event(EventType.GPS_FIX, {"n": i}, ts=iso_utc(ahead + timedelta(seconds=i)), mono=500.0 + i)
               for i in range(4)]
     with EventStore(tmp_path / "device.db") as store:
         store.append_many(events)
         stored = store.pending(limit=4, max_bytes=1 << 30)
-    db = CloudDb(tmp_path / "cloud.db")
+    db = cloud_target.open()
     try:
         assert db.ingest("van-a", _batch(stored, "b1")).clock_flagged == 1
         (flag,) = db.clock_flags("van-a")

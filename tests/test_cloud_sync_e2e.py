@@ -27,6 +27,7 @@ from device.contract.domain import Block, Event, EventType, Package, Route, Stop
 from device.paths import store_path
 from device.store import EventStore
 from device.testbench.broker import MosquittoBroker
+from tests.helpers.cloud_target import CloudTarget
 from tests.helpers.fleet import FLEET, OTHER_STATION, STATION, FleetPki, device_config
 from tests.helpers.store import current_route
 from tests.helpers.sync_harness import (
@@ -57,9 +58,10 @@ def a_block(block_id: str, station: str = STATION) -> Block:
 # --- outbox drain under faults ---------------------------------------------------------------------------
 
 
-def test_drain_survives_broker_killed_every_2s(tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path) -> None:
+def test_drain_survives_broker_killed_every_2s(tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path,
+                                               cloud_target: CloudTarget) -> None:
     """10,000 events appended during the drain while the broker is SIGKILLed and restarted every 2 s."""
-    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db")
+    cloud = start_cloud(fleet, tls_broker.port, cloud_target)
     store = EventStore(tmp_path / "van-a.db")
     ids: list[str] = []
     stop_killing = threading.Event()
@@ -105,7 +107,7 @@ def test_drain_survives_broker_killed_every_2s(tls_broker: MosquittoBroker, flee
     assert sync.counters.connects >= 4  # it really was cut off and came back, repeatedly
     assert store_stats.depth == 0
     assert sync.counters.rejected == Counter()
-    assert_cloud_holds_exactly(tmp_path / "cloud.db", "van-a", ids)
+    assert_cloud_holds_exactly(cloud_target, "van-a", ids)
 
 
 def test_agent_sigkilled_mid_drain_loses_nothing(tls_broker: MosquittoBroker, fleet: FleetPki,
@@ -160,12 +162,13 @@ def _presence(db: CloudDb, device: str) -> str | None:
 # --- dispatch ----------------------------------------------------------------------------------------
 
 
-def test_fifty_devices_race_for_ten_blocks(tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path) -> None:
+def test_fifty_devices_race_for_ten_blocks(tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path,
+                                           cloud_target: CloudTarget) -> None:
     """Every device claims every block at once: one winner per block, an answer for every claim, the route
     goes to the winner, no device holds more blocks than the cloud allows."""
     devices = [d for d in fleet.devices if d.startswith("sim-")]
     blocks = [a_block(f"B{n:02d}") for n in range(10)]
-    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db", workers=1)
+    cloud = start_cloud(fleet, tls_broker.port, cloud_target, workers=1)
     stores = [EventStore(tmp_path / f"{d}.db") for d in devices]
 
     async def scenario() -> tuple[list[list], list[DeviceSync]]:
@@ -184,7 +187,9 @@ def test_fifty_devices_race_for_ten_blocks(tls_broker: MosquittoBroker, fleet: F
 
     try:
         results, syncs = asyncio.run(scenario())
-        winners_in_db = CloudDb(tmp_path / "cloud.db").winners()
+        db = cloud_target.open()
+        winners_in_db = db.winners()
+        db.close()
     finally:
         cloud.stop()
         for store in stores:
@@ -348,10 +353,11 @@ def test_priority_lane_and_live_position_after_outage(tls_broker: MosquittoBroke
     assert order[2] == ("gps.fix", list(range(1, 101)))
 
 
-def test_route_revisions_replace_older_versions(tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path) -> None:
+def test_route_revisions_replace_older_versions(tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path,
+                                                cloud_target: CloudTarget) -> None:
     """A won block's route arrives (v1); a revision (v2) replaces it; a genuine but older v1 sent again is
     ignored and the stored route stays v2. Presence is online while connected."""
-    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db", workers=1)
+    cloud = start_cloud(fleet, tls_broker.port, cloud_target, workers=1)
     store = EventStore(tmp_path / "van-a.db")
     me = TOPICS.device("van-a")
 
@@ -371,7 +377,7 @@ def test_route_revisions_replace_older_versions(tls_broker: MosquittoBroker, fle
             with RawClient(fleet.broker_settings("cloud", tls_broker.port), "cloud-old-route") as raw:
                 await asyncio.to_thread(raw.publish, me.route, old)
             await wait_for(lambda: sync.counters.routes_ignored >= 1, 10, "the old version ignored")
-            db = CloudDb(tmp_path / "cloud.db")
+            db = cloud_target.open()
             await wait_for(lambda: _presence(db, "van-a") == "online", 10, "online presence")
             db.close()
         finally:
@@ -388,12 +394,13 @@ def test_route_revisions_replace_older_versions(tls_broker: MosquittoBroker, fle
     assert sync.counters.rejected == Counter()
 
 
-def test_cloud_program_serves_claims_and_ingest(tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path) -> None:
+def test_cloud_program_serves_claims_and_ingest(tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path,
+                                                cloud_target: CloudTarget) -> None:
     """`flexedge cloud` as a real program: offers the blocks of --blocks, grants a claim, stores events."""
     blocks = tmp_path / "blocks.json"
     blocks.write_text(json.dumps([{"block": a_block("B-CLI").to_dict(), "route": a_route("B-CLI").to_dict()}]))
     cloud = subprocess.Popen(
-        [sys.executable, "-m", "device.cli", "cloud", "--db", str(tmp_path / "cloud.db"), "--fleet", FLEET,
+        [sys.executable, "-m", "device.cli", "cloud", *cloud_target.cli_args(), "--fleet", FLEET,
          "--broker", f"127.0.0.1:{tls_broker.port}", "--pki", str(fleet.pki.dir), "--workers", "2",
          "--client-prefix", "cloud-cli", "--blocks", str(blocks), "--log-level", "WARNING"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -417,7 +424,8 @@ def test_cloud_program_serves_claims_and_ingest(tls_broker: MosquittoBroker, fle
 
     try:
         assert cloud.stdout is not None
-        assert json.loads(cloud.stdout.readline()) == {"ready": True, "fleet": FLEET}
+        ready = json.loads(cloud.stdout.readline())
+        assert ready["ready"] is True and ready["fleet"] == FLEET and len(ready["workers"]) == 2  # two processes
         granted, inbox = asyncio.run(scenario())
     finally:
         cloud.send_signal(signal.SIGTERM)
@@ -426,7 +434,7 @@ def test_cloud_program_serves_claims_and_ingest(tls_broker: MosquittoBroker, fle
     assert cloud.returncode == 0, stderr[-2000:]
     assert granted
     assert any(isinstance(i, Offers) and [b.id for b in i.blocks] == ["B-CLI"] for i in inbox)
-    assert_cloud_holds_exactly(tmp_path / "cloud.db", "van-a", [e.id for e in events])
+    assert_cloud_holds_exactly(cloud_target, "van-a", [e.id for e in events])
 
 
 def test_cloud_restart_mid_drain(tls_broker: MosquittoBroker, fleet: FleetPki, tmp_path: Path) -> None:
@@ -465,12 +473,12 @@ def test_cloud_restart_mid_drain(tls_broker: MosquittoBroker, fleet: FleetPki, t
 
 
 def test_photo_upload_yields_to_events_and_resumes(tls_broker: MosquittoBroker, fleet: FleetPki,
-                                                   tmp_path: Path) -> None:
+                                                   tmp_path: Path, cloud_target: CloudTarget) -> None:
     """A 300 KB proof photo goes up in chunks after the waiting events; stopped half way, a new run (as after
     a restart) sends only the chunks not yet acked; the cloud reassembles it and checks its sha256."""
     photo = tmp_path / "proof.jpg"
     photo.write_bytes(os.urandom(300 * 1024))  # 5 chunks of 64 KiB
-    cloud = start_cloud(fleet, tls_broker.port, tmp_path / "cloud.db", workers=1)
+    cloud = start_cloud(fleet, tls_broker.port, cloud_target, workers=1)
     store = EventStore(tmp_path / "van-a.db")
     events = mixed_events(3000)
     store.append_many(events)
@@ -504,7 +512,7 @@ def test_photo_upload_yields_to_events_and_resumes(tls_broker: MosquittoBroker, 
             first = asyncio.run(first_run())
             second = asyncio.run(second_run())
             arrivals = [topic.rsplit("/", 2)[-2] if "/photo/" in topic else "events" for topic, _ in raw.messages]
-        db = CloudDb(tmp_path / "cloud.db")
+        db = cloud_target.open()
         stored = db.photo("van-a", "P-1")
         db.close()
     finally:
@@ -514,7 +522,7 @@ def test_photo_upload_yields_to_events_and_resumes(tls_broker: MosquittoBroker, 
     assert first.counters.photo_chunks_sent >= 3 and first.counters.photos_uploaded == 0
     assert first.counters.photo_chunks_sent + second.counters.photo_chunks_sent <= 5 + 1  # resumed, not restarted
     assert stored is not None and stored[1] == photo.read_bytes()
-    assert_cloud_holds_exactly(tmp_path / "cloud.db", "van-a", [e.id for e in events])
+    assert_cloud_holds_exactly(cloud_target, "van-a", [e.id for e in events])
 
 
 def test_the_agent_claims_with_the_request_id_it_recorded(tls_broker: MosquittoBroker, fleet: FleetPki,

@@ -15,7 +15,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_sync.cloud import CloudDb, FlagKind
+from cloud_sync.cloud import FlagKind
 from cloud_sync.cloud.db import PhotoStatus
 from cloud_sync.connection import Backoff, BrokerSettings
 from cloud_sync.device_sync import DeviceSync
@@ -42,6 +42,7 @@ from device.config import ConfigError, load_config
 from device.contract.domain import Block, Event, EventType, Lane, Package, Route, Stop
 from device.store import EventStore
 from device.store.outbox import StoredEvent
+from tests.helpers.cloud_target import CloudTarget
 
 
 def _route(block_id: str = "B1", version: int = 1) -> Route:
@@ -273,9 +274,9 @@ def _batch_of(events: list[StoredEvent], floor_seq: int = 1, batch_id: str = "b"
     return EventBatch(batch_id, "van-a", 0, floor_seq, docs)
 
 
-def test_ingest_is_idempotent_and_verifies_the_chain(tmp_path: Path) -> None:
+def test_ingest_is_idempotent_and_verifies_the_chain(tmp_path: Path, cloud_target: CloudTarget) -> None:
     events = _stored(tmp_path, 40)
-    db = CloudDb(tmp_path / "cloud.db")
+    db = cloud_target.open()
     events_lane = [e for e in events if e.lane is Lane.EVENTS]
     track = [e for e in events if e.lane is Lane.TRACK]
     early = db.ingest("van-a", _batch_of(events_lane))  # the priority lane arrives first: chain waits
@@ -291,9 +292,9 @@ def test_ingest_is_idempotent_and_verifies_the_chain(tmp_path: Path) -> None:
     assert db.flags() == []
 
 
-def test_ingest_flags_breaks_conflicts_and_gaps(tmp_path: Path) -> None:
+def test_ingest_flags_breaks_conflicts_and_gaps(tmp_path: Path, cloud_target: CloudTarget) -> None:
     events = _stored(tmp_path, 10)
-    db = CloudDb(tmp_path / "cloud.db")
+    db = cloud_target.open()
     docs = [orjson.loads(e.body) | {"hash": e.hash} for e in events]
     docs[3]["data"] = {"n": 999}  # altered after hashing
     db.ingest("van-a", EventBatch("b1", "van-a", 0, 1, tuple(docs[:6])))
@@ -309,11 +310,11 @@ def test_ingest_flags_breaks_conflicts_and_gaps(tmp_path: Path) -> None:
     assert db.ingest("van-b", EventBatch("b4", "van-b", 0, 1, (docs[0],))).flagged == 1  # van-a's event id
 
 
-def test_chain_checked_at_each_batch_checkpoint(tmp_path: Path) -> None:
+def test_chain_checked_at_each_batch_checkpoint(tmp_path: Path, cloud_target: CloudTarget) -> None:
     """Batches as the device sends them: only the last event carries its hash. The cloud computes the rest, so
     an event changed anywhere in a batch shows at that batch's checkpoint."""
     events = _stored(tmp_path, 12)
-    db = CloudDb(tmp_path / "cloud.db")
+    db = cloud_target.open()
     docs = [orjson.loads(e.body) for e in events]
     for start in (0, 6):
         docs[start + 5]["hash"] = events[start + 5].hash
@@ -326,18 +327,17 @@ def test_chain_checked_at_each_batch_checkpoint(tmp_path: Path) -> None:
     assert [chain for _, _, chain in rows] == ["ok"] * 11 + ["broken"]
 
 
-def test_exactly_one_grant_under_concurrent_claims(tmp_path: Path) -> None:
+def test_exactly_one_grant_under_concurrent_claims(cloud_target: CloudTarget) -> None:
     """Eight connections (as eight workers would have) race to grant the same blocks."""
-    path = tmp_path / "cloud.db"
     start = datetime(2026, 11, 25, 8, tzinfo=timezone.utc)
-    setup = CloudDb(path)
+    setup = cloud_target.open()
     for n in range(5):
         setup.add_block(Block(f"B{n}", "DXX1", start, start + timedelta(hours=3)), _route(f"B{n}"))
     results: list[tuple[str, str, ClaimStatus]] = []
     lock = threading.Lock()
 
     def worker(k: int) -> None:
-        db = CloudDb(path)
+        db = cloud_target.open()
         for n in range(5):
             status, _, _ = db.grant(f"B{n}", f"van-{k}", "DXX1", max_open=5)
             with lock:
@@ -409,7 +409,7 @@ def _photo_event_batch(store: EventStore, photos: dict[str, str], batch_id: str)
     return _batch_of([e for e in stored if e is not None], batch_id=batch_id)
 
 
-def test_photo_chunks_parse_and_reassemble(tmp_path: Path) -> None:
+def test_photo_chunks_parse_and_reassemble(tmp_path: Path, cloud_target: CloudTarget) -> None:
     import hashlib
 
     photo = bytes(range(256)) * 600  # 150 KiB: three chunks
@@ -426,7 +426,7 @@ def test_photo_chunks_parse_and_reassemble(tmp_path: Path) -> None:
             PhotoChunk.from_payload(orjson.dumps(good | bad) + b"\n" + body, max_bytes=1 << 20)
     with pytest.raises(MessageRejected):
         PhotoChunk.from_payload(orjson.dumps(good | {"bytes": "AAAA"}))  # the old base64 form
-    db = CloudDb(tmp_path / "cloud.db")
+    db = cloud_target.open()
     with EventStore(tmp_path / "device.db") as store:
         db.ingest("van-a", _photo_event_batch(store, {"P-1": sha, "P-2": sha}, "b1"))
     stored = [db.store_photo_chunk("van-a", c) for c in (chunks[2], chunks[0], chunks[0], chunks[1])]
@@ -437,7 +437,7 @@ def test_photo_chunks_parse_and_reassemble(tmp_path: Path) -> None:
     assert row["path"] == str(tmp_path / "cloud-photos" / "van-a" / "P-1.jpg") and row["bytes"] == len(photo)
     assert Path(row["path"]).read_bytes() == photo and (row["block"], row["stop"]) == ("B-1", "S3")
     assert row["event_id"] == db._read("SELECT id FROM events WHERE type = 'photo.checked' "
-                                       "AND json_extract(body, '$.data.photo_id') = 'P-1'")[0][0]
+                                       f"AND {db.dialect.json_text('body', 'data', 'photo_id')} = 'P-1'")[0][0]
     assert db.store_photo_chunk("van-a", chunks[1]) is None  # a resend after completion changes nothing
     assert len(db.photo_rows()) == 1
     # Chunks that do not hash to what they announced: stored, flagged, never silently dropped.
@@ -474,12 +474,12 @@ def test_the_adapter_gives_the_agent_its_own_types(tmp_path: Path) -> None:
     assert answer.block_id == "B1" and not answer.granted and answer.reason.startswith("timeout")
 
 
-def test_photo_checked_against_its_event_in_either_order(tmp_path: Path) -> None:
+def test_photo_checked_against_its_event_in_either_order(tmp_path: Path, cloud_target: CloudTarget) -> None:
     """A photo whose bytes differ from the sha256 its event recorded is kept and flagged; a photo complete
     before its event waits for it and is settled by the event's batch."""
     import hashlib
 
-    db = CloudDb(tmp_path / "cloud.db")
+    db = cloud_target.open()
     wrong, early = b"\xff\xd8 a different photo", b"\xff\xd8 ahead of its event"
     with EventStore(tmp_path / "device.db") as store:
         db.ingest("van-a", _photo_event_batch(store, {"P-W": "ab" * 32}, "b1"))

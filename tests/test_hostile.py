@@ -46,6 +46,7 @@ from device.contract.domain import Block, Event, EventType, Package, Route, Stop
 from device.store import EventStore
 from device.testbench.broker import MosquittoBroker
 from device.testbench.procs import free_tcp_port, wait_for_port
+from tests.helpers.cloud_target import CloudTarget
 from tests.helpers.console import build_agent
 from tests.helpers.fleet import FLEET, OTHER_STATION, STATION, FleetPki, device_config
 from tests.helpers.store import mark_acked_upto
@@ -230,11 +231,11 @@ def _block(block_id: str, station: str = STATION) -> tuple[Block, Route]:
 
 
 def test_claims_are_granted_for_the_own_station_and_up_to_the_limit(tls_broker: MosquittoBroker, fleet: FleetPki,
-                                                                    tmp_path: Path) -> None:
+                                                                    tmp_path: Path, cloud_target: CloudTarget) -> None:
     """A block of another station is refused; a van holds at most `max_open_blocks` (2 here) until it reports
     one completed."""
     port = tls_broker.port
-    cloud = start_cloud(fleet, port, tmp_path / "cloud.db", max_open_blocks=2)
+    cloud = start_cloud(fleet, port, cloud_target, max_open_blocks=2)
     blocks = [_block("B-AWAY", OTHER_STATION), *(_block(f"B-HOME-{n}") for n in range(3))]
     store = EventStore(tmp_path / "van-a.db")
 
@@ -255,7 +256,9 @@ def test_claims_are_granted_for_the_own_station_and_up_to_the_limit(tls_broker: 
 
     try:
         answers = asyncio.run(scenario())
-        winners = CloudDb(tmp_path / "cloud.db").winners()
+        db = cloud_target.open()
+        winners = db.winners()
+        db.close()
     finally:
         cloud.stop()
         store.close()
@@ -268,11 +271,11 @@ def test_claims_are_granted_for_the_own_station_and_up_to_the_limit(tls_broker: 
 
 
 def test_incomplete_photos_are_bounded_per_device(tls_broker: MosquittoBroker, fleet: FleetPki,
-                                                  tmp_path: Path) -> None:
+                                                  cloud_target: CloudTarget) -> None:
     """Chunks of photos that never complete: acked up to the device's byte quota, then refused and counted."""
     port = tls_broker.port
     quota = 3 * PHOTO_CHUNK_BYTES
-    cloud = start_cloud(fleet, port, tmp_path / "cloud.db", photo_limits=PhotoLimits(max_pending_bytes=quota))
+    cloud = start_cloud(fleet, port, cloud_target, photo_limits=PhotoLimits(max_pending_bytes=quota))
     try:
         with RawClient(fleet.broker_settings("van-a", port), "van-a") as van:
             van.subscribe(VAN_A.ack)
@@ -284,15 +287,15 @@ def test_incomplete_photos_are_bounded_per_device(tls_broker: MosquittoBroker, f
         assert cloud.peer.counters["photo_chunks"] == 3
     finally:
         cloud.stop()
-    db = CloudDb(tmp_path / "cloud.db")
+    db = cloud_target.open()
     try:
         assert db.pending_photo_bytes("van-a") == quota
     finally:
         db.close()
 
 
-def test_incomplete_photos_expire(tmp_path: Path) -> None:
-    db = CloudDb(tmp_path / "cloud.db")
+def test_incomplete_photos_expire(cloud_target: CloudTarget) -> None:
+    db = cloud_target.open()
     limits = PhotoLimits(max_age_s=3600, max_pending_bytes=1 << 30)
     data = b"y" * 1000
     sha = hashlib.sha256(data * 2).hexdigest()

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(mosquitto mosquitto-clients gpsd gpsd-clients libzbar0 socat fonts-dejavu-core fonts-dejavu-extra
               fonts-liberation fonts-freefont-ttf fonts-urw-base35 systemd iproute2 python3-venv
               chromium
+              # the cloud's tests run a real PostgreSQL (initdb + pg_ctl as an unprivileged user, device/testbench/postgres.py)
+              postgresql
               # typefaces training never sees, for the independent door photos of the vision tests (bench/doorgen.py)
               fonts-cantarell fonts-comfortaa fonts-b612 fonts-jura fonts-quicksand fonts-league-spartan)
 VENV=.venv
@@ -28,8 +30,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# The Debian mosquitto and gpsd packages start system services. They are left alone: this machine may need
-# them, and the tests and the demo run their own instances on free ports.
+# The Debian mosquitto, gpsd and postgresql packages start system services. They are left alone: this machine
+# may need them, and the tests and the demo run their own instances on free ports.
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x "$VENV/bin/python" ]; then
@@ -37,7 +39,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e '.[dev,demo,cloud]'
+    "$VENV/bin/python" -m pip install -q -e '.[dev,demo,cloud,pg]'
     touch "$STAMP"
 fi
 TRAIN_STAMP=$VENV/.flexedge-train-installed

@@ -6,7 +6,8 @@ fetched with `pip download --no-deps` (or given with --wheel). Steps:
 1. recognition: cut before the classifier (the TFLite file outputs per-column features) and keep the
    classifier columns of device.vision.ocr_models.REC_CHARSET only (blank, digits, Latin letters, a few
    signs, out of 6625) as a small numpy head (REC_HEAD_FILE); input fixed to 1x3xREC_HxREC_W;
-2. detection: input fixed to 1x3xDET_HxDET_W;
+2. detection: input fixed to 1x3xDET_HxDET_W, and a second file of the same weights at DET_FINE_H x DET_FINE_W
+   (the check's finer look; `--fine-size none` leaves it out);
 3. onnx-simplifier with the fixed shapes (folds the Shape/Slice/Concat arithmetic before every Reshape into
    constants: without it onnx2tf flattens the SVTR block's tokens on the wrong axes);
 4. onnx2tf to TFLite (NHWC input), float16 weights (half the bytes, float32 arithmetic on CPU);
@@ -125,10 +126,23 @@ def compare(onnx_path: Path, tflite_path: Path, sample: np.ndarray) -> tuple[flo
     return float(diff.max()), float(diff.mean())
 
 
+def det_shape(size: str) -> tuple[int, int]:
+    """'960x544' -> (544, 960): a detector input, height and width, multiples of 32."""
+    width, height = (int(v) for v in size.lower().split("x"))
+    if width % 32 or height % 32:
+        raise SystemExit(f"detector size {size}: both sides must be multiples of 32")
+    return height, width
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--wheel", type=Path, help=f"the {WHEEL} wheel (default: pip download it)")
     parser.add_argument("--out", type=Path, default=MODELS)
+    parser.add_argument("--det-size", default=f"{om.DET_W}x{om.DET_H}",
+                        help="the detector's fixed input, WIDTHxHEIGHT, multiples of 32 (default %(default)s)")
+    parser.add_argument("--fine-size", default=f"{om.DET_FINE_W}x{om.DET_FINE_H}",
+                        help=f"the second-look detector ({om.DET_FINE_FILE}), WIDTHxHEIGHT or 'none' "
+                             "(default %(default)s)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     import onnx
@@ -138,14 +152,17 @@ def main() -> int:
         work = Path(tmp)
         wheel = args.wheel or fetch_wheel(work)
         with zipfile.ZipFile(wheel) as archive:
-            det = onnx.load_from_string(archive.read(DET_ONNX))
+            det_bytes = archive.read(DET_ONNX)
             rec = onnx.load_from_string(archive.read(REC_ONNX))
-        fix_input(det, (1, 3, om.DET_H, om.DET_W))
+        jobs = [(onnx.load_from_string(det_bytes), om.DET_FILE, (1, 3, *det_shape(args.det_size)))]
+        if args.fine_size != "none":
+            jobs.append((onnx.load_from_string(det_bytes), om.DET_FINE_FILE, (1, 3, *det_shape(args.fine_size))))
         fix_input(rec, (1, 3, om.REC_H, om.REC_W))
+        jobs.append((rec, om.REC_FILE, (1, 3, om.REC_H, om.REC_W)))
         head = split_rec(rec)
         np.savez(args.out / om.REC_HEAD_FILE, **head)
-        for model, name, shape in ((det, om.DET_FILE, (1, 3, om.DET_H, om.DET_W)),
-                                   (rec, om.REC_FILE, (1, 3, om.REC_H, om.REC_W))):
+        for model, name, shape in jobs:
+            fix_input(model, shape)
             onnx_path = work / Path(name).with_suffix(".onnx").name
             simplified, ok = onnxsim.simplify(model)
             if not ok:

@@ -13,7 +13,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+import aiomqtt
 
 from cloud_sync.connection import BrokerSettings, make_client, release
 from cloud_sync.messages import Command, encode
@@ -51,17 +53,58 @@ def signed_payload(signer: Signer, command: Command) -> bytes:
     return encode(signer.sign(command.to_body()))
 
 
+def command_args(pairs: Sequence[str], json_args: str | None = None) -> dict[str, Any]:
+    """`json_args` (one JSON object) then KEY=VALUE pairs (a value that parses as JSON is that value, else the
+    text). Raises ValueError naming what is wrong."""
+    try:
+        args = json.loads(json_args) if json_args else {}
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(args, dict):
+        raise ValueError("expected a JSON object")
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"argument {pair[:80]!r}: expected KEY=VALUE")
+        try:
+            args[key.strip()] = json.loads(text)
+        except ValueError:
+            args[key.strip()] = text
+    return args
+
+
+async def publish(client: aiomqtt.Client, fleet: str, signer: Signer, command: Command) -> None:
+    """The one way a command leaves the cloud: signed, QoS 1 on the van's `cmd` topic of a connected client,
+    awaited until the broker has it; the van's persistent session keeps it while it is offline."""
+    await client.publish(FleetTopics(fleet).device(command.device).cmd, signed_payload(signer, command), qos=1)
+
+
 async def publish_command(broker: BrokerSettings, client_id: str, fleet: str, signer: Signer,
                           command: Command) -> None:
-    """Publish once (QoS 1, awaited until the broker has it); the van's persistent session keeps it while it is
-    offline. Raises aiomqtt.MqttError when the broker cannot be reached."""
+    """`publish` over a connection of its own (the command line's). Raises aiomqtt.MqttError when the broker
+    cannot be reached."""
     client = make_client(broker, client_id, persistent=False)
     try:
         async with client:
-            await client.publish(FleetTopics(fleet).device(command.device).cmd, signed_payload(signer, command),
-                                 qos=1)
+            await publish(client, fleet, signer, command)
     finally:
         release(client)
+
+
+RESULTS_SQL = ("SELECT seq, body FROM events WHERE device = ? AND type = 'command.result' "
+               "ORDER BY seq DESC LIMIT ?")
+
+
+def result_of(device: str, seq: int, body: str | bytes) -> CommandResult:
+    """A stored `command.result` event (its row's seq and body) as a CommandResult. The event is what a van
+    sent: a field of the wrong shape reads as missing, never as an error."""
+    event = json.loads(body)
+    data = event.get("data") if isinstance(event, dict) else None
+    data = data if isinstance(data, dict) else {}
+    inner = data.get("data")
+    return CommandResult(device, int(seq), str(data.get("id")), str(data.get("name")), str(data.get("status")),
+                         str(data.get("detail", "")), dict(inner) if isinstance(inner, dict) else {},
+                         str(event.get("ts") if isinstance(event, dict) else None))
 
 
 def stored_result(db_path: Path, device: str, command_id: str) -> CommandResult | None:
@@ -73,12 +116,7 @@ def stored_result(db_path: Path, device: str, command_id: str) -> CommandResult 
                            (device, command_id)).fetchone()
     finally:
         conn.close()
-    if row is None:
-        return None
-    event = json.loads(row[1])
-    data = event.get("data") or {}
-    return CommandResult(device, int(row[0]), str(data.get("id")), str(data.get("name")), str(data.get("status")),
-                         str(data.get("detail", "")), dict(data.get("data") or {}), str(event.get("ts")))
+    return None if row is None else result_of(device, row[0], row[1])
 
 
 async def wait_result(db_path: Path, device: str, command_id: str, timeout_s: float) -> CommandResult | None:

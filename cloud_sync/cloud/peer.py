@@ -25,7 +25,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud_sync.cloud.commands import new_command, signed_payload
+from cloud_sync.cloud.commands import new_command, publish
 from cloud_sync.cloud.db import CloudDb, CloudDbError, PhotoLimits, PhotoStatus, StoredPhoto
 from cloud_sync.connection import Backoff, BrokerSettings, make_client, release
 from cloud_sync.errors import MessageRejected, RejectReason
@@ -57,11 +57,13 @@ Credentials = Callable[[str], BrokerSettings]  # client id -> broker settings wi
 @dataclass(frozen=True)
 class CloudSettings:
     fleet: str
-    db_path: Path
+    db: Path | str  # a SQLite file or a postgresql:// URL (cloud_sync.cloud.engine)
     ingest_workers: int = 1
     dispatch: bool = True
     client_prefix: str = CLOUD_IDENTITY  # client ids = certificate CNs: cloud_client_ids(prefix, workers)
-    photo_dir: Path | None = None  # photo files; None: beside the database (db.default_photo_dir)
+    photo_dir: Path | None = None  # photo files; None: beside a SQLite database (db.default_photo_dir)
+    # A worker process of `flexedge cloud --workers N`: only ingest worker number `ingest_index` runs here
+    ingest_index: int | None = None
     backoff: Backoff = Backoff(initial_s=0.1, maximum_s=5.0)
     stations: Mapping[str, str] = field(default_factory=dict)  # device -> its station: it claims blocks there only
     max_open_blocks: int = 2  # blocks a device holds at once (granted, no block.completed event yet)
@@ -88,10 +90,17 @@ class CloudPeer:
     # --- running ---------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        ids = cloud_client_ids(self.settings.client_prefix, self.settings.ingest_workers, self.settings.dispatch)
+        s = self.settings
+        ids: tuple[str, ...]
+        if s.ingest_index is not None:
+            ids = (cloud_client_ids(s.client_prefix, s.ingest_index + 1, dispatch=False)[-1],)
+        else:
+            ids = cloud_client_ids(s.client_prefix, s.ingest_workers, s.dispatch)
         workers = [self._worker(client_id, self._dispatch_session if client_id.endswith("-dispatch")
                                 else self._ingest_session) for client_id in ids]
         self._expected = len(workers)
+        if not workers:  # the other processes do everything (--workers N --no-dispatch)
+            self.ready.set()
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(w) for w in workers]
             await self._stop.wait()
@@ -101,8 +110,9 @@ class CloudPeer:
     def stop(self) -> None:
         self._stop.set()
 
-    async def _worker(self, client_id: str, session: Callable[[aiomqtt.Client, CloudDb], Awaitable[None]]) -> None:
-        db = CloudDb(self.settings.db_path, self.settings.photo_dir)
+    async def _worker(self, client_id: str,
+                      session: Callable[[aiomqtt.Client, CloudDb, bool], Awaitable[None]]) -> None:
+        db = await asyncio.to_thread(CloudDb, self.settings.db, self.settings.photo_dir)
         first = True
         try:
             delays = self.settings.backoff.delays()
@@ -260,7 +270,7 @@ class CloudPeer:
                                                        self.settings.max_open_blocks)
         self.counters[f"claims.{status.value}"] += 1
         result = ClaimResult(request.block_id, request.request_id, device, status)
-        reply = Properties(PacketTypes.PUBLISH)
+        reply = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho ships no annotations here
         correlation = getattr(props, "CorrelationData", None) if props is not None else None
         reply.CorrelationData = correlation if correlation is not None else request.request_id.encode()
         # Answer only on the claimant's own result topic, whatever response topic it named: the cloud may
@@ -306,9 +316,10 @@ class CloudPeer:
 
     async def send_command(self, device: str, name: str, args: dict[str, Any] | None = None,
                            ttl_s: float = 300.0) -> Command:
+        """Signed and published through the dispatcher's own connection (one connection per identity)."""
         client, _ = self._dispatcher()
         command = new_command(device, name, args or {}, ttl_s)
-        await client.publish(self.fleet.device(device).cmd, signed_payload(self.signer, command), qos=1)
+        await publish(client, self.settings.fleet, self.signer, command)
         return command
 
 

@@ -2,6 +2,7 @@
 
     flexedge cloud --db cloud.sqlite --broker 127.0.0.1:8883 --pki DIR [--workers 2] [--blocks blocks.json]
                    [--http HOST:PORT]
+    flexedge cloud --db postgresql://USER@HOST/DB --photo-dir DIR --workers 4 ...   # a fleet on PostgreSQL
     flexedge cloud photos --db cloud.sqlite [--json]     # the proof photos it holds, one line each
     flexedge cloud user add NAME --role operator|manager [--station S] --accounts FILE
     flexedge cloud command DEVICE NAME [KEY=VALUE ...] [--json-args OBJECT] --pki DIR --db cloud.sqlite
@@ -11,6 +12,12 @@
 `--pki DIR` takes ca.crt, the certificate of each connection (CN = client id, `flexedge pki cloud`),
 signing.key and the stations map (device -> station: a device claims blocks of its own station only) from a
 `flexedge pki` directory. `--blocks` offers blocks at start: a JSON list of {"block": {...}, "route": {...}}.
+
+`--workers 1` (the default) runs everything in this process. `--workers N` with N > 1 starts N ingest worker
+processes (device/cli/cloud_workers.py), each one MQTT connection `{prefix}-ingest-{I}` in `$share/ingest`;
+this process dispatches (unless --no-dispatch) and serves the page. Several machines each run
+`flexedge cloud --workers N --client-prefix P` on the same database with distinct prefixes (certificates from
+`flexedge pki cloud --cloud-prefix P --workers N`); one of them dispatches.
 """
 from __future__ import annotations
 
@@ -18,15 +25,23 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import aiomqtt
 
-from cloud_sync.cloud.commands import DEFAULT_TTL_S, CommandResult, new_command, publish_command, wait_result
+from cloud_sync.cloud.commands import (
+    DEFAULT_TTL_S,
+    CommandResult,
+    command_args,
+    new_command,
+    publish_command,
+    wait_result,
+)
 from cloud_sync.cloud.db import CloudDb
+from cloud_sync.cloud.engine import is_postgres
 from cloud_sync.cloud.peer import CloudPeer, CloudSettings, Credentials
 from cloud_sync.cloud.web import actions as web_actions
 from cloud_sync.cloud.web import cli as web_cli
@@ -37,6 +52,7 @@ from cloud_sync.errors import SyncError
 from cloud_sync.pki import CLOUD_IDENTITY, Pki
 from cloud_sync.signing import Signer
 from device.cli.cloud_release import register_release_command
+from device.cli.cloud_workers import WorkerPool, WorkerStartError, exit_when_parent_goes, worker_argv
 from device.cli.common import CliError, Exit, Subparsers, emit, load_context
 from device.contract.domain import Block, DomainError, Route
 
@@ -45,13 +61,16 @@ log = logging.getLogger(__name__)
 
 def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("cloud", parents=[common], help="run the reference cloud peer (ingest + dispatch)")
-    p.add_argument("--db", type=Path, help="SQLite database file (required to run the cloud)")
-    p.add_argument("--photo-dir", type=Path, help="photo files (default: beside the database, <db>-photos/)")
+    p.add_argument("--db", type=db_target, help="SQLite database file or postgresql:// URL (required)")
+    p.add_argument("--photo-dir", type=Path,
+                   help="photo files (default: beside a SQLite database, <db>-photos/; required with PostgreSQL)")
     p.add_argument("--broker", default="127.0.0.1:8883", help="HOST:PORT of the MQTT broker")
     p.add_argument("--pki", type=Path, help="PKI directory (ca.crt, cloud.crt/.key, signing.key)")
     p.add_argument("--plain", action="store_true", help="no TLS (a loopback development broker)")
     p.add_argument("--fleet", help="fleet name (default: device.fleet of the config)")
-    p.add_argument("--workers", type=int, default=1, help="ingest workers sharing $share/ingest")
+    p.add_argument("--workers", type=int, default=1,
+                   help="ingest workers sharing $share/ingest: 1 in this process, N > 1 as N worker processes")
+    p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # a worker process of --workers N
     p.add_argument("--no-dispatch", action="store_true", help="ingest only (another process dispatches)")
     p.add_argument("--client-prefix", default=CLOUD_IDENTITY,
                    help="MQTT client id prefix (unique per process; the certificates are named after the ids)")
@@ -64,7 +83,7 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run)
     views = p.add_subparsers(dest="cloud_command")
     photos = views.add_parser("photos", help="list the stored proof photos and exit")
-    photos.add_argument("--db", required=True, type=Path, help="SQLite database file")
+    photos.add_argument("--db", required=True, type=db_target, help="SQLite database file or postgresql:// URL")
     photos.add_argument("--photo-dir", type=Path, help="photo files (default: beside the database, <db>-photos/)")
     photos.add_argument("--json", action="store_true", help="one JSON object per photo")
     photos.set_defaults(func=list_photos)
@@ -88,6 +107,11 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     command.set_defaults(func=send_command)
 
 
+def db_target(value: str) -> Path | str:
+    """A postgresql:// URL as it is, anything else a SQLite file."""
+    return value if is_postgres(value) else Path(value)
+
+
 def _load_blocks(path: Path) -> list[tuple[Block, Route]]:
     try:
         doc = json.loads(path.read_text())
@@ -98,10 +122,13 @@ def _load_blocks(path: Path) -> list[tuple[Block, Route]]:
 
 def list_photos(args: argparse.Namespace) -> int:
     """One line per stored photo: photo_id, device, event_id, sha256, path, bytes (and its check)."""
-    if not args.db.exists():
+    if isinstance(args.db, Path) and not args.db.exists():
         print(f"flexedge cloud photos: no database at {args.db}", file=sys.stderr)
         return 2
-    db = CloudDb(args.db, args.photo_dir)
+    try:
+        db = CloudDb(args.db, args.photo_dir)
+    except SyncError as exc:
+        raise CliError(str(exc)) from None
     try:
         rows = db.photo_rows()
     finally:
@@ -117,36 +144,21 @@ def list_photos(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_args(pairs: list[str], json_args: str | None) -> dict[str, Any]:
-    """`--json-args` then KEY=VALUE pairs (a value that parses as JSON is that value, else the text)."""
-    try:
-        args = json.loads(json_args) if json_args else {}
-    except ValueError as exc:
-        raise CliError(f"--json-args: not JSON: {exc}") from None
-    if not isinstance(args, dict):
-        raise CliError("--json-args: expected a JSON object")
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            raise CliError(f"argument {pair!r}: expected KEY=VALUE")
-        try:
-            args[key] = json.loads(text)
-        except ValueError:
-            args[key] = text
-    return args
-
-
 def send_command(args: argparse.Namespace) -> int:
     """Exit 0: the van answered ok; 1: it answered failed or rejected, or no answer within --timeout."""
     fleet = args.fleet or load_context(args).config.device.fleet
     host, _, port = args.broker.rpartition(":")
     try:
+        pairs = command_args(args.pairs, args.json_args)
+    except ValueError as exc:
+        raise CliError(f"arguments: {exc}") from None
+    try:
         pki = Pki(args.pki)
         signer = Signer.from_pem_file(pki.signing_key)
         credentials = _pki_credentials(pki, host or "127.0.0.1", int(port))
-        command = new_command(args.device, args.name, command_args(args.pairs, args.json_args), args.ttl)
     except (SyncError, ValueError) as exc:
         raise CliError(str(exc)) from None
+    command = new_command(args.device, args.name, pairs, args.ttl)
 
     async def send_and_wait() -> CommandResult | None:
         await publish_command(credentials(args.client_id), args.client_id, fleet, signer, command)
@@ -177,7 +189,13 @@ def run(args: argparse.Namespace) -> int:
     stations: dict[str, str] = {}
     try:
         if args.db is None:
-            raise SyncError("--db FILE is required")
+            raise SyncError("--db FILE|URL is required")
+        if is_postgres(args.db) and args.photo_dir is None:
+            raise SyncError("--photo-dir DIR is required with a PostgreSQL database")
+        if args.workers < 1:
+            raise SyncError("--workers must be at least 1")
+        if is_postgres(args.db) and args.http:
+            raise SyncError("the operator page (--http) reads a SQLite cloud database only; run it without --http")
         credentials: Credentials
         if args.plain:
             plain = BrokerSettings(host or "127.0.0.1", int(port))
@@ -192,15 +210,59 @@ def run(args: argparse.Namespace) -> int:
             stations = Pki(args.pki).stations()
         blocks = _load_blocks(args.blocks) if args.blocks else []
         http = web_cli.http_settings(args, args.pki)
+        CloudDb(args.db, args.photo_dir).close()  # reachable, migrated: before any worker connects
     except (SyncError, ValueError, AccountError) as exc:
         raise CliError(str(exc)) from None
+    fleet = args.fleet or ctx.config.device.fleet
+    if args.worker_index is not None:
+        worker = CloudSettings(fleet=fleet, db=args.db, ingest_workers=args.workers, dispatch=False,
+                               client_prefix=args.client_prefix, photo_dir=args.photo_dir,
+                               ingest_index=args.worker_index)
+        return asyncio.run(_serve_worker(worker, credentials, signer))
     if not stations:
         log.warning("no stations map (stations.json in the PKI directory): every claim will be refused")
-    settings = CloudSettings(fleet=args.fleet or ctx.config.device.fleet, db_path=args.db,
-                             ingest_workers=args.workers, dispatch=not args.no_dispatch,
-                             client_prefix=args.client_prefix, photo_dir=args.photo_dir, stations=stations,
-                             max_open_blocks=args.max_open_blocks)
-    return asyncio.run(_serve(settings, credentials, signer, blocks, http, args.traffic, args.replan_time_limit))
+    pool = WorkerPool(worker_argv(_worker_options(args, fleet)), args.workers) if args.workers > 1 else None
+    settings = CloudSettings(fleet=fleet, db=args.db, ingest_workers=0 if pool else args.workers,
+                             dispatch=not args.no_dispatch, client_prefix=args.client_prefix,
+                             photo_dir=args.photo_dir, stations=stations, max_open_blocks=args.max_open_blocks)
+    return asyncio.run(_serve(settings, credentials, signer, blocks, http, args.traffic, args.replan_time_limit,
+                              pool))
+
+
+def _worker_options(args: argparse.Namespace, fleet: str) -> list[str]:
+    """The options of a worker process: the same broker, identity, database and photos as this one."""
+    options = ["--db", str(args.db), "--broker", args.broker, "--fleet", fleet, "--client-prefix",
+               args.client_prefix, "--workers", str(args.workers), "--no-dispatch"]
+    for flag, value in (("--photo-dir", args.photo_dir), ("--pki", args.pki), ("--config", args.config),
+                        ("--data-dir", args.data_dir), ("--log-level", args.log_level)):
+        if value is not None:
+            options += [flag, str(value)]
+    return options + (["--plain"] if args.plain else [])
+
+
+async def _start_peer(settings: CloudSettings, credentials: Credentials, signer: Signer
+                      ) -> tuple[CloudPeer, asyncio.Task[None]]:
+    """The peer running on this loop, stopped by SIGTERM/SIGINT; returns once every connection subscribed."""
+    peer = CloudPeer(settings, credentials, signer)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, peer.stop)
+    runner = asyncio.create_task(peer.run())
+    await peer.ready.wait()
+    return peer, runner
+
+
+async def _serve_worker(settings: CloudSettings, credentials: Credentials, signer: Signer) -> int:
+    """One ingest worker process: ready on stdout, until SIGTERM or the end of stdin (the supervisor's pipe)."""
+    peer, runner = await _start_peer(settings, credentials, signer)
+    print(json.dumps({"ready": True, "worker": settings.ingest_index, "pid": os.getpid()}), flush=True)
+    orphan = asyncio.create_task(exit_when_parent_goes())
+    orphan.add_done_callback(lambda _: peer.stop())
+    try:
+        await runner
+    finally:
+        orphan.cancel()
+    return 0
 
 
 def _pki_credentials(pki: Pki, host: str, port: int) -> Credentials:
@@ -212,39 +274,52 @@ def _pki_credentials(pki: Pki, host: str, port: int) -> Credentials:
 
 async def _serve(settings: CloudSettings, credentials: Credentials, signer: Signer,
                  blocks: list[tuple[Block, Route]], http: HttpSettings | None = None, traffic: Path | None = None,
-                 replan_s: float = 2.0) -> int:
-    peer = CloudPeer(settings, credentials, signer)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, peer.stop)
-    runner = asyncio.create_task(peer.run())
-    await peer.ready.wait()
+                 replan_s: float = 2.0, pool: WorkerPool | None = None) -> int:
+    peer, runner = await _start_peer(settings, credentials, signer)
+    supervisor = None
+    if pool is not None:
+        try:
+            await pool.start()
+        except WorkerStartError as exc:
+            print(f"flexedge cloud: {exc}", file=sys.stderr)
+            await pool.stop()
+            peer.stop()
+            await runner
+            return 2
+        supervisor = asyncio.create_task(pool.supervise())
     if blocks and settings.dispatch:
         await peer.add_blocks(blocks)
-    log.info("cloud ready: fleet %s, %d ingest workers, db %s", settings.fleet, settings.ingest_workers,
-             settings.db_path)
+    log.info("cloud ready: fleet %s, %d ingest workers%s", settings.fleet,
+             len(pool.workers) if pool else settings.ingest_workers, " (processes)" if pool else "")
     page = None
     if http is not None:
-        act = web_actions.reoffer(settings.db_path, peer.add_blocks) if settings.dispatch else None
-        page = OperatorServer(http, act)
+        act = web_actions.reoffer(Path(settings.db), peer.add_blocks) if settings.dispatch else None
+        page = OperatorServer(http, act, peer.send_command if settings.dispatch else None)
         try:
             await page.start()
         except OperatorServerError as exc:
             print(f"flexedge cloud: {exc}", file=sys.stderr)
+            if pool is not None:
+                await pool.stop()
             peer.stop()
             await runner
             return 2
-    print(json.dumps({"ready": True, "fleet": settings.fleet, **({"http": page.url} if page else {})}), flush=True)
+    print(json.dumps({"ready": True, "fleet": settings.fleet, **({"http": page.url} if page else {}),
+                      **({"workers": pool.pids} if pool else {})}), flush=True)
     follower, db = None, None
     if traffic is not None and settings.dispatch:
         from cloud_sync.cloud.planning.travel import RoadModelTimes  # PyVRP only where re-planning is asked for
         from cloud_sync.cloud.replanner import Replanner
 
-        db = CloudDb(settings.db_path, settings.photo_dir)
+        db = CloudDb(settings.db, settings.photo_dir)
         follower = asyncio.create_task(Replanner(peer, db, RoadModelTimes(), replan_s).follow(traffic))
     try:
         await runner
     finally:
+        if pool is not None:
+            await pool.stop()
+        if supervisor is not None:
+            supervisor.cancel()
         if page is not None:
             await page.stop()
         if follower is not None:

@@ -94,6 +94,11 @@ class TFLiteBackend:
                 _trim_heap()
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of the first input (a model without signature defs: its one input)."""
+        return tuple(int(v) for v in self._interpreter.get_input_details()[0]["shape"])
+
+    @property
     def signatures(self) -> tuple[str, ...]:
         return tuple(sorted(self._runners))
 

@@ -4,11 +4,13 @@ Scene text models trained on real photographs (PP-OCRv4 detection and recognitio
 the text; this module turns readings into a verdict. Text boxes on one line are joined (a number in separate tiles
 or stickers), each candidate is read as located and, when that reading is or is part of the expected number, again
 through wider boxes (a suffix or a thin first digit the box cut off, the other glyphs of a widely spaced sticker
-number the detector missed); a doubtful reading of the expected number gets two more looks and counts as sure as its
-second-surest look. The house number in a reading is the run of digits with an optional letter right after it.
-"match" needs the expected number read with every character confident, and no longer number around it in the wider
-look; anything doubtful is "unreadable", because a wrong "match" lets a wrong-address delivery through while
-"unreadable" asks the driver to look again.
+number the detector missed: the "9" found of a "79" is read as 79, never a match for 9); a doubtful reading of the
+expected number gets two more looks and counts as sure as its second-surest look. The house number in a reading is
+the run of digits with an optional letter right after it. "match" needs the expected number read with every
+character confident, and no longer number around it in the wider look; anything doubtful is "unreadable", because a
+wrong "match" lets a wrong-address delivery through while "unreadable" asks the driver to look again. A photo the
+first pass finds nothing sure in gets a finer look: the same detector at a larger input (small and lone numerals),
+its new lines read the same way.
 """
 from __future__ import annotations
 
@@ -52,6 +54,8 @@ class CheckThresholds:
     widen: tuple[float, ...] = (0.25, 0.6, 1.0)  # the second looks: the box wider by this many box heights each
     # side, wider only while the reading is a part of the expected number (the other glyphs of a widely spaced
     # number can lie outside the box, or be missed by the detector)
+    widen_expected: int = 3  # of those looks, how many a reading of the expected number itself takes: all, so
+    # that the "9" the detector found of a sticker "79" is read as 79 through a wider box, never a match for 9
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
     work_side: int = 1152  # 2304x1296 camera frames decode at exactly 1/2 scale (libjpeg DCT scaling)
 
@@ -157,10 +161,21 @@ class Frame:
         return self._fine, tuple(int(round(v * ratio)) for v in box)  # type: ignore[return-value]
 
 
+def _same_text(a: Box, b: Box) -> bool:
+    """Two boxes around the same text: their overlap is most of the smaller one."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return w > 0 and h > 0 and w * h >= 0.7 * smaller
+
+
 class HouseNumberChecker:
     def __init__(self, text: SceneText, thresholds: CheckThresholds = CheckThresholds(),
-                 quality: QualityThresholds = DEFAULT_QUALITY) -> None:
+                 quality: QualityThresholds = DEFAULT_QUALITY, fine: SceneText | None = None) -> None:
+        """fine: the same models with a detector of a larger input, for a second look at a photo the first
+        pass finds nothing sure in (small and lone numerals the detector misses at the first scale)."""
         self.text = text
+        self.fine = fine
         self.thresholds = thresholds
         self.quality_thresholds = quality
 
@@ -174,18 +189,27 @@ class HouseNumberChecker:
         folder = Path(model_dir) if model_dir else default_model_dir()
         if folder.is_file():  # a model file given: its folder holds the set
             folder = folder.parent
-        text = SceneText(TFLiteBackend(folder / om.DET_FILE, num_threads),
-                         TFLiteBackend(folder / om.REC_FILE, num_threads), load_head(folder / om.REC_HEAD_FILE),
-                         DetectParams(box_min=thresholds.locate_min))
-        return cls(text, thresholds, quality)
+        rec = TFLiteBackend(folder / om.REC_FILE, num_threads)
+        head = load_head(folder / om.REC_HEAD_FILE)
+        params = DetectParams(box_min=thresholds.locate_min)
+
+        def scene_text(det_file: str) -> SceneText:
+            det = TFLiteBackend(folder / det_file, num_threads)
+            _, det_h, det_w, _ = det.input_shape  # NHWC, fixed when converted (tools/convert_ppocr.py --det-size)
+            return SceneText(det, rec, head, params, (det_w, det_h))
+
+        fine = scene_text(om.DET_FINE_FILE) if (folder / om.DET_FINE_FILE).is_file() else None
+        return cls(scene_text(om.DET_FILE), thresholds, quality, fine)
 
     def release(self) -> None:
-        """Give back the text detector's buffers (about 130 MB) until the next check, which takes them again
-        (tens of ms more): for a unit that checks a photo now and then and idles in between."""
-        self.text.det.release()  # type: ignore[attr-defined]
+        """Give back the text detectors' buffers (about 130 MB, and more for the fine one) until the next check,
+        which takes them again (tens of ms more): for a unit that checks a photo now and then and idles between."""
+        for text in (self.text, self.fine):
+            if text is not None:
+                text.det.release()  # type: ignore[attr-defined]
 
-    def candidates(self, rgb: np.ndarray) -> list[Box]:
-        lines = join_lines([t.box for t in self.text.detect(rgb)])
+    def candidates(self, rgb: np.ndarray, text: SceneText | None = None) -> list[Box]:
+        lines = join_lines([t.box for t in (text or self.text).detect(rgb)])
         lines.sort(key=lambda b: b[3] - b[1], reverse=True)  # taller text first: a house number is big
         return lines[: self.thresholds.max_candidates]
 
@@ -196,16 +220,19 @@ class HouseNumberChecker:
     def read_box(self, frame: Frame, box: Box, want: str) -> Reading:
         """The number in a box. When it is, contains or is part of the expected number, a second look through
         a wider box settles what the box may have cut off: "310A" is never taken for "310", and "310" read
-        in a box that cut the A off becomes "310A" when the wider look reads that. A reading that is one end
-        of the expected number ("5" of "54") looks wider still, step by step: the detector often finds only
-        one glyph of a widely spaced sticker number."""
+        in a box that cut the A off becomes "310A" when the wider look reads that. A reading that is the expected
+        number or one end of it ("5" of "54") looks wider still, step by step: the detector often finds only
+        one glyph of a widely spaced sticker number, so "9" may be all it found of "79"."""
         rgb = frame.rgb
         first = self.read(frame, box)
         if not first.text or not (first.text in want or want in first.text):
             return first
         size = (rgb.shape[1], rgb.shape[0])
         looks = [first]
-        for by in self.thresholds.widen:
+        t = self.thresholds
+        steps = t.widen[:t.widen_expected] if first.text == want else \
+            t.widen if want.startswith(first.text) or want.endswith(first.text) else t.widen[:1]
+        for by in steps:
             wider = widened(box, size, by)
             wide = self.read(frame, wider)
             longer = len(wide.text) > len(first.text) and first.text in wide.text
@@ -213,8 +240,6 @@ class HouseNumberChecker:
                 box, looks = wider, [wide]
                 break
             looks.append(wide)
-            if first.text == want or not want.startswith(first.text) and not want.endswith(first.text):
-                break  # only a part of the expected number, at one end of it, looks wider still
         if looks[0].text == want and looks[0].confidence < self.thresholds.match_min_confidence:
             return self.look_again(frame, box, *looks)
         return looks[0]
@@ -245,6 +270,13 @@ class HouseNumberChecker:
         frame = Frame(loaded.rgb, None if isinstance(image, LoadedImage) else image, self.thresholds.max_megapixels)
         readings = [self.read_box(frame, box, want) for box in boxes]
         verdict, read, confidence, order = self._decide(want, readings)
+        if verdict is Verdict.UNREADABLE and self.fine is not None:  # nothing sure: look again, finer
+            self.text.det.release()  # type: ignore[attr-defined]  # its buffers and the fine one's: the peak
+            more = [b for b in self.candidates(loaded.rgb, self.fine) if not any(_same_text(b, a) for a in boxes)]
+            if more:
+                boxes += more
+                readings += [self.read_box(frame, box, want) for box in more]
+                verdict, read, confidence, order = self._decide(want, readings)
         to_photo = 1.0 / loaded.scale
         photo_boxes = [tuple(int(round(v * to_photo)) for v in box) for box in boxes]
         if order:  # the box that decided goes first

@@ -66,22 +66,25 @@ def load_head(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 class SceneText:
     def __init__(self, det: InferenceBackend, rec: InferenceBackend, head: tuple[np.ndarray, np.ndarray],
-                 params: DetectParams = DetectParams()) -> None:
+                 params: DetectParams = DetectParams(), det_size: tuple[int, int] = (om.DET_W, om.DET_H)) -> None:
+        """det_size: the detector file's fixed input (width, height)."""
         self.det, self.rec = det, rec
         self.weight, self.bias = head
         self.params = params
+        self.det_w, self.det_h = det_size
 
     def probability_map(self, rgb: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         h, w = rgb.shape[:2]
-        scale = min(om.DET_W / w, om.DET_H / h)
+        dw, dh = self.det_w, self.det_h
+        scale = min(dw / w, dh / h)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        canvas = np.zeros((om.DET_H, om.DET_W, 3), np.float32)  # 0: mid grey after normalisation
-        pad_x, pad_y = (om.DET_W - nw) // 2, (om.DET_H - nh) // 2
+        canvas = np.zeros((dh, dw, 3), np.float32)  # 0: mid grey after normalisation
+        pad_x, pad_y = (dw - nw) // 2, (dh - nh) // 2
         canvas[pad_y:pad_y + nh, pad_x:pad_x + nw] = _normalised(resize(rgb, (nw, nh)))
         out = self.det.run(PLAIN, input=canvas[None])["output"]
-        if out.size != om.DET_W * om.DET_H:
+        if out.size != dw * dh:
             raise ModelError(f"text detection output has shape {out.shape}")
-        return out.reshape(om.DET_H, om.DET_W), Letterbox(scale, pad_x, pad_y)
+        return out.reshape(dh, dw), Letterbox(scale, pad_x, pad_y)
 
     def detect(self, rgb: np.ndarray, limit: int = 12) -> list[TextBox]:
         """Text regions of an RGB image, most probable first, as boxes in its pixels."""

@@ -12,10 +12,12 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from cloud_sync.cloud import CloudDb, CloudPeer, CloudSettings, CloudThread
+from cloud_sync.cloud import CloudPeer, CloudSettings, CloudThread
+from cloud_sync.cloud.db import default_photo_dir
 from cloud_sync.connection import Backoff, BrokerSettings
 from cloud_sync.sync_settings import SyncSettings
 from device.contract.domain import Event, EventType
+from tests.helpers.cloud_target import CloudTarget
 from tests.helpers.fleet import FLEET, STATION, FleetPki
 
 FAST_BACKOFF = Backoff(initial_s=0.05, maximum_s=0.5)
@@ -27,9 +29,16 @@ def sync_settings(device: str, **overrides: Any) -> SyncSettings:
     return SyncSettings(device, FLEET, STATION, **base)
 
 
-def start_cloud(fleet: FleetPki, port: int, db_path: Path, workers: int = 2, **overrides: Any) -> CloudThread:
-    settings = CloudSettings(FLEET, db_path, ingest_workers=workers, backoff=FAST_BACKOFF, stations=fleet.stations,
-                             **overrides)
+def as_target(db: Path | CloudTarget) -> CloudTarget:
+    """A test's cloud database: a CloudTarget as it is, a path as a SQLite file with its photos beside it."""
+    return db if isinstance(db, CloudTarget) else CloudTarget("sqlite", db, default_photo_dir(db))
+
+
+def start_cloud(fleet: FleetPki, port: int, db: Path | CloudTarget, workers: int = 2, **overrides: Any
+                ) -> CloudThread:
+    target = as_target(db)
+    settings = CloudSettings(FLEET, target.db, ingest_workers=workers, backoff=FAST_BACKOFF, stations=fleet.stations,
+                             **({"photo_dir": target.photo_dir} | overrides))
     return CloudThread(lambda: CloudPeer(settings, fleet.cloud_credentials(port), fleet.signer)).start()
 
 
@@ -39,9 +48,9 @@ def mixed_events(n: int, start: int = 0) -> list[Event]:
             range(start, start + n)]
 
 
-def assert_cloud_holds_exactly(db_path: Path, device: str, expected_ids: list[str]) -> None:
+def assert_cloud_holds_exactly(db_path: Path | CloudTarget, device: str, expected_ids: list[str]) -> None:
     """Each event once, seqs 1..N without a hole, every link of the hash chain verified, nothing flagged."""
-    db = CloudDb(db_path)
+    db = as_target(db_path).open()
     try:
         rows = list(db.event_rows(device))
         ids = [event_id for _, event_id, _ in rows]

@@ -28,7 +28,7 @@ from aiohttp import web
 from cloud_sync.cloud.web import analytics, queries
 from cloud_sync.cloud.web.accounts import Accounts, LoginThrottle, Session
 from cloud_sync.cloud.web.cache import VersionedCache
-from cloud_sync.cloud.web.live import LiveFeed
+from cloud_sync.cloud.web.live import LiveFeed, stream
 from cloud_sync.cloud.web.readonly import ReadDbError, ReadOnlyDb
 
 log = logging.getLogger(__name__)
@@ -255,21 +255,7 @@ async def export_csv(request: web.Request) -> web.Response:
 
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: `fleet` with the whole view whenever it changed."""
-    app: OperatorApp = request.app[APP]
-    station = _station(request)
-    queue = app.live.subscribe(station)
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no",
-                                           **HEADERS})
-    await response.prepare(request)
-    try:
-        while True:
-            text = await queue.get()
-            await response.write(f"event: fleet\ndata: {text}\n\n".encode())
-    except ConnectionResetError:
-        pass
-    finally:
-        app.live.unsubscribe(station, queue)
-    return response
+    return await stream(request, request.app[APP].live, _station(request), "fleet", HEADERS)
 
 
 # --- actions ---------------------------------------------------------------------------------------------

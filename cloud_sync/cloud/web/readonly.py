@@ -1,9 +1,7 @@
 """The operator page's own connection to the cloud database: read-only (SQLite `mode=ro` + `query_only`),
-so nothing the page does can change what the ingest workers stored.
-
-`ensure_indexes` is the one exception, run once at start: indexes the page's queries need on a fleet-sized
-database (events by type). An index holds no data of its own; it is created with IF NOT EXISTS, so several
-processes may race to it.
+so nothing the page does can change what the ingest workers stored. The indexes its queries need on a
+fleet-sized database (events by type, blocks by winner) come with the schema's migrations
+(cloud_sync/cloud/schema.py), which every cloud process runs when it opens the database.
 """
 from __future__ import annotations
 
@@ -16,29 +14,10 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 10.0  # an ingest worker holds the write lock for one batch at most
-INDEXES = (
-    # One device's events of one type (its stop completions, photo checks) without reading its GPS breadcrumbs,
-    # and when the newest of them arrived: the version the page's per-device figures are kept under.
-    "CREATE INDEX IF NOT EXISTS operator_events_by_type ON events (type, device, received_at)",
-    "CREATE INDEX IF NOT EXISTS operator_blocks_by_winner ON blocks (winner)",
-)
 
 
 class ReadDbError(Exception):
     """The cloud database cannot be opened or read."""
-
-
-def ensure_indexes(path: Path) -> None:
-    try:
-        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S)
-        try:
-            for statement in INDEXES:
-                conn.execute(statement)
-            conn.commit()
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        raise ReadDbError(f"cannot index {path}: {exc}") from exc
 
 
 class ReadOnlyDb:

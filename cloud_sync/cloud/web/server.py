@@ -8,15 +8,18 @@ from pathlib import Path
 
 from aiohttp import web
 
+from cloud_sync.cloud.web import commands
 from cloud_sync.cloud.web.accounts import Accounts
 from cloud_sync.cloud.web.api import OperatorApp, Reoffer, build_app
 from cloud_sync.cloud.web.cache import MAX_ENTRIES, VersionedCache
+from cloud_sync.cloud.web.commands import AuditLog, CommandDesk, Send
 from cloud_sync.cloud.web.live import LiveFeed
-from cloud_sync.cloud.web.readonly import ReadOnlyDb, ensure_indexes
+from cloud_sync.cloud.web.readonly import ReadOnlyDb
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_S = 1.0  # open live streams are cut after this on stop
+COMMAND_LOG_SUFFIX = ".commands.jsonl"
 
 
 class OperatorServerError(Exception):
@@ -33,12 +36,20 @@ class HttpSettings:
     allowed_hosts: tuple[str, ...] = ()
     tls: ssl.SSLContext | None = None
     cache_entries: int = MAX_ENTRIES  # per-device figures kept between requests (0: recompute every time)
+    command_log: Path | None = None  # the audit of commands sent from the page (default: DB + COMMAND_LOG_SUFFIX)
+
+    @property
+    def command_log_path(self) -> Path:
+        return self.command_log or Path(f"{self.db_path}{COMMAND_LOG_SUFFIX}")
 
 
 class OperatorServer:
-    def __init__(self, settings: HttpSettings, reoffer: Reoffer | None = None) -> None:
+    def __init__(self, settings: HttpSettings, reoffer: Reoffer | None = None, send: Send | None = None) -> None:
+        """`send`: the dispatcher's `send_command` (None: the page sends no commands)."""
         self.settings = settings
         self._reoffer = reoffer
+        self._send = send
+        self.commands: CommandDesk | None = None
         self._runner: web.AppRunner | None = None
         self.app: OperatorApp | None = None
         self.port: int | None = None
@@ -49,13 +60,20 @@ class OperatorServer:
 
     async def start(self) -> None:
         s = self.settings
-        ensure_indexes(s.db_path)
         db = ReadOnlyDb(s.db_path)
         cache = VersionedCache(s.cache_entries)
         self.app = OperatorApp(db, Accounts(s.accounts_path), LiveFeed(db, s.live_interval_s, cache), self._reoffer,
                                tuple(h.lower() for h in s.allowed_hosts), secure_cookie=s.tls is not None,
                                cache=cache)
-        runner = web.AppRunner(build_app(self.app), access_log=None, shutdown_timeout=SHUTDOWN_S)
+        try:
+            audit = AuditLog(s.command_log_path)
+        except OSError as exc:
+            self._close()
+            raise OperatorServerError(str(exc)) from exc
+        self.commands = CommandDesk(db, audit, self._send, s.live_interval_s)
+        app = build_app(self.app)
+        commands.install(app, self.commands)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_S)
         await runner.setup()
         try:
             await web.TCPSite(runner, s.host, s.port, ssl_context=s.tls).start()

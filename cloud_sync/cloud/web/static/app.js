@@ -196,6 +196,7 @@ function selectVan(device) {
   $("proof-panel").hidden = true;
   for (const tr of $("vans").tBodies[0].rows) tr.classList.toggle("selected", tr.dataset.device === device);
   loadVan(device);
+  document.dispatchEvent(new CustomEvent("flexedge:van-selected", { detail: device })); // commands.js
 }
 
 async function loadVan(device) {
