@@ -7,19 +7,18 @@ import asyncio
 import csv
 import io
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 import aiohttp
 import pytest
 
-from cloud_sync.cloud import CloudDb
 from cloud_sync.cloud.web import queries
 from cloud_sync.cloud.web.accounts import MAX_FAILURES, AccountError, Accounts, Role
 from cloud_sync.cloud.web.readonly import ReadOnlyDb
 from cloud_sync.cloud.web.server import HttpSettings, OperatorServer
 from device.contract.domain import Block, Route
+from tests.helpers.cloud_target import CloudTarget
 from tests.helpers.fleet import OTHER_STATION, STATION
 from tests.helpers.operator import DAY_TEXT, PHOTO, known_day
 
@@ -58,17 +57,19 @@ class Browser:
 
 
 @pytest.fixture
-def cloud_db(tmp_path: Path) -> Path:
-    path = known_day(tmp_path)
+def cloud_db(tmp_path: Path, cloud_target: CloudTarget) -> CloudTarget:
+    """The known day, once on each engine."""
+    known_day(tmp_path, cloud_target)
     make_accounts(tmp_path / "ops.sqlite")
-    return path
+    return cloud_target
 
 
-async def _serve(cloud_db: Path, reoffered: list[str]) -> OperatorServer:
+async def _serve(cloud_db: CloudTarget, reoffered: list[str]) -> OperatorServer:
     async def reoffer(block_id: str) -> None:  # the dispatcher's part is in the browser test
         reoffered.append(block_id)
-    server = OperatorServer(HttpSettings("127.0.0.1", 0, cloud_db, cloud_db.parent / "ops.sqlite",
-                                         live_interval_s=0.1), reoffer)
+    home = cloud_db.photo_dir.parent
+    server = OperatorServer(HttpSettings("127.0.0.1", 0, cloud_db.db, home / "ops.sqlite", live_interval_s=0.1,
+                                         command_log=home / "commands.jsonl"), reoffer)
     await server.start()
     return server
 
@@ -82,7 +83,7 @@ async def _browsers(server: OperatorServer, n: int) -> AsyncIterator[list[Browse
             await s.close()
 
 
-def run(cloud_db: Path, scenario: Any, browsers: int = 1) -> list[str]:
+def run(cloud_db: CloudTarget, scenario: Any, browsers: int = 1) -> list[str]:
     reoffered: list[str] = []
 
     async def main() -> None:
@@ -96,7 +97,7 @@ def run(cloud_db: Path, scenario: Any, browsers: int = 1) -> list[str]:
     return reoffered
 
 
-def test_the_api_needs_a_session_and_a_right_password(cloud_db: Path) -> None:
+def test_the_api_needs_a_session_and_a_right_password(cloud_db: CloudTarget) -> None:
     async def scenario(b: Browser) -> None:
         assert (await b.get("api/fleet")).status == 401
         page = await b.get("")
@@ -115,7 +116,7 @@ def test_the_api_needs_a_session_and_a_right_password(cloud_db: Path) -> None:
     run(cloud_db, scenario)
 
 
-def test_wrong_passwords_lock_the_name_for_a_while(cloud_db: Path) -> None:
+def test_wrong_passwords_lock_the_name_for_a_while(cloud_db: CloudTarget) -> None:
     async def scenario(b: Browser) -> None:
         for _ in range(MAX_FAILURES):
             assert (await b.login("olga", "wrong password!")).status == 401
@@ -124,7 +125,7 @@ def test_wrong_passwords_lock_the_name_for_a_while(cloud_db: Path) -> None:
     run(cloud_db, scenario)
 
 
-def test_posts_need_the_csrf_token_a_same_origin_and_a_known_host(cloud_db: Path) -> None:
+def test_posts_need_the_csrf_token_a_same_origin_and_a_known_host(cloud_db: CloudTarget) -> None:
     async def scenario(b: Browser) -> None:
         await b.login("olga")
         assert (await b.post("api/blocks/B-A/reoffer", csrf=False)).status == 403
@@ -139,7 +140,7 @@ def test_posts_need_the_csrf_token_a_same_origin_and_a_known_host(cloud_db: Path
     assert run(cloud_db, scenario) == ["B-A"]
 
 
-def test_the_fleet_view(cloud_db: Path) -> None:
+def test_the_fleet_view(cloud_db: CloudTarget) -> None:
     async def scenario(b: Browser) -> None:
         await b.login("olga")
         doc = await (await b.get("api/fleet")).json()
@@ -157,7 +158,7 @@ def test_the_fleet_view(cloud_db: Path) -> None:
     run(cloud_db, scenario)
 
 
-def test_a_proof_in_two_requests_and_its_photo(cloud_db: Path) -> None:
+def test_a_proof_in_two_requests_and_its_photo(cloud_db: CloudTarget) -> None:
     async def scenario(b: Browser) -> None:
         await b.login("olga")
         proof = await (await b.get("api/vans/van-a/stops/S1")).json()
@@ -171,7 +172,7 @@ def test_a_proof_in_two_requests_and_its_photo(cloud_db: Path) -> None:
     run(cloud_db, scenario)
 
 
-def test_a_station_manager_sees_only_their_station(cloud_db: Path) -> None:
+def test_a_station_manager_sees_only_their_station(cloud_db: CloudTarget) -> None:
     async def scenario(mark: Browser, nina: Browser) -> None:
         await mark.login("mark")
         await nina.login("nina")
@@ -189,7 +190,7 @@ def test_a_station_manager_sees_only_their_station(cloud_db: Path) -> None:
     assert run(cloud_db, scenario, browsers=2) == []
 
 
-def test_the_csv_export_of_a_day(cloud_db: Path) -> None:
+def test_the_csv_export_of_a_day(cloud_db: CloudTarget) -> None:
     async def scenario(b: Browser) -> None:
         await b.login("olga")
         r = await b.get(f"api/export.csv?day={DAY_TEXT}")
@@ -202,14 +203,14 @@ def test_the_csv_export_of_a_day(cloud_db: Path) -> None:
     run(cloud_db, scenario)
 
 
-def test_the_live_stream_sends_the_fleet_and_its_changes(cloud_db: Path) -> None:
+def test_the_live_stream_sends_the_fleet_and_its_changes(cloud_db: CloudTarget) -> None:
     async def scenario(b: Browser) -> None:
         await b.login("mark")
         async with (await b.get("api/events")) as stream:
             assert stream.headers["Content-Type"] == "text/event-stream"
             first = await _next_fleet(stream)
             assert [v["link"] for v in first["vans"]] == ["online"]
-            db = CloudDb(cloud_db)  # the van's Last Will arrives at the cloud
+            db = cloud_db.open()  # the van's Last Will arrives at the cloud
             await asyncio.to_thread(db.record_status, "van-a", {"state": "offline", "ts": "2026-11-25T09:00:00Z"})
             db.close()
             second = await _next_fleet(stream)
@@ -245,15 +246,15 @@ def test_accounts_refuse_bad_input(tmp_path: Path) -> None:
         accounts.close()
 
 
-def test_the_reoffer_action_clears_the_winner_and_republishes(tmp_path: Path) -> None:
+def test_the_reoffer_action_clears_the_winner_and_republishes(tmp_path: Path, cloud_target: CloudTarget) -> None:
     from cloud_sync.cloud.web.actions import reoffer
-    path = known_day(tmp_path)
+    known_day(tmp_path, cloud_target)
     published: list[list[tuple[Block, Route]]] = []
 
     async def publish(blocks: list[tuple[Block, Route]]) -> None:
         published.append(blocks)
-    asyncio.run(reoffer(path, publish)("B-A"))
-    db = CloudDb(path)
+    asyncio.run(reoffer(cloud_target.db, publish)("B-A"))
+    db = cloud_target.open()
     try:
         assert db.winners() == {"B-A": None, "B-B": "van-b"}
         assert db.open_blocks(STATION)[1][0].id == "B-A"
@@ -262,17 +263,19 @@ def test_the_reoffer_action_clears_the_winner_and_republishes(tmp_path: Path) ->
     assert [[b.id for b, _ in call] for call in published] == [["B-A"]]
 
 
-def test_photo_files_and_their_check(tmp_path: Path) -> None:
+def test_photo_files_and_their_check(tmp_path: Path, cloud_target: CloudTarget) -> None:
     """The page reads a photo from its file and shows the cloud's sha256 check beside it."""
-    path = known_day(tmp_path)
+    known_day(tmp_path, cloud_target)
     other = tmp_path / "elsewhere.jpg"
     other.write_bytes(b"not the photo its event recorded")
-    conn = sqlite3.connect(str(path))
-    conn.execute("INSERT INTO photo_files (device, photo_id, sha256, size, path, status, received_at) "
-                 "VALUES ('van-a', 'ph-1', 'x', 1, ?, 'sha_mismatch', 0)", (str(other),))
-    conn.commit()
-    conn.close()
-    db = ReadOnlyDb(path)
+    cloud = cloud_target.open()
+    try:
+        with cloud.engine.transaction() as tx:
+            tx.execute("INSERT INTO photo_files (device, photo_id, sha256, size, path, status, received_at) "
+                       "VALUES ('van-a', 'ph-1', 'x', 1, ?, 'sha_mismatch', 0)", (str(other),))
+    finally:
+        cloud.close()
+    db = ReadOnlyDb(cloud_target.db)
     try:
         assert queries.photo(db, "van-a", "ph-2", None) == PHOTO
         assert queries.photo(db, "van-a", "ph-1", None) == b"not the photo its event recorded"

@@ -97,7 +97,8 @@ def fleet(db: ReadOnlyDb, station: str | None, now: float, cache: VersionedCache
     blocks = []
     for bid, st, winner, granted, ends, version in db.rows(
             f"""SELECT id, station, winner, granted_at, {db.dialect.json_text('body', 'ends_at')}, route_version
-               FROM blocks WHERE :station IS NULL OR station = :station ORDER BY id""", {"station": station}):
+               FROM blocks WHERE CAST(:station AS TEXT) IS NULL OR station = :station ORDER BY id""",
+            {"station": station}):
         stops = cache.get(("stops", bid), version, partial(_stop_count, db, bid))
         block = {"id": bid, "station": st, "winner": winner, "granted_at": granted, "ends_at": ends,
                  "stops": stops}
@@ -144,7 +145,7 @@ def van(db: ReadOnlyDb, device: str, station: str | None, now: float) -> dict[st
     if not visible(db, device, station):
         return None
     row = db.rows("SELECT id, station, route, body FROM blocks WHERE winner = :device "
-                  "AND (:station IS NULL OR station = :station) ORDER BY granted_at DESC LIMIT 1",
+                  "AND (CAST(:station AS TEXT) IS NULL OR station = :station) ORDER BY granted_at DESC LIMIT 1",
                   {"device": device, "station": station})
     d = db.dialect
     stops: list[dict[str, Any]] = []
