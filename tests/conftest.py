@@ -76,13 +76,23 @@ def postgres() -> Iterator[PostgresServer]:
     yield from _session_server(PostgresServer())
 
 
+def _cloud_target(request: pytest.FixtureRequest, directory: Path) -> CloudTarget:
+    if request.param == "sqlite":
+        return CloudTarget("sqlite", directory / "cloud.db", directory / "cloud-photos")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return CloudTarget("postgresql", server.create_database(f"t_{uuid.uuid4().hex[:16]}"), directory / "cloud-photos")
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def cloud_target(request: pytest.FixtureRequest, tmp_path: Path) -> CloudTarget:
     """The cloud database of a test, once on each engine: a SQLite file, then a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return CloudTarget("sqlite", tmp_path / "cloud.db", tmp_path / "cloud-photos")
-    server: PostgresServer = request.getfixturevalue("postgres")
-    return CloudTarget("postgresql", server.create_database(f"t_{uuid.uuid4().hex[:16]}"), tmp_path / "cloud-photos")
+    return _cloud_target(request, tmp_path)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_cloud_target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> CloudTarget:
+    """`cloud_target` shared by a module's tests (a database they only read)."""
+    return _cloud_target(request, tmp_path_factory.mktemp(f"cloud-{request.param}"))
 
 
 @pytest.fixture

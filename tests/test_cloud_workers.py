@@ -15,11 +15,13 @@ from datetime import datetime, timedelta, timezone
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 
 from cloud_sync.cloud import CloudDb, FlagKind
 from cloud_sync.cloud.schema import MIGRATIONS
+from cloud_sync.cloud.web.accounts import Accounts, Role
 from cloud_sync.device_sync import DeviceSync
 from cloud_sync.messages import ClaimStatus, EventBatch
 from device.contract.domain import Block, Event, EventType, Package, Route, Stop
@@ -28,6 +30,7 @@ from device.testbench.broker import MosquittoBroker
 from tests.helpers.cloud_target import CloudTarget
 from tests.helpers.fleet import CLI_CLOUD_PREFIX, FLEET, FleetPki
 from tests.helpers.sync_harness import assert_cloud_holds_exactly, mixed_events, sync_settings, wait_for, wait_until
+from tests.test_operator_api import PASSWORD
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -154,11 +157,16 @@ def test_a_sigkilled_worker_process_loses_nothing(tls_broker: MosquittoBroker, f
                                                   cloud_target: CloudTarget) -> None:
     """`flexedge cloud --workers 3`: while a van drains 6,000 events, a worker process is SIGKILLed five times.
     The batches it held unacked come again from the van and land on a live worker; the supervisor starts the
-    killed one again. Every event stored once, the chain whole, no flag."""
+    killed one again. Every event stored once, the chain whole, no flag. The same process serves the operator
+    page (`--http`) over the PostgreSQL database, its accounts beside the photo directory."""
+    accounts = Accounts(Path(f"{cloud_target.photo_dir}.operators"))
+    accounts.add("olga", PASSWORD, Role.OPERATOR)
+    accounts.close()
     cloud = subprocess.Popen(
         [sys.executable, "-m", "device.cli", "cloud", *cloud_target.cli_args(), "--fleet", FLEET,
          "--broker", f"127.0.0.1:{tls_broker.port}", "--pki", str(fleet.pki.dir), "--workers", "3",
-         "--client-prefix", CLI_CLOUD_PREFIX, "--no-dispatch", "--log-level", "WARNING"],
+         "--client-prefix", CLI_CLOUD_PREFIX, "--no-dispatch", "--http", "127.0.0.1:0", "--http-plain",
+         "--log-level", "WARNING"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "FLEXEDGE_DATA_DIR": str(tmp_path / "cloud-data")})
     store = EventStore(tmp_path / "van-a.db")
@@ -187,6 +195,7 @@ def test_a_sigkilled_worker_process_loses_nothing(tls_broker: MosquittoBroker, f
         ready = json.loads(cloud.stdout.readline())
         assert len(ready["workers"]) == 3
         asyncio.run(scenario())
+        assert [v["device"] for v in asyncio.run(_fleet_view(ready["http"]))["vans"]] == ["van-a"]
         wait_until(lambda: len(_children(cloud.pid)) == 3, 30, "the killed worker started again")
         assert not set(killed) & _children(cloud.pid)
     finally:
@@ -197,6 +206,15 @@ def test_a_sigkilled_worker_process_loses_nothing(tls_broker: MosquittoBroker, f
     assert cloud.returncode == 0, stderr[-2000:]
     assert len(killed) == 5
     assert_cloud_holds_exactly(cloud_target, "van-a", [e.id for e in events])
+
+
+async def _fleet_view(base: str) -> dict:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        login = await http.post(base + "api/login", json={"name": "olga", "password": PASSWORD})
+        assert login.status == 200
+        fleet_view = await http.get(base + "api/fleet")
+        assert fleet_view.status == 200
+        return dict(await fleet_view.json())
 
 
 def test_a_database_from_before_migrations_is_adopted(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 from cloud_sync.cloud.web.analytics import day_figures
 from cloud_sync.cloud.web.readonly import ReadOnlyDb
 from device.contract.domain import Event, EventType
+from tests.helpers.cloud_target import CloudTarget
 from tests.helpers.fleet import OTHER_STATION, STATION
 from tests.helpers.operator import DAY_TEXT, known_day, van_a_day, van_b_day
 
@@ -43,8 +44,10 @@ def by_hand(events: list[Event], day: str = DAY_TEXT) -> dict:
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> ReadOnlyDb:
-    conn = ReadOnlyDb(known_day(tmp_path_factory.mktemp("analytics")))
+def db(module_cloud_target: CloudTarget, tmp_path_factory: pytest.TempPathFactory) -> ReadOnlyDb:
+    """The known day on each engine: the figures are the same SQL definitions in either dialect."""
+    known_day(tmp_path_factory.mktemp("analytics"), module_cloud_target)
+    conn = ReadOnlyDb(module_cloud_target.db)
     yield conn
     conn.close()
 

@@ -8,7 +8,6 @@ import csv
 import dataclasses
 import io
 import json
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -17,7 +16,6 @@ import aiohttp
 import orjson
 import pytest
 
-from cloud_sync.cloud import CloudDb
 from cloud_sync.cloud.presence import status_record
 from cloud_sync.cloud.web import queries
 from cloud_sync.cloud.web.accounts import MAX_FAILURES, AccountError, Accounts, Role
@@ -26,6 +24,7 @@ from cloud_sync.cloud.web.server import HttpSettings, OperatorServer
 from cloud_sync.messages import DeviceStatus, EventBatch, Presence
 from device.contract.domain import Block, Event, EventType, Route
 from device.store import EventStore
+from tests.helpers.cloud_target import CloudTarget
 from tests.helpers.fleet import OTHER_STATION, STATION
 from tests.helpers.operator import (
     DAY_TEXT,
@@ -73,17 +72,19 @@ class Browser:
 
 
 @pytest.fixture
-def cloud_db(tmp_path: Path) -> Path:
-    path = known_day(tmp_path)
+def cloud_db(tmp_path: Path, cloud_target: CloudTarget) -> CloudTarget:
+    """The known day, once on each engine."""
+    known_day(tmp_path, cloud_target)
     make_accounts(tmp_path / "ops.sqlite")
-    return path
+    return cloud_target
 
 
-async def _serve(cloud_db: Path, reoffered: list[str]) -> OperatorServer:
+async def _serve(cloud_db: CloudTarget, reoffered: list[str]) -> OperatorServer:
     async def reoffer(block_id: str) -> None:  # the dispatcher's part is in the browser test
         reoffered.append(block_id)
-    server = OperatorServer(HttpSettings("127.0.0.1", 0, cloud_db, cloud_db.parent / "ops.sqlite",
-                                         live_interval_s=0.1), reoffer)
+    home = cloud_db.photo_dir.parent
+    server = OperatorServer(HttpSettings("127.0.0.1", 0, cloud_db.db, home / "ops.sqlite", live_interval_s=0.1,
+                                         command_log=home / "commands.jsonl"), reoffer)
     await server.start()
     return server
 
@@ -97,7 +98,7 @@ async def _browsers(server: OperatorServer, n: int) -> AsyncIterator[list[Browse
             await s.close()
 
 
-def run(cloud_db: Path, scenario: Any, browsers: int = 1) -> list[str]:
+def run(cloud_db: CloudTarget, scenario: Any, browsers: int = 1) -> list[str]:
     reoffered: list[str] = []
 
     async def main() -> None:
@@ -111,7 +112,7 @@ def run(cloud_db: Path, scenario: Any, browsers: int = 1) -> list[str]:
     return reoffered
 
 
-def test_the_api_needs_a_session_and_a_right_password(cloud_db: Path) -> None:
+def test_the_api_needs_a_session_and_a_right_password(cloud_db: CloudTarget) -> None:
     async def scenario(b: Browser) -> None:
         assert (await b.get("api/fleet")).status == 401
         page = await b.get("")
@@ -130,7 +131,7 @@ def test_the_api_needs_a_session_and_a_right_password(cloud_db: Path) -> None:
     run(cloud_db, scenario)
 
 
-def test_wrong_passwords_lock_the_name_for_a_while(cloud_db: Path) -> None:
+def test_wrong_passwords_lock_the_name_for_a_while(cloud_db: CloudTarget) -> None:
     async def scenario(b: Browser) -> None:
         for _ in range(MAX_FAILURES):
             assert (await b.login("olga", "wrong password!")).status == 401
@@ -139,7 +140,7 @@ def test_wrong_passwords_lock_the_name_for_a_while(cloud_db: Path) -> None:
     run(cloud_db, scenario)
 
 
-def test_posts_need_the_csrf_token_a_same_origin_and_a_known_host(cloud_db: Path) -> None:
+def test_posts_need_the_csrf_token_a_same_origin_and_a_known_host(cloud_db: CloudTarget) -> None:
     async def scenario(b: Browser) -> None:
         # Before a session: a log-in posted from another site (login CSRF) and any page under a foreign Host
         # name (DNS rebinding) are refused; the live stream needs a session like every other API path.
@@ -166,7 +167,7 @@ def test_posts_need_the_csrf_token_a_same_origin_and_a_known_host(cloud_db: Path
     assert run(cloud_db, scenario) == ["B-A"]
 
 
-def test_the_fleet_view(cloud_db: Path) -> None:
+def test_the_fleet_view(cloud_db: CloudTarget) -> None:
     async def scenario(b: Browser) -> None:
         await b.login("olga")
         doc = await (await b.get("api/fleet")).json()
@@ -187,7 +188,7 @@ def test_the_fleet_view(cloud_db: Path) -> None:
     run(cloud_db, scenario)
 
 
-def test_a_proof_in_two_requests_and_its_photo(cloud_db: Path) -> None:
+def test_a_proof_in_two_requests_and_its_photo(cloud_db: CloudTarget) -> None:
     async def scenario(b: Browser) -> None:
         await b.login("olga")
         proof = await (await b.get("api/vans/van-a/stops/S1")).json()
@@ -201,7 +202,7 @@ def test_a_proof_in_two_requests_and_its_photo(cloud_db: Path) -> None:
     run(cloud_db, scenario)
 
 
-def test_a_station_manager_sees_only_their_station(cloud_db: Path) -> None:
+def test_a_station_manager_sees_only_their_station(cloud_db: CloudTarget) -> None:
     async def scenario(mark: Browser, nina: Browser) -> None:
         await mark.login("mark")
         await nina.login("nina")
@@ -219,7 +220,7 @@ def test_a_station_manager_sees_only_their_station(cloud_db: Path) -> None:
     assert run(cloud_db, scenario, browsers=2) == []
 
 
-def test_the_csv_export_of_a_day(cloud_db: Path) -> None:
+def test_the_csv_export_of_a_day(cloud_db: CloudTarget) -> None:
     """One line per stop event of the day, in the vans' order, with what a station keeps for its records."""
     async def scenario(b: Browser) -> None:
         await b.login("olga")
@@ -250,11 +251,12 @@ def test_the_csv_export_of_a_day(cloud_db: Path) -> None:
     run(cloud_db, scenario)
 
 
-def test_what_a_hostile_van_sent_neither_breaks_the_page_nor_runs_in_a_spreadsheet(cloud_db: Path) -> None:
+def test_what_a_hostile_van_sent_neither_breaks_the_page_nor_runs_in_a_spreadsheet(cloud_db: CloudTarget,
+                                                                                  tmp_path: Path) -> None:
     """Event data the cloud stores as sent (it checks ids, seqs and hashes, not each type's data): a formula as a
     reason or a stop id is exported with a leading apostrophe; data or a fix that is not an object, packages that
     are not texts, leave the fleet view and the export working."""
-    with EventStore(cloud_db.parent / "van-x.db") as store:
+    with EventStore(tmp_path / "van-x.db") as store:
         store.append_many([
             Event(EventType.DELIVERY_EXCEPTION, {"reason": '=HYPERLINK("http://evil.example","pay here")',
                                                  "packages": [1, "@SUM(A1)"]}, block="B-X", stop="-1+1", ts=at(8.8)),
@@ -266,7 +268,7 @@ def test_what_a_hostile_van_sent_neither_breaks_the_page_nor_runs_in_a_spreadshe
     events[2]["fix"] = "not a fix"
     events[3]["data"]["photo_id"] = ["not", "an", "id"]
     block, route = block_a()
-    db = CloudDb(cloud_db)
+    db = cloud_db.open()
     try:
         db.add_block(dataclasses.replace(block, id="B-X"), dataclasses.replace(route, block_id="B-X"))
         db.grant("B-X", "van-x", STATION, max_open=1)
@@ -294,14 +296,14 @@ def test_what_a_hostile_van_sent_neither_breaks_the_page_nor_runs_in_a_spreadshe
     run(cloud_db, scenario)
 
 
-def test_the_live_stream_sends_the_fleet_and_its_changes(cloud_db: Path) -> None:
+def test_the_live_stream_sends_the_fleet_and_its_changes(cloud_db: CloudTarget) -> None:
     async def scenario(b: Browser) -> None:
         await b.login("mark")
         async with (await b.get("api/events")) as stream:
             assert stream.headers["Content-Type"] == "text/event-stream"
             first = await _next_fleet(stream)
             assert [v["link"] for v in first["vans"]] == ["online"]
-            db = CloudDb(cloud_db)  # the van's Last Will arrives at the cloud
+            db = cloud_db.open()  # the van's Last Will arrives at the cloud
             will = DeviceStatus(Presence.OFFLINE, "van-a", "1.0", ts="")
             await asyncio.to_thread(db.record_status, "van-a",
                                     status_record(will, db.device_status("van-a"), time.time()))
@@ -311,11 +313,11 @@ def test_the_live_stream_sends_the_fleet_and_its_changes(cloud_db: Path) -> None
     run(cloud_db, scenario)
 
 
-def test_a_last_will_keeps_the_last_figures_and_the_backlog_ages(cloud_db: Path) -> None:
+def test_a_last_will_keeps_the_last_figures_and_the_backlog_ages(cloud_db: CloudTarget) -> None:
     """The Last Will (offline, made at connect time: no ts, no figures) turns the van offline but keeps what the
     van last said: outbox depth, oldest pending event (still ageing), position, when it last spoke. The same will
     replayed to a restarted cloud changes nothing."""
-    db = CloudDb(cloud_db)
+    db = cloud_db.open()
     try:
         online = db.device_status("van-a")
         assert online is not None
@@ -379,15 +381,15 @@ def test_accounts_refuse_bad_input(tmp_path: Path) -> None:
         accounts.close()
 
 
-def test_the_reoffer_action_clears_the_winner_and_republishes(tmp_path: Path) -> None:
+def test_the_reoffer_action_clears_the_winner_and_republishes(tmp_path: Path, cloud_target: CloudTarget) -> None:
     from cloud_sync.cloud.web.actions import reoffer
-    path = known_day(tmp_path)
+    known_day(tmp_path, cloud_target)
     published: list[list[tuple[Block, Route]]] = []
 
     async def publish(blocks: list[tuple[Block, Route]]) -> None:
         published.append(blocks)
-    asyncio.run(reoffer(path, publish)("B-A"))
-    db = CloudDb(path)
+    asyncio.run(reoffer(cloud_target.db, publish)("B-A"))
+    db = cloud_target.open()
     try:
         assert db.winners() == {"B-A": None, "B-B": "van-b"}
         assert db.open_blocks(STATION)[1][0].id == "B-A"
@@ -396,17 +398,19 @@ def test_the_reoffer_action_clears_the_winner_and_republishes(tmp_path: Path) ->
     assert [[b.id for b, _ in call] for call in published] == [["B-A"]]
 
 
-def test_photo_files_and_their_check(tmp_path: Path) -> None:
+def test_photo_files_and_their_check(tmp_path: Path, cloud_target: CloudTarget) -> None:
     """The page reads a photo from its file and shows the cloud's sha256 check beside it."""
-    path = known_day(tmp_path)
+    known_day(tmp_path, cloud_target)
     other = tmp_path / "elsewhere.jpg"
     other.write_bytes(b"not the photo its event recorded")
-    conn = sqlite3.connect(str(path))
-    conn.execute("INSERT INTO photo_files (device, photo_id, sha256, size, path, status, received_at) "
-                 "VALUES ('van-a', 'ph-1', 'x', 1, ?, 'sha_mismatch', 0)", (str(other),))
-    conn.commit()
-    conn.close()
-    db = ReadOnlyDb(path)
+    cloud = cloud_target.open()
+    try:
+        with cloud.engine.transaction() as tx:
+            tx.execute("INSERT INTO photo_files (device, photo_id, sha256, size, path, status, received_at) "
+                       "VALUES ('van-a', 'ph-1', 'x', 1, ?, 'sha_mismatch', 0)", (str(other),))
+    finally:
+        cloud.close()
+    db = ReadOnlyDb(cloud_target.db)
     try:
         assert queries.photo(db, "van-a", "ph-2", None) == PHOTO
         assert queries.photo(db, "van-a", "ph-1", None) == b"not the photo its event recorded"

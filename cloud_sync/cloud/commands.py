@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -17,11 +17,14 @@ from typing import Any, Mapping, Sequence
 
 import aiomqtt
 
+from cloud_sync.cloud.engine import CloudDbError, Engine, is_postgres, open_engine
 from cloud_sync.connection import BrokerSettings, make_client, release
 from cloud_sync.messages import Command, encode
 from cloud_sync.signing import Signer
 from cloud_sync.topics import FleetTopics
 from device.contract.domain import new_event_id
+
+log = logging.getLogger(__name__)
 
 RESULT_POLL_S = 0.25  # how often the stored events are looked at while waiting for a result
 DEFAULT_TTL_S = 600.0  # a command not executed within this is refused by the van
@@ -107,26 +110,32 @@ def result_of(device: str, seq: int, body: str | bytes) -> CommandResult:
                          str(event.get("ts") if isinstance(event, dict) else None))
 
 
-def stored_result(db_path: Path, device: str, command_id: str) -> CommandResult | None:
-    """The stored `command.result` of this command, read through a read-only connection."""
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5.0)
-    try:
-        row = conn.execute("SELECT seq, body FROM events WHERE device = ? AND type = 'command.result' "
-                           "AND json_extract(body, '$.data.id') = ? ORDER BY seq LIMIT 1",
-                           (device, command_id)).fetchone()
-    finally:
-        conn.close()
-    return None if row is None else result_of(device, row[0], row[1])
+def stored_result(engine: Engine, device: str, command_id: str) -> CommandResult | None:
+    """The stored `command.result` of this command."""
+    rows = engine.read(f"SELECT seq, body FROM events WHERE device = ? AND type = 'command.result' "
+                       f"AND {engine.dialect.json_text('body', 'data', 'id')} = ? ORDER BY seq LIMIT 1",
+                       (device, command_id))
+    return result_of(device, rows[0][0], rows[0][1]) if rows else None
 
 
-async def wait_result(db_path: Path, device: str, command_id: str, timeout_s: float) -> CommandResult | None:
-    """The result once the cloud stored it; None after `timeout_s`."""
+async def wait_result(target: Path | str, device: str, command_id: str, timeout_s: float) -> CommandResult | None:
+    """The result once the cloud stored it; None after `timeout_s`. Raises CloudDbError when a PostgreSQL
+    database cannot be reached; a SQLite file the cloud has not created (or migrated) yet is waited for."""
     deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            result = await asyncio.to_thread(stored_result, db_path, device, command_id)
-        except sqlite3.OperationalError:  # the cloud has not created its database yet
+    engine: Engine | None = None
+    try:
+        while True:
             result = None
-        if result is not None or time.monotonic() >= deadline:
-            return result
-        await asyncio.sleep(RESULT_POLL_S)
+            if engine is None and (is_postgres(target) or Path(target).is_file()):
+                engine = await asyncio.to_thread(open_engine, target)
+            if engine is not None:
+                try:
+                    result = await asyncio.to_thread(stored_result, engine, device, command_id)
+                except CloudDbError as exc:  # the cloud has not created its tables yet
+                    log.info("no result of %s yet: %s", command_id, exc)
+            if result is not None or time.monotonic() >= deadline:
+                return result
+            await asyncio.sleep(RESULT_POLL_S)
+    finally:
+        if engine is not None:
+            engine.close()

@@ -9,12 +9,13 @@ the two-argument maximum, row locks, the binary column type and the migration lo
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import threading
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 from cloud_sync.errors import SyncError
 
@@ -27,7 +28,8 @@ CONNECT_TIMEOUT_S = 10  # the first connection at start
 MIGRATION_LOCK_KEY = 0x466C6578  # pg_advisory_xact_lock key: workers starting together migrate one at a time
 PG_SCHEMES = ("postgresql://", "postgres://")
 
-Args = Sequence[Any]
+Args = Sequence[Any] | Mapping[str, Any]  # `?` parameters, or `:name` ones with a mapping
+NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")  # `:name`, not a `::type` cast
 
 
 class CloudDbError(SyncError):
@@ -59,16 +61,43 @@ class Dialect:
     migration_lock: str  # taken before migrating ('' where BEGIN IMMEDIATE already serialises)
 
     def sql(self, query: str) -> str:
-        """`?` parameters in the driver's style (psycopg: `%s`, with a literal `%` doubled)."""
+        """`?` and `:name` parameters in the driver's style (psycopg: `%s` and `%(name)s`, with a literal `%`
+        doubled)."""
         if self.name == "sqlite":
             return query
-        return query.replace("%", "%%").replace("?", "%s")
+        return NAMED.sub(r"%(\1)s", query.replace("%", "%%").replace("?", "%s"))
 
     def json_text(self, column: str, *keys: str) -> str:
         """The text of a field inside a JSON text column, e.g. json_text('body', 'data', 'photo_id')."""
         if self.name == "sqlite":
             return f"json_extract({column}, '$.{'.'.join(keys)}')"
         return f"({column}::jsonb #>> '{{{','.join(keys)}}}')"
+
+    def json_flag(self, column: str, *keys: str) -> str:
+        """A JSON true/false field as 1/0 (NULL when missing or of another kind on PostgreSQL)."""
+        if self.name == "sqlite":
+            return f"json_extract({column}, '$.{'.'.join(keys)}')"
+        return f"(CASE {self.json_text(column, *keys)} WHEN 'true' THEN 1 WHEN 'false' THEN 0 END)"
+
+    def json_type(self, column: str, *keys: str) -> str:
+        """The JSON kind of a field ('object', 'array', ...; SQLite says 'integer'/'real' where PostgreSQL says
+        'number', and 'true'/'false' where it says 'boolean')."""
+        if self.name == "sqlite":
+            return f"json_type({column}, '$.{'.'.join(keys)}')"
+        return f"jsonb_typeof({column}::jsonb #> '{{{','.join(keys)}}}')"
+
+    def json_array_length(self, column: str, *keys: str) -> str:
+        """The length of an array inside a JSON text column (NULL when it is not an array on PostgreSQL)."""
+        if self.name == "sqlite":
+            return f"json_array_length({column}, '$.{'.'.join(keys)}')"
+        value = f"({column}::jsonb #> '{{{','.join(keys)}}}')"
+        return f"(CASE WHEN jsonb_typeof({value}) = 'array' THEN jsonb_array_length({value}) END)"
+
+    def hours_between(self, start: str, end: str) -> str:
+        """Hours from one ISO-8601 timestamp text to another."""
+        if self.name == "sqlite":
+            return f"24 * (julianday({end}) - julianday({start}))"
+        return f"EXTRACT(EPOCH FROM CAST({end} AS timestamptz) - CAST({start} AS timestamptz))::float8 / 3600"
 
     def greatest(self, a: str, b: str) -> str:
         return f"MAX({a}, {b})" if self.name == "sqlite" else f"GREATEST({a}, {b})"
@@ -88,7 +117,7 @@ class Tx:
         self.dialect = dialect
 
     def execute(self, query: str, args: Args = ()) -> Rows:
-        cur: Rows = self._conn.execute(self.dialect.sql(query), tuple(args))
+        cur: Rows = self._conn.execute(self.dialect.sql(query), _params(args))
         return cur
 
 
@@ -157,7 +186,7 @@ class SqliteEngine:
     def read(self, query: str, args: Args = ()) -> list[tuple[Any, ...]]:
         with self.lock:
             try:
-                return self.conn.execute(query, tuple(args)).fetchall()
+                return self.conn.execute(query, _params(args)).fetchall()
             except sqlite3.Error as exc:
                 raise CloudDbError(f"{type(exc).__name__}: {exc}") from exc
 
@@ -175,7 +204,8 @@ class PostgresEngine:
 
     dialect = POSTGRES
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, read_only: bool = False) -> None:
+        """`read_only`: every transaction of the pool's connections is READ ONLY (the operator page's)."""
         import psycopg  # the `pg` extra: only a PostgreSQL cloud needs it
         from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -185,8 +215,9 @@ class PostgresEngine:
             # One plain connection first: an unreachable server or a refused login ends here with its own
             # message, not as a pool still retrying when its timeout runs out.
             psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S).close()
+            options = {"options": "-c default_transaction_read_only=on"} if read_only else {}
             self.pool = ConnectionPool(url, min_size=1, max_size=POOL_MAX, timeout=POOL_TIMEOUT_S, open=False,
-                                       name="flexedge-cloud")
+                                       name="flexedge-cloud", kwargs=options)
             self.pool.open(wait=True, timeout=POOL_TIMEOUT_S)
         except self._errors as exc:
             raise CloudDbError(f"cannot open cloud database {self.target}: {exc}") from exc
@@ -202,13 +233,17 @@ class PostgresEngine:
     def read(self, query: str, args: Args = ()) -> list[tuple[Any, ...]]:
         try:
             with self.pool.connection() as conn:
-                rows: list[tuple[Any, ...]] = conn.execute(self.dialect.sql(query), tuple(args)).fetchall()
+                rows: list[tuple[Any, ...]] = conn.execute(self.dialect.sql(query), _params(args)).fetchall()
                 return rows
         except self._errors as exc:
             raise CloudDbError(f"{type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:
         self.pool.close()
+
+
+def _params(args: Args) -> tuple[Any, ...] | Mapping[str, Any]:
+    return args if isinstance(args, Mapping) else tuple(args)
 
 
 def _redacted(url: str) -> str:

@@ -2,10 +2,11 @@
 
     flexedge cloud --db cloud.sqlite --broker 127.0.0.1:8883 --pki DIR [--workers 2] [--blocks blocks.json]
                    [--http HOST:PORT]
-    flexedge cloud --db postgresql://USER@HOST/DB --photo-dir DIR --workers 4 ...   # a fleet on PostgreSQL
+    flexedge cloud --db postgresql://USER@HOST/DB --photo-dir DIR --workers 4 [--http HOST:PORT] ...
+                                                       # a fleet on PostgreSQL
     flexedge cloud photos --db cloud.sqlite [--json]     # the proof photos it holds, one line each
     flexedge cloud user add NAME --role operator|manager [--station S] --accounts FILE
-    flexedge cloud command DEVICE NAME [KEY=VALUE ...] [--json-args OBJECT] --pki DIR --db cloud.sqlite
+    flexedge cloud command DEVICE NAME [KEY=VALUE ...] [--json-args OBJECT] --pki DIR --db cloud.sqlite|URL
                    [--broker HOST:PORT] [--ttl S] [--timeout S] [--json]
                                                        # a signed command; prints the van's command.result
 
@@ -96,8 +97,8 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
                          help="arguments; a value is read as JSON when it parses (1, true, [..]), else as text")
     command.add_argument("--json-args", metavar="OBJECT", help="the arguments as one JSON object (KEY=VALUE after it)")
     command.add_argument("--pki", required=True, type=Path, help="PKI directory (ca.crt, cloud.crt/.key, signing.key)")
-    command.add_argument("--db", type=Path, help="the cloud's database: wait there for the result (without it: "
-                         "send only)")
+    command.add_argument("--db", type=db_target, help="the cloud's database (SQLite file or postgresql:// URL): "
+                         "wait there for the result (without it: send only)")
     command.add_argument("--broker", default="127.0.0.1:8883", help="HOST:PORT of the MQTT broker")
     command.add_argument("--fleet", help="fleet name (default: device.fleet of the config)")
     command.add_argument("--client-id", default=CLOUD_IDENTITY, help="MQTT client id = certificate name in --pki")
@@ -170,6 +171,8 @@ def send_command(args: argparse.Namespace) -> int:
         result = asyncio.run(send_and_wait())
     except aiomqtt.MqttError as exc:
         raise CliError(f"broker {args.broker}: {exc}", Exit.FAILED) from None
+    except SyncError as exc:  # the database cannot be read
+        raise CliError(str(exc), Exit.FAILED) from None
     sent = {"id": command.id, "device": command.device, "name": command.name, "args": dict(command.args)}
     if result is None:
         state = "sent" if args.db is None else "timeout"
@@ -194,8 +197,6 @@ def run(args: argparse.Namespace) -> int:
             raise SyncError("--photo-dir DIR is required with a PostgreSQL database")
         if args.workers < 1:
             raise SyncError("--workers must be at least 1")
-        if is_postgres(args.db) and args.http:
-            raise SyncError("the operator page (--http) reads a SQLite cloud database only; run it without --http")
         credentials: Credentials
         if args.plain:
             plain = BrokerSettings(host or "127.0.0.1", int(port))
@@ -293,7 +294,7 @@ async def _serve(settings: CloudSettings, credentials: Credentials, signer: Sign
              len(pool.workers) if pool else settings.ingest_workers, " (processes)" if pool else "")
     page = None
     if http is not None:
-        act = web_actions.reoffer(Path(settings.db), peer.add_blocks) if settings.dispatch else None
+        act = web_actions.reoffer(settings.db, peer.add_blocks) if settings.dispatch else None
         page = OperatorServer(http, act, peer.send_command if settings.dispatch else None)
         try:
             await page.start()

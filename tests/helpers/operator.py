@@ -17,6 +17,7 @@ from cloud_sync.messages import DeviceStatus, EventBatch, PhotoChunk, Presence
 from device.contract.domain import Block, Event, EventType, Package, Route, Stop, iso_utc
 from device.contract.position import Position
 from device.store import EventStore
+from tests.helpers.cloud_target import CloudTarget
 from tests.helpers.fleet import OTHER_STATION, STATION
 
 DAY = datetime(2026, 11, 25, tzinfo=timezone.utc)
@@ -115,11 +116,12 @@ def ingest(db: CloudDb, directory: Path, device: str, events: list[Event]) -> No
     db.ingest(device, batch)
 
 
-def known_day(directory: Path) -> Path:
+def known_day(directory: Path, target: CloudTarget | None = None) -> Path:
     """The cloud database of the known day: both blocks granted, both vans' events, van-a's matching photo,
-    van-a online with a position and a backlog, van-b offline."""
+    van-a online with a position and a backlog, van-b offline. In `directory / cloud.db`, or filled into `target`
+    (either engine; its `db` is then what the page opens)."""
     path = directory / "cloud.db"
-    db = CloudDb(path)
+    db = CloudDb(path) if target is None else target.open()
     try:
         for (block, route), device in ((block_a(), "van-a"), (block_b(), "van-b")):
             db.add_block(block, route)

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
+from cloud_sync.cloud.engine import Dialect
 from cloud_sync.cloud.web.cache import VersionedCache, versions
 from cloud_sync.cloud.web.readonly import ReadOnlyDb
 
-DAY_OF = "substr(json_extract(body, '$.ts'), 1, 10) = :day"
 READS = ("stop.arrived", "stop.completed", "photo.checked", "delivery.exception")  # every type the SQL below reads
 
 
-def _of(types: str) -> str:
-    return f"FROM events WHERE type IN ({types}) AND device = :device AND {DAY_OF}"
+def _of(d: Dialect, types: str) -> str:
+    day_of = f"substr({d.json_text('body', 'ts')}, 1, 10) = :day"
+    return f"FROM events WHERE type IN ({types}) AND device = :device AND {day_of}"
+
+
+def _count(condition: str) -> str:
+    return f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)"
 
 
 @dataclass(frozen=True)
@@ -28,45 +33,48 @@ class Metric:
     key: str
     label: str
     definition: str
-    sql: str  # -> (device, numerator, denominator)
+    sql: Callable[[Dialect], str]  # -> (device, numerator, denominator)
     percent: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "label": self.label, "definition": self.definition, "percent": self.percent}
 
 
+def _stop(d: Dialect) -> str:
+    return f"{d.json_text('body', 'block')} || '/' || {d.json_text('body', 'stop')}"
+
+
 METRICS = (
     Metric("stops_per_hour", "Stops / hour",
            "stops completed ÷ hours from the day's first stop arrival to its last stop completion",
-           f"""SELECT device, SUM(type = 'stop.completed'),
-                      24 * (julianday(MAX(CASE WHEN type = 'stop.completed' THEN json_extract(body, '$.ts') END))
-                            - julianday(MIN(CASE WHEN type = 'stop.arrived' THEN json_extract(body, '$.ts') END)))
-               {_of("'stop.arrived', 'stop.completed'")} GROUP BY device""", percent=False),
+           lambda d: f"""SELECT device, {_count("type = 'stop.completed'")},
+                      {d.hours_between(f"MIN(CASE WHEN type = 'stop.arrived' THEN {d.json_text('body', 'ts')} END)",
+                                       f"MAX(CASE WHEN type = 'stop.completed' THEN {d.json_text('body', 'ts')} END)")}
+               {_of(d, "'stop.arrived', 'stop.completed'")} GROUP BY device""", percent=False),
     Metric("on_time", "On time",
            "stops completed within their delivery window ÷ completed stops that had a window and a delivery",
-           f"""SELECT device, SUM(json_extract(body, '$.data.on_time') = 1),
-                      SUM(json_extract(body, '$.data.on_time') IS NOT NULL)
-               {_of("'stop.completed'")} GROUP BY device"""),
+           lambda d: f"""SELECT device, {_count(f"{d.json_flag('body', 'data', 'on_time')} = 1")},
+                      {_count(f"{d.json_flag('body', 'data', 'on_time')} IS NOT NULL")}
+               {_of(d, "'stop.completed'")} GROUP BY device"""),
     Metric("first_attempt", "First-attempt success",
            "stops where every package was delivered at the visit (outcome 'delivered') ÷ stops completed",
-           f"""SELECT device, SUM(json_extract(body, '$.data.outcome') = 'delivered'), COUNT(*)
-               {_of("'stop.completed'")} GROUP BY device"""),
+           lambda d: f"""SELECT device, {_count(f"{d.json_text('body', 'data', 'outcome')} = 'delivered'")}, COUNT(*)
+               {_of(d, "'stop.completed'")} GROUP BY device"""),
     Metric("photo_match", "Photo match",
            "proof photos whose house number matched the stop ÷ proof photos checked",
-           f"""SELECT device, SUM(json_extract(body, '$.data.verdict') = 'match'), COUNT(*)
-               {_of("'photo.checked'")} GROUP BY device"""),
+           lambda d: f"""SELECT device, {_count(f"{d.json_text('body', 'data', 'verdict')} = 'match'")}, COUNT(*)
+               {_of(d, "'photo.checked'")} GROUP BY device"""),
     Metric("retakes", "Photo retakes",
            "proof photos beyond the first at the same stop of the same block (numerator); stops photographed "
            "(denominator)",
-           f"""SELECT device, COUNT(*) - COUNT(DISTINCT json_extract(body, '$.block') || '/' ||
-                                          json_extract(body, '$.stop')),
-                      COUNT(DISTINCT json_extract(body, '$.block') || '/' || json_extract(body, '$.stop'))
-               {_of("'photo.checked'")} GROUP BY device""", percent=False),
+           lambda d: f"""SELECT device, COUNT(*) - COUNT(DISTINCT {_stop(d)}), COUNT(DISTINCT {_stop(d)})
+               {_of(d, "'photo.checked'")} GROUP BY device""", percent=False),
 )
 EXCEPTIONS = Metric(
     "exceptions", "Exceptions by reason", "packages reported undelivered, by the reason given",
-    f"""SELECT device, json_extract(body, '$.data.reason'), SUM(json_array_length(body, '$.data.packages'))
-        {_of("'delivery.exception'")} GROUP BY device, 2 ORDER BY device, 2""", percent=False)
+    lambda d: f"""SELECT device, {d.json_text('body', 'data', 'reason')},
+                         SUM({d.json_array_length('body', 'data', 'packages')})
+        {_of(d, "'delivery.exception'")} GROUP BY device, 2 ORDER BY device, 2""", percent=False)
 
 
 def device_figures(db: ReadOnlyDb, device: str, day: str) -> dict[str, Any]:
@@ -74,9 +82,9 @@ def device_figures(db: ReadOnlyDb, device: str, day: str) -> dict[str, Any]:
     args = {"day": day, "device": device}
     row: dict[str, Any] = {}
     for metric in METRICS:
-        for _, num, den in db.rows(metric.sql, args):
+        for _, num, den in db.rows(metric.sql(db.dialect), args):
             row[metric.key] = {"num": num, "den": den, "value": None if not den or den <= 0 else num / den}
-    for _, reason, packages in db.rows(EXCEPTIONS.sql, args):
+    for _, reason, packages in db.rows(EXCEPTIONS.sql(db.dialect), args):
         row.setdefault("exceptions", {})[reason] = packages
     return row
 

@@ -50,16 +50,18 @@ def link_state(status: dict[str, Any] | None, now: float) -> str:
 
 def _progress(db: ReadOnlyDb, device: str) -> dict[str, dict[str, int]]:
     """block -> completed stops, completed late, completed on time, for one device."""
-    rows = db.rows("""SELECT json_extract(body, '$.block') AS block, COUNT(DISTINCT json_extract(body, '$.stop')),
-                             SUM(json_extract(body, '$.data.on_time') = 0),
-                             SUM(json_extract(body, '$.data.on_time') = 1)
-                      FROM events WHERE type = 'stop.completed' AND device = :device GROUP BY block""",
+    d = db.dialect
+    rows = db.rows(f"""SELECT {d.json_text('body', 'block')} AS block, COUNT(DISTINCT {d.json_text('body', 'stop')}),
+                              SUM(CASE WHEN {d.json_flag('body', 'data', 'on_time')} = 0 THEN 1 ELSE 0 END),
+                              SUM(CASE WHEN {d.json_flag('body', 'data', 'on_time')} = 1 THEN 1 ELSE 0 END)
+                       FROM events WHERE type = 'stop.completed' AND device = :device GROUP BY block""",
                    {"device": device})
     return {b: {"done": n, "late": late or 0, "on_time": ok or 0} for b, n, late, ok in rows}
 
 
 def _stop_count(db: ReadOnlyDb, block: str) -> int:
-    return int(db.rows("SELECT json_array_length(route, '$.stops') FROM blocks WHERE id = ?", (block,))[0][0])
+    return int(db.rows(f"SELECT {db.dialect.json_array_length('route', 'stops')} FROM blocks WHERE id = ?",
+                       (block,))[0][0])
 
 
 def _counts(db: ReadOnlyDb, table: str, station: str | None) -> dict[str, int]:
@@ -94,8 +96,9 @@ def fleet(db: ReadOnlyDb, station: str | None, now: float, cache: VersionedCache
     empty = {"done": 0, "late": 0, "on_time": 0}
     blocks = []
     for bid, st, winner, granted, ends, version in db.rows(
-            """SELECT id, station, winner, granted_at, json_extract(body, '$.ends_at'), route_version
-               FROM blocks WHERE :station IS NULL OR station = :station ORDER BY id""", {"station": station}):
+            f"""SELECT id, station, winner, granted_at, {db.dialect.json_text('body', 'ends_at')}, route_version
+               FROM blocks WHERE CAST(:station AS TEXT) IS NULL OR station = :station ORDER BY id""",
+            {"station": station}):
         stops = cache.get(("stops", bid), version, partial(_stop_count, db, bid))
         block = {"id": bid, "station": st, "winner": winner, "granted_at": granted, "ends_at": ends,
                  "stops": stops}
@@ -154,8 +157,9 @@ def _epoch(iso: Any) -> float | None:
 
 def _last_fix(db: ReadOnlyDb, device: str) -> dict[str, Any] | None:
     """The newest stored fix that is an object (a van may have sent anything as `fix`)."""
-    rows = db.rows("""SELECT json_extract(body, '$.fix') FROM events WHERE device = ?
-                      AND json_type(body, '$.fix') = 'object' ORDER BY seq DESC LIMIT 1""", (device,))
+    d = db.dialect
+    rows = db.rows(f"""SELECT {d.json_text('body', 'fix')} FROM events WHERE device = ?
+                       AND {d.json_type('body', 'fix')} = 'object' ORDER BY seq DESC LIMIT 1""", (device,))
     return _object(json.loads(rows[0][0])) if rows else None
 
 
@@ -169,17 +173,18 @@ def van(db: ReadOnlyDb, device: str, station: str | None, now: float) -> dict[st
     if not visible(db, device, station):
         return None
     row = db.rows("SELECT id, station, route, body FROM blocks WHERE winner = :device "
-                  "AND (:station IS NULL OR station = :station) ORDER BY granted_at DESC LIMIT 1",
+                  "AND (CAST(:station AS TEXT) IS NULL OR station = :station) ORDER BY granted_at DESC LIMIT 1",
                   {"device": device, "station": station})
+    d = db.dialect
     stops: list[dict[str, Any]] = []
     block = None
     if row:
         block, route = row[0][0], json.loads(row[0][2])
         done = {stop: (outcome, on_time) for stop, outcome, on_time in db.rows(
-            """SELECT json_extract(body, '$.stop'), json_extract(body, '$.data.outcome'),
-                      json_extract(body, '$.data.on_time')
-               FROM events WHERE device = :device AND type = 'stop.completed'
-               AND json_extract(body, '$.block') = :block""", {"device": device, "block": block})}
+            f"""SELECT {d.json_text('body', 'stop')}, {d.json_text('body', 'data', 'outcome')},
+                       {d.json_flag('body', 'data', 'on_time')}
+                FROM events WHERE device = :device AND type = 'stop.completed'
+                AND {d.json_text('body', 'block')} = :block""", {"device": device, "block": block})}
         for stop in route.get("stops", []):
             outcome, on_time = done.get(stop["id"], (None, None))
             overdue = outcome is None and (_age_s(stop.get("window_end"), now) or 0) > 0
@@ -188,9 +193,9 @@ def van(db: ReadOnlyDb, device: str, station: str | None, now: float) -> dict[st
                           "outcome": outcome, "on_time": None if on_time is None else bool(on_time),
                           "overdue": overdue, "packages": len(stop.get("packages", []))})
     track = [json.loads(fix) for (fix,) in db.rows(
-        """SELECT fix FROM (SELECT seq, json_extract(body, '$.fix') AS fix, json_type(body, '$.fix') AS kind
-           FROM events WHERE device = :device AND type = 'gps.fix' ORDER BY seq DESC LIMIT :n)
-           WHERE kind = 'object' ORDER BY seq""", {"device": device, "n": TRACK_POINTS})]
+        f"""SELECT fix FROM (SELECT seq, {d.json_text('body', 'fix')} AS fix, {d.json_type('body', 'fix')} AS kind
+            FROM events WHERE device = :device AND type = 'gps.fix' ORDER BY seq DESC LIMIT :n) AS recent
+            WHERE kind = 'object' ORDER BY seq""", {"device": device, "n": TRACK_POINTS})]
     flags = [dict(zip(("seq", "kind", "detail"), r)) for r in db.rows(
         "SELECT seq, kind, detail FROM flags WHERE device = :device ORDER BY seq", {"device": device})]
     clock = [dict(zip(("seq", "kind", "jump_s", "detail"), r)) for r in db.rows(
@@ -205,7 +210,7 @@ def proof(db: ReadOnlyDb, device: str, stop: str, station: str | None) -> dict[s
         return None
     marks = ",".join("?" * len(PROOF_TYPES))
     rows = db.rows(f"""SELECT seq, type, body, chain FROM events WHERE device = ? AND type IN ({marks})
-                       AND json_extract(body, '$.stop') = ? AND json_extract(body, '$.block') =
+                       AND {db.dialect.json_text('body', 'stop')} = ? AND {db.dialect.json_text('body', 'block')} =
                            (SELECT id FROM blocks WHERE winner = ? ORDER BY granted_at DESC LIMIT 1)
                        ORDER BY seq""", (device, *PROOF_TYPES, stop, device))
     checks = photos.received(db, device)
@@ -236,7 +241,7 @@ def export_rows(db: ReadOnlyDb, day: str, station: str | None) -> list[dict[str,
     out = []
     for device, seq, kind, body in db.rows(
             f"""SELECT device, seq, type, body FROM events WHERE type IN ({marks})
-                AND substr(json_extract(body, '$.ts'), 1, 10) = :day AND {device_in_scope('device')}
+                AND substr({db.dialect.json_text('body', 'ts')}, 1, 10) = :day AND {device_in_scope('device')}
                 ORDER BY device, seq""", args):
         doc = json.loads(body)
         data, fix = _object(doc.get("data")), _object(doc.get("fix"))  # a hostile van may send anything here

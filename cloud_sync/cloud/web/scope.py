@@ -3,7 +3,7 @@ scope's station (None: all) as the `:station` parameter and filters with `IN_SCO
 from __future__ import annotations
 
 # A van belongs to the stations of the blocks it won.
-DEVICE_IN_SCOPE = "(:station IS NULL OR {col} IN (SELECT winner FROM blocks WHERE station = :station))"
+DEVICE_IN_SCOPE = "(CAST(:station AS TEXT) IS NULL OR {col} IN (SELECT winner FROM blocks WHERE station = :station))"
 
 
 def device_in_scope(column: str) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from cloud_sync.cloud.engine import is_postgres
 from cloud_sync.cloud.web import commands
 from cloud_sync.cloud.web.accounts import Accounts
 from cloud_sync.cloud.web.api import OperatorApp, Reoffer, build_app
@@ -30,17 +31,23 @@ class OperatorServerError(Exception):
 class HttpSettings:
     host: str
     port: int
-    db_path: Path
+    db_path: Path | str  # a SQLite file or a postgresql:// URL
     accounts_path: Path
     live_interval_s: float = 2.0
     allowed_hosts: tuple[str, ...] = ()
     tls: ssl.SSLContext | None = None
     cache_entries: int = MAX_ENTRIES  # per-device figures kept between requests (0: recompute every time)
-    command_log: Path | None = None  # the audit of commands sent from the page (default: DB + COMMAND_LOG_SUFFIX)
+    # The audit of commands sent from the page (default beside a SQLite database: DB + COMMAND_LOG_SUFFIX;
+    # required with PostgreSQL)
+    command_log: Path | None = None
 
     @property
     def command_log_path(self) -> Path:
-        return self.command_log or Path(f"{self.db_path}{COMMAND_LOG_SUFFIX}")
+        if self.command_log is not None:
+            return self.command_log
+        if is_postgres(self.db_path):
+            raise OperatorServerError("the page's command audit file must be given with a PostgreSQL database")
+        return Path(f"{self.db_path}{COMMAND_LOG_SUFFIX}")
 
 
 class OperatorServer:
@@ -60,13 +67,14 @@ class OperatorServer:
 
     async def start(self) -> None:
         s = self.settings
+        audit_path = s.command_log_path
         db = ReadOnlyDb(s.db_path)
         cache = VersionedCache(s.cache_entries)
         self.app = OperatorApp(db, Accounts(s.accounts_path), LiveFeed(db, s.live_interval_s, cache), self._reoffer,
                                tuple(h.lower() for h in s.allowed_hosts), secure_cookie=s.tls is not None,
                                cache=cache)
         try:
-            audit = AuditLog(s.command_log_path)
+            audit = AuditLog(audit_path)
         except OSError as exc:
             self._close()
             raise OperatorServerError(str(exc)) from exc
