@@ -87,15 +87,13 @@ def offline_sample_images() -> np.ndarray:
     return np.random.default_rng(0).uniform(0, 1, (20, 128, 128, 3)).astype(np.float32)
 
 
-def convert(onnx_path: Path, work: Path, weights: str = "float16") -> Path:
-    """weights: "float16", or "int8" (dynamic range: int8 weights, activations quantised on the fly)."""
+def convert(onnx_path: Path, work: Path) -> Path:
     import onnx2tf
     import onnx2tf.onnx2tf as core
     core.download_test_image_data = offline_sample_images
     out = work / onnx_path.stem
-    onnx2tf.convert(input_onnx_file_path=str(onnx_path), output_folder_path=str(out), non_verbose=True,
-                    output_integer_quantized_tflite=weights == "int8", quant_type="per-channel")
-    return out / f"{onnx_path.stem}_{'dynamic_range_quant' if weights == 'int8' else 'float16'}.tflite"
+    onnx2tf.convert(input_onnx_file_path=str(onnx_path), output_folder_path=str(out), non_verbose=True)
+    return out / f"{onnx_path.stem}_float16.tflite"
 
 
 def text_sample(shape: tuple[int, int, int, int]) -> np.ndarray:
@@ -145,8 +143,6 @@ def main() -> int:
     parser.add_argument("--fine-size", default=f"{om.DET_FINE_W}x{om.DET_FINE_H}",
                         help=f"the second-look detector ({om.DET_FINE_FILE}), WIDTHxHEIGHT or 'none' "
                              "(default %(default)s)")
-    parser.add_argument("--fine-weights", choices=("float16", "int8"), default="float16",
-                        help="the second-look detector's weights: float16, or int8 dynamic range (default %(default)s)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     import onnx
@@ -158,22 +154,21 @@ def main() -> int:
         with zipfile.ZipFile(wheel) as archive:
             det_bytes = archive.read(DET_ONNX)
             rec = onnx.load_from_string(archive.read(REC_ONNX))
-        jobs = [(onnx.load_from_string(det_bytes), om.DET_FILE, (1, 3, *det_shape(args.det_size)), "float16")]
+        jobs = [(onnx.load_from_string(det_bytes), om.DET_FILE, (1, 3, *det_shape(args.det_size)))]
         if args.fine_size != "none":
-            jobs.append((onnx.load_from_string(det_bytes), om.DET_FINE_FILE, (1, 3, *det_shape(args.fine_size)),
-                         args.fine_weights))
+            jobs.append((onnx.load_from_string(det_bytes), om.DET_FINE_FILE, (1, 3, *det_shape(args.fine_size))))
         fix_input(rec, (1, 3, om.REC_H, om.REC_W))
-        jobs.append((rec, om.REC_FILE, (1, 3, om.REC_H, om.REC_W), "float16"))
+        jobs.append((rec, om.REC_FILE, (1, 3, om.REC_H, om.REC_W)))
         head = split_rec(rec)
         np.savez(args.out / om.REC_HEAD_FILE, **head)
-        for model, name, shape, weights in jobs:
+        for model, name, shape in jobs:
             fix_input(model, shape)
             onnx_path = work / Path(name).with_suffix(".onnx").name
             simplified, ok = onnxsim.simplify(model)
             if not ok:
                 raise SystemExit(f"{name}: onnx-simplifier could not check the simplified model")
             onnx.save(simplified, str(onnx_path))
-            tflite = convert(onnx_path, work, weights)
+            tflite = convert(onnx_path, work)
             largest, mean = compare(onnx_path, tflite, text_sample(shape))
             log.info("%s: %d bytes, difference to onnxruntime on a text sample (relative): largest %.2e, mean %.2e",
                      name, tflite.stat().st_size, largest, mean)
