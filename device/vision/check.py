@@ -236,9 +236,14 @@ class HouseNumberChecker:
             wider = widened(box, size, by)
             wide = self.read(frame, wider)
             longer = len(wide.text) > len(first.text) and first.text in wide.text
-            if longer and (wide.text == want or wide.confidence >= self.thresholds.mismatch_min_confidence):
+            if longer and wide.text == want:
                 box, looks = wider, [wide]
                 break
+            if longer and wide.confidence >= t.mismatch_min_confidence:
+                # a longer number only beyond the detector's own box: the glyphs the box cut off, or a plaque's
+                # edge read as a leading "1" ("54" as "154"); never a match, and no mismatch on it either
+                log.debug("line %s reads %s only wider: unreadable", first.text, wide.text)
+                return Reading("", wide.confidence, wide.raw)
             looks.append(wide)
         if looks[0].text == want and looks[0].confidence < self.thresholds.match_min_confidence:
             return self.look_again(frame, box, *looks)
