@@ -116,6 +116,7 @@ class Agent:
         self._last_track_time: datetime | None = None
         self._subscribers: list[asyncio.Queue[Notice]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self.ready = asyncio.Event()  # set once the agent told systemd READY (the update gate waits for it)
         self._stop: asyncio.Event | None = None
         self.exit_code = 0  # what `flexedge run` exits with once `run()` returned
         self.restart_reason: str | None = None
@@ -427,6 +428,7 @@ class Agent:
         if self.photo_retention is not None:
             self.start("photo-retention", self.photo_retention_loop())
         self.notifier.ready(f"phase {self.runner.workflow.phase}")
+        self.ready.set()
         interval = self.notifier.watchdog_interval_s()
         try:
             if interval:

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from device import __version__
 from device.agent import Agent, PhotoTaker, ProofPhoto
 from device.cloud_port import CloudPort
-from device.commands import CommandContext, CommandExecutor
+from device.commands import CommandContext, CommandExecutor, CommandRegistry
 from device.commands.builtin import builtin_registry
 from device.config import Config
 from device.contract.domain import Stop
@@ -23,6 +24,10 @@ from device.photo_retention import PhotoRetention, PhotoRetentionPolicy
 from device.positioning import setup as positioning
 from device.sdnotify import Notifier
 from device.store import EventStore, RetentionPolicy
+from device.update.command import register_update
+from device.update.fetch import TlsFiles
+from device.update.handler import running_release_facts
+from device.update.service import UpdateService, update_settings
 from device.workflow.runner import WorkflowRunner
 from firmware_bridge.fix import Fix
 from firmware_bridge.indicator import Indicator
@@ -147,6 +152,20 @@ def _cloud(config: Config, store: EventStore) -> CloudPort | None:
     return CloudAdapter.from_config(config, store)
 
 
+def _updates(config: Config, data_dir: Path, agent: Agent, registry: CommandRegistry) -> UpdateService:
+    """Over-the-air updates: the gate and outcome report at start; the `update` command where there is a cloud."""
+    cloud = agent.cloud
+    service = UpdateService(update_settings(config, data_dir), agent.store, agent.ready,
+                            lambda: cloud is not None and cloud.online, agent.request_restart)
+    if cloud is not None:
+        from device.cloud_adapter import signature_check
+
+        mqtt = config.mqtt
+        tls = TlsFiles(mqtt.ca_file, mqtt.cert_file, mqtt.key_file) if mqtt.cert_file else None
+        register_update(registry, service, running_release_facts(__version__), signature_check(config), tls)
+    return service
+
+
 async def assemble(config: Config, data_dir: Path, notifier: Notifier | None = None,
                    config_path: Path | None = None) -> Assembly:
     """`config_path`: the file `config` was read from (remote `set_config` rewrites it); None: not changeable."""
@@ -170,7 +189,9 @@ async def assemble(config: Config, data_dir: Path, notifier: Notifier | None = N
         photo_retention=retention,
         notifier=notifier or Notifier(),
     )
-    agent.commands = CommandExecutor(builtin_registry(), CommandContext(store, data_dir, config_path, agent.cloud),
+    registry = builtin_registry()
+    agent.start("update", _updates(config, data_dir, agent, registry).run())
+    agent.commands = CommandExecutor(registry, CommandContext(store, data_dir, config_path, agent.cloud),
                                      agent.request_restart)
     gps = positioning.fix_source(gps_section) if gps_section.enabled else None
     closers = ([close_camera] if close_camera else []) + [store.close]

@@ -5,7 +5,7 @@ The only module of the agent (besides the `flexedge cloud|pki|sync` commands) th
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from cloud_sync.connection import Backoff, BrokerSettings
 from cloud_sync.device_sync import DeviceSync
@@ -100,3 +100,9 @@ class CloudAdapter:
 
     def counters(self) -> dict[str, Any]:
         return self.sync.counters.snapshot()
+
+
+def signature_check(config: Config) -> Callable[[Any], dict[str, Any]]:
+    """The fleet's signature check on a signed document (a release manifest is signed like a command): its body,
+    or MessageRejected. Raises PkiError for an unreadable key file."""
+    return Verifier.from_pem_files(config.sync.cloud_key_file).verify

@@ -275,6 +275,18 @@ class ConsoleSection:
 
 
 @dataclass(frozen=True)
+class UpdateSection:
+    """Over-the-air updates of the agent (device/update/): where releases live, how a new one proves itself."""
+
+    releases_dir: str = setting("", "the releases folder (<version>/, current, previous); empty: "
+                                "<data dir>/releases")
+    gate_s: float = setting(120.0, "a new release must reach READY with its store checked and its cloud link up "
+                            "within this many seconds, or the previous release is put back", range=(5, 3600))
+    max_starts: int = setting(3, "starts of a new release without passing its gate before the unit's guard puts "
+                              "the previous release back", range=(1, 20))
+
+
+@dataclass(frozen=True)
 class CommandsSection:
     """Remote commands from the cloud (device/commands): how a remote config change proves itself."""
 
@@ -305,6 +317,7 @@ class Config:
     vision: VisionSection = field(default_factory=VisionSection)
     console: ConsoleSection = field(default_factory=ConsoleSection)
     commands: CommandsSection = field(default_factory=CommandsSection)
+    update: UpdateSection = field(default_factory=UpdateSection)
 
 
 def _coerce(value: Any, hint: Any, key: str, source: str, from_env: bool) -> Any:

@@ -13,13 +13,15 @@
 #
 #   DESTDIR=/tmp/root systemd/install.sh ...   stage into a directory instead (packaging, tests): no apt, no
 #                                              user, no pip, no chown, no systemctl; needs $PREFIX/venv
-# Environment: PREFIX (/opt/flexedge), PYTHON (python3), FLEXEDGE_SOURCE (this checkout), SKIP_APT=1,
+# Environment: PREFIX (/opt/flexedge), RELEASES (/var/lib/flexedge/releases: over-the-air releases, `current`
+# first pointing at PREFIX), PYTHON (python3), FLEXEDGE_SOURCE (this checkout), SKIP_APT=1,
 # PI_MODEL_FILE (/proc/device-tree/model: "Raspberry Pi" in it means a Pi).
 set -euo pipefail
 
 SOURCE=${FLEXEDGE_SOURCE:-$(cd "$(dirname "$0")/.." && pwd)}
 DESTDIR=${DESTDIR:-}
 PREFIX=${PREFIX:-/opt/flexedge}
+RELEASES=${RELEASES:-/var/lib/flexedge/releases}
 PYTHON=${PYTHON:-python3}
 UNIT_DIR=$DESTDIR/etc/systemd/system
 CONF_DIR=$DESTDIR/etc/flexedge
@@ -131,10 +133,15 @@ if [ ! -f "$CONF" ] || [ -n "$DEVICE_ID" ]; then
 fi
 
 # 5. The data directory (systemd's StateDirectory makes it too; made here so `flexedge status` finds it
-#    before the first start), the unit with the venv path substituted, and `flexedge` on the PATH.
+#    before the first start), the releases folder, the unit with its paths substituted, `flexedge` on the PATH.
 install -d -m 0750 "$DATA_DIR"
 [ -n "$DESTDIR" ] || chown flexedge:flexedge "$DATA_DIR"
-sed "s#/opt/flexedge#$PREFIX#g" "$SOURCE/systemd/flexedge.service" > "$UNIT_DIR/flexedge.service"
+# The releases folder: `current` is this installation until an over-the-air update switches it (the service
+# user owns the folder: it unpacks, installs and switches releases there, the one place ProtectSystem leaves it).
+"$FLEXEDGE" update init --releases "$DESTDIR$RELEASES" --base "$PREFIX"
+[ -n "$DESTDIR" ] || chown -hR flexedge:flexedge "$RELEASES"
+sed -e "s#/var/lib/flexedge/releases#$RELEASES#g" -e "s#/opt/flexedge#$PREFIX#g" \
+    "$SOURCE/systemd/flexedge.service" > "$UNIT_DIR/flexedge.service"
 chmod 0644 "$UNIT_DIR/flexedge.service"
 install -d -m 0755 "$DESTDIR/usr/local/bin"
 ln -sfn "$FLEXEDGE" "$DESTDIR/usr/local/bin/flexedge"  # `sudo flexedge status` on the van

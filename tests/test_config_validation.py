@@ -137,7 +137,7 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path, pki: Pki
 
 def test_run_exits_2_on_a_config_error_with_one_line_and_no_traceback(tmp_path: Path, pki: Pki) -> None:
     """Measured: `flexedge run` died with a traceback and exit 1, so systemd restarted it until the start
-    limit. Exit 2 is the unit's RestartPreventExitStatus."""
+    limit. Exit 2 names a config error (the unit retries it every RestartSec)."""
     path = tmp_path / "van.toml"
     path.write_text(van_config(pki).replace(str(pki.ca_cert), str(tmp_path / "missing-ca.crt")))
     for command in (["config", "--validate"], ["run"]):

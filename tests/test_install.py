@@ -41,6 +41,7 @@ echo "conf=$(stat -c '%U:%G %a' /etc/flexedge /etc/flexedge/flexedge.toml /etc/f
 echo "tls=$(stat -c '%U:%G %a' /etc/flexedge/tls)"
 echo "data=$(stat -c '%U:%G %a' /var/lib/flexedge)"
 echo "link=$(readlink /usr/local/bin/flexedge)"
+echo "releases=$(stat -c '%U:%G' /var/lib/flexedge/releases) $(readlink /var/lib/flexedge/releases/current)"
 echo "validate=$({flexedge} config --validate --user flexedge --config /etc/flexedge/flexedge.toml 2>&1)"
 chmod 0600 /etc/flexedge/tls/device.key
 echo "unreadable=$({flexedge} config --validate --user flexedge --config /etc/flexedge/flexedge.toml 2>&1 || true)"
@@ -90,6 +91,7 @@ def test_install_sh_as_root_on_a_unit(pi: bool) -> None:
     assert facts["tls"] == "root:flexedge 750"
     assert facts["data"] == "flexedge:flexedge 750"
     assert facts["link"] == "/opt/flexedge/venv/bin/flexedge"
+    assert facts["releases"] == "flexedge:flexedge /opt/flexedge"  # the first release; the agent switches later ones
     assert facts["validate"] == "config ok: /etc/flexedge/flexedge.toml"  # the service user reads every file
     assert "mqtt.key_file" in facts["unreadable"] and "not readable by user flexedge" in facts["unreadable"]
     assert f'backend = "{"picamera2" if pi else "none"}"' in config and 'id = "van-0042"' in config

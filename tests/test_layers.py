@@ -18,8 +18,8 @@ PACKAGES = ("device", "firmware_bridge", "cloud_sync")
 # The bench side: simulators, the local test fleet, the demo and the `flexedge sim|demo` commands.
 BENCH = ("device/testbench/", "device/demo/", "device/cli/sim.py", "device/cli/sim_gps.py", "device/cli/demo.py")
 # The agent's modules that may import cloud_sync: its adapter and the CLI commands that are cloud_sync tools.
-CLOUD_SYNC_USERS = ("device/cloud_adapter.py", "device/cli/cloud.py", "device/cli/pki.py", "device/cli/sync.py",
-                    "device/cli/plan.py")
+CLOUD_SYNC_USERS = ("device/cloud_adapter.py", "device/cli/cloud.py", "device/cli/cloud_release.py",
+                    "device/cli/pki.py", "device/cli/sync.py", "device/cli/plan.py")
 DELIVERY_WORDS = re.compile(r"claim|deliver|block|route|stop|package", re.IGNORECASE)
 
 

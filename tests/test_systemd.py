@@ -31,23 +31,34 @@ def systemd_analyze() -> str:
 
 
 def install_staged(tmp_path: Path) -> Path:
-    """Run the installer with DESTDIR; PREFIX points at a directory whose venv is this test's venv, so the
-    unit's ExecStart names a real executable (verify checks that it exists)."""
+    """Run the installer with DESTDIR; PREFIX points at a directory whose venv is this test's venv, and the
+    releases folder the unit names is set up as the installer sets it up (`current -> PREFIX`), so the unit's
+    ExecStart names a real executable (verify checks that it exists)."""
     prefix = tmp_path / "opt"
     prefix.mkdir()
     (prefix / "venv").symlink_to(VENV_BIN.parent)
     dest = tmp_path / "root"
+    releases = tmp_path / "releases"
     result = subprocess.run(["bash", str(REPO / "systemd" / "install.sh")], capture_output=True, text=True,
-                            env={**os.environ, "DESTDIR": str(dest), "PREFIX": str(prefix)}, timeout=60)
+                            env={**os.environ, "DESTDIR": str(dest), "PREFIX": str(prefix),
+                                 "RELEASES": str(releases)}, timeout=60)
     assert result.returncode == 0, result.stderr
+    staged = dest / str(releases).lstrip("/")
+    assert Path(os.readlink(staged / "current")) == prefix  # the installer's release is the first one
+    (staged / "current").rename(tmp_path / "staged-current")
+    releases.mkdir()
+    (tmp_path / "staged-current").rename(releases / "current")
     return dest
 
 
 def test_installer_stages_unit_and_config(tmp_path: Path) -> None:
     dest = install_staged(tmp_path)
     unit = (dest / "etc/systemd/system/flexedge.service").read_text()
-    assert f"ExecStart={tmp_path}/opt/venv/bin/flexedge run" in unit
-    assert f"ExecStartPre={tmp_path}/opt/venv/bin/flexedge config --validate" in unit
+    assert f"ExecStart={tmp_path}/releases/current/venv/bin/flexedge run" in unit
+    assert f"ExecStartPre={tmp_path}/releases/current/venv/bin/flexedge config --validate" in unit
+    # The guard comes first and from the installer's release (a new release that cannot start is rolled back).
+    guard = f"ExecStartPre=-{tmp_path}/opt/venv/bin/flexedge update guard --releases {tmp_path}/releases"
+    assert unit.index(guard) < unit.index("config --validate")
     config = dest / "etc/flexedge/flexedge.toml"
     text = config.read_text()
     for section in ("[device]", "[mqtt]", "[sync]", "[camera]", "[gps]"):  # the complete reference, not a stub
@@ -81,9 +92,11 @@ def test_unit_settings_the_agent_relies_on() -> None:
     for line in ("Type=notify", "NotifyAccess=main", "Restart=always", "StartLimitIntervalSec=0", "User=flexedge",
                  "SupplementaryGroups=dialout video", "StateDirectory=flexedge", "LogsDirectory=flexedge",
                  "ProtectSystem=strict", "NoNewPrivileges=yes", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
-                 "MemoryDenyWriteExecute=yes", "RestartPreventExitStatus=2"):
+                 "MemoryDenyWriteExecute=yes"):
         assert re.search(rf"^{re.escape(line)}$", text, re.M), line
     assert re.search(r"^WatchdogSec=\d+$", text, re.M)
+    # A release that exits at start (any code) must come round to the update guard: no exit code stops restarts.
+    assert not re.search(r"^RestartPreventExitStatus=", text, re.M)
     limit = re.search(r"^LimitNOFILE=(\d+)$", text, re.M)  # issue 15: a console flood must not starve the agent
     assert limit and int(limit.group(1)) >= 4 * Config().console.max_connections
 

@@ -34,6 +34,7 @@ COMMANDS = {
     "check-photo": "device.cli.vision_cmd",
     "decode": "device.cli.vision_cmd",
     "console": "device.cli.console_cmd",
+    "update": "device.cli.update_cmd",
 }
 
 

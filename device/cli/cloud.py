@@ -52,6 +52,7 @@ from cloud_sync.connection import BrokerSettings
 from cloud_sync.errors import SyncError
 from cloud_sync.pki import CLOUD_IDENTITY, Pki
 from cloud_sync.signing import Signer
+from device.cli.cloud_release import register_release_command
 from device.cli.cloud_workers import WorkerPool, WorkerStartError, exit_when_parent_goes, worker_argv
 from device.cli.common import CliError, Exit, Subparsers, emit, load_context
 from device.contract.domain import Block, DomainError, Route
@@ -88,6 +89,7 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     photos.add_argument("--json", action="store_true", help="one JSON object per photo")
     photos.set_defaults(func=list_photos)
     web_cli.register_user_command(views)
+    register_release_command(views)
     command = views.add_parser("command", help="send a signed command to a van and print its command.result")
     command.add_argument("device", help="the van's id")
     command.add_argument("name", help="selftest, set_config, upload_logs, restart, ...")

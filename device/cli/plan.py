@@ -14,11 +14,6 @@ import json
 import logging
 from pathlib import Path
 
-from cloud_sync.cloud.planning import solomon
-from cloud_sync.cloud.planning.problem import ProblemError
-from cloud_sync.cloud.planning.solver import solve
-from cloud_sync.cloud.planning.station import PlanError, plan_station, read_station
-from cloud_sync.cloud.planning.travel import MatrixTimes, RoadModelTimes, TravelTimes, TravelTimesError
 from device.cli.common import Subparsers
 from device.contract.travel import RoadModel, TravelModelError
 from device.logsetup import setup_logging
@@ -38,6 +33,14 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The planner (PyVRP) is the `cloud` extra, not on a van: imported only when planning, so `flexedge --help`
+    # and `flexedge --version` (which register every command) work in a van's venv.
+    from cloud_sync.cloud.planning import solomon
+    from cloud_sync.cloud.planning.problem import ProblemError
+    from cloud_sync.cloud.planning.solver import solve
+    from cloud_sync.cloud.planning.station import PlanError, plan_station, read_station
+    from cloud_sync.cloud.planning.travel import MatrixTimes, RoadModelTimes, TravelTimes, TravelTimesError
+
     setup_logging(args.log_level or "WARNING", False)
     try:
         if args.solomon:

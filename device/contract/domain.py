@@ -76,6 +76,8 @@ class EventType(StrEnum):
     STAGING_COMPLETE = "dock.staging_complete"
     INPUT_REJECTED = "input.rejected"
     COMMAND_RESULT = "command.result"  # a cloud command's answer: id, name, status ok/failed/rejected, detail, data
+    UPDATE_APPLIED = "update.applied"  # a new release passed its health gate and is kept
+    UPDATE_ROLLED_BACK = "update.rolled_back"  # a new release failed its gate or its starts: the previous is back
 
 
 class Verdict(StrEnum):

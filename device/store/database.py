@@ -54,7 +54,7 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _integrity_problem(path: Path) -> str | None:
+def integrity_problem(path: Path) -> str | None:
     """None when the file is a healthy database (or absent), else what is wrong."""
     if not path.exists():
         return None
@@ -92,7 +92,7 @@ def open_database(path: Path) -> tuple[sqlite_utils.Database, Recovery | None]:
     """Open (creating if needed) and migrate the store; a corrupt file is moved aside, never deleted."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     recovery = None
-    problem = _integrity_problem(path)
+    problem = integrity_problem(path)
     if problem is None:
         conn = None
         try:

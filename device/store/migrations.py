@@ -1,19 +1,28 @@
 """Forward schema migrations, tracked in `PRAGMA user_version`, and additions, tracked in `meta`. Each runs in its own
 transaction.
 
-A release refuses a store whose `user_version` is newer than it knows (`migrate`), so a migration is for a change an
-older release cannot work with: after one, a rollback to the release before it cannot open the store. A new table
-that an older release can ignore is an *addition* instead: it never moves `user_version` (the release before it
-opens the store and never looks at the table) and is counted under `ADDITIONS_KEY` in `meta`. Additions never
+A release update may be rolled back (device/update/): the previous release then opens a store the newer one
+migrated. `READABLE_FROM` is the oldest program schema that still reads a store at `latest_version()` (a
+migration that only adds tables, columns or indexes keeps it; one that changes or drops what older code reads
+raises it to its own version). The store records it, an older program opens such a store as it is, and the
+release manifest carries it so a van refuses an update its running release could not come back from.
+
+Releases before `READABLE_FROM` was recorded refuse any store whose `user_version` is newer than they know, so a
+new table an older release can ignore is an *addition* instead: it never moves `user_version` (the release before
+it opens the store and never looks at the table) and is counted under `ADDITIONS_KEY` in `meta`. Additions never
 change the tables the migrations made."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Callable
 
 import sqlite_utils
 
 log = logging.getLogger(__name__)
+
+READABLE_FROM = 1  # every migration so far only adds: a program at schema 1 reads a store at schema 3
+READABLE_FROM_KEY = "schema.readable_from"  # in the meta table
 
 Migration = Callable[[sqlite_utils.Database], None]
 MIGRATIONS: list[Migration] = []
@@ -102,12 +111,19 @@ def migrate(db: sqlite_utils.Database) -> int:
     """Run every migration newer than the file's user_version; return the number run."""
     current: int = db.execute("PRAGMA user_version").fetchone()[0]
     if current > latest_version():
-        raise RuntimeError(f"database schema {current} is newer than this program ({latest_version()})")
+        readable_from = _readable_from(db)
+        if readable_from is None or readable_from > latest_version():
+            raise RuntimeError(f"database schema {current} is newer than this program ({latest_version()})")
+        log.warning("database schema %d is newer than this program (%d) but readable from %d: used as it is",
+                    current, latest_version(), readable_from)
+        return 0
     for version, step in enumerate(MIGRATIONS[current:], start=current + 1):
         with db.atomic():  # one transaction per step
             step(db)
             db.execute(f"PRAGMA user_version = {version}")
         log.info("schema migrated to version %d (%s)", version, step.__name__)
+    with db.atomic():
+        db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", [READABLE_FROM_KEY, str(READABLE_FROM)])
     return latest_version() - current + _add(db)
 
 
@@ -121,3 +137,11 @@ def _add(db: sqlite_utils.Database) -> int:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [ADDITIONS_KEY, str(number)])
         log.info("schema addition %d (%s)", number, step.__name__)
     return max(len(ADDITIONS) - done, 0)
+
+
+def _readable_from(db: sqlite_utils.Database) -> int | None:
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = ?", [READABLE_FROM_KEY]).fetchone()
+    except sqlite3.OperationalError:  # no meta table: not a store of ours
+        return None
+    return int(row[0]) if row and str(row[0]).isdigit() else None

@@ -1,7 +1,11 @@
 """The agent supervised the way its systemd unit does it (systemd is not PID 1 here): the unit file's own
-ExecStartPre and ExecStart commands (the installed `flexedge` replaced by this checkout's), its Environment with
-FLEXEDGE_CONFIG pointing at the test's config, started again after every exit (`Restart=always`) except the
-codes in RestartPreventExitStatus, after RestartSec scaled down for a test."""
+ExecStartPre and ExecStart commands, its Environment with FLEXEDGE_CONFIG pointing at the test's config, started
+again after every exit (`Restart=always`) except the codes in RestartPreventExitStatus, after RestartSec scaled
+down for a test. A command prefixed with "-" may fail without failing the start (as systemd does).
+
+Paths: by default every `flexedge` the unit names (the installer's and the releases' `current`) is this
+checkout's; with `installed=` the unit's /opt/flexedge is that folder (a real installed release with its venv)
+and its /var/lib/flexedge/releases the test's releases folder, so each release runs from its own venv."""
 from __future__ import annotations
 
 import os
@@ -16,19 +20,22 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT_FILE = REPO / "systemd" / "flexedge.service"
-INSTALLED_FLEXEDGE = "/opt/flexedge/venv/bin/flexedge"
+INSTALLED_PREFIX = "/opt/flexedge"
+INSTALLED_FLEXEDGE = f"{INSTALLED_PREFIX}/venv/bin/flexedge"
+RELEASES_DIR = "/var/lib/flexedge/releases"
+CURRENT_FLEXEDGE = f"{RELEASES_DIR}/current/venv/bin/flexedge"
 
 
 @dataclass(frozen=True)
 class UnitCommands:
-    pre: tuple[tuple[str, ...], ...]
+    pre: tuple[tuple[tuple[str, ...], bool], ...]  # (argv, a failure is ignored: the unit's "-" prefix)
     start: tuple[str, ...]
     environment: dict[str, str]
     restart: str
     prevent_restart: frozenset[int]
 
 
-def read_unit(path: Path = UNIT_FILE) -> UnitCommands:
+def read_unit(path: Path = UNIT_FILE, *, releases: Path, installed: Path | None = None) -> UnitCommands:
     values: dict[str, list[str]] = {}
     for line in path.read_text().splitlines():
         key, sep, value = line.partition("=")
@@ -37,11 +44,15 @@ def read_unit(path: Path = UNIT_FILE) -> UnitCommands:
     here = (sys.executable, "-m", "device.cli")
 
     def command(text: str) -> tuple[str, ...]:
-        words = shlex.split(text)
-        assert words[0] == INSTALLED_FLEXEDGE, f"the unit runs {words[0]}, not the installed flexedge"
+        words = [w.replace(RELEASES_DIR, str(releases)) for w in shlex.split(text.lstrip("-"))]
+        if installed is not None:
+            return tuple(w.replace(INSTALLED_PREFIX, str(installed)) for w in words)
+        assert shlex.split(text.lstrip("-"))[0] in (INSTALLED_FLEXEDGE, CURRENT_FLEXEDGE), \
+            f"the unit runs {words[0]}, not an installed flexedge"
         return (*here, *words[1:])
     environment = dict(item.split("=", 1) for line in values.get("Environment", []) for item in shlex.split(line))
-    return UnitCommands(tuple(command(c) for c in values.get("ExecStartPre", [])), command(values["ExecStart"][0]),
+    return UnitCommands(tuple((command(c), c.startswith("-")) for c in values.get("ExecStartPre", [])),
+                        command(values["ExecStart"][0]),
                         environment, values["Restart"][0],
                         frozenset(int(c) for line in values.get("RestartPreventExitStatus", []) for c in line.split()))
 
@@ -53,17 +64,23 @@ class UnitSupervisor:
     config: Path
     log_path: Path
     restart_sec: float = 0.5  # the unit's RestartSec (10 s), scaled down for a test
-    unit: UnitCommands = field(default_factory=read_unit)
+    installed: Path | None = None  # None: this checkout runs every command; else the unit's /opt/flexedge
+    releases: Path | None = None  # the unit's releases folder (default: beside the config)
     exits: list[int] = field(default_factory=list)
     starts: int = 0
 
     def __post_init__(self) -> None:
+        self.unit = read_unit(releases=self.releases or self.config.parent / "releases", installed=self.installed)
         assert self.unit.restart == "always"
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._child: subprocess.Popen[bytes] | None = None
         self._thread = threading.Thread(target=self._supervise, name="unit-supervisor", daemon=True)
         self.env = {**os.environ, **self.unit.environment, "FLEXEDGE_CONFIG": str(self.config)}
+        self.cwd = REPO
+        if self.installed is not None:  # the releases' own code only: nothing of this checkout on the path
+            self.env.pop("PYTHONPATH", None)
+            self.cwd = self.config.parent
 
     def start(self) -> UnitSupervisor:
         self._thread.start()
@@ -73,17 +90,18 @@ class UnitSupervisor:
         with open(self.log_path, "ab") as log, self._lock:
             if self._stopping.is_set():
                 return -1
-            self._child = subprocess.Popen(command, env=self.env, cwd=REPO, stdout=log, stderr=log)
+            self._child = subprocess.Popen(command, env=self.env, cwd=self.cwd, stdout=log, stderr=log)
         code = self._child.wait()
         return code
 
     def _supervise(self) -> None:
         while not self._stopping.is_set():
             code = 0
-            for pre in self.unit.pre:
+            for pre, may_fail in self.unit.pre:
                 code = self._run(pre)
-                if code != 0:
+                if code != 0 and not may_fail:
                     break
+                code = 0
             if code == 0:
                 self.starts += 1
                 code = self._run(self.unit.start)
