@@ -12,6 +12,7 @@ import logging
 import re
 import sqlite3
 import threading
+import time
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +146,20 @@ def open_engine(target: Path | str) -> Engine:
     return SqliteEngine(Path(target))
 
 
+def _enable_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
+    """Switching a new file to WAL takes an exclusive lock without calling the busy handler: two workers
+    opening a fresh database together get "database is locked" at once. So the switch is retried here."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SqliteEngine:
     """One connection per engine; several processes may share the file: every write transaction is
     `BEGIN IMMEDIATE`, so SQLite serialises them. Threads of one process share the connection under a lock."""
@@ -156,7 +171,7 @@ class SqliteEngine:
         try:
             self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
                                         timeout=BUSY_TIMEOUT_MS / 1000)
-            self.conn.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(self.conn, BUSY_TIMEOUT_MS / 1000)
             self.conn.execute("PRAGMA synchronous=FULL")  # an ack promises the events are on disk
             self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         except sqlite3.Error as exc:

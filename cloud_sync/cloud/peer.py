@@ -347,8 +347,21 @@ class CloudThread:
             return self._factory()
         self.peer = self.call(create())
         self._run = asyncio.run_coroutine_threadsafe(self.peer.run(), self._loop)
-        self.call(asyncio.wait_for(self.peer.ready.wait(), ready_timeout_s), timeout_s=ready_timeout_s + 1)
+        self.call(self._ready_or_failed(self.peer, self._run, ready_timeout_s), timeout_s=ready_timeout_s + 1)
         return self
+
+    @staticmethod
+    async def _ready_or_failed(peer: CloudPeer, run: Future[None], timeout_s: float) -> None:
+        """Wait for the peer's readiness; a peer whose run() ended first raises why (not a bare timeout)."""
+        ended: asyncio.Future[Any] = asyncio.wrap_future(run)
+        ready: asyncio.Future[Any] = asyncio.ensure_future(peer.ready.wait())
+        done, _ = await asyncio.wait({ended, ready}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if ended in done:
+            ended.result()
+            raise RuntimeError("the cloud peer ended before it was ready")
+        if ready not in done:
+            raise TimeoutError(f"the cloud peer was not ready within {timeout_s} s")
 
     @property
     def running(self) -> bool:
