@@ -21,6 +21,7 @@ from typing import Iterable, Mapping
 
 from cloud_sync.errors import PkiError
 from cloud_sync.pki import Pki, mosquitto_tls_config
+from device.contract.files import write_atomically
 
 DEFAULT_CONF_DIR = Path("/etc/mosquitto")
 DEFAULT_PORT = 8883
@@ -40,21 +41,6 @@ def _ids(user: str) -> tuple[int, int]:
     except KeyError:
         raise PkiError(f"no user {user!r} here: install mosquitto first (apt-get install mosquitto)") from None
     return entry.pw_uid, entry.pw_gid
-
-
-def _place(path: Path, data: bytes, uid: int, gid: int, mode: int) -> None:
-    """Owner and mode are set before the content is written, and the file is renamed into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchown(fd, uid, gid)
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def drop_in_text(installed: Pki, access: Path, port: int, bind: str | None) -> str:
@@ -86,16 +72,16 @@ def install_broker_files(pki: Pki, fleet: str, stations: Mapping[str, str], clou
     directory.chmod(0o750)
     installed = Pki(directory)
     readable = 0o640
-    _place(installed.ca_cert, pki.ca_cert.read_bytes(), 0, gid, readable)
-    _place(installed.client("broker").cert_path, broker.cert_path.read_bytes(), 0, gid, readable)
-    _place(installed.client("broker").key_path, broker.key_path.read_bytes(), uid, gid, 0o400)
-    _place(installed.crl, pki.crl.read_bytes(), 0, gid, readable)
+    write_atomically(installed.ca_cert, pki.ca_cert.read_bytes(), readable, (0, gid))
+    write_atomically(installed.client("broker").cert_path, broker.cert_path.read_bytes(), readable, (0, gid))
+    write_atomically(installed.client("broker").key_path, broker.key_path.read_bytes(), 0o400, (uid, gid))
+    write_atomically(installed.crl, pki.crl.read_bytes(), readable, (0, gid))
     security = pki.write_broker_security(fleet, stations, cloud_ids)
     access = directory / security.name
-    _place(access, security.read_bytes(), 0, gid, readable)
+    write_atomically(access, security.read_bytes(), readable, (0, gid))
     conf_d = conf_dir / "conf.d"
     conf_d.mkdir(parents=True, exist_ok=True)
     drop_in = conf_d / "flexedge.conf"
-    _place(drop_in, drop_in_text(installed, access, port, bind).encode(), 0, 0, 0o644)
+    write_atomically(drop_in, drop_in_text(installed, access, port, bind).encode(), 0o644, (0, 0))
     return BrokerFiles(drop_in, directory, access)
 

@@ -21,7 +21,6 @@ import datetime as dt
 import glob
 import ipaddress
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from cloud_sync.errors import PkiError
 from cloud_sync.keyfiles import write_private
 from cloud_sync.signing import Signer, write_signing_key
 from cloud_sync.topics import FleetTopics
+from device.contract.files import write_atomically
 
 CLOUD_IDENTITY = "cloud"  # the operator's tools; also the default prefix of the cloud workers' identities
 CLOUD_WORKERS = 4  # ingest worker certificates made per cloud prefix by default
@@ -62,17 +62,12 @@ class Issued:
     key_path: Path
 
 
+PUBLIC = 0o644  # certificates and the revocation list: anyone on the host may read them
+
+
 def cloud_client_ids(prefix: str, ingest_workers: int, dispatch: bool = True) -> tuple[str, ...]:
     """The client ids (= certificate CNs) of one cloud process: `{prefix}-ingest-{n}` and `{prefix}-dispatch`."""
     return (*(f"{prefix}-ingest-{n}" for n in range(ingest_workers)), *((f"{prefix}-dispatch",) if dispatch else ()))
-
-
-def _replace_file(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write a whole file or nothing: a temporary file renamed over the old one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.chmod(mode)
-    os.replace(tmp, path)
 
 
 def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
@@ -214,7 +209,7 @@ class Pki:
             names = []
         ca_cert, ca_key = self._load_ca()
         cert = self._sign(ca_cert, ca_key, cn, key.public_key(), names)
-        _replace_file(issued.cert_path, cert.public_bytes(serialization.Encoding.PEM))
+        write_atomically(issued.cert_path, cert.public_bytes(serialization.Encoding.PEM), PUBLIC)
         self.write_crl()
         return issued
 
@@ -266,7 +261,7 @@ class Pki:
         if all(int(e["serial"]) != cert.serial_number for e in entries):
             entries.append({"serial": cert.serial_number, "cn": cn,
                             "revoked_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
-            _replace_file(self.revoked_list, (json.dumps(entries, indent=1) + "\n").encode())
+            write_atomically(self.revoked_list, (json.dumps(entries, indent=1) + "\n").encode(), PUBLIC)
         self.write_crl()
         return cert.serial_number
 
@@ -283,7 +278,7 @@ class Pki:
                 x509.RevokedCertificateBuilder().serial_number(int(entry["serial"]))
                 .revocation_date(revoked_at).build())
         crl = builder.sign(ca_key, hashes.SHA256())
-        _replace_file(self.crl, crl.public_bytes(serialization.Encoding.PEM))
+        write_atomically(self.crl, crl.public_bytes(serialization.Encoding.PEM), PUBLIC)
         return self.crl
 
     def issue_broker(self, hosts: Iterable[str] = ("localhost", "127.0.0.1"), *, replace: bool = False) -> Issued:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 import zlib
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from cloud_sync.errors import MessageRejected, RejectReason
 from cloud_sync.messages import ClaimStatus, EventBatch, PhotoChunk
 from device.contract.chain import GENESIS_HASH, canonical_bytes, hash_body
 from device.contract.domain import BLOB_ID_PREFIX, Block, EventType, Route
+from device.contract.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -87,17 +87,6 @@ class IngestResult:
     flagged: int
     verified_seq: int
     clock_flagged: int = 0
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    """Whole or not at all under its name: a temporary file beside it, fsynced, then renamed. Raises OSError."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def default_photo_dir(db_path: Path) -> Path:
@@ -290,7 +279,8 @@ class CloudDb:
             # ids are plain (PhotoChunk checks); a blob (logs) is no JPEG: it keeps its bare id
             path = self.photo_dir / device / (chunk.photo_id if is_blob(chunk.photo_id) else f"{chunk.photo_id}.jpg")
             try:
-                _write_file(path, whole)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomically(path, whole)
             except OSError as exc:
                 raise CloudDbError(f"cannot write photo file {path}: {exc}") from exc
             tx.execute("DELETE FROM photo_chunks WHERE device = ? AND photo_id = ?", (device, chunk.photo_id))
@@ -335,22 +325,18 @@ class CloudDb:
                                   f"file sha256 {sha256}, event {event_id} recorded {expected}", now)
 
     def _recording_event(self, tx: Tx, device: str, upload_id: str) -> tuple[str, Any, Any] | None:
-        """(event id, event, the sha256 it recorded) of the event that records this upload, if stored."""
-        if is_blob(upload_id):
-            row = tx.execute("SELECT id, body FROM events WHERE device = ? AND type = ? AND "
-                             f"{self.dialect.json_text('body', 'data', 'data', 'blob_id')} = ?",
-                             (device, BLOB_EVENT, upload_id)).fetchone()
-            if row is None:
-                return None
-            doc = orjson.loads(row[1])
-            return row[0], doc, ((doc.get("data") or {}).get("data") or {}).get("sha256")
+        """(event id, event, the sha256 it recorded) of the event that records this upload, if stored.
+        A log blob is recorded inside a command result's data, a photo in its photo event's data."""
+        event_type, path = (BLOB_EVENT, ("data", "data", "blob_id")) if is_blob(upload_id) else \
+            (PHOTO_EVENT, ("data", "photo_id"))
         row = tx.execute("SELECT id, body FROM events WHERE device = ? AND type = ? AND "
-                         f"{self.dialect.json_text('body', 'data', 'photo_id')} = ?",
-                         (device, PHOTO_EVENT, upload_id)).fetchone()
+                         f"{self.dialect.json_text('body', *path)} = ?", (device, event_type, upload_id)).fetchone()
         if row is None:
             return None
         doc = orjson.loads(row[1])
         data = doc.get("data") or {}
+        if is_blob(upload_id):
+            return row[0], doc, (data.get("data") or {}).get("sha256")
         return row[0], doc, data.get("upload_sha256") or data.get("sha256")
 
     def _link_waiting_photos(self, tx: Tx, device: str, events: Any, now: float) -> None:

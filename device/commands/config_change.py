@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from device.cloud_port import CloudCommand
-from device.commands.files import fsync_dir, write_atomically
 from device.commands.framework import CommandContext, CommandOutcome, Deferred, Status
 from device.commands.pending import PendingMarker
 from device.config import ConfigError, load_config, toml_value
+from device.contract.files import fsync_dir, write_atomically
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from device.commands.files import fsync_dir, write_atomically
+from device.contract.files import fsync_dir, write_atomically
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,13 @@ import json
 import logging
 import os
 import secrets
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from device.config import ConsoleSection
+from device.contract.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +81,7 @@ class Pairing:
         return doc
 
     def _save(self, doc: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{PAIRING_FILE}.", suffix=".tmp")  # mode 0600
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(doc, fh)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomically(self.path, json.dumps(doc).encode(), 0o600)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from device.commands.files import fsync_dir, write_atomically
 from device.contract.domain import new_event_id
+from device.contract.files import fsync_dir, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ START_ALLOWANCE_S = 60.0  # on top of the gate's seconds per start: interpreter 
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    """The old file or the new one after a power cut (device/commands/files.py)."""
+    """The old file or the new one after a power cut (device/contract/files.py)."""
     write_atomically(path, json.dumps(doc, indent=1, sort_keys=True).encode(), 0o640)
 
 
