@@ -47,3 +47,13 @@ def test_a_cloud_that_cannot_open_its_database_says_why_at_start(tmp_path: Path,
     assert failed.group_contains(CloudDbError)
     assert not cloud.running
     cloud.stop()
+
+
+def test_the_dispatcher_stores_the_stations_map_it_was_started_with(cloud: CloudThread, fleet: FleetPki,
+                                                                     tmp_path: Path) -> None:
+    db = CloudDb(tmp_path / "cloud.db")
+    try:
+        stored = dict(db.engine.read("SELECT device, station FROM device_stations"))
+    finally:
+        db.close()
+    assert stored == dict(fleet.stations) and stored

@@ -220,6 +220,31 @@ def test_a_station_manager_sees_only_their_station(cloud_db: CloudTarget) -> Non
     assert run(cloud_db, scenario, browsers=2) == []
 
 
+def test_a_station_manager_sees_the_vans_the_stations_map_puts_at_their_station(cloud_db: CloudTarget) -> None:
+    def set_map(stations: dict[str, str]) -> None:
+        db = cloud_db.open()
+        try:
+            db.set_device_stations(stations)
+        finally:
+            db.close()
+
+    async def names(browser: Browser) -> list[str]:
+        return [v["device"] for v in (await (await browser.get("api/fleet")).json())["vans"]]
+
+    async def scenario(mark: Browser, nina: Browser) -> None:
+        await mark.login("mark")
+        await nina.login("nina")
+        assert await names(mark) == ["van-a"]
+        set_map({"van-a": STATION, "van-b": STATION})  # van-b moved to mark's station, no block won there yet
+        assert await names(mark) == ["van-a", "van-b"]
+        assert (await mark.get("api/vans/van-b")).status == 200
+        assert await names(nina) == ["van-b"]  # the block van-b won at nina's station keeps it in her view
+        set_map({})  # a map replaced, not merged
+        assert await names(mark) == ["van-a"]
+        assert (await mark.get("api/vans/van-b")).status == 404
+    assert run(cloud_db, scenario, browsers=2) == []
+
+
 def test_the_csv_export_of_a_day(cloud_db: CloudTarget) -> None:
     """One line per stop event of the day, in the vans' order, with what a station keeps for its records."""
     async def scenario(b: Browser) -> None:

@@ -20,7 +20,7 @@ import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import orjson
 
@@ -377,6 +377,13 @@ class CloudDb:
                           "size, detail, received_at FROM photo_files" + (" WHERE device = ?" if device else "")
                           + " ORDER BY received_at, device, photo_id", (device,) if device else ())
         return [dict(zip(keys, row)) for row in rows]
+
+    def set_device_stations(self, stations: Mapping[str, str]) -> None:
+        """Replace the stored stations map (device -> station) by the one the dispatcher was started with."""
+        with self.engine.transaction() as tx:
+            tx.execute("DELETE FROM device_stations")
+            for device, station in sorted(stations.items()):
+                tx.execute("INSERT INTO device_stations (device, station) VALUES (?, ?)", (device, station))
 
     def record_status(self, device: str, status: dict[str, Any]) -> None:
         with self.engine.transaction() as tx:

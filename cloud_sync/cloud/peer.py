@@ -232,6 +232,8 @@ class CloudPeer:
         await client.subscribe(self.fleet.shared(DISPATCH_SHARE_GROUP, self.fleet.all_devices("claim")), qos=1)
         await client.subscribe(self.fleet.all_devices("status"), qos=1)
         self._dispatch_client, self._dispatch_db = client, db
+        if first:
+            await asyncio.to_thread(db.set_device_stations, self.settings.stations)
         self.counters["dispatch_sessions"] += 1
         self._note_subscribed(first)
         try:

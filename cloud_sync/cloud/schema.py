@@ -75,6 +75,15 @@ def _v2_operator_indexes(d: Dialect) -> list[str]:
     ]
 
 
+def _v3_device_stations(d: Dialect) -> list[str]:
+    return [
+        # The fleet's stations map (device -> its station) as the cloud was started with it: a station
+        # manager sees the vans of their station, not only those that happen to have won a block there.
+        "CREATE TABLE IF NOT EXISTS device_stations (device TEXT PRIMARY KEY, station TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS device_stations_by_station ON device_stations (station)",
+    ]
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -85,6 +94,7 @@ class Migration:
 MIGRATIONS = (
     Migration(1, "base schema", _v1_base),
     Migration(2, "operator page indexes", _v2_operator_indexes),
+    Migration(3, "device stations", _v3_device_stations),
 )
 
 
