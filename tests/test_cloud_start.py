@@ -15,27 +15,32 @@ ROUNDS = 40
 OPENERS = 4
 
 
+def _open_together(path: Path) -> list[BaseException]:
+    """OPENERS threads open the same new database at the same moment; what each raised."""
+    barrier = threading.Barrier(OPENERS)
+    failures: list[BaseException] = []
+
+    def open_once() -> None:
+        barrier.wait(10)
+        try:
+            CloudDb(path).close()
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted by the caller
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_once) for _ in range(OPENERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return failures
+
+
 def test_workers_opening_a_new_sqlite_database_together_all_get_in(tmp_path: Path) -> None:
     # Switching a new file to WAL does not wait for a busy peer: before the retry, about one round in 40
     # here failed with "database is locked" and took the whole cloud down at start.
     for n in range(ROUNDS):
         path = tmp_path / f"cloud-{n}.db"
-        barrier = threading.Barrier(OPENERS)
-        failures: list[BaseException] = []
-
-        def open_once() -> None:
-            barrier.wait(10)
-            try:
-                CloudDb(path).close()
-            except BaseException as exc:  # noqa: BLE001 - collected and asserted below
-                failures.append(exc)
-
-        threads = [threading.Thread(target=open_once) for _ in range(OPENERS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert failures == [], f"round {n}: {failures}"
+        assert _open_together(path) == [], f"round {n}"
         assert CloudDb(path).schema_version >= 1
 
 
