@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from cloud_sync.cloud import CloudThread
 from device.store import EventStore
@@ -26,6 +27,11 @@ from tests.helpers.tmpfs import MountRefused, small_tmpfs
 REPO = Path(__file__).resolve().parent.parent
 TESTDATA = Path(__file__).resolve().parent / "data"  # real-world data written by others: see data/README.md
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# Property tests assert behaviour, never speed: Hypothesis's per-example deadline and its "too slow" health
+# check are timing assertions that fail on a busy CI machine. Examples stay as many; only the clock goes.
+settings.register_profile("flexedge", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("flexedge")
 
 
 @pytest.fixture(scope="session")
