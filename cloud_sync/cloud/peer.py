@@ -373,11 +373,25 @@ class CloudThread:
     def call(self, coro: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the peer, cancel whatever still runs on the loop, then close it. A task left pending on a closed
+        loop would run its cleanup at garbage collection, long after, in whatever code runs then."""
         if self.peer is not None and self._run is not None:
             self._loop.call_soon_threadsafe(self.peer.stop)
             with contextlib.suppress(Exception):
-                self._run.result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+                self._run.result(timeout_s)
+            self._run.cancel()  # a peer that did not stop in time (a no-op when it did)
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                self.call(_cancel_all_but_me(), timeout_s)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout_s)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
+async def _cancel_all_but_me() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
