@@ -25,7 +25,7 @@ from cloud_sync.messages import Command, PhotoChunk, decode_json
 from cloud_sync.topics import FleetTopics
 from device.contract.domain import Event, EventType
 from device.testbench.broker import MosquittoBroker
-from tests.helpers.fleet import FLEET, FleetPki
+from tests.helpers.fleet import FLEET, OTHER_STATION, FleetPki
 from tests.helpers.operator import ingest, known_day
 from tests.helpers.sync_harness import FAST_BACKOFF, RawClient, wait_for
 from tests.test_operator_api import Browser, make_accounts
@@ -46,7 +46,9 @@ def run(cloud_db: Path, fleet: FleetPki, port: int, scenario: Scenario, browsers
     `browsers` logged-out clients. Returns the page's command desk and its guard's counters. The peer's
     dispatcher kept its one connection throughout: the page opened none with the cloud's identity (the broker
     would have cut the dispatcher's, and it would have reconnected)."""
-    settings = CloudSettings(FLEET, cloud_db, backoff=FAST_BACKOFF, stations=fleet.stations)
+    # The known day has van-b work at the other station: the stations map the dispatcher stores says so too.
+    stations = {**fleet.stations, "van-b": OTHER_STATION}
+    settings = CloudSettings(FLEET, cloud_db, backoff=FAST_BACKOFF, stations=stations)
     kept: list[Any] = []
 
     async def main() -> None:
