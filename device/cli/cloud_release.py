@@ -39,6 +39,7 @@ from cloud_sync.pki import CLOUD_IDENTITY, Pki
 from cloud_sync.signing import Signer
 from device.cli.common import CliError, Exit, emit, load_context
 from device.contract.release import ReleaseError, UpdateOrder
+from device.update.space import installed_estimate
 
 DEFAULT_TIMEOUT_S = 900.0  # per van: download, install (~20 s here, minutes on a Pi), restart, health gate
 
@@ -119,11 +120,12 @@ def run_publish(args: argparse.Namespace) -> int:
     if manifest.version != args.version or not devices:
         raise CliError(f"release publish: {artifact} is {manifest.version}; devices: {devices}", Exit.FAILED)
     digest, size = sha256_of(artifact), artifact.stat().st_size
+    installed = installed_estimate(artifact)  # the van checks its free space against it before the download
 
     async def publish() -> RolloutReport:
         server = ReleaseServer(args.store, serve_host, int(serve_port), tls, public_host=args.url_host)
         await server.start()
-        order = UpdateOrder(manifest.version, server.url(artifact.name), digest, size, args.allow_downgrade)
+        order = UpdateOrder(manifest.version, server.url(artifact.name), digest, size, args.allow_downgrade, installed)
 
         async def send(device: str) -> str:
             command = new_command(device, "update", order.to_args(), args.timeout)
