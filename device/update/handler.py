@@ -12,7 +12,6 @@ import platform
 import shutil
 import sys
 import tarfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -93,7 +92,7 @@ def check_unpack_space(artifact: Path, ctx: UpdateContext) -> None:
     """Blocking: room for the artifact's files and the venv they make (the artifact is on disk already)."""
     try:
         installed = installed_estimate(artifact)
-    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError):
+    except (OSError, tarfile.TarError):
         installed = ARTIFACT_FACTOR * artifact.stat().st_size  # unpack refuses it with the reason
     need = SpaceNeed(0, unpacked_size(artifact), installed, ctx.margin_bytes)
     require(ctx.releases.root, need, "before unpacking")

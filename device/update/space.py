@@ -48,17 +48,24 @@ def _mb(size: int) -> str:
 
 
 def installed_estimate(artifact: Path) -> int:
-    """The venv a release artifact makes, from the unpacked size of the wheels it carries (blocking). Raises
-    OSError, tarfile.TarError or zipfile.BadZipFile for an artifact that is not a release tar."""
+    """The venv a release artifact makes, from the unpacked size of the wheels it carries (blocking; a wheel that
+    is not a readable zip counts as ARTIFACT_FACTOR times its size). Raises OSError or tarfile.TarError for an
+    artifact that is not a tar."""
     unpacked = 0
     with tarfile.open(artifact, "r:") as tar:
         for member in tar.getmembers():
             if member.isfile() and member.name.endswith(".whl"):
-                handle = tar.extractfile(member)
-                if handle is not None:
-                    with zipfile.ZipFile(handle) as wheel:
-                        unpacked += sum(info.file_size for info in wheel.infolist())
+                unpacked += _wheel_unpacked(tar, member)
     return int(unpacked * PYC_FACTOR) + VENV_BASE_BYTES
+
+
+def _wheel_unpacked(tar: tarfile.TarFile, member: tarfile.TarInfo) -> int:
+    handle = tar.extractfile(member)
+    try:
+        with zipfile.ZipFile(handle) as wheel:  # type: ignore[arg-type]
+            return sum(info.file_size for info in wheel.infolist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return ARTIFACT_FACTOR * member.size
 
 
 def unpacked_size(artifact: Path) -> int:
