@@ -11,7 +11,6 @@ from zero first.
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from device.update.errors import UpdateFailed, UpdateRefused
+from device.update.verify import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,6 @@ ATTEMPTS = 8  # downloads tried per command before it answers failed
 RETRY_BASE_S = 2.0  # pause after the first failed attempt, doubled after each, at most RETRY_MAX_S
 RETRY_MAX_S = 60.0
 CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -66,14 +65,6 @@ class _Cut(Exception):
 def part_path(target: Path, sha256: str) -> Path:
     """Where the bytes of this artifact collect (named by its sha256: a part of another artifact is never used)."""
     return target.with_name(f"{target.name}.{sha256[:16]}.part")
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _attempt(url: str, part: Path, size: int, context: ssl.SSLContext) -> int:
@@ -138,7 +129,7 @@ def fetch(url: str, target: Path, *, size: int, sha256: str, tls: TlsFiles,
         except UpdateRefused:
             part.unlink(missing_ok=True)
             raise
-        if _sha256_file(part) == sha256:
+        if sha256_file(part) == sha256:
             os.replace(part, target)
             log.info("release artifact %s fetched: %d bytes in %d attempts (%d bytes resumed)", target.name, size,
                      attempt, resumed)
