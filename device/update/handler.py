@@ -131,7 +131,10 @@ def _before_download(incoming: Path, artifact: Path, order: UpdateOrder, ctx: Up
     for leftover in incoming.iterdir():
         if leftover != keep:
             log.info("removing %s left by an earlier update", leftover.name)
-            shutil.rmtree(leftover) if leftover.is_dir() and not leftover.is_symlink() else leftover.unlink()
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
     make_room(ctx)
     have = keep.stat().st_size if keep.exists() else 0
     installed = order.installed_bytes or ARTIFACT_FACTOR * order.size
