@@ -8,7 +8,9 @@ claim check read the same map).
 
 The broker binds every client to its certificate: username = CN (`use_identity_as_username`) and client id =
 username (`use_username_as_clientid`), so nobody can take over another client's session. Hence each cloud
-connection has a certificate of its own (CN = its client id, `cloud_client_ids`). Access is mosquitto's
+connection has a certificate of its own (CN = its client id, `cloud_client_ids`), and so has each operator
+command-line run that may run at once (`operator_client_ids`: a run leases one,
+cloud_sync/cloud/operator_identity.py). Access is mosquitto's
 dynamic-security plugin, whose subscribe ACLs are checked at SUBSCRIBE (the plain ACL file checks reads only at
 delivery, so a device's `$share/...` subscription would silently take a share of other devices' messages):
 a device may subscribe to its own inbound topics and its station's offers and nothing else.
@@ -39,6 +41,7 @@ from device.contract.files import write_atomically
 
 CLOUD_IDENTITY = "cloud"  # the operator's tools; also the default prefix of the cloud workers' identities
 CLOUD_WORKERS = 4  # ingest worker certificates made per cloud prefix by default
+OPERATOR_SLOTS = 4  # operator runs (`flexedge cloud command`, `cloud release publish`) at once per cloud prefix
 DYNSEC_PLUGIN = "mosquitto_dynamic_security.so"
 DYNSEC_PLUGIN_DIRS = ("/usr/lib/*", "/usr/lib", "/usr/local/lib", "/usr/local/lib/*")  # Debian: /usr/lib/<arch>
 CA_VALIDITY_DAYS = 3650
@@ -68,6 +71,18 @@ PUBLIC = 0o644  # certificates and the revocation list: anyone on the host may r
 def cloud_client_ids(prefix: str, ingest_workers: int, dispatch: bool = True) -> tuple[str, ...]:
     """The client ids (= certificate CNs) of one cloud process: `{prefix}-ingest-{n}` and `{prefix}-dispatch`."""
     return (*(f"{prefix}-ingest-{n}" for n in range(ingest_workers)), *((f"{prefix}-dispatch",) if dispatch else ()))
+
+
+def operator_client_ids(prefix: str, slots: int = OPERATOR_SLOTS) -> tuple[str, ...]:
+    """The client ids (= certificate CNs) the operator's command-line runs lease, one per run at a time
+    (cloud_sync/cloud/operator_identity.py): `{prefix}-op-{n}`."""
+    return tuple(f"{prefix}-op-{n}" for n in range(slots))
+
+
+def cloud_identities(prefix: str, ingest_workers: int) -> tuple[str, ...]:
+    """Every identity a cloud prefix has certificates and broker access for: its process's connections and the
+    operator runs' identities."""
+    return (*cloud_client_ids(prefix, ingest_workers), *operator_client_ids(prefix))
 
 
 def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
@@ -124,8 +139,9 @@ class Pki:
         return self.security_file
 
     def issue_cloud(self, prefix: str = CLOUD_IDENTITY, ingest_workers: int = CLOUD_WORKERS) -> tuple[str, ...]:
-        """Certificates for one cloud process's connections (and the operator's `cloud` identity)."""
-        ids = cloud_client_ids(prefix, ingest_workers)
+        """Certificates for one cloud process's connections, its operator runs' identities (and the single `cloud`
+        identity of older tools)."""
+        ids = cloud_identities(prefix, ingest_workers)
         for cn in (CLOUD_IDENTITY, *ids):
             self.issue(cn, replace=True)
         return ids

@@ -284,6 +284,10 @@ class UpdateSection:
                             "within this many seconds, or the previous release is put back", range=(5, 3600))
     max_starts: int = setting(3, "starts of a new release without passing its gate before the unit's guard puts "
                               "the previous release back", range=(1, 20))
+    fetch_attempts: int = setting(8, "downloads of a release artifact tried per update command (a cut one resumes "
+                                  "where it stopped) before the command answers failed", range=(1, 100))
+    free_margin_mb: int = setting(64, "an update goes ahead only when the releases filesystem keeps this much free "
+                                  "beyond the artifact, its unpacked files and its venv", range=(0, 65536))
 
 
 @dataclass(frozen=True)
@@ -297,6 +301,10 @@ class CommandsSection:
                                      "previous config back (a config the agent crashes on)", range=(1, 20))
     logs_max_bytes: int = setting(8 * 1024 * 1024, "upload_logs sends at most this many bytes of log text (the "
                                   "newest), before compression", range=(64 * 1024, 256 * 1024 * 1024))
+    selftest_check_s: float = setting(15.0, "a remote selftest's check that has not answered within this many "
+                                      "seconds reports failed, timed out", range=(1, 600))
+    selftest_deadline_s: float = setting(60.0, "a remote selftest answers within this many seconds: checks not "
+                                         "started by then report failed, timed out", range=(5, 3600))
 
 
 @dataclass(frozen=True)

@@ -2,18 +2,23 @@
 and what the remote `selftest` command runs inside the agent (device/commands/handlers.py).
 
 Each check is a small function returning a `CheckResult`; it never raises. Checks of parts that are not
-configured report SKIP.
+configured report SKIP. Each check runs in a thread of its own with its own timeout, and the whole self-test has a
+deadline: a check that hangs (a peer that trickles bytes, a serial port that blocks) reports FAIL "timed out" and
+the rest go on; the self-test always answers. A timed-out check's thread is a daemon, so it holds no stop.
 """
 from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import shutil
 import socket
 import sqlite3
 import ssl
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -28,9 +33,14 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+log = logging.getLogger(__name__)
+
 MIN_YEAR = 2024  # a clock before this has never been set (a Pi without RTC boots in 1970)
 MAX_BACKWARD_SKEW_S = 300.0  # newest stored event this far in the future: the clock jumped back
 NET_TIMEOUT_S = 3.0
+CHECK_TIMEOUT_S = 15.0  # one check, unless the caller says otherwise ([commands] selftest_check_s)
+DEADLINE_S = 60.0  # the whole self-test ([commands] selftest_deadline_s)
+BANNER_MAX = 4096  # gpsd's VERSION line is ~100 bytes
 
 
 class CheckStatus(StrEnum):
@@ -163,17 +173,38 @@ def check_broker(mqtt: MqttSection) -> CheckResult:
         return CheckResult("broker", CheckStatus.FAIL, f"{where}: {type(exc).__name__}: {exc}", data)
 
 
-def check_gpsd(address: str | None) -> CheckResult:
-    """gpsd answers its protocol: the VERSION banner on connect."""
+def _read_line(sock: socket.socket, deadline: float) -> bytes:
+    """One line by `deadline` (time.monotonic()), at most BANNER_MAX bytes: a peer that trickles bytes cannot hold
+    the reader past it (a per-recv timeout alone would wait forever on one byte every few seconds)."""
+    line = b""
+    while b"\n" not in line:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"timed out: no whole line after {len(line)} bytes")
+        if len(line) > BANNER_MAX:
+            raise ValueError(f"no line end in {len(line)} bytes")
+        sock.settimeout(left)
+        chunk = sock.recv(BANNER_MAX)
+        if not chunk:
+            break
+        line += chunk
+    return line.partition(b"\n")[0]
+
+
+def check_gpsd(address: str | None, deadline_s: float = NET_TIMEOUT_S) -> CheckResult:
+    """gpsd answers its protocol: the VERSION banner on connect, all within `deadline_s`."""
     if not address:
         return CheckResult("gpsd", CheckStatus.SKIP, "no gpsd configured")
     host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + deadline_s
     try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=NET_TIMEOUT_S) as sock:
-            sock.settimeout(NET_TIMEOUT_S)
-            banner = json.loads(sock.makefile("rb").readline() or b"{}")
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=min(NET_TIMEOUT_S, deadline_s)) \
+                as sock:
+            banner = json.loads(_read_line(sock, deadline) or b"{}")
     except (OSError, ValueError) as exc:
         return CheckResult("gpsd", CheckStatus.FAIL, f"{address}: {type(exc).__name__}: {exc}")
+    if not isinstance(banner, dict):
+        return CheckResult("gpsd", CheckStatus.FAIL, f"{address}: not gpsd (no VERSION banner)")
     if banner.get("class") != "VERSION":
         return CheckResult("gpsd", CheckStatus.FAIL, f"{address}: not gpsd (no VERSION banner)")
     return CheckResult("gpsd", CheckStatus.PASS, f"gpsd {banner.get('release', '?')} at {address}",
@@ -283,25 +314,74 @@ def gpsd_address(config: Config, flag: str | None) -> str | None:
     return None
 
 
+Check = Callable[[], "list[CheckResult]"]
+
+
+def bounded(name: str, check: Check, timeout_s: float) -> list[CheckResult]:
+    """Run `check` in a daemon thread; FAIL "timed out" if it has not returned within `timeout_s` (its thread is
+    left to end by itself), FAIL with the exception if it raised."""
+    found: list[CheckResult] = []
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            found.extend(check())
+        except Exception as exc:  # noqa: BLE001 - a check that raises is a failed check, never a failed self-test
+            log.exception("selftest check %s raised", name)
+            found.append(CheckResult(name, CheckStatus.FAIL, f"{type(exc).__name__}: {exc}"))
+        finally:
+            done.set()
+    threading.Thread(target=target, name=f"selftest-{name}", daemon=True).start()
+    if not done.wait(timeout_s):
+        log.error("selftest check %s timed out after %.1f s", name, timeout_s)
+        return [CheckResult(name, CheckStatus.FAIL, f"timed out after {timeout_s:g} s", {"timeout_s": timeout_s})]
+    return found
+
+
 def run_checks(config_path: Path | None, config: Config | None, data_dir: Path, gpsd: str | None,
                now: Callable[[], datetime] = utc_now, user: str | None = None,
-               held: frozenset[str] = frozenset()) -> list[CheckResult]:
-    """`held`: parts a running agent has open (scanner, mcu, camera): reported SKIP rather than opened twice."""
-    results = check_config(config_path, user)
-    if config is None:  # the rest needs a valid config; say so instead of guessing
-        return results
+               held: frozenset[str] = frozenset(), check_timeout_s: float = CHECK_TIMEOUT_S,
+               deadline_s: float = DEADLINE_S) -> list[CheckResult]:
+    """`held`: parts a running agent has open (scanner, mcu, camera): reported SKIP rather than opened twice.
+    Each check has `check_timeout_s`, all of them together `deadline_s`: a check not started by then reports
+    FAIL "timed out" without running."""
+    checks: list[tuple[str, Check]] = [("config", lambda: check_config(config_path, user))]
+    if config is not None:  # the rest needs a valid config; say so instead of guessing
+        checks += _config_checks(config, data_dir, gpsd, now, held, check_timeout_s)
+    deadline = time.monotonic() + deadline_s
+    results: list[CheckResult] = []
+    for name, check in checks:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            results.append(CheckResult(name, CheckStatus.FAIL, f"timed out: the self-test's deadline of "
+                                       f"{deadline_s:g} s passed before this check ran", {"deadline_s": deadline_s}))
+            continue
+        results += bounded(name, check, min(check_timeout_s, left))
+    return results
+
+
+def _held(name: str) -> Check:
+    return lambda: [CheckResult(name, CheckStatus.SKIP, "held by the running agent")]
+
+
+def _with(check: Callable[[Config], CheckResult], config: Config) -> Check:
+    return lambda: [check(config)]
+
+
+def _config_checks(config: Config, data_dir: Path, gpsd: str | None, now: Callable[[], datetime],
+                   held: frozenset[str], check_timeout_s: float) -> list[tuple[str, Check]]:
     path = store_path(data_dir)
-    results += [
-        check_data_dir(data_dir, config.store.min_free_mb * 1024 * 1024),
-        check_store(path),
-        check_clock(now(), newest_event_time(path)),
-        check_tflite(),
-        check_broker(config.mqtt),
-        check_gpsd(gpsd_address(config, gpsd)),
+    checks: list[tuple[str, Check]] = [
+        ("data_dir", lambda: [check_data_dir(data_dir, config.store.min_free_mb * 1024 * 1024)]),
+        ("store", lambda: [check_store(path)]),
+        ("clock", lambda: [check_clock(now(), newest_event_time(path))]),
+        ("tflite", lambda: [check_tflite()]),
+        ("broker", lambda: [check_broker(config.mqtt)]),
+        ("gpsd", lambda: [check_gpsd(gpsd_address(config, gpsd), check_timeout_s)]),
     ]
     hardware: list[tuple[str, Callable[[Config], CheckResult]]] = [
         ("scanner", check_scanner), ("mcu", check_mcu), ("camera", check_camera)]
-    results += [CheckResult(name, CheckStatus.SKIP, "held by the running agent") if name in held else check(config)
-                for name, check in hardware]
-    results.append(check_model(config))
-    return results
+    for name, check in hardware:
+        checks.append((name, _held(name) if name in held else _with(check, config)))
+    checks.append(("model", lambda: [check_model(config)]))
+    return checks

@@ -11,7 +11,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import tomllib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -26,6 +25,7 @@ from device.store import EventStore
 from device.testbench.broker import MosquittoBroker
 from device.testbench.procs import free_tcp_port
 from tests.helpers.fleet import FLEET, REPO, FleetPki, cloud_program, device_config
+from tests.helpers.gpsd_peer import HeldGpsd
 from tests.helpers.sync_harness import RawClient, assert_cloud_holds_exactly, wait_until
 from tests.helpers.unit import UnitSupervisor
 
@@ -33,7 +33,7 @@ DEVICE = "van-cmd"
 CONFIRM_S = 8  # [commands] config_confirm_s: how long a new config has to bring the link up
 
 
-def _config(tmp_path: Path, fleet: FleetPki, port: int, gps: str = "enabled = false") -> Path:
+def _config(tmp_path: Path, fleet: FleetPki, port: int, gps: str = "enabled = false", commands: str = "") -> Path:
     return device_config(tmp_path, fleet, port, DEVICE, f"""status_interval_s = 5
 [logging]
 level = "INFO"
@@ -42,6 +42,7 @@ file = "agent.log"
 {gps}
 [commands]
 config_confirm_s = {CONFIRM_S}
+{commands}
 """)
 
 
@@ -187,46 +188,6 @@ def test_remote_commands_act_answer_once_and_undo_a_config_that_cuts_the_van_off
     assert last["commands"]["ok"] == 1 and last["commands"]["rejected"] == 1
 
 
-class HeldGpsd:
-    """A gpsd peer the test holds: each connection gets a space every half second, so a reader waiting for gpsd's
-    VERSION banner (the selftest's gpsd check) keeps waiting, until `answer()`; from then on the banner at once."""
-
-    BANNER = b'{"class":"VERSION","release":"held","proto_major":3,"proto_minor":14}\n'
-
-    def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.answering = threading.Event()
-        self.closed = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.closed.is_set():
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                while not self.answering.is_set() and not self.closed.is_set():
-                    conn.sendall(b" ")
-                    self.answering.wait(0.5)
-                conn.sendall(self.BANNER)
-                self.closed.wait()
-            except OSError:
-                return
-
-    def answer(self) -> None:
-        self.answering.set()
-
-    def close(self) -> None:
-        self.closed.set()
-        self.server.close()
-
-
 def _logged_running(log: Path, name: str) -> str | None:
     """The id of the command `name` once the agent logged that it runs it."""
     found = re.search(rf"command {name} \((\S+)\) running", log.read_text(errors="replace"))
@@ -241,7 +202,8 @@ def test_a_command_cut_off_by_a_kill_is_answered_by_the_next_start(
     finish before the kill: its gpsd check waits on a gpsd the test holds."""
     gpsd = HeldGpsd()
     config = _config(tmp_path, fleet, tls_broker.port,
-                     f'enabled = true\nsource = "gpsd"\ngpsd_host = "127.0.0.1"\ngpsd_port = {gpsd.port}')
+                     f'enabled = true\nsource = "gpsd"\ngpsd_host = "127.0.0.1"\ngpsd_port = {gpsd.port}',
+                     "selftest_check_s = 300\nselftest_deadline_s = 600")  # the held gpsd holds until the kill
     log = tmp_path / "agent.stderr"
     with cloud_program(tmp_path, fleet, tls_broker.port) as db_path:
         db = CloudDb(db_path)

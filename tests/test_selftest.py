@@ -2,6 +2,7 @@
 store file, the data directory), and the command's exit code."""
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import json
@@ -16,8 +17,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from device.config import MqttSection
+from device.cloud_port import CloudCommand
+from device.commands import CommandContext, CommandExecutor, CommandRegistry, Status, handlers
+from device.config import Config, MqttSection
 from device.contract.domain import Event, EventType
+from device.paths import store_path
 from device.selftest import (
     CheckStatus,
     check_broker,
@@ -26,10 +30,12 @@ from device.selftest import (
     check_gpsd,
     check_store,
     check_tflite,
+    run_checks,
 )
 from device.store import EventStore
 from device.testbench.broker import MosquittoBroker
 from device.testbench.procs import free_tcp_port
+from tests.helpers.gpsd_peer import HeldGpsd
 
 NOW = dt.datetime(2026, 5, 4, 8, 0, tzinfo=dt.timezone.utc)
 
@@ -215,3 +221,43 @@ def test_selftest_checks_camera_and_model(tmp_path: Path, broker) -> None:
     result = selftest("--json", "--data-dir", str(tmp_path / "data"), env=env)
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert checks["camera"]["status"] == "pass" and result.returncode == 0
+
+
+def test_a_hanging_check_times_out_and_the_remote_selftest_still_answers(tmp_path: Path, broker) -> None:
+    """A gpsd peer that trickles a byte every half second and never finishes its banner: the gpsd check reports
+    failed, timed out, the checks after it still run, and the `selftest` command commits its answer."""
+    gpsd = HeldGpsd()
+    try:
+        config = tmp_path / "flexedge.toml"
+        config.write_text(f'[mqtt]\nport = {broker.port}\ntls = false\n[gps]\nenabled = true\nsource = "gpsd"\n'
+                          f'gpsd_host = "127.0.0.1"\ngpsd_port = {gpsd.port}\n[commands]\nselftest_check_s = 2\n')
+        registry = CommandRegistry()
+        registry.register("selftest", handlers.selftest)
+        data = tmp_path / "data"
+        with EventStore(store_path(data)) as store:
+            commands = CommandExecutor(registry, CommandContext(store, data, config, None), lambda why: None)
+            outcome = asyncio.run(commands.execute(CloudCommand("st-1", "selftest", {})))
+            answers = [e["data"] for e in store.events() if e["type"] == "command.result"]
+    finally:
+        gpsd.close()
+    assert outcome is not None and (outcome.status, outcome.detail) == (Status.FAILED, "1 checks FAIL: gpsd")
+    checks = {c["name"]: c for c in outcome.data["checks"]}
+    assert "timed out" in checks["gpsd"]["detail"], checks["gpsd"]
+    assert checks["broker"]["status"] == checks["model"]["status"] == "pass"  # before and after the hanging one
+    assert [(a["id"], a["status"]) for a in answers] == [("st-1", "failed")]
+
+
+def test_the_selftest_has_a_deadline_for_all_its_checks(tmp_path: Path) -> None:
+    """Checks not started by the self-test's deadline report failed, timed out, without running; each check's own
+    timeout is cut to what is left of the deadline."""
+    gpsd = HeldGpsd()
+    try:
+        results = run_checks(None, Config(), tmp_path, f"127.0.0.1:{gpsd.port}", check_timeout_s=600, deadline_s=3)
+    finally:
+        gpsd.close()
+    checks = {r.name: r for r in results}
+    assert list(checks) == ["config", "data_dir", "store", "clock", "tflite", "broker", "gpsd", "scanner", "mcu",
+                            "camera", "model"]
+    assert checks["gpsd"].status is CheckStatus.FAIL and "timed out" in checks["gpsd"].detail
+    assert checks["model"].status is CheckStatus.FAIL
+    assert checks["model"].detail == "timed out: the self-test's deadline of 3 s passed before this check ran"

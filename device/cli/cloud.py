@@ -43,6 +43,7 @@ from cloud_sync.cloud.commands import (
 )
 from cloud_sync.cloud.db import CloudDb
 from cloud_sync.cloud.engine import is_postgres
+from cloud_sync.cloud.operator_identity import add_identity_arguments, operator_identity
 from cloud_sync.cloud.peer import CloudPeer, CloudSettings, Credentials
 from cloud_sync.cloud.web import actions as web_actions
 from cloud_sync.cloud.web import cli as web_cli
@@ -101,7 +102,7 @@ def register(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
                          "wait there for the result (without it: send only)")
     command.add_argument("--broker", default="127.0.0.1:8883", help="HOST:PORT of the MQTT broker")
     command.add_argument("--fleet", help="fleet name (default: device.fleet of the config)")
-    command.add_argument("--client-id", default=CLOUD_IDENTITY, help="MQTT client id = certificate name in --pki")
+    add_identity_arguments(command)
     command.add_argument("--ttl", type=float, default=DEFAULT_TTL_S, help="seconds the van may still execute it")
     command.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the result")
     command.add_argument("--json", action="store_true", help="the result as one JSON object")
@@ -161,19 +162,21 @@ def send_command(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     command = new_command(args.device, args.name, pairs, args.ttl)
 
-    async def send_and_wait() -> CommandResult | None:
-        await publish_command(credentials(args.client_id), args.client_id, fleet, signer, command)
-        log.info("command %s %s sent to %s", command.name, command.id, command.device)
+    async def send_and_wait(client_id: str) -> CommandResult | None:
+        await publish_command(credentials(client_id), client_id, fleet, signer, command)
+        log.info("command %s %s sent to %s as %s", command.name, command.id, command.device, client_id)
         if args.db is None:
             return None
         return await wait_result(args.db, command.device, command.id, args.timeout)
     try:
-        result = asyncio.run(send_and_wait())
+        with operator_identity(pki, args.client_prefix, args.client_id) as client_id:
+            result = asyncio.run(send_and_wait(client_id))
     except aiomqtt.MqttError as exc:
         raise CliError(f"broker {args.broker}: {exc}", Exit.FAILED) from None
-    except SyncError as exc:  # the database cannot be read
+    except SyncError as exc:  # the database cannot be read, no operator identity is free
         raise CliError(str(exc), Exit.FAILED) from None
-    sent = {"id": command.id, "device": command.device, "name": command.name, "args": dict(command.args)}
+    sent = {"id": command.id, "device": command.device, "name": command.name, "args": dict(command.args),
+            "client_id": client_id}
     if result is None:
         state = "sent" if args.db is None else "timeout"
         emit(args, {"command": sent, "status": state},

@@ -24,6 +24,7 @@ from pathlib import Path
 import aiomqtt
 
 from cloud_sync.cloud.commands import new_command, publish_command, wait_result
+from cloud_sync.cloud.operator_identity import add_identity_arguments, operator_identity
 from cloud_sync.cloud.release.build import (
     BuildSettings,
     ReleaseBuildError,
@@ -35,10 +36,11 @@ from cloud_sync.cloud.release.build import (
 from cloud_sync.cloud.release.rollout import RolloutReport, VanResult, roll_out
 from cloud_sync.cloud.release.server import ReleaseServer, server_tls
 from cloud_sync.errors import PkiError
-from cloud_sync.pki import CLOUD_IDENTITY, Pki
+from cloud_sync.pki import Pki
 from cloud_sync.signing import Signer
 from device.cli.common import CliError, Exit, emit, load_context
 from device.contract.release import ReleaseError, UpdateOrder
+from device.update.space import installed_estimate
 
 DEFAULT_TIMEOUT_S = 900.0  # per van: download, install (~20 s here, minutes on a Pi), restart, health gate
 
@@ -68,7 +70,7 @@ def register_release_command(views: argparse._SubParsersAction[argparse.Argument
     publish.add_argument("--url-host", help="the name vans reach the server by (default: the --serve host)")
     publish.add_argument("--broker", default="127.0.0.1:8883", help="HOST:PORT of the MQTT broker")
     publish.add_argument("--fleet-name", help="fleet name (default: device.fleet of the config)")
-    publish.add_argument("--client-id", default=CLOUD_IDENTITY, help="MQTT client id = certificate name in --pki")
+    add_identity_arguments(publish)
     publish.add_argument("--machine", default=platform.machine(), help="the vans' machine")
     publish.add_argument("--canary", type=int, default=1, help="vans in the first wave")
     publish.add_argument("--batch", type=int, default=5, help="vans per later wave")
@@ -119,15 +121,16 @@ def run_publish(args: argparse.Namespace) -> int:
     if manifest.version != args.version or not devices:
         raise CliError(f"release publish: {artifact} is {manifest.version}; devices: {devices}", Exit.FAILED)
     digest, size = sha256_of(artifact), artifact.stat().st_size
+    installed = installed_estimate(artifact)  # the van checks its free space against it before the download
 
-    async def publish() -> RolloutReport:
+    async def publish(client_id: str) -> RolloutReport:
         server = ReleaseServer(args.store, serve_host, int(serve_port), tls, public_host=args.url_host)
         await server.start()
-        order = UpdateOrder(manifest.version, server.url(artifact.name), digest, size, args.allow_downgrade)
+        order = UpdateOrder(manifest.version, server.url(artifact.name), digest, size, args.allow_downgrade, installed)
 
         async def send(device: str) -> str:
             command = new_command(device, "update", order.to_args(), args.timeout)
-            await publish_command(credentials(args.client_id), args.client_id, fleet, signer, command)
+            await publish_command(credentials(client_id), client_id, fleet, signer, command)
             return command.id
 
         async def wait(device: str, command_id: str) -> VanResult | None:
@@ -141,9 +144,12 @@ def run_publish(args: argparse.Namespace) -> int:
             await server.stop()
     started = datetime.now(timezone.utc)
     try:
-        report = asyncio.run(publish())
+        with operator_identity(pki, args.client_prefix, args.client_id) as client_id:
+            report = asyncio.run(publish(client_id))
     except aiomqtt.MqttError as exc:
         raise CliError(f"broker {args.broker}: {exc}", Exit.FAILED) from None
+    except PkiError as exc:  # no operator identity is free
+        raise CliError(f"release publish: {exc}", Exit.FAILED) from None
     seconds = (datetime.now(timezone.utc) - started).total_seconds()
     ok = sum(r.status == "ok" for r in report.results)
     emit(args, {**report.to_dict(), "seconds": round(seconds, 1)},

@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from cloud_sync.errors import PkiError
-from cloud_sync.pki import CLOUD_IDENTITY, CLOUD_WORKERS, Pki, cloud_client_ids
+from cloud_sync.pki import CLOUD_IDENTITY, CLOUD_WORKERS, Pki, cloud_identities
 from device.cli.common import CliError, Exit, Subparsers, emit, subcommand_options
 
 
@@ -100,7 +100,7 @@ def _mosquitto(args: argparse.Namespace, pki: Pki) -> int:
             raise CliError(f"--device {item!r}: expected ID=STATION")
         stations[device] = station
     prefixes = args.cloud_prefix or [CLOUD_IDENTITY]
-    cloud_ids = [cn for prefix in prefixes for cn in cloud_client_ids(prefix, args.workers)]
+    cloud_ids = [cn for prefix in prefixes for cn in cloud_identities(prefix, args.workers)]
     files = install_broker_files(pki, args.fleet, stations, cloud_ids, conf_dir=args.conf_dir, port=args.port,
                                  bind=args.bind, user=args.user)
     emit(args, {"drop_in": str(files.drop_in), "directory": str(files.directory), "access": str(files.access)},

@@ -20,10 +20,12 @@ from pathlib import Path
 from device import __version__
 from device.cli.common import CliError, Exit, Subparsers, emit, load_context, subcommand_options
 from device.update.errors import UpdateError
+from device.update.gate import running_release
 from device.update.guard import guard
 from device.update.handler import UpdateContext, apply_release, running_release_facts
 from device.update.layout import Releases
 from device.update.service import update_settings
+from device.update.space import MIB
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +97,8 @@ def run_apply(args: argparse.Namespace) -> int:
     if not ctx.config.sync.cloud_key_file:
         raise CliError("[sync] cloud_key_file is not set: no key to check the release's signature with")
     update = UpdateContext(releases, running_release_facts(__version__), signature_check(ctx.config), None,
-                           settings.gate_s, settings.max_starts)
+                           settings.gate_s, settings.max_starts, margin_bytes=settings.free_margin_mb * MIB,
+                           running_dir=running_release())
     try:
         switched = asyncio.run(apply_release(args.artifact, update, None, allow_downgrade=args.allow_downgrade))
     except UpdateError as exc:

@@ -20,10 +20,12 @@ def held_parts(config: Config) -> frozenset[str]:
 
 async def selftest(command: CloudCommand, context: CommandContext) -> CommandOutcome:
     """The technician's self-test (device/selftest.py) inside the agent: `ok` when nothing FAILs, else `failed`;
-    every check in the data."""
+    every check in the data. Each check has `[commands] selftest_check_s`, the whole `selftest_deadline_s`: a
+    hanging check answers failed, timed out."""
     config = load_config(context.config_path, check_files=False)
     results = await asyncio.to_thread(run_checks, context.config_path, config, context.data_dir, None,
-                                      held=held_parts(config))
+                                      held=held_parts(config), check_timeout_s=config.commands.selftest_check_s,
+                                      deadline_s=config.commands.selftest_deadline_s)
     failed = [r.name for r in results if r.status is CheckStatus.FAIL]
     counts = {s.value: sum(1 for r in results if r.status is s) for s in CheckStatus}
     detail = (f"{len(failed)} checks FAIL: {', '.join(failed)}" if failed else

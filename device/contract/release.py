@@ -113,10 +113,12 @@ class UpdateOrder:
     sha256: str
     size: int
     allow_downgrade: bool = False
+    installed_bytes: int | None = None  # the venv it makes, as the cloud estimated it (the van's space check)
 
     def to_args(self) -> dict[str, Any]:
         return {"version": self.version, "url": self.url, "sha256": self.sha256, "size": self.size,
-                "allow_downgrade": self.allow_downgrade}
+                "allow_downgrade": self.allow_downgrade,
+                **({"installed_bytes": self.installed_bytes} if self.installed_bytes is not None else {})}
 
     @classmethod
     def from_args(cls, args: Mapping[str, Any]) -> UpdateOrder:
@@ -131,4 +133,8 @@ class UpdateOrder:
         allow = args.get("allow_downgrade", False)
         if not isinstance(allow, bool):
             raise ReleaseError("update.allow_downgrade: expected true or false")
-        return cls(str(version), url, digest, size, allow)
+        installed = args.get("installed_bytes")
+        if installed is not None and (not isinstance(installed, int) or isinstance(installed, bool)
+                                      or not 0 < installed <= 2**40):
+            raise ReleaseError("update.installed_bytes: expected a byte count")
+        return cls(str(version), url, digest, size, allow, installed)

@@ -10,10 +10,12 @@ import logging
 from device.cloud_port import CloudCommand
 from device.commands import CommandContext, CommandOutcome, CommandRegistry, Deferred, PendingMarker, Status
 from device.update.errors import UpdateError
-from device.update.fetch import TlsFiles
+from device.update.fetch import FetchPolicy, TlsFiles
+from device.update.gate import running_release
 from device.update.handler import UpdateContext, handle_update
 from device.update.layout import APPLIED, START_ALLOWANCE_S
 from device.update.service import UpdateService
+from device.update.space import MIB
 from device.update.verify import Running, SignatureCheck
 
 log = logging.getLogger(__name__)
@@ -22,7 +24,9 @@ log = logging.getLogger(__name__)
 def register_update(registry: CommandRegistry, service: UpdateService, running: Running,
                     check_signature: SignatureCheck, tls: TlsFiles | None) -> None:
     settings = service.settings
-    update_ctx = UpdateContext(service.releases, running, check_signature, tls, settings.gate_s, settings.max_starts)
+    update_ctx = UpdateContext(service.releases, running, check_signature, tls, settings.gate_s, settings.max_starts,
+                               FetchPolicy(attempts=settings.fetch_attempts), settings.free_margin_mb * MIB,
+                               running_release(service.prefix))
 
     async def handle(command: CloudCommand, context: CommandContext) -> CommandOutcome | Deferred:
         try:

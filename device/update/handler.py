@@ -11,6 +11,7 @@ import logging
 import platform
 import shutil
 import sys
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,9 +19,10 @@ from typing import Any, Mapping
 from device.contract.release import WHEELHOUSE, Manifest, ReleaseError, UpdateOrder, parse_version
 from device.store import migrations
 from device.update.errors import UpdateFailed, UpdateRefused
-from device.update.fetch import TlsFiles, fetch
+from device.update.fetch import FetchPolicy, TlsFiles, fetch, part_path
 from device.update.install import install
 from device.update.layout import CURRENT, PREVIOUS, Releases
+from device.update.space import ARTIFACT_FACTOR, MIB, SpaceNeed, installed_estimate, require, unpacked_size
 from device.update.unpack import unpack
 from device.update.verify import Running, SignatureCheck, check_acceptable, check_files, read_manifest
 
@@ -42,6 +44,9 @@ class UpdateContext:
     tls: TlsFiles | None  # None: the artifact is a local file (`flexedge update apply`)
     gate_s: float
     max_starts: int
+    fetch_policy: FetchPolicy = FetchPolicy()
+    margin_bytes: int = 64 * MIB  # `[update] free_margin_mb`: left free beyond what the release takes
+    running_dir: Path | None = None  # the release this process runs from: never pruned
 
 
 @dataclass(frozen=True)
@@ -83,10 +88,27 @@ def stage(artifact: Path, ctx: UpdateContext, *, allow_downgrade: bool, expect_v
     return manifest
 
 
+def check_unpack_space(artifact: Path, ctx: UpdateContext) -> None:
+    """Blocking: room for the artifact's files and the venv they make (the artifact is on disk already)."""
+    try:
+        installed = installed_estimate(artifact)
+    except (OSError, tarfile.TarError):
+        installed = ARTIFACT_FACTOR * artifact.stat().st_size  # unpack refuses it with the reason
+    need = SpaceNeed(0, unpacked_size(artifact), installed, ctx.margin_bytes)
+    require(ctx.releases.root, need, "before unpacking")
+
+
+def make_room(ctx: UpdateContext) -> list[str]:
+    """Blocking: remove the releases other than the current, the previous and the running one."""
+    return ctx.releases.prune(also_keep=ctx.running_dir)
+
+
 async def apply_release(artifact: Path, ctx: UpdateContext, command_id: str | None, *,
                         allow_downgrade: bool = False, expect_version: str | None = None) -> Switched:
     if ctx.releases.pending() is not None:
         raise UpdateRefused("another update is pending its health gate")
+    await asyncio.to_thread(make_room, ctx)
+    await asyncio.to_thread(check_unpack_space, artifact, ctx)
     manifest = await asyncio.to_thread(stage, artifact, ctx, allow_downgrade=allow_downgrade,
                                        expect_version=expect_version)
     target = ctx.releases.release_dir(manifest.version)
@@ -100,6 +122,24 @@ async def apply_release(artifact: Path, ctx: UpdateContext, command_id: str | No
                         max_starts=ctx.max_starts)
     return Switched(manifest, f"switched to {manifest.version}; restarting into it",
                     {"version": manifest.version, "previous_version": ctx.running.version})
+
+
+def _before_download(incoming: Path, artifact: Path, order: UpdateOrder, ctx: UpdateContext) -> None:
+    """Blocking: drop what earlier attempts left in the incoming folder (a part of another artifact, a staging
+    folder), prune old releases, then check there is room for the rest of the download, its files and its venv."""
+    keep = part_path(artifact, order.sha256)
+    for leftover in incoming.iterdir():
+        if leftover != keep:
+            log.info("removing %s left by an earlier update", leftover.name)
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
+    make_room(ctx)
+    have = keep.stat().st_size if keep.exists() else 0
+    installed = order.installed_bytes or ARTIFACT_FACTOR * order.size
+    require(ctx.releases.root, SpaceNeed(max(order.size - have, 0), order.size, installed, ctx.margin_bytes),
+            "before the download")
 
 
 async def handle_update(command_id: str, args: Mapping[str, Any], ctx: UpdateContext) -> Switched:
@@ -117,7 +157,9 @@ async def handle_update(command_id: str, args: Mapping[str, Any], ctx: UpdateCon
     incoming = ctx.releases.root / INCOMING
     incoming.mkdir(parents=True, exist_ok=True, mode=0o750)
     artifact = incoming / f"flexedge-{order.version}.tar"
-    await asyncio.to_thread(fetch, order.url, artifact, size=order.size, sha256=order.sha256, tls=ctx.tls)
+    await asyncio.to_thread(_before_download, incoming, artifact, order, ctx)
+    await asyncio.to_thread(fetch, order.url, artifact, size=order.size, sha256=order.sha256, tls=ctx.tls,
+                            policy=ctx.fetch_policy)
     try:
         switched = await apply_release(artifact, ctx, command_id, allow_downgrade=order.allow_downgrade,
                                        expect_version=order.version)

@@ -195,10 +195,11 @@ class Releases:
         log.error("release %s rolled back to %s: %s", pending.version, pending.previous_version, reason)
         return self._finish(pending, ROLLED_BACK, reason)
 
-    def prune(self) -> list[str]:
-        """Remove every release that is neither current nor previous (a failed one is kept until the next good
-        update, for a look): a release's venv is ~270 MB, a Pi's card is small."""
-        keep = {self.resolved(CURRENT), self.resolved(PREVIOUS)}
+    def prune(self, also_keep: Path | None = None) -> list[str]:
+        """Remove every release that is neither current nor previous nor `also_keep` (the running one), after a
+        good update and before the next one (a failed one is kept until then, for a look): a release's venv is
+        ~280 MB, a Pi's card is small."""
+        keep = {self.resolved(CURRENT), self.resolved(PREVIOUS), also_keep.resolve() if also_keep else None}
         removed = []
         for folder in sorted(self.root.iterdir()):
             if folder.is_dir() and not folder.is_symlink() and not folder.name.startswith(".") \

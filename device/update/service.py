@@ -26,12 +26,14 @@ class UpdateSettings:
     releases_dir: Path
     gate_s: float = 120.0
     max_starts: int = 3
+    fetch_attempts: int = 8
+    free_margin_mb: int = 64
 
 
 def update_settings(config: Config, data_dir: Path) -> UpdateSettings:
     section = config.update
     root = Path(section.releases_dir).expanduser() if section.releases_dir else data_dir / "releases"
-    return UpdateSettings(root, section.gate_s, section.max_starts)
+    return UpdateSettings(root, section.gate_s, section.max_starts, section.fetch_attempts, section.free_margin_mb)
 
 
 class UpdateService:
