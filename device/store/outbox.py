@@ -3,7 +3,6 @@ the disk's condition. It owns the database and its one writer thread; the state 
 routes, photo index) is `EventStore.state` (state.py), on the same writer."""
 from __future__ import annotations
 
-import asyncio
 import enum
 import json
 import logging
@@ -96,7 +95,7 @@ def _full(exc: Exception) -> bool:
 
 
 class EventStore:
-    """Thread-safe; every call is served by one writer thread. Appends return after the commit."""
+    """Thread-safe; every call is served by the one writer (writer.py). Appends return after the commit."""
 
     def __init__(self, path: Path | str, policy: RetentionPolicy = RetentionPolicy(), *,
                  clock: Callable[[], float] = time.time) -> None:
@@ -168,12 +167,12 @@ class EventStore:
 
     def append_many(self, events: Sequence[Event]) -> list[StoredEvent | None]:
         """Commit events in one transaction; raises StoreFull/StoreError and then nothing was stored."""
-        return self._writer.submit_append(list(events)).result()
+        return self._writer.run_append(list(events))
 
     async def append_async(self, events: Sequence[Event], *,
                            journal: JournalEntry | None = None) -> list[StoredEvent | None]:
         """Commit events (and a journal entry, in the same transaction: both or neither)."""
-        return await asyncio.wrap_future(self._writer.submit_append(list(events), journal))
+        return await self._writer.submit_append_async(list(events), journal)
 
     def _track_point_allowed(self, event: Event) -> bool:
         """Under low disk, GPS breadcrumbs are thinned at intake; scans, proofs and blocks never are."""
@@ -282,7 +281,7 @@ class EventStore:
 
     def _call(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
         try:
-            return self._writer.submit_call(fn).result()
+            return self._writer.run_call(fn)
         except sqlite3.Error as exc:
             if _full(exc):
                 self._note_full(0)  # a state write (the workflow journal) hit the full disk first
