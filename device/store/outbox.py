@@ -106,7 +106,7 @@ class EventStore:
         self.thinned_track_points = 0
         self.group_commits = 0  # transactions that carried appends (fewer than appends under load)
         self._head_seq = 0
-        self._head_hash = GENESIS_HASH
+        self._head_digest = bytes.fromhex(GENESIS_HASH)  # the chain head's hash, raw (hex only when stored)
         self._low_disk = False
         self._full = False  # set by a commit refused for lack of space, cleared by the next commit that lands
         self.refused_while_full = 0  # events refused for lack of space in the current (or last) full episode
@@ -127,7 +127,7 @@ class EventStore:
         if row is None:
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             row = (int(meta.get("anchor_seq", 0)), meta.get("anchor_hash", GENESIS_HASH))
-        self._head_seq, self._head_hash = row
+        self._head_seq, self._head_digest = row[0], bytes.fromhex(row[1])
         return db
 
     def close(self) -> None:
@@ -238,7 +238,7 @@ class EventStore:
 
     def _commit_jobs(self, db: sqlite_utils.Database, jobs: list[AppendJob]) -> None:
         stored_at = self._clock()
-        seq, prev = self._head_seq, bytes.fromhex(self._head_hash)
+        seq, prev = self._head_seq, self._head_digest
         last_track = self._last_track_mono
         rows: list[tuple[Any, ...]] = []
         results: list[list[StoredEvent | None]] = []
@@ -262,16 +262,21 @@ class EventStore:
                             event.block, event.stop, text, digest, stored_at))
                 out.append(_new_tuple(StoredEvent, (seq, event.id, event_type, lane, text, digest)))
             results.append(out)
+        conn = db.conn
+        # BEGIN/COMMIT as sqlite-utils' atomic() does, without its context manager: this runs once per commit.
+        conn.execute("BEGIN")
         try:
-            with db.atomic():
-                db.conn.executemany(INSERT_EVENT, rows)
-                for job in jobs:
-                    if job.extra is not None:
-                        insert_journal(db.conn, job.extra)
+            conn.executemany(INSERT_EVENT, rows)
+            for job in jobs:
+                if job.extra is not None:
+                    insert_journal(conn, job.extra)
+            conn.execute("COMMIT")
         except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             self._last_track_mono = last_track
             raise
-        self._head_seq, self._head_hash = seq, prev.hex()
+        self._head_seq, self._head_digest = seq, prev
         self._full = False
         self.group_commits += 1
         for job, out in zip(jobs, results):
