@@ -367,8 +367,8 @@ class Link(asyncio.Protocol):
             if not entry.future.done():
                 entry.future.set_result(None)
         if count:
+            self._pump()  # first: a window refilled keeps its resend timer (moved), instead of a new one
             self._arm_retransmit()
-            self._pump()
 
     def _acked_through(self, seq: int) -> None:
         index = self._index_of(seq)
@@ -397,10 +397,10 @@ class Link(asyncio.Protocol):
     def _arm_retransmit(self) -> None:
         """ACK progress (or a first send): the resend deadline moves to ack_timeout from now. The timer is
         not re-made per ACK: when it fires before the deadline it sleeps the rest."""
-        if not self._inflight:
+        loop = self._loop
+        if not self._inflight or loop is None:
             self._timers.cancel_retransmit()
             return
-        loop = asyncio.get_running_loop()
         self._retransmit_due = loop.time() + self.config.ack_timeout_s
         if self._timers.retransmit is None:
             self._timers.retransmit = loop.call_at(self._retransmit_due, self._ack_timeout)
