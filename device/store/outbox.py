@@ -1,5 +1,5 @@
 """The durable event store's outbox: events in seq order with their hash chain, the cloud's acks, retention and
-the disk's condition. It owns the database and its one writer thread; the state kept beside the outbox (key/value,
+the disk's condition. It owns the database and its one writer (writer.py); the state kept beside the outbox (key/value,
 routes, photo index) is `EventStore.state` (state.py), on the same writer."""
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ _EVENT_COLUMNS = "INSERT INTO events (seq, id, type, lane, ts, mono, block, stop
 _EVENT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)"
 INSERT_EVENT = _EVENT_COLUMNS + _EVENT_VALUES
 # A group's rows go in by blocks of this many in one statement: sqlite runs one statement instead of one per row
-# (a tenth less time per event on a fast disk); 64 x 11 parameters stays far below SQLite's limit on them.
+# (about a tenth less CPU per event in a burst of 100); 64 x 11 parameters stay far below SQLite's limit.
 INSERT_BLOCK = 64
 _INSERT_EVENTS_BLOCK = _EVENT_COLUMNS + ", ".join([_EVENT_VALUES] * INSERT_BLOCK)
 

@@ -53,7 +53,7 @@ class LinkState(enum.StrEnum):
 
 
 _UP = LinkState.UP  # read several times per message: a module name is 5x cheaper than an enum class attribute
-_DATA, _ACK, _NACK = FrameKind.DATA, FrameKind.ACK, FrameKind.NACK  # likewise, once per frame received
+_DATA, _ACK = FrameKind.DATA, FrameKind.ACK  # likewise, compared once per frame received
 
 
 @dataclass(frozen=True)
