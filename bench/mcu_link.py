@@ -1,10 +1,13 @@
 """MCU link throughput: acknowledged messages/s (agent → simulated MCU over a pty) vs raw frames/s.
 
-The baseline is the same encoded frames written through the same kind of pty, one write per frame, and
-decoded by a bare FrameDecoder with no ACKs. Both sides stay open for the whole run and go in lockstep: per
-round, a chunk of CHUNK messages on each side, in an order that alternates; each side's rate is its messages
-over the time its own chunks took, over ROUNDS rounds. A machine shared with other work slows both sides
-alike. Messages and frames are made before the clock. One JSON line per line profile (clean, 1%/1% faults).
+The baseline is the same messages as raw frames, with no link (no sequence, ACK, retransmit or future): each
+is encoded as the link encodes it, written through the same kind of pty, one write per frame, decoded by a
+bare FrameDecoder and parsed into its typed command as the simulated MCU does. So both sides do the same
+work to get a command from the host's object to the receiver's, and the ratio is the link's own cost.
+Both sides stay open for the whole run and go in lockstep: per round, a chunk of CHUNK messages on each side,
+in an order that alternates; each side's rate is its messages over the time its own chunks took, over ROUNDS
+rounds. A machine shared with other work slows both sides alike. The command objects are made before the
+clock. One JSON line per line profile (clean, 1%/1% faults).
 """
 from __future__ import annotations
 
@@ -22,8 +25,8 @@ from device.testbench.faults import LineFaults  # noqa: E402
 from device.testbench.mcu import SimMcu  # noqa: E402
 from device.testbench.port import SimPort  # noqa: E402
 from firmware_bridge.mcu.bridge import McuBridge, McuConfig  # noqa: E402
-from firmware_bridge.mcu.commands import Color, Led, LedPattern  # noqa: E402
-from firmware_bridge.mcu.framing import Frame, FrameDecoder, FrameKind  # noqa: E402
+from firmware_bridge.mcu.commands import Color, Led, LedPattern, Message, parse_message  # noqa: E402
+from firmware_bridge.mcu.framing import Frame, FrameDecoder  # noqa: E402
 from firmware_bridge.mcu.link import LinkConfig  # noqa: E402
 from firmware_bridge.transport import PortSettings, ReconnectingPort  # noqa: E402
 
@@ -76,13 +79,17 @@ class LinkSide:
 
 
 class _Count(asyncio.Protocol):
+    """The raw receiver: frames decoded and parsed into commands, as the simulated MCU receives them."""
+
     def __init__(self) -> None:
         self.decoder = FrameDecoder()
+        self.received: list[Message] = []
         self.target = 0
         self.done: asyncio.Future[None] | None = None
 
     def data_received(self, data: bytes) -> None:
-        self.decoder.feed(data)
+        for frame in self.decoder.feed(data):
+            self.received.append(parse_message(frame.msg_type, frame.payload))
         if self.decoder.frames >= self.target and self.done is not None and not self.done.done():
             self.done.set_result(None)
 
@@ -90,18 +97,20 @@ class _Count(asyncio.Protocol):
 class RawSide:
     def __init__(self, port: SimPort, counter: _Count) -> None:
         self.port, self.counter = port, counter
-        self.wire = [Frame(FrameKind.DATA, i % 256, c.TYPE, c.to_payload()).encode() for i, c in enumerate(commands())]
+        self.messages = commands()
         self.clock = Clock()
 
     async def chunk(self) -> None:
-        self.counter.target += len(self.wire)
+        self.counter.received.clear()
+        self.counter.target += len(self.messages)
         self.counter.done = asyncio.get_running_loop().create_future()
         started, cpu = time.perf_counter(), time.process_time()
-        for frame in self.wire:
-            self.port.write(frame)
+        for seq, message in enumerate(self.messages):
+            self.port.write(Frame.encode_data(seq % 256, message.TYPE, message.to_payload()))
             await asyncio.sleep(0)
         await asyncio.wait_for(self.counter.done, 60)
-        self.clock.add(len(self.wire), time.perf_counter() - started, time.process_time() - cpu)
+        self.clock.add(len(self.messages), time.perf_counter() - started, time.process_time() - cpu)
+        assert self.counter.received == self.messages
 
 
 async def run_profile(workdir: Path, faults: LineFaults, rounds: int) -> tuple[LinkSide, RawSide]:

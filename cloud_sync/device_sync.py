@@ -8,7 +8,7 @@ commands from it. A thin composition of four parts with one job each:
   no event waits.
 
 Runs on the agent's asyncio loop through aiomqtt (paho-mqtt driven by add_reader/add_writer; see
-connection.py): the store calls go to the store's writer thread via `asyncio.to_thread`, and everything else
+connection.py): the store calls go to the store's writer via `asyncio.to_thread`, off the loop, and everything else
 (acks, claims, inbound checks) happens on the loop, so no state is shared between threads here.
 """
 from __future__ import annotations

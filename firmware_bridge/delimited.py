@@ -41,6 +41,10 @@ class BoundedSplitter:
         for other in self._others:
             data = data.replace(bytes([other]), self._delimiter)
         parts = data.split(self._delimiter)
+        if not self._buffer and not self._skipping and max(map(len, parts)) <= self.max_len:
+            # The usual read: whole chunks and perhaps the start of the next, none too long.
+            self._buffer += parts.pop()
+            return parts
         chunks: list[bytes] = []
         for index, part in enumerate(parts):
             last = index == len(parts) - 1

@@ -11,6 +11,7 @@ from device.contract.chain import GENESIS_HASH, chain_hash
 from device.contract.domain import Event, EventType, Lane, Route
 from device.store import EventStore, RetentionPolicy, StoreError
 from device.store.migrations import latest_version
+from device.store.outbox import INSERT_BLOCK
 from tests.helpers.store import current_route, mark_acked_upto
 from tests.test_domain import route_doc
 
@@ -67,6 +68,18 @@ def test_pending_by_lane_with_caps_and_ack(store: EventStore) -> None:
     stats = store.stats()
     assert stats.depth == 11 and stats.last_acked_seq == 10 and stats.last_seq == 20
     assert [e.seq for e in store.pending(limit=3)] == [9, 11, 12]
+
+
+def test_a_group_of_several_insert_blocks_is_stored_whole_and_in_order(store: EventStore) -> None:
+    events = [scan(i) for i in range(2 * INSERT_BLOCK + 3)]  # two whole blocks and a remainder
+    stored = store.append_many(events)
+    assert [e.seq for e in stored] == list(range(1, len(events) + 1))
+    assert [doc["id"] for doc in store.events(limit=len(events))] == [e.id for e in events]
+    assert store.verify_chain().ok
+    with pytest.raises(StoreError):  # a duplicate in the last block fails the whole group, nothing is stored
+        store.append_many([scan(1000 + i) for i in range(INSERT_BLOCK)] + [events[0]])
+    assert store.stats().last_seq == len(events)
+    assert store.verify_chain().ok
 
 
 def test_duplicate_event_id_is_rejected_without_hurting_its_group(store: EventStore) -> None:

@@ -48,7 +48,9 @@ def _private(path: Path) -> None:
 def connect(path: Path) -> sqlite3.Connection:
     _private(path)
     # isolation_level=None: transactions are explicit (sqlite-utils' atomic()), never implicit.
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=True)
+    # check_same_thread=False: the store's writer lends its connection to a waiting caller's thread when it is
+    # idle (writer.py); a lock keeps its use to one thread at a time.
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     for pragma in PRAGMAS:
         conn.execute(pragma)
     return conn

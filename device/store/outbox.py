@@ -1,9 +1,8 @@
 """The durable event store's outbox: events in seq order with their hash chain, the cloud's acks, retention and
-the disk's condition. It owns the database and its one writer thread; the state kept beside the outbox (key/value,
+the disk's condition. It owns the database and its one writer (writer.py); the state kept beside the outbox (key/value,
 routes, photo index) is `EventStore.state` (state.py), on the same writer."""
 from __future__ import annotations
 
-import asyncio
 import enum
 import json
 import logging
@@ -11,6 +10,7 @@ import shutil
 import sqlite3
 import time
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple, Sequence, TypeVar
 
@@ -27,10 +27,13 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-INSERT_EVENT = (
-    "INSERT INTO events (seq, id, type, lane, ts, mono, block, stop, body, hash, acked, stored_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)"
-)
+_EVENT_COLUMNS = "INSERT INTO events (seq, id, type, lane, ts, mono, block, stop, body, hash, acked, stored_at) VALUES "
+_EVENT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)"
+INSERT_EVENT = _EVENT_COLUMNS + _EVENT_VALUES
+# A group's rows go in by blocks of this many in one statement: sqlite runs one statement instead of one per row
+# (about a tenth less CPU per event in a burst of 100); 64 x 11 parameters stay far below SQLite's limit.
+INSERT_BLOCK = 64
+_INSERT_EVENTS_BLOCK = _EVENT_COLUMNS + ", ".join([_EVENT_VALUES] * INSERT_BLOCK)
 
 
 # Per event type, its columns as plain str/int (an enum member binds to sqlite several times slower) and its lane.
@@ -95,8 +98,16 @@ def _full(exc: Exception) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
 
 
+def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    whole = len(rows) - len(rows) % INSERT_BLOCK
+    for start in range(0, whole, INSERT_BLOCK):
+        conn.execute(_INSERT_EVENTS_BLOCK, list(chain.from_iterable(rows[start:start + INSERT_BLOCK])))
+    if whole < len(rows):
+        conn.executemany(INSERT_EVENT, rows[whole:])
+
+
 class EventStore:
-    """Thread-safe; every call is served by one writer thread. Appends return after the commit."""
+    """Thread-safe; every call is served by the one writer (writer.py). Appends return after the commit."""
 
     def __init__(self, path: Path | str, policy: RetentionPolicy = RetentionPolicy(), *,
                  clock: Callable[[], float] = time.time) -> None:
@@ -107,7 +118,7 @@ class EventStore:
         self.thinned_track_points = 0
         self.group_commits = 0  # transactions that carried appends (fewer than appends under load)
         self._head_seq = 0
-        self._head_hash = GENESIS_HASH
+        self._head_digest = bytes.fromhex(GENESIS_HASH)  # the chain head's hash, raw (hex only when stored)
         self._low_disk = False
         self._full = False  # set by a commit refused for lack of space, cleared by the next commit that lands
         self.refused_while_full = 0  # events refused for lack of space in the current (or last) full episode
@@ -128,7 +139,7 @@ class EventStore:
         if row is None:
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             row = (int(meta.get("anchor_seq", 0)), meta.get("anchor_hash", GENESIS_HASH))
-        self._head_seq, self._head_hash = row
+        self._head_seq, self._head_digest = row[0], bytes.fromhex(row[1])
         return db
 
     def close(self) -> None:
@@ -168,12 +179,12 @@ class EventStore:
 
     def append_many(self, events: Sequence[Event]) -> list[StoredEvent | None]:
         """Commit events in one transaction; raises StoreFull/StoreError and then nothing was stored."""
-        return self._writer.submit_append(list(events)).result()
+        return self._writer.run_append(list(events))
 
     async def append_async(self, events: Sequence[Event], *,
                            journal: JournalEntry | None = None) -> list[StoredEvent | None]:
         """Commit events (and a journal entry, in the same transaction: both or neither)."""
-        return await asyncio.wrap_future(self._writer.submit_append(list(events), journal))
+        return await self._writer.submit_append_async(list(events), journal)
 
     def _track_point_allowed(self, event: Event) -> bool:
         """Under low disk, GPS breadcrumbs are thinned at intake; scans, proofs and blocks never are."""
@@ -239,7 +250,7 @@ class EventStore:
 
     def _commit_jobs(self, db: sqlite_utils.Database, jobs: list[AppendJob]) -> None:
         stored_at = self._clock()
-        seq, prev = self._head_seq, bytes.fromhex(self._head_hash)
+        seq, prev = self._head_seq, self._head_digest
         last_track = self._last_track_mono
         rows: list[tuple[Any, ...]] = []
         results: list[list[StoredEvent | None]] = []
@@ -263,16 +274,21 @@ class EventStore:
                             event.block, event.stop, text, digest, stored_at))
                 out.append(_new_tuple(StoredEvent, (seq, event.id, event_type, lane, text, digest)))
             results.append(out)
+        conn = db.conn
+        # BEGIN/COMMIT as sqlite-utils' atomic() does, without its context manager: this runs once per commit.
+        conn.execute("BEGIN")
         try:
-            with db.atomic():
-                db.conn.executemany(INSERT_EVENT, rows)
-                for job in jobs:
-                    if job.extra is not None:
-                        insert_journal(db.conn, job.extra)
+            _insert_rows(conn, rows)
+            for job in jobs:
+                if job.extra is not None:
+                    insert_journal(conn, job.extra)
+            conn.execute("COMMIT")
         except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             self._last_track_mono = last_track
             raise
-        self._head_seq, self._head_hash = seq, prev.hex()
+        self._head_seq, self._head_digest = seq, prev
         self._full = False
         self.group_commits += 1
         for job, out in zip(jobs, results):
@@ -282,7 +298,7 @@ class EventStore:
 
     def _call(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
         try:
-            return self._writer.submit_call(fn).result()
+            return self._writer.run_call(fn)
         except sqlite3.Error as exc:
             if _full(exc):
                 self._note_full(0)  # a state write (the workflow journal) hit the full disk first

@@ -1,5 +1,5 @@
 """The photo index: which proof photos exist, which are queued for upload, how far each upload got, which files
-retention has removed. Plain functions on the store's connection; EventStore runs them on its writer thread.
+retention has removed. Plain functions on the store's connection; EventStore runs them through its one writer.
 
 A photo is queued for upload once the event that records it (photo.checked) is committed; a chunk's ack adds
 its index to `chunks_done`, the last one sets `uploaded_at`. Retention may delete a file only after that.

@@ -1,7 +1,7 @@
 """Commands received from the cloud, kept with their body from the moment their id is marked seen (in the same
 transaction) until their result is committed, so a start after a crash (a kill, a power cut) can answer a command
 that was seen but never answered (device/commands: `CommandExecutor.interrupted`). Plain functions on the store's
-connection; EventStore runs them on its writer thread.
+connection; EventStore runs them through its one writer.
 
 The seen set itself stays where the release before this one keeps it (a JSON document in `block_state` under the
 link's key: command id -> expiry), so a rollback to that release still refuses replays; the table beside it is an

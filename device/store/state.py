@@ -1,4 +1,4 @@
-"""The state the agent keeps beside the outbox, in the same database and on the same writer thread: key/value
+"""The state the agent keeps beside the outbox, in the same database and through the same one writer: key/value
 documents (the workflow's snapshot, the sync's seen commands), named journals (the workflow's changes since its
 snapshot), the routes received, and the index of proof photos (device/store/photo_index.py: the upload queue and
 its progress, retention). `EventStore.state` is one of these.
@@ -35,7 +35,7 @@ T = TypeVar("T")
 
 
 class Call(Protocol):
-    """Runs a function on the store's writer thread and returns its result."""
+    """Runs a function on the store's one writer (its connection) and returns its result."""
 
     def __call__(self, fn: Callable[[sqlite_utils.Database], T], /) -> T: ...
 

@@ -34,6 +34,12 @@ def crc16(data: bytes) -> int:
     return binascii.crc_hqx(data, CRC16_INIT)
 
 
+def crc16_intact(body: bytes) -> bool:
+    """`body` ends with the right CRC of what comes before it: an unreflected CRC with no xorout leaves a
+    remainder of 0 over data + its CRC (big-endian), so one pass over the whole body checks it."""
+    return binascii.crc_hqx(body, CRC16_INIT) == 0
+
+
 class FrameKind(enum.IntEnum):
     DATA = 0x01  # a sequenced message, acknowledged by the receiver
     ACK = 0x02  # seq = the last DATA seq received in order (cumulative)
@@ -44,6 +50,7 @@ class FrameKind(enum.IntEnum):
 
 
 _KINDS = {int(kind): kind for kind in FrameKind}  # a dict lookup: FrameKind(byte) costs as much as the CRC
+_DATA_BYTE = int(FrameKind.DATA)  # a plain int: bytes() of an IntEnum member calls its __index__
 
 
 class _FrameFields(NamedTuple):
@@ -75,8 +82,8 @@ class Frame(_FrameFields):
     @staticmethod
     def encode_data(seq: int, msg_type: int, payload: bytes) -> bytes:
         """`Frame(DATA, seq, msg_type, payload).encode()` for values the link already checked (the send path)."""
-        body = bytes((FrameKind.DATA, seq, msg_type)) + payload
-        encoded: bytes = cobs.encode(body + crc16(body).to_bytes(CRC_LEN, "big"))
+        body = bytes((_DATA_BYTE, seq, msg_type)) + payload
+        encoded: bytes = cobs.encode(body + binascii.crc_hqx(body, CRC16_INIT).to_bytes(CRC_LEN, "big"))
         return encoded + DELIMITER
 
     @classmethod
@@ -86,7 +93,7 @@ class Frame(_FrameFields):
             raise FrameError("short frame", body)
         if len(body) > MAX_BODY:
             raise FrameError("oversized frame", body)
-        if crc16(body[:-CRC_LEN]) != int.from_bytes(body[-CRC_LEN:], "big"):
+        if not crc16_intact(body):
             raise FrameError("bad CRC", body)
         kind = _KINDS.get(body[0])
         if kind is None:

@@ -53,6 +53,7 @@ class LinkState(enum.StrEnum):
 
 
 _UP = LinkState.UP  # read several times per message: a module name is 5x cheaper than an enum class attribute
+_DATA, _ACK = FrameKind.DATA, FrameKind.ACK  # likewise, compared once per frame received
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ class Link(asyncio.Protocol):
         self._on_state = on_state
         self._rng = rng or random.Random()
         self._transport: asyncio.BaseTransport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the transport runs on (connection_made)
         self._decoder = FrameDecoder()
         self._timers = _Timers()
         self._up = asyncio.Event()
@@ -178,13 +180,15 @@ class Link(asyncio.Protocol):
             raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
         if not 0 <= msg_type <= 0xFF:
             raise ValueError(f"message type is a byte: {msg_type}")
-        if not self.is_up:
+        loop = self._loop
+        if self.state is not _UP or loop is None:
             raise LinkDown(f"MCU link is {self.state.value}")
         if len(self._queue) >= self.config.queue_limit:
             raise LinkError(f"send queue full ({self.config.queue_limit} messages)")
-        future = asyncio.get_running_loop().create_future()
+        future = loop.create_future()
         self._queue.append(_Pending(msg_type, payload, future))
-        self._pump()
+        if len(self._inflight) < self.config.window:  # else the ACK that frees a slot sends it
+            self._pump()
         return future
 
     async def send(self, msg_type: int, payload: bytes = b"") -> None:
@@ -210,6 +214,7 @@ class Link(asyncio.Protocol):
     # ---- asyncio.Protocol ----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
+        self._loop = asyncio.get_running_loop()
         self._decoder.reset()
         self._last_rx = time.monotonic()
         self._set_state(LinkState.CONNECTING)
@@ -253,12 +258,15 @@ class Link(asyncio.Protocol):
 
     # ---- receiving -----------------------------------------------------------------------------------
     def _frame_received(self, frame: Frame) -> None:
-        match frame.kind:
-            case FrameKind.DATA:
-                self._data_received(frame)
-            case FrameKind.ACK:
-                if self.is_up:
-                    self._acked_through(frame.seq)
+        kind = frame.kind
+        if kind is _DATA:  # the frequent kinds first, by identity
+            self._data_received(frame)
+            return
+        if kind is _ACK:
+            if self.state is _UP:
+                self._acked_through(frame.seq)
+            return
+        match kind:
             case FrameKind.NACK:
                 if self.is_up:
                     self.stats.nacks_received += 1
@@ -271,7 +279,7 @@ class Link(asyncio.Protocol):
                 self.stats.heartbeats_received += 1
 
     def _data_received(self, frame: Frame) -> None:
-        if not self.is_up:
+        if self.state is not _UP:
             # Before the handshake the sequence numbers mean nothing; the sender will resend. The peer
             # has a session, so the HELLO_ACK that should have given us one was lost: ask again now
             # rather than after hello_interval, before the peer's retries run out.
@@ -313,18 +321,18 @@ class Link(asyncio.Protocol):
 
     def _send(self, data: bytes) -> None:
         """Queue an encoded frame; every frame of this loop pass goes out in one write (one syscall)."""
-        if self._transport is None:
+        if self._transport is None or self._loop is None:
             return
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s tx %s", self.config.name, data.hex())
         if not self._outgoing and not self._reading:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
         self._outgoing.append(data)
 
     def _flush(self) -> None:
         data, self._outgoing = b"".join(self._outgoing), []
         transport = self._transport
         if data and transport is not None and not transport.is_closing():
+            if log.isEnabledFor(logging.DEBUG):  # once per write, not per frame
+                log.debug("%s tx %s", self.config.name, data.hex())
             transport.write(data)  # type: ignore[attr-defined]
 
     def _transmit(self, entry: _Pending) -> None:
@@ -334,7 +342,7 @@ class Link(asyncio.Protocol):
         self._send(entry.wire)
 
     def _pump(self) -> None:
-        while self._queue and len(self._inflight) < self.config.window and self.is_up:
+        while self._queue and len(self._inflight) < self.config.window and self.state is _UP:
             entry = self._queue.popleft()
             if entry.future.done():
                 continue  # a posted future cancelled by its caller before it was sent
@@ -359,8 +367,8 @@ class Link(asyncio.Protocol):
             if not entry.future.done():
                 entry.future.set_result(None)
         if count:
+            self._pump()  # first: a window refilled keeps its resend timer (moved), instead of a new one
             self._arm_retransmit()
-            self._pump()
 
     def _acked_through(self, seq: int) -> None:
         index = self._index_of(seq)
@@ -389,10 +397,10 @@ class Link(asyncio.Protocol):
     def _arm_retransmit(self) -> None:
         """ACK progress (or a first send): the resend deadline moves to ack_timeout from now. The timer is
         not re-made per ACK: when it fires before the deadline it sleeps the rest."""
-        if not self._inflight:
+        loop = self._loop
+        if not self._inflight or loop is None:
             self._timers.cancel_retransmit()
             return
-        loop = asyncio.get_running_loop()
         self._retransmit_due = loop.time() + self.config.ack_timeout_s
         if self._timers.retransmit is None:
             self._timers.retransmit = loop.call_at(self._retransmit_due, self._ack_timeout)
