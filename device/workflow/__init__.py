@@ -57,7 +57,8 @@ def restore(doc: dict[str, Any], clock: Callable[[], datetime] = utc_now) -> Wor
 
 
 __all__ = [
-    "ArrivedAt", "BlockSummary", "BlockWithdrawn", "ClaimRequested", "ClaimResult", "DepartedFrom", "DockPhase", "DockState",
+    "ArrivedAt", "BlockSummary", "BlockWithdrawn", "ClaimRequested", "ClaimResult", "DepartedFrom", "DockPhase",
+    "DockState",
     "DockWorkflow", "ExceptionReason", "ExceptionReported", "Feedback", "LoadingDone", "Notice", "NoticeKind",
     "OffersReceived", "Outcome", "PackageScanned", "PackageState", "Phase", "PhotoChecked", "RejectReason",
     "Rejection", "RouteReceived", "SendClaim", "SignatureCaptured", "StageScan", "StagingEntry", "StagingPlan",
