@@ -19,9 +19,10 @@ import pytest
 from cloud_sync.cloud.presence import status_record
 from cloud_sync.cloud.web import queries
 from cloud_sync.cloud.web.accounts import MAX_FAILURES, AccountError, Accounts, Role
+from cloud_sync.cloud.web.actions import Reoffered, reoffer
 from cloud_sync.cloud.web.readonly import ReadOnlyDb
 from cloud_sync.cloud.web.server import HttpSettings, OperatorServer
-from cloud_sync.messages import DeviceStatus, EventBatch, Presence
+from cloud_sync.messages import Command, DeviceStatus, EventBatch, Presence
 from device.contract.domain import Block, Event, EventType, Route
 from device.store import EventStore
 from tests.helpers.cloud_target import CloudTarget
@@ -80,11 +81,12 @@ def cloud_db(tmp_path: Path, cloud_target: CloudTarget) -> CloudTarget:
 
 
 async def _serve(cloud_db: CloudTarget, reoffered: list[str]) -> OperatorServer:
-    async def reoffer(block_id: str) -> None:  # the dispatcher's part is in the browser test
+    async def act(block_id: str) -> Reoffered:  # the dispatcher's part is in the browser and e2e tests
         reoffered.append(block_id)
+        return Reoffered(block_id, STATION, None, None)
     home = cloud_db.photo_dir.parent
     server = OperatorServer(HttpSettings("127.0.0.1", 0, cloud_db.db, home / "ops.sqlite", live_interval_s=0.1,
-                                         command_log=home / "commands.jsonl"), reoffer)
+                                         command_log=home / "commands.jsonl"), act)
     await server.start()
     return server
 
@@ -382,20 +384,35 @@ def test_accounts_refuse_bad_input(tmp_path: Path) -> None:
 
 
 def test_the_reoffer_action_clears_the_winner_and_republishes(tmp_path: Path, cloud_target: CloudTarget) -> None:
-    from cloud_sync.cloud.web.actions import reoffer
     known_day(tmp_path, cloud_target)
     published: list[list[tuple[Block, Route]]] = []
 
+    told: list[Command] = []
+
     async def publish(blocks: list[tuple[Block, Route]]) -> None:
         published.append(blocks)
-    asyncio.run(reoffer(cloud_target.db, publish)("B-A"))
+
+    async def tell(command: Command) -> None:
+        told.append(command)
+    act = reoffer(cloud_target.db, publish, tell)
+    done = asyncio.run(act("B-A"))
     db = cloud_target.open()
     try:
         assert db.winners() == {"B-A": None, "B-B": "van-b"}
         assert db.open_blocks(STATION)[1][0].id == "B-A"
+        # The next winner, whoever it is, gets a route newer than the one van-a kept.
+        assert db._read("SELECT route_version FROM blocks WHERE id = 'B-A'") == [(2,)]
+        assert [r.version for _, r in published[0]] == [2]
+        withdrawals = db._read("SELECT command_id, block, device, station FROM block_withdrawals")
     finally:
         db.close()
     assert [[b.id for b, _ in call] for call in published] == [["B-A"]]
+    assert [(c.device, c.name, dict(c.args)) for c in told] == [("van-a", "withdraw_block", {"block": "B-A"})]
+    assert done.winner == "van-a" and done.told == told[0]
+    assert withdrawals == [(told[0].id, "B-A", "van-a", STATION)]
+    # An unclaimed block is put on offer again; nobody is told.
+    again = asyncio.run(act("B-A"))
+    assert (again.winner, again.told, len(told), len(published)) == (None, None, 1, 2)
 
 
 def test_photo_files_and_their_check(tmp_path: Path, cloud_target: CloudTarget) -> None:
