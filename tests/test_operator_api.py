@@ -34,6 +34,7 @@ from tests.helpers.operator import (
     PHOTO,
     at,
     block_a,
+    ingest,
     known_day,
     van_a_day,
 )
@@ -220,6 +221,63 @@ def test_a_station_manager_sees_only_their_station(cloud_db: CloudTarget) -> Non
         analytics = await (await mark.get(f"api/analytics?day={DAY_TEXT}")).json()
         assert [r["device"] for r in analytics["rows"]] == ["van-a"]
     assert run(cloud_db, scenario, browsers=2) == []
+
+
+def test_a_reoffer_tells_the_van_and_the_page_shows_its_answer(cloud_db: CloudTarget) -> None:
+    """The real re-offer action (its dispatcher parts captured): the block is no longer the van's, the van stays
+    in its station's view with its events and figures, and the withdraw_block it was told by is listed with the
+    page's other commands and on the block's row, "sent" until the van's result is stored."""
+    told: list[Command] = []
+
+    async def publish(blocks: list[tuple[Block, Route]]) -> None:
+        assert told, "the van is told before the offers go out"
+
+    async def tell(command: Command) -> None:
+        told.append(command)
+
+    async def scenario(mark: Browser) -> None:
+        await mark.login("mark")
+        figures_before = await (await mark.get(f"api/analytics?day={DAY_TEXT}")).json()
+        r = await mark.post("api/blocks/B-A/reoffer")
+        assert r.status == 200, await r.text()
+        doc = await r.json()
+        assert doc["winner"] == "van-a" and doc["told"]["name"] == "withdraw_block"
+        assert doc["told"]["args"] == {"block": "B-A"} and doc["told"]["operator"] == "mark"
+        assert [(c.id, c.device) for c in told] == [(doc["told"]["id"], "van-a")]
+        fleet = await (await mark.get("api/fleet")).json()
+        block = fleet["blocks"][0]
+        assert (block["id"], block["winner"], block["state"]) == ("B-A", None, "unclaimed")
+        assert block["withdrawn"]["device"] == "van-a" and block["withdrawn"]["told"] == "sent"
+        van = next(v for v in fleet["vans"] if v["device"] == "van-a")  # still this station's van
+        assert van["block"] is None
+        assert (await (await mark.get("api/vans/van-a")).json())["block"] is None
+        assert await (await mark.get(f"api/analytics?day={DAY_TEXT}")).json() == figures_before
+        listed = (await (await mark.get("api/vans/van-a/commands")).json())["commands"]
+        assert [(i["name"], i["status"], i["operator"]) for i in listed] == [("withdraw_block", "sent", "mark")]
+        db = cloud_db.open()
+        try:
+            ingest(db, cloud_db.photo_dir.parent, "van-a", [Event(EventType.COMMAND_RESULT, {
+                "id": told[0].id, "name": "withdraw_block", "status": "ok", "detail": "block B-A withdrawn",
+                "data": {"block": "B-A", "return_packages": ["P9"]}})])
+        finally:
+            db.close()
+        block = (await (await mark.get("api/fleet")).json())["blocks"][0]
+        assert block["withdrawn"]["told"] == "ok" and block["withdrawn"]["return_packages"] == ["P9"]
+        listed = (await (await mark.get("api/vans/van-a/commands")).json())["commands"]
+        assert [(i["name"], i["status"]) for i in listed] == [("withdraw_block", "ok")]
+
+    async def main() -> None:
+        home = cloud_db.photo_dir.parent
+        server = OperatorServer(HttpSettings("127.0.0.1", 0, cloud_db.db, home / "ops.sqlite", live_interval_s=0.1,
+                                             command_log=home / "commands.jsonl"),
+                                reoffer(cloud_db.db, publish, tell))
+        await server.start()
+        try:
+            async for clients in _browsers(server, 1):
+                await scenario(*clients)
+        finally:
+            await server.stop()
+    asyncio.run(main())
 
 
 def test_the_csv_export_of_a_day(cloud_db: CloudTarget) -> None:
