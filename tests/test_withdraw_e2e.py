@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from device.testbench.procs import free_tcp_port, wait_for_port
 from tests.helpers.fleet import FleetPki, device_config
 from tests.helpers.sync_harness import wait_until
 from tests.helpers.unit import UnitSupervisor
+from tests.test_console_run import _request as console_request
 from tests.test_operator_browser import PASSWORD, cloud_process
 
 DEVICE = "van-back"  # this test's van alone (its certificate is made by the fleet fixture)
@@ -42,14 +41,7 @@ class Cab:
 
     def _call(self, path: str, data: dict[str, Any] | None = None, headers: dict[str, str] | None = None
               ) -> tuple[int, dict[str, Any]]:
-        request = urllib.request.Request(f"{self.base}/{path}", json.dumps(data).encode() if data is not None else None,
-                                         {"Content-Type": "application/json", **(headers or {})},
-                                         method="POST" if data is not None else "GET")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}")
+        return console_request(f"{self.base}/{path}", data, headers)
 
     def view(self) -> dict[str, Any]:
         return dict(self._call("view", headers=self.headers)[1]["view"])

@@ -285,7 +285,8 @@ def test_a_withdrawal_mid_route_returns_what_the_van_holds_and_frees_it() -> Non
     ok(wf.handle(DepartedFrom("S1")))
     ok(wf.handle(ArrivedAt("S2")))
     ok(wf.handle(ExceptionReported("S2", ExceptionReason.REFUSED)))  # P3 refused: still in the van
-    ok(wf.handle(OffersReceived((block("B1"), block("B7")))))  # the station's offers, kept while driving
+    kept = ok(wf.handle(OffersReceived((block("B1"), block("B7")))))  # the station's offers, kept while driving
+    assert types(kept) == [] and kept.notices == () and set(wf.state.offers) == {"B1", "B7"}
     assert wf.phase is Phase.AT_STOP
     outcome = ok(wf.handle(BlockWithdrawn("B1")))
     assert types(outcome) == [EventType.BLOCK_WITHDRAWN]

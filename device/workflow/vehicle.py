@@ -112,11 +112,7 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
     # --- offers and claims --------------------------------------------------------------------------
 
     def _on_offers(self, step: Step, s: VehicleState, item: OffersReceived) -> None:
-        blocks = item.blocks
-        if not isinstance(blocks, (tuple, list)) or not all(isinstance(b, Block) for b in blocks):
-            raise Rejected(RejectReason.INVALID_INPUT, "offers: expected a list of blocks")
-        if len(blocks) > MAX_OFFERS:
-            raise Rejected(RejectReason.INVALID_INPUT, f"offers: more than {MAX_OFFERS} blocks")
+        blocks = _check_offers(item)
         if s.phase is Phase.BLOCK_COMPLETE:  # the next shift starts from a clean slate
             _reset(s)
             step.block = None
@@ -132,11 +128,7 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
     def _on_offers_while_busy(self, step: Step, s: VehicleState, item: OffersReceived) -> None:
         """The station's offers while the van works a block: kept (no event, nothing shown), so a van whose block
         is withdrawn is back among the offers at once."""
-        blocks = item.blocks
-        if not isinstance(blocks, (tuple, list)) or not all(isinstance(b, Block) for b in blocks) \
-                or len(blocks) > MAX_OFFERS:
-            raise Rejected(RejectReason.INVALID_INPUT, f"offers: expected a list of up to {MAX_OFFERS} blocks")
-        s.offers = {b.id: b for b in blocks}
+        s.offers = {b.id: b for b in _check_offers(item)}
 
     def _on_station_manifest(self, step: Step, s: VehicleState, item: StationManifest) -> None:
         packages = item.packages
@@ -402,6 +394,15 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
 def _forecast(s: VehicleState, now: datetime) -> dict[str, Any]:
     ahead = forecast(s, now)
     return {"etas": ahead.pop("etas"), "forecast": ahead}
+
+
+def _check_offers(item: OffersReceived) -> tuple[Block, ...] | list[Block]:
+    blocks = item.blocks
+    if not isinstance(blocks, (tuple, list)) or not all(isinstance(b, Block) for b in blocks):
+        raise Rejected(RejectReason.INVALID_INPUT, "offers: expected a list of blocks")
+    if len(blocks) > MAX_OFFERS:
+        raise Rejected(RejectReason.INVALID_INPUT, f"offers: more than {MAX_OFFERS} blocks")
+    return blocks
 
 
 def _reset(s: VehicleState) -> None:
