@@ -69,14 +69,17 @@ def _online(db_path: Path) -> bool:
     return bool(_cloud(db_path, "SELECT 1 FROM devices WHERE device = ? AND status LIKE '%\"online\"%'", DEVICE))
 
 
-async def _manager_reoffers(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
-    """The station's manager logs in to the page and re-offers the block."""
+def _page_session(fleet: FleetPki) -> aiohttp.ClientSession:
+    """A browser's cookie jar; the page serves a certificate of the fleet PKI."""
+    tls = ssl.create_default_context(cafile=str(fleet.pki.ca_cert))
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls), cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def _log_in(session: aiohttp.ClientSession, url: str) -> str:
+    """The station's manager logs in; returns the CSRF token."""
     r = await session.post(f"{url}api/login", json={"name": "mark", "password": PASSWORD})
     assert r.status == 200, await r.text()
-    csrf = (await r.json())["csrf"]
-    r = await session.post(f"{url}api/blocks/{BLOCK}/reoffer", headers={"X-Flexedge-CSRF": csrf})
-    assert r.status == 200, await r.text()
-    return dict(await r.json())
+    return str((await r.json())["csrf"])
 
 
 async def _page(session: aiohttp.ClientSession, url: str, path: str) -> Any:
@@ -114,10 +117,11 @@ port = {console_port}
             wait_until(lambda: len(_events(db_path, "package.scanned")) == 2, 60, "the scans in the cloud")
 
             async def reoffer() -> None:
-                tls = ssl.create_default_context(cafile=str(fleet.pki.ca_cert))  # the page serves the fleet PKI
-                async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls),
-                                                 cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
-                    doc = await _manager_reoffers(session, url)
+                async with _page_session(fleet) as session:
+                    r = await session.post(f"{url}api/blocks/{BLOCK}/reoffer",
+                                           headers={"X-Flexedge-CSRF": await _log_in(session, url)})
+                    assert r.status == 200, await r.text()
+                    doc = await r.json()
                     assert doc["winner"] == DEVICE and doc["told"]["name"] == "withdraw_block"
                     assert doc["told"]["args"] == {"block": BLOCK} and doc["told"]["operator"] == "mark"
                     # The van is told, does it, and says so: the page shows the answer on the block's row.
@@ -152,6 +156,13 @@ port = {console_port}
             assert cab.view()["route_version"] == 2 and cab.view()["withdrawn"] is None
             assert _cloud(db_path, "SELECT winner, route_version FROM blocks WHERE id = ?", BLOCK) == [(DEVICE, 2)]
             wait_until(lambda: len(_events(db_path, "block.claimed")) == 2, 60, "the second grant in the cloud")
+
+            async def won_again() -> None:
+                async with _page_session(fleet) as session:
+                    await _log_in(session, url)
+                    block = next(b for b in (await _page(session, url, "fleet"))["blocks"] if b["id"] == BLOCK)
+                    assert (block["winner"], block["withdrawn"]) == (DEVICE, None)
+            asyncio.run(won_again())
         finally:
             unit.stop()
         assert unit.exits == [0]

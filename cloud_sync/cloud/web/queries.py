@@ -133,12 +133,14 @@ def fleet(db: ReadOnlyDb, station: str | None, now: float, cache: VersionedCache
 
 
 def withdrawals(db: ReadOnlyDb, station: str | None, now: float) -> dict[str, dict[str, Any]]:
-    """block -> its newest withdrawal: the van it was taken from, when, and what that van answered to the
-    withdraw_block command (its stored command.result; "sent" until then, "expired" once it can no longer run)."""
+    """Unclaimed block -> its newest withdrawal: the van it was taken from, when, and what that van answered to
+    the withdraw_block command (its stored command.result; "sent" until then, "expired" once it can no longer
+    run). Blocks won again are left out: the row shows their new winner."""
     newest: dict[str, tuple[str, str, float, float]] = {}
     for block, device, command_id, at, expires_at in db.rows(
-            """SELECT block, device, command_id, at, expires_at FROM block_withdrawals
-               WHERE CAST(:station AS TEXT) IS NULL OR station = :station ORDER BY at""", {"station": station}):
+            """SELECT w.block, w.device, w.command_id, w.at, w.expires_at FROM block_withdrawals w
+               JOIN blocks b ON b.id = w.block AND b.winner IS NULL
+               WHERE CAST(:station AS TEXT) IS NULL OR w.station = :station ORDER BY w.at""", {"station": station}):
         newest[block] = (device, command_id, at, expires_at)
     out = {}
     for block, (device, command_id, at, expires_at) in newest.items():
