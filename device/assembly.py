@@ -16,8 +16,9 @@ from device.agent import Agent, PhotoTaker, ProofPhoto
 from device.cloud_port import CloudPort
 from device.commands import CommandContext, CommandExecutor, CommandRegistry
 from device.commands.builtin import builtin_registry
+from device.commands.withdraw import register_withdraw
 from device.config import Config
-from device.contract.domain import Stop
+from device.contract.domain import Role, Stop
 from device.hardware import mcu_config, scanner_config
 from device.paths import store_path
 from device.photo_retention import PhotoRetention, PhotoRetentionPolicy
@@ -190,6 +191,8 @@ async def assemble(config: Config, data_dir: Path, notifier: Notifier | None = N
         notifier=notifier or Notifier(),
     )
     registry = builtin_registry()
+    if config.device.role is Role.VEHICLE:  # the cloud may take a van's block back
+        register_withdraw(registry, agent.submit, lambda: getattr(agent.runner.workflow.state, "withdrawn", None))
     agent.start("update", _updates(config, data_dir, agent, registry).run())
     agent.commands = CommandExecutor(registry, CommandContext(store, data_dir, config_path, agent.cloud),
                                      agent.request_restart)

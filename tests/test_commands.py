@@ -24,7 +24,13 @@ from device.commands import (
     Status,
     result_event_id,
 )
+from device.commands.withdraw import NAME as WITHDRAW
+from device.commands.withdraw import register_withdraw
+from device.contract.domain import Role
 from device.store import EventStore, ReceivedCommand
+from device.workflow import LoadingDone, OffersReceived, PackageScanned, Phase
+from device.workflow.runner import WorkflowRunner
+from tests.helpers.workflow import block, drive_to
 
 SEEN = "cloud_sync.seen_commands"  # cloud_sync.downlink.SEEN_COMMANDS_KEY
 
@@ -241,3 +247,40 @@ def test_a_marker_for_a_change_never_made_is_answered_not_applied(tmp_path: Path
     answer = asyncio.run(confirm(marker, CommandContext(store, tmp_path, tmp_path / "flexedge.toml", None)))
     assert answer.status is Status.FAILED and answer.detail.startswith("not applied")
     assert (tmp_path / "flexedge.toml").read_bytes() == before
+
+
+def test_withdraw_block_hands_the_workflow_its_input_and_answers_what_it_did(store: EventStore,
+                                                                            tmp_path: Path) -> None:
+
+    async def scenario() -> list[CommandOutcome | None]:
+        runner = await WorkflowRunner.open(store, Role.VEHICLE)
+        runner.workflow = drive_to(Phase.LOADING)
+        registry = CommandRegistry()
+        register_withdraw(registry, runner.apply, lambda: runner.workflow.state.withdrawn)
+        commands = CommandExecutor(registry, CommandContext(store, tmp_path, None, None), [].append)
+        for item in (PackageScanned("P1"), PackageScanned("P3")):
+            assert (await runner.apply(item)).accepted
+        outcomes = [await commands.execute(CloudCommand("w-bad", WITHDRAW, {"block": 7})),
+                    await commands.execute(CloudCommand("w-extra", WITHDRAW, {"block": "B1", "why": "x"})),
+                    await commands.execute(CloudCommand("w-other", WITHDRAW, {"block": "B2"})),
+                    await commands.execute(CloudCommand("w-1", WITHDRAW, {"block": "B1"})),
+                    await commands.execute(CloudCommand("w-1", WITHDRAW, {"block": "B1"})),  # a replay: not run
+                    await commands.execute(CloudCommand("w-2", WITHDRAW, {"block": "B1"}))]  # the same block again
+        assert runner.workflow.phase is Phase.IDLE
+        assert (await runner.apply(OffersReceived((block("B1"),)))).accepted
+        outcomes.append(await commands.execute(CloudCommand("w-3", WITHDRAW, {"block": "B7"})))  # OFFERED: no block
+        assert not (await runner.apply(LoadingDone())).accepted  # the van left LOADING for good
+        return outcomes
+
+    outcomes = asyncio.run(scenario())
+    assert outcomes[4] is None
+    answers = {a["id"]: a for a in results(store)}
+    assert [answers[i]["status"] for i in ("w-bad", "w-extra", "w-other", "w-1", "w-2", "w-3")] == \
+        ["rejected", "rejected", "rejected", "ok", "ok", "rejected"]
+    assert answers["w-other"]["data"]["reason"] == "not_current_block" and "B2" in answers["w-other"]["detail"]
+    assert answers["w-1"]["data"]["return_packages"] == ["P1", "P3"] and answers["w-1"]["data"]["phase"] == "loading"
+    assert answers["w-2"]["detail"] == "block B1 was already withdrawn"
+    assert answers["w-3"]["data"]["reason"] == "wrong_state" and answers["w-3"]["data"]["phase"] == "offered"
+    withdrawn = [e for e in store.events() if e["type"] == "block.withdrawn"]
+    assert len(withdrawn) == 1 and answers["w-1"]["data"]["event"] == withdrawn[0]["id"]
+    assert store.verify_chain().ok

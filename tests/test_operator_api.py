@@ -19,9 +19,10 @@ import pytest
 from cloud_sync.cloud.presence import status_record
 from cloud_sync.cloud.web import queries
 from cloud_sync.cloud.web.accounts import MAX_FAILURES, AccountError, Accounts, Role
+from cloud_sync.cloud.web.actions import Reoffered, reoffer
 from cloud_sync.cloud.web.readonly import ReadOnlyDb
 from cloud_sync.cloud.web.server import HttpSettings, OperatorServer
-from cloud_sync.messages import DeviceStatus, EventBatch, Presence
+from cloud_sync.messages import Command, DeviceStatus, EventBatch, Presence
 from device.contract.domain import Block, Event, EventType, Route
 from device.store import EventStore
 from tests.helpers.cloud_target import CloudTarget
@@ -33,6 +34,7 @@ from tests.helpers.operator import (
     PHOTO,
     at,
     block_a,
+    ingest,
     known_day,
     van_a_day,
 )
@@ -80,11 +82,12 @@ def cloud_db(tmp_path: Path, cloud_target: CloudTarget) -> CloudTarget:
 
 
 async def _serve(cloud_db: CloudTarget, reoffered: list[str]) -> OperatorServer:
-    async def reoffer(block_id: str) -> None:  # the dispatcher's part is in the browser test
+    async def act(block_id: str) -> Reoffered:  # the dispatcher's part is in the browser and e2e tests
         reoffered.append(block_id)
+        return Reoffered(block_id, STATION, None, None)
     home = cloud_db.photo_dir.parent
     server = OperatorServer(HttpSettings("127.0.0.1", 0, cloud_db.db, home / "ops.sqlite", live_interval_s=0.1,
-                                         command_log=home / "commands.jsonl"), reoffer)
+                                         command_log=home / "commands.jsonl"), act)
     await server.start()
     return server
 
@@ -243,6 +246,63 @@ def test_a_station_manager_sees_the_vans_the_stations_map_puts_at_their_station(
         assert await names(mark) == ["van-a"]
         assert (await mark.get("api/vans/van-b")).status == 404
     assert run(cloud_db, scenario, browsers=2) == []
+
+
+def test_a_reoffer_tells_the_van_and_the_page_shows_its_answer(cloud_db: CloudTarget) -> None:
+    """The real re-offer action (its dispatcher parts captured): the block is no longer the van's, the van stays
+    in its station's view with its events and figures, and the withdraw_block it was told by is listed with the
+    page's other commands and on the block's row, "sent" until the van's result is stored."""
+    told: list[Command] = []
+
+    async def publish(blocks: list[tuple[Block, Route]]) -> None:
+        assert told, "the van is told before the offers go out"
+
+    async def tell(command: Command) -> None:
+        told.append(command)
+
+    async def scenario(mark: Browser) -> None:
+        await mark.login("mark")
+        figures_before = await (await mark.get(f"api/analytics?day={DAY_TEXT}")).json()
+        r = await mark.post("api/blocks/B-A/reoffer")
+        assert r.status == 200, await r.text()
+        doc = await r.json()
+        assert doc["winner"] == "van-a" and doc["told"]["name"] == "withdraw_block"
+        assert doc["told"]["args"] == {"block": "B-A"} and doc["told"]["operator"] == "mark"
+        assert [(c.id, c.device) for c in told] == [(doc["told"]["id"], "van-a")]
+        fleet = await (await mark.get("api/fleet")).json()
+        block = fleet["blocks"][0]
+        assert (block["id"], block["winner"], block["state"]) == ("B-A", None, "unclaimed")
+        assert block["withdrawn"]["device"] == "van-a" and block["withdrawn"]["told"] == "sent"
+        van = next(v for v in fleet["vans"] if v["device"] == "van-a")  # still this station's van
+        assert van["block"] is None
+        assert (await (await mark.get("api/vans/van-a")).json())["block"] is None
+        assert await (await mark.get(f"api/analytics?day={DAY_TEXT}")).json() == figures_before
+        listed = (await (await mark.get("api/vans/van-a/commands")).json())["commands"]
+        assert [(i["name"], i["status"], i["operator"]) for i in listed] == [("withdraw_block", "sent", "mark")]
+        db = cloud_db.open()
+        try:
+            ingest(db, cloud_db.photo_dir.parent, "van-a", [Event(EventType.COMMAND_RESULT, {
+                "id": told[0].id, "name": "withdraw_block", "status": "ok", "detail": "block B-A withdrawn",
+                "data": {"block": "B-A", "return_packages": ["P9"]}})])
+        finally:
+            db.close()
+        block = (await (await mark.get("api/fleet")).json())["blocks"][0]
+        assert block["withdrawn"]["told"] == "ok" and block["withdrawn"]["return_packages"] == ["P9"]
+        listed = (await (await mark.get("api/vans/van-a/commands")).json())["commands"]
+        assert [(i["name"], i["status"]) for i in listed] == [("withdraw_block", "ok")]
+
+    async def main() -> None:
+        home = cloud_db.photo_dir.parent
+        server = OperatorServer(HttpSettings("127.0.0.1", 0, cloud_db.db, home / "ops.sqlite", live_interval_s=0.1,
+                                             command_log=home / "commands.jsonl"),
+                                reoffer(cloud_db.db, publish, tell))
+        await server.start()
+        try:
+            async for clients in _browsers(server, 1):
+                await scenario(*clients)
+        finally:
+            await server.stop()
+    asyncio.run(main())
 
 
 def test_the_csv_export_of_a_day(cloud_db: CloudTarget) -> None:
@@ -407,20 +467,35 @@ def test_accounts_refuse_bad_input(tmp_path: Path) -> None:
 
 
 def test_the_reoffer_action_clears_the_winner_and_republishes(tmp_path: Path, cloud_target: CloudTarget) -> None:
-    from cloud_sync.cloud.web.actions import reoffer
     known_day(tmp_path, cloud_target)
     published: list[list[tuple[Block, Route]]] = []
 
+    told: list[Command] = []
+
     async def publish(blocks: list[tuple[Block, Route]]) -> None:
         published.append(blocks)
-    asyncio.run(reoffer(cloud_target.db, publish)("B-A"))
+
+    async def tell(command: Command) -> None:
+        told.append(command)
+    act = reoffer(cloud_target.db, publish, tell)
+    done = asyncio.run(act("B-A"))
     db = cloud_target.open()
     try:
         assert db.winners() == {"B-A": None, "B-B": "van-b"}
         assert db.open_blocks(STATION)[1][0].id == "B-A"
+        # The next winner, whoever it is, gets a route newer than the one van-a kept.
+        assert db._read("SELECT route_version FROM blocks WHERE id = 'B-A'") == [(2,)]
+        assert [r.version for _, r in published[0]] == [2]
+        withdrawals = db._read("SELECT command_id, block, device, station FROM block_withdrawals")
     finally:
         db.close()
     assert [[b.id for b, _ in call] for call in published] == [["B-A"]]
+    assert [(c.device, c.name, dict(c.args)) for c in told] == [("van-a", "withdraw_block", {"block": "B-A"})]
+    assert done.winner == "van-a" and done.told == told[0]
+    assert withdrawals == [(told[0].id, "B-A", "van-a", STATION)]
+    # An unclaimed block is put on offer again; nobody is told.
+    again = asyncio.run(act("B-A"))
+    assert (again.winner, again.told, len(told), len(published)) == (None, None, 1, 2)
 
 
 def test_photo_files_and_their_check(tmp_path: Path, cloud_target: CloudTarget) -> None:

@@ -365,7 +365,11 @@ def test_operator_page_in_chromium(tls_broker: MosquittoBroker, fleet: FleetPki,
         desk.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
         await desk.get_by_test_id("reoffer-B-NORTH").click()
         await expect(desk.get_by_test_id("block-state-B-NORTH")).to_have_text("unclaimed", timeout=WAIT_MS)
-        await expect(desk.get_by_test_id("toast")).to_contain_text("on offer again")
+        await expect(desk.get_by_test_id("toast")).to_contain_text("on offer again; van-a was told")
+        # Its van was sent a withdraw_block; stopped, it has not answered: the row says so.
+        withdrawn = desk.get_by_test_id("withdrawn-B-NORTH")
+        await expect(withdrawn).to_contain_text("taken from van-a: told, no answer yet", timeout=WAIT_MS)
+        await expect(withdrawn).to_have_attribute("data-told", "sent")
 
     with cloud_process(fleet, tls_broker.port, tmp_path) as url, \
             killable_van(fleet, tls_broker.port, tmp_path / "van-b") as van_b:

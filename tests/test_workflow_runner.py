@@ -9,16 +9,22 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from device.contract.domain import EventType, Role
 from device.contract.position import Position
 from device.store import EventStore
 from device.workflow import (
     ArrivedAt,
+    BlockWithdrawn,
+    ClaimRequested,
+    ClaimResult,
     DepartedFrom,
     DockPhase,
     ExceptionReason,
     ExceptionReported,
     Feedback,
+    OffersReceived,
     PackageScanned,
     Phase,
     RejectReason,
@@ -28,7 +34,7 @@ from device.workflow import (
 )
 from device.workflow.runner import CURRENT_BLOCK_KEY, STATE_KEY, WorkflowRunner
 from firmware_bridge.fix import Fix, FixMode
-from tests.helpers.workflow import T0, FakeClock, drive_to, photo, route
+from tests.helpers.workflow import T0, FakeClock, block, drive_to, photo, route
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -104,6 +110,35 @@ def test_crash_between_journal_and_append_replays_the_journaled_events(tmp_path:
             again = await WorkflowRunner.open(store, Role.VEHICLE)
             assert [d["id"] for d in store.events()] == ids and again.workflow.phase is Phase.AT_STOP
             assert store.verify_chain().ok
+    asyncio.run(resume())
+
+
+@pytest.mark.parametrize("mode", ["withdrawn", "withdraw_journal_only"])
+def test_a_withdrawal_survives_kill_9_and_the_van_claims_again(tmp_path: Path, mode: str) -> None:
+    db = tmp_path / "events.db"
+    line = kill_child(db, mode)
+    assert line == "committed" or line.startswith("journal ")
+
+    async def resume() -> None:
+        with EventStore(db) as store:
+            runner = await WorkflowRunner.open(store, Role.VEHICLE)
+            wf = runner.workflow
+            assert wf.phase is Phase.IDLE and wf.state.block_id is None and wf.state.route is None
+            assert wf.state.withdrawn["block"] == "B1" and wf.state.withdrawn["return_packages"] == ["P3", "P4", "P5"]
+            assert store.state.get(CURRENT_BLOCK_KEY) is None
+            docs = store.events()
+            withdrawn = [d for d in docs if d["type"] == EventType.BLOCK_WITHDRAWN.value]
+            assert len(withdrawn) == 1 and withdrawn[0]["block"] == "B1"
+            assert withdrawn[0]["data"]["delivered"] == ["P1", "P2"]  # proven before: in the stream, and said so
+            assert {p for d in docs if d["type"] == "delivery.proof" for p in d["data"]["packages"]} == {"P1", "P2"}
+            # The same withdrawal again (a command re-run) is refused, never applied twice.
+            again = await runner.apply(BlockWithdrawn("B1"))
+            assert again.rejection is not None and again.rejection.reason is RejectReason.WRONG_STATE
+            for item in (OffersReceived((block("B1"),)), ClaimRequested("B1"), ClaimResult("B1", True)):
+                assert (await runner.apply(item)).accepted
+            assert wf.phase is Phase.CLAIMED and store.state.get(CURRENT_BLOCK_KEY) == "B1"
+            reopened = await WorkflowRunner.open(store, Role.VEHICLE)
+            assert reopened.workflow.state == wf.state and store.verify_chain().ok
     asyncio.run(resume())
 
 

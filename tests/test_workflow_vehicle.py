@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from device.contract.domain import EventType, Package, Route, Verdict
 from device.workflow import (
     ArrivedAt,
+    BlockWithdrawn,
     ClaimRequested,
     ClaimResult,
     DepartedFrom,
@@ -53,6 +54,7 @@ SAMPLES = [
     photo("S1"),
     SignatureCaptured("S1", strokes=STROKES),
     ExceptionReported("S1", ExceptionReason.NO_ACCESS),
+    BlockWithdrawn("B1"),
 ]
 SAMPLE_BY_TYPE = {type(v): v for v in SAMPLES}
 # The input that exercises each table row (where the generic sample is not the right one for that phase).
@@ -137,6 +139,9 @@ BAD_INPUTS = [
     (Phase.AT_STOP, SignatureCaptured("S1", strokes=(tuple((float(i), 1.0) for i in range(4001)),))),
     (Phase.AT_STOP, ExceptionReported("S1", "no_access")),
     (Phase.AT_STOP, ExceptionReported("S1", ExceptionReason.DAMAGED, note="x" * 501)),
+    (Phase.LOADING, BlockWithdrawn("")),
+    (Phase.ON_ROUTE, BlockWithdrawn(None)),
+    (Phase.LOADING, OffersReceived(("not a block",))),
 ]
 
 
@@ -170,6 +175,8 @@ REJECTIONS = [
     (Phase.ON_ROUTE, ExceptionReported("S1", ExceptionReason.REFUSED, ("P3",)), RejectReason.PACKAGE_NOT_OPEN,
      True),
     (Phase.BLOCK_COMPLETE, DepartedFrom("S1"), RejectReason.NOT_AT_STOP, False),
+    (Phase.LOADING, BlockWithdrawn("B2"), RejectReason.NOT_CURRENT_BLOCK, True),
+    (Phase.AT_STOP, BlockWithdrawn("B2"), RejectReason.NOT_CURRENT_BLOCK, True),
 ]
 
 
@@ -266,6 +273,58 @@ def test_a_route_overtaking_the_claim_result_is_the_grant() -> None:
     outcome = ok(wf.handle(RouteReceived(route())))
     assert types(outcome) == [EventType.BLOCK_CLAIMED, EventType.ROUTE_RECEIVED]
     assert outcome.events[0].data["implicit"] is True and wf.phase is Phase.LOADING
+
+
+# --- a block taken back by the cloud ------------------------------------------------------------------------
+
+
+def test_a_withdrawal_mid_route_returns_what_the_van_holds_and_frees_it() -> None:
+    wf = drive_to(Phase.AT_STOP)  # everything loaded, at S1
+    ok(wf.handle(photo("S1")))
+    ok(wf.handle(SignatureCaptured("S1", strokes=STROKES)))  # S1 delivered: P1, P2
+    ok(wf.handle(DepartedFrom("S1")))
+    ok(wf.handle(ArrivedAt("S2")))
+    ok(wf.handle(ExceptionReported("S2", ExceptionReason.REFUSED)))  # P3 refused: still in the van
+    kept = ok(wf.handle(OffersReceived((block("B1"), block("B7")))))  # the station's offers, kept while driving
+    assert types(kept) == [] and kept.notices == () and set(wf.state.offers) == {"B1", "B7"}
+    assert wf.phase is Phase.AT_STOP
+    outcome = ok(wf.handle(BlockWithdrawn("B1")))
+    assert types(outcome) == [EventType.BLOCK_WITHDRAWN]
+    event = outcome.events[0]
+    assert event.block == "B1" and event.data["phase"] == "at_stop" and event.data["route_version"] == 1
+    assert event.data["return_packages"] == ["P3", "P4", "P5"] and event.data["delivered"] == ["P1", "P2"]
+    assert event.data["stops_done"] == ["S1", "S2"]
+    assert outcome.feedback == (Feedback.ATTENTION,)
+    notice = outcome.notices[0]
+    assert notice.kind is NoticeKind.BLOCK_WITHDRAWN and notice.data["return_packages"] == ["P3", "P4", "P5"]
+    assert "return 3 packages" in notice.text
+    assert wf.phase is Phase.OFFERED and wf.state.block_id is None and wf.state.route is None
+    assert wf.view()["withdrawn"]["return_packages"] == ["P3", "P4", "P5"] and wf.view()["block"] is None
+    # Free to claim again, the same block included; a new grant forgets the withdrawal.
+    ok(wf.handle(ClaimRequested("B1")))
+    ok(wf.handle(ClaimResult("B1", True)))
+    assert wf.phase is Phase.CLAIMED and wf.state.withdrawn is None
+    assert restore(snapshot(wf)).state == wf.state
+
+
+@pytest.mark.parametrize("phase", [Phase.CLAIMED, Phase.LOADING, Phase.ON_ROUTE])
+def test_a_withdrawal_before_the_first_stop(phase: Phase) -> None:
+    wf = drive_to(phase)
+    if phase is Phase.LOADING:
+        ok(wf.handle(PackageScanned("P2")))
+    outcome = ok(wf.handle(BlockWithdrawn("B1")))
+    expected = {Phase.CLAIMED: [], Phase.LOADING: ["P2"], Phase.ON_ROUTE: ["P1", "P2", "P3", "P4", "P5"]}[phase]
+    assert outcome.events[0].data["return_packages"] == expected and outcome.events[0].data["delivered"] == []
+    assert wf.phase is Phase.IDLE  # the offers it had were cleared by the grant; none came since
+
+
+@pytest.mark.parametrize("phase", [Phase.IDLE, Phase.OFFERED, Phase.CLAIMING, Phase.BLOCK_COMPLETE])
+def test_a_withdrawal_without_a_block_to_give_back_is_refused(phase: Phase) -> None:
+    wf = drive_to(phase)
+    before = snapshot(wf)
+    outcome = wf.handle(BlockWithdrawn("B1"))
+    assert outcome.rejection is not None and outcome.rejection.reason is RejectReason.WRONG_STATE
+    assert snapshot(wf) == before and types(outcome) == [EventType.INPUT_REJECTED]
 
 
 # --- loading ----------------------------------------------------------------------------------------------
@@ -526,7 +585,7 @@ POOL = [
     photo("S1", Verdict.MISMATCH, read="21"), photo("S2"), photo("S2", Verdict.UNREADABLE), photo("S3"),
     photo("S3", Verdict.MISMATCH, read="1"), photo("S3", packages=("P4",)),
     SignatureCaptured("S1", image_ref="sig"), ExceptionReported("S3", ExceptionReason.DAMAGED, ("P5",)),
-    ExceptionReported("S2", ExceptionReason.REFUSED), OffersReceived(()), StageScan("P1"),
+    ExceptionReported("S2", ExceptionReason.REFUSED), OffersReceived(()), StageScan("P1"), BlockWithdrawn("B2"),
 ]
 
 

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import aiomqtt
 
-from cloud_sync.cloud.engine import CloudDbError, Engine, is_postgres, open_engine
+from cloud_sync.cloud.engine import CloudDbError, Dialect, Engine, is_postgres, open_engine
 from cloud_sync.connection import BrokerSettings, make_client, release
 from cloud_sync.messages import Command, encode
 from cloud_sync.signing import Signer
@@ -110,11 +110,15 @@ def result_of(device: str, seq: int, body: str | bytes) -> CommandResult:
                          str(event.get("ts") if isinstance(event, dict) else None))
 
 
+def result_sql(dialect: Dialect) -> str:
+    """(seq, body) of the stored `command.result` of one command; parameters: device, command id."""
+    return (f"SELECT seq, body FROM events WHERE device = ? AND type = 'command.result' "
+            f"AND {dialect.json_text('body', 'data', 'id')} = ? ORDER BY seq LIMIT 1")
+
+
 def stored_result(engine: Engine, device: str, command_id: str) -> CommandResult | None:
     """The stored `command.result` of this command."""
-    rows = engine.read(f"SELECT seq, body FROM events WHERE device = ? AND type = 'command.result' "
-                       f"AND {engine.dialect.json_text('body', 'data', 'id')} = ? ORDER BY seq LIMIT 1",
-                       (device, command_id))
+    rows = engine.read(result_sql(engine.dialect), (device, command_id))
     return result_of(device, rows[0][0], rows[0][1]) if rows else None
 
 

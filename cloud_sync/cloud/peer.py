@@ -319,10 +319,14 @@ class CloudPeer:
     async def send_command(self, device: str, name: str, args: dict[str, Any] | None = None,
                            ttl_s: float = 300.0) -> Command:
         """Signed and published through the dispatcher's own connection (one connection per identity)."""
-        client, _ = self._dispatcher()
         command = new_command(device, name, args or {}, ttl_s)
-        await publish(client, self.settings.fleet, self.signer, command)
+        await self.publish_command(command)
         return command
+
+    async def publish_command(self, command: Command) -> None:
+        """A command built elsewhere (a re-offer records its id first), sent as `send_command` sends."""
+        client, _ = self._dispatcher()
+        await publish(client, self.settings.fleet, self.signer, command)
 
 
 def _payload_bytes(payload: Any) -> bytes:

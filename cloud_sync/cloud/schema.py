@@ -84,6 +84,19 @@ def _v3_device_stations(d: Dialect) -> list[str]:
     ]
 
 
+def _v4_block_withdrawals(d: Dialect) -> list[str]:
+    return [
+        # A claimed block the operator re-offered: whom it was taken from and the withdraw_block command that told
+        # that van (its command.result, once stored, says what the van did). The van's events stay as they are.
+        """CREATE TABLE IF NOT EXISTS block_withdrawals (
+            command_id TEXT PRIMARY KEY, block TEXT NOT NULL, device TEXT NOT NULL, station TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS block_withdrawals_by_station ON block_withdrawals (station, device)",
+        "CREATE INDEX IF NOT EXISTS block_withdrawals_by_block ON block_withdrawals (block, at)",
+    ]
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -95,6 +108,7 @@ MIGRATIONS = (
     Migration(1, "base schema", _v1_base),
     Migration(2, "operator page indexes", _v2_operator_indexes),
     Migration(3, "device stations", _v3_device_stations),
+    Migration(4, "block withdrawals", _v4_block_withdrawals),
 )
 
 

@@ -297,7 +297,7 @@ async def _serve(settings: CloudSettings, credentials: Credentials, signer: Sign
              len(pool.workers) if pool else settings.ingest_workers, " (processes)" if pool else "")
     page = None
     if http is not None:
-        act = web_actions.reoffer(settings.db, peer.add_blocks) if settings.dispatch else None
+        act = web_actions.reoffer(settings.db, peer.add_blocks, peer.publish_command) if settings.dispatch else None
         page = OperatorServer(http, act, peer.send_command if settings.dispatch else None)
         try:
             await page.start()

@@ -71,6 +71,7 @@ class EventType(StrEnum):
     DELIVERY_PROOF = "delivery.proof"
     DELIVERY_EXCEPTION = "delivery.exception"
     BLOCK_COMPLETED = "block.completed"
+    BLOCK_WITHDRAWN = "block.withdrawn"  # the cloud re-offered the van's block: what the van still holds goes back
     STAGING_PLAN_RECEIVED = "dock.plan_received"
     PACKAGE_STAGED = "dock.staged"
     STAGING_COMPLETE = "dock.staging_complete"

@@ -330,7 +330,7 @@ level = "INFO"
             accounts.close()
         host, port = self.http
         self.page = OperatorServer(HttpSettings(host, port, self.cloud_db, accounts_path, live_interval_s=PAGE_LIVE_S),
-                                   web_actions.reoffer(self.cloud_db, peer.add_blocks))
+                                   web_actions.reoffer(self.cloud_db, peer.add_blocks, peer.publish_command))
         await self.page.start()
         self.progress(f"operator page: {self.page.url} (log in as {OPERATOR}, password {password})")
 

@@ -13,6 +13,7 @@ from device.contract.domain import Role, utc_now
 from device.workflow.dock import DockPhase, DockState, DockWorkflow
 from device.workflow.inputs import (
     ArrivedAt,
+    BlockWithdrawn,
     ClaimRequested,
     ClaimResult,
     DepartedFrom,
@@ -56,7 +57,8 @@ def restore(doc: dict[str, Any], clock: Callable[[], datetime] = utc_now) -> Wor
 
 
 __all__ = [
-    "ArrivedAt", "BlockSummary", "ClaimRequested", "ClaimResult", "DepartedFrom", "DockPhase", "DockState",
+    "ArrivedAt", "BlockSummary", "BlockWithdrawn", "ClaimRequested", "ClaimResult", "DepartedFrom", "DockPhase",
+    "DockState",
     "DockWorkflow", "ExceptionReason", "ExceptionReported", "Feedback", "LoadingDone", "Notice", "NoticeKind",
     "OffersReceived", "Outcome", "PackageScanned", "PackageState", "Phase", "PhotoChecked", "RejectReason",
     "Rejection", "RouteReceived", "SendClaim", "SignatureCaptured", "StageScan", "StagingEntry", "StagingPlan",

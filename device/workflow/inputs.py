@@ -58,6 +58,13 @@ class ClaimResult:
 
 
 @dataclass(frozen=True)
+class BlockWithdrawn:
+    """The cloud took the van's block back (an operator re-offered it): stop working it, return what it holds."""
+
+    block_id: str
+
+
+@dataclass(frozen=True)
 class RouteReceived:
     """A route for the claimed block; a higher version replaces the current one."""
 
@@ -182,7 +189,8 @@ class StagingPlan:
 
 
 VEHICLE_INPUTS = (OffersReceived, StationManifest, ClaimRequested, ClaimResult, RouteReceived, PackageScanned,
-                  LoadingDone, ArrivedAt, DepartedFrom, PhotoChecked, SignatureCaptured, ExceptionReported)
+                  LoadingDone, ArrivedAt, DepartedFrom, PhotoChecked, SignatureCaptured, ExceptionReported,
+                  BlockWithdrawn)
 DOCK_INPUTS = (StagingPlanReceived, StageScan)
 # Inputs a person made: a rejection of one gets audible feedback (a geofence or cloud rejection does not).
 PERSON_INPUTS = (ClaimRequested, PackageScanned, LoadingDone, PhotoChecked, SignatureCaptured,

@@ -48,6 +48,7 @@ class NoticeKind(StrEnum):
     ROUTE_REVISED = "route_revised"
     ROUTE_RESEQUENCED = "route_resequenced"  # the van re-ordered its remaining stops itself
     BLOCK_SUMMARY = "block_summary"
+    BLOCK_WITHDRAWN = "block_withdrawn"  # the block was taken back: packages to return to the station
     STAGE_RESULT = "stage_result"
     ROUTE_STAGED = "route_staged"
     REJECTED = "rejected"
@@ -66,6 +67,7 @@ class RejectReason(StrEnum):
     WRONG_STATE = "wrong_state"  # the input is not accepted in the current phase
     INVALID_INPUT = "invalid_input"  # malformed fields
     UNKNOWN_BLOCK = "unknown_block"
+    NOT_CURRENT_BLOCK = "not_current_block"  # a withdrawal of a block that is not the van's
     CLAIM_MISMATCH = "claim_mismatch"
     ROUTE_OTHER_BLOCK = "route_other_block"
     STALE_ROUTE = "stale_route"

@@ -89,6 +89,9 @@ class WorkflowRunner:
         if pending:
             await runner._finish_journal([Event.from_dict(e) for e in pending], pending_floor)
         await runner._snapshot()
+        # A crash after a journal entry that changed the block (a withdrawal, a grant) left the key behind.
+        runner._current_block = await asyncio.to_thread(store.state.get, CURRENT_BLOCK_KEY)
+        await runner._note_block()
         if doc is not None or entries:
             log.info("workflow resumed in phase %s (block %s): snapshot and %d journal entries",
                      workflow.phase, runner._block(), len(entries))

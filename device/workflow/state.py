@@ -93,6 +93,7 @@ class VehicleState(Tracked):
     speed_ratios: list[float] = field(default_factory=list)  # observed/planned speed of the last legs
     slow_ratio: float | None = None  # the speed ratio at the last re-sequence for slowness
     resequenced: int = 0  # times the van re-ordered this route version itself
+    withdrawn: dict[str, Any] | None = None  # {"block", "return_packages", "at"}: the last block taken back
 
     FIELDS: ClassVar[Mapping[str, FieldSpec]] = {
         "phase": value(str, Phase), "offers": mapping(Block.to_dict, Block.from_dict),
@@ -103,6 +104,7 @@ class VehicleState(Tracked):
         "current_stop": value(), "verdicts": mapping(), "exceptions": mapping(), "other_packages": mapping(),
         "started_at": value(), "completed_at": value(), "summary": value(),
         "departed": value(), "speed_ratios": LIST, "slow_ratio": value(), "resequenced": value(),
+        "withdrawn": value(),
     }
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,7 +122,7 @@ class VehicleState(Tracked):
             "other_packages": dict(self.other_packages),
             "started_at": self.started_at, "completed_at": self.completed_at, "summary": self.summary,
             "departed": self.departed, "speed_ratios": list(self.speed_ratios), "slow_ratio": self.slow_ratio,
-            "resequenced": self.resequenced,
+            "resequenced": self.resequenced, "withdrawn": self.withdrawn,
         }
 
     @classmethod
@@ -147,4 +149,5 @@ class VehicleState(Tracked):
             started_at=raw.get("started_at"), completed_at=raw.get("completed_at"), summary=raw.get("summary"),
             departed=raw.get("departed"), speed_ratios=list(raw.get("speed_ratios", [])),
             slow_ratio=raw.get("slow_ratio"), resequenced=int(raw.get("resequenced", 0)),
+            withdrawn=raw.get("withdrawn"),
         )

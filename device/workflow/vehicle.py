@@ -15,6 +15,7 @@ from device.workflow.core import Machine, Rejected, Step, Transition, check_frac
 from device.workflow.inputs import (
     VEHICLE_INPUTS,
     ArrivedAt,
+    BlockWithdrawn,
     ClaimRequested,
     ClaimResult,
     DepartedFrom,
@@ -105,16 +106,13 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
             **(_forecast(s, self._clock()) if s.phase in (Phase.ON_ROUTE, Phase.AT_STOP) else
                {"etas": {}, "forecast": None}),
             "resequenced": s.resequenced,
+            "withdrawn": s.withdrawn,
         }
 
     # --- offers and claims --------------------------------------------------------------------------
 
     def _on_offers(self, step: Step, s: VehicleState, item: OffersReceived) -> None:
-        blocks = item.blocks
-        if not isinstance(blocks, (tuple, list)) or not all(isinstance(b, Block) for b in blocks):
-            raise Rejected(RejectReason.INVALID_INPUT, "offers: expected a list of blocks")
-        if len(blocks) > MAX_OFFERS:
-            raise Rejected(RejectReason.INVALID_INPUT, f"offers: more than {MAX_OFFERS} blocks")
+        blocks = _check_offers(item)
         if s.phase is Phase.BLOCK_COMPLETE:  # the next shift starts from a clean slate
             _reset(s)
             step.block = None
@@ -126,6 +124,11 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
             s.phase = Phase.OFFERED if offers else Phase.IDLE
         step.notice(NoticeKind.OFFERS, f"{len(offers)} blocks offered",
                     blocks=[b.to_dict() for b in blocks])
+
+    def _on_offers_while_busy(self, step: Step, s: VehicleState, item: OffersReceived) -> None:
+        """The station's offers while the van works a block: kept (no event, nothing shown), so a van whose block
+        is withdrawn is back among the offers at once."""
+        s.offers = {b.id: b for b in _check_offers(item)}
 
     def _on_station_manifest(self, step: Step, s: VehicleState, item: StationManifest) -> None:
         packages = item.packages
@@ -163,6 +166,32 @@ class VehicleWorkflow(Machine[VehicleState, Phase]):
         s.phase = Phase.OFFERED if s.offers else Phase.IDLE
         step.feedback.append(Feedback.CLAIM_LOST)
         step.notice(NoticeKind.CLAIM, f"block {block_id} not granted: {reason}", block=block_id, state="lost")
+
+    def _on_withdrawn(self, step: Step, s: VehicleState, item: BlockWithdrawn) -> None:
+        """The cloud took the block back: what is proven stays in the event stream, what the van still holds
+        (loaded, not delivered) goes back to the station, and the van is free to claim again."""
+        block_id = check_id(item.block_id, "block_id")
+        if block_id != s.block_id:
+            raise Rejected(RejectReason.NOT_CURRENT_BLOCK, f"withdrawal of {block_id}, the van's block is "
+                                                           f"{s.block_id}")
+        to_return = sorted(p for p in s.loaded if s.packages.get(p) is not PackageState.DELIVERED)
+        delivered = sorted(p for p, state in s.packages.items() if state is PackageState.DELIVERED)
+        stops_done = sorted(sid for sid, record in s.stops.items() if record.done)
+        step.event(EventType.BLOCK_WITHDRAWN, {
+            "phase": s.phase.value, "route_version": s.route.version if s.route else None,
+            "return_packages": to_return, "delivered": delivered, "stops_done": stops_done,
+            "current_stop": s.current_stop}, stop=s.current_stop)
+        offers = dict(s.offers)
+        _reset(s)
+        s.offers = offers
+        s.phase = Phase.OFFERED if offers else Phase.IDLE
+        s.withdrawn = {"block": block_id, "return_packages": to_return, "at": iso_utc(step.now)}
+        step.block = None
+        step.feedback.append(Feedback.ATTENTION)
+        text = (f"block {block_id} was taken back: return {len(to_return)} packages to the station" if to_return
+                else f"block {block_id} was taken back")
+        step.notice(NoticeKind.BLOCK_WITHDRAWN, text, block=block_id, return_packages=to_return,
+                    delivered=len(delivered))
 
     # --- the route ----------------------------------------------------------------------------------
 
@@ -367,6 +396,15 @@ def _forecast(s: VehicleState, now: datetime) -> dict[str, Any]:
     return {"etas": ahead.pop("etas"), "forecast": ahead}
 
 
+def _check_offers(item: OffersReceived) -> tuple[Block, ...] | list[Block]:
+    blocks = item.blocks
+    if not isinstance(blocks, (tuple, list)) or not all(isinstance(b, Block) for b in blocks):
+        raise Rejected(RejectReason.INVALID_INPUT, "offers: expected a list of blocks")
+    if len(blocks) > MAX_OFFERS:
+        raise Rejected(RejectReason.INVALID_INPUT, f"offers: more than {MAX_OFFERS} blocks")
+    return blocks
+
+
 def _reset(s: VehicleState) -> None:
     """Back to a fresh state in place (the handler owns this copy); the station manifest is kept."""
     fresh = VehicleState(other_packages=s.other_packages)
@@ -380,6 +418,7 @@ def _grant(step: Step, s: VehicleState, *, implicit: bool) -> None:
     s.block_id, step.block = block_id, block_id
     s.claim_block = s.claim_request = None
     s.offers = {}
+    s.withdrawn = None
     s.phase = Phase.CLAIMED
     s.started_at = iso_utc(step.now)
     step.feedback.append(Feedback.CLAIM_WON)
@@ -685,6 +724,10 @@ VEHICLE_TABLE: dict[tuple[Phase, type], Transition[VehicleState]] = {
     (P.ON_ROUTE, ExceptionReported): _row(W._on_exception, P.ON_ROUTE, P.BLOCK_COMPLETE),
     (P.AT_STOP, ExceptionReported): _row(W._on_exception, P.AT_STOP, P.BLOCK_COMPLETE),
 }
+# A block the van works may be taken back by the cloud; meanwhile the station's offers are kept for afterwards.
+_WORKING = (P.CLAIMED, P.LOADING, P.ON_ROUTE, P.AT_STOP)
+VEHICLE_TABLE.update({(phase, BlockWithdrawn): _row(W._on_withdrawn, P.IDLE, P.OFFERED) for phase in _WORKING})
+VEHICLE_TABLE.update({(phase, OffersReceived): _row(W._on_offers_while_busy, phase) for phase in _WORKING})
 # The station manifest only names wrong-route scans; it may arrive in any phase.
 VEHICLE_TABLE.update({(phase, StationManifest): _row(W._on_station_manifest, phase) for phase in Phase})
 VehicleWorkflow.TABLE = VEHICLE_TABLE

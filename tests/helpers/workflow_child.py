@@ -3,6 +3,8 @@
 MODE "mid_route": claims, loads, delivers S1, arrives at S2, then kill -9 (after the commit).
 MODE "journal_only": as mid_route, then takes a photo at S2 but dies after the journal was written and before
 its events were appended (the crash window the runner's journal covers).
+MODE "withdrawn": as mid_route, then the cloud takes block B1 back (committed), then kill -9.
+MODE "withdraw_journal_only": as mid_route, then the withdrawal's journal entry is written, its event is not.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from device.contract.domain import Role
 from device.store import EventStore
 from device.workflow import (
     ArrivedAt,
+    BlockWithdrawn,
     ClaimRequested,
     ClaimResult,
     DepartedFrom,
@@ -38,10 +41,15 @@ async def main(db: str, mode: str) -> None:
     for item in MID_ROUTE:
         outcome = await runner.apply(item)
         assert outcome.accepted, outcome.rejection
-    if mode == "journal_only":
-        outcome = runner.workflow.handle(photo("S2", photo_id="ph-s2"))
+    if mode in ("journal_only", "withdraw_journal_only"):
+        item = photo("S2", photo_id="ph-s2") if mode == "journal_only" else BlockWithdrawn("B1")
+        outcome = runner.workflow.handle(item)
         runner._write_journal(list(outcome.events))
         print("journal", ",".join(e.id for e in outcome.events), flush=True)
+    elif mode == "withdrawn":
+        outcome = await runner.apply(BlockWithdrawn("B1"))
+        assert outcome.accepted, outcome.rejection
+        print("committed", flush=True)
     else:
         print("committed", flush=True)
     os.kill(os.getpid(), signal.SIGKILL)

@@ -27,6 +27,7 @@ from aiohttp import web
 
 from cloud_sync.cloud.web import analytics, queries
 from cloud_sync.cloud.web.accounts import Accounts, LoginThrottle, Session
+from cloud_sync.cloud.web.actions import Reoffered
 from cloud_sync.cloud.web.cache import VersionedCache
 from cloud_sync.cloud.web.live import LiveFeed, stream
 from cloud_sync.cloud.web.readonly import ReadDbError, ReadOnlyDb
@@ -49,7 +50,7 @@ STATIC = {".html": "text/html", ".css": "text/css", ".js": "text/javascript"}
 PUBLIC = ("/", "/api/login")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as the start of a formula
 
-Reoffer = Callable[[str], Awaitable[None]]
+Reoffer = Callable[[str], Awaitable[Reoffered]]
 
 
 @dataclass
@@ -267,24 +268,6 @@ async def events(request: web.Request) -> web.StreamResponse:
     return await stream(request, request.app[APP].live, _station(request), "fleet", HEADERS)
 
 
-# --- actions ---------------------------------------------------------------------------------------------
-
-
-async def reoffer(request: web.Request) -> web.Response:
-    """Put a claimed block back on its station's offers (the van could not run it)."""
-    app: OperatorApp = request.app[APP]
-    block_id = _id(request, "block")
-    if app.reoffer is None:
-        raise _error(web.HTTPConflict, "this server does not dispatch")
-    rows = await asyncio.to_thread(app.db.rows, "SELECT station FROM blocks WHERE id = ?", (block_id,))
-    station = _station(request)
-    if not rows or (station is not None and rows[0][0] != station):
-        raise _error(web.HTTPNotFound, "no such block")
-    await app.reoffer(block_id)
-    log.info("operator %s re-offered block %s", _session(request).operator.name, block_id)
-    return _json({"reoffered": block_id})
-
-
 # --- the page --------------------------------------------------------------------------------------------
 
 
@@ -315,7 +298,6 @@ def build_app(operator: OperatorApp) -> web.Application:
     app.router.add_get("/api/vans/{device}/photos/{photo_id}", photo)
     app.router.add_get("/api/analytics", figures)
     app.router.add_get("/api/export.csv", export_csv)
-    app.router.add_post("/api/blocks/{block}/reoffer", reoffer)
 
     async def closing(_: web.Application) -> None:
         await operator.live.stop()

@@ -242,8 +242,14 @@ class CommandDesk:
         except aiomqtt.MqttError as exc:
             raise CommandRefused(Refused.BROKER_DOWN, web.HTTPServiceUnavailable,
                                  f"the cloud's broker connection is down: {exc}") from exc
-        record = {"id": command.id, "device": device, "name": name, "args": args, "operator": operator.name,
-                  "role": operator.role.value, "sent_at": _iso(time.time()),
+        return await self.record(operator, command)
+
+    async def record(self, operator: Operator, command: Command) -> dict[str, Any]:
+        """Audit a sent command (from this desk, or one an action sent: a re-offer's withdraw_block); its result
+        then shows in the van's list as any other's."""
+        args = dict(command.args)
+        record = {"id": command.id, "device": command.device, "name": command.name, "args": args,
+                  "operator": operator.name, "role": operator.role.value, "sent_at": _iso(time.time()),
                   "expires_at": _iso(command.expires_at.timestamp())}
         self.counters["sent"] += 1
         try:
@@ -251,8 +257,8 @@ class CommandDesk:
         except OSError as exc:  # sent all the same: the log line below is its audit then
             self.counters["audit_failed"] += 1
             log.error("command audit %s not written: %s", self.audit.path, exc)
-        log.info("operator %s (%s) sent %s %s to %s: %s", operator.name, operator.role.value, name, command.id,
-                 device, json.dumps(args, sort_keys=True)[:300])
+        log.info("operator %s (%s) sent %s %s to %s: %s", operator.name, operator.role.value, command.name,
+                 command.id, command.device, json.dumps(args, sort_keys=True)[:300])
         return record
 
 

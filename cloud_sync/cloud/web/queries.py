@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import Any
 
+from cloud_sync.cloud.commands import result_of, result_sql
 from cloud_sync.cloud.presence import pending_age_s
 from cloud_sync.cloud.web import photos
 from cloud_sync.cloud.web.cache import VersionedCache, versions
@@ -93,6 +94,7 @@ def fleet(db: ReadOnlyDb, station: str | None, now: float, cache: VersionedCache
     devices = db.rows(f"""SELECT device, status, last_batch_at, verified_seq FROM devices d
                           WHERE {device_in_scope('d.device')} ORDER BY device""", {"station": station})
     done_at = versions(db, station, ("stop.completed",))
+    withdrawn = withdrawals(db, station, now)
     empty = {"done": 0, "late": 0, "on_time": 0}
     blocks = []
     for bid, st, winner, granted, ends, version in db.rows(
@@ -107,6 +109,7 @@ def fleet(db: ReadOnlyDb, station: str | None, now: float, cache: VersionedCache
             done = cache.get(("progress", winner), done_at[winner], partial(_progress, db, winner)).get(bid, empty)
         block.update(done)
         block["state"] = block_state(block, done, now)
+        block["withdrawn"] = withdrawn.get(bid)
         blocks.append(block)
     current = {}  # device -> its newest block
     for block in sorted((b for b in blocks if b["winner"]), key=lambda b: b["granted_at"] or 0.0):
@@ -127,6 +130,28 @@ def fleet(db: ReadOnlyDb, station: str | None, now: float, cache: VersionedCache
             "stops": mine["stops"] if mine else 0, "stops_done": mine["done"] if mine else 0,
             "flags": flags.get(device, 0), "clock_flags": clock.get(device, 0)})
     return {"now": _iso(now), "vans": vans, "blocks": blocks}
+
+
+def withdrawals(db: ReadOnlyDb, station: str | None, now: float) -> dict[str, dict[str, Any]]:
+    """Unclaimed block -> its newest withdrawal: the van it was taken from, when, and what that van answered to
+    the withdraw_block command (its stored command.result; "sent" until then, "expired" once it can no longer
+    run). Blocks won again are left out: the row shows their new winner."""
+    newest: dict[str, tuple[str, str, float, float]] = {}
+    for block, device, command_id, at, expires_at in db.rows(
+            """SELECT w.block, w.device, w.command_id, w.at, w.expires_at FROM block_withdrawals w
+               JOIN blocks b ON b.id = w.block AND b.winner IS NULL
+               WHERE CAST(:station AS TEXT) IS NULL OR w.station = :station ORDER BY w.at""", {"station": station}):
+        newest[block] = (device, command_id, at, expires_at)
+    out = {}
+    for block, (device, command_id, at, expires_at) in newest.items():
+        rows = db.rows(result_sql(db.dialect), (device, command_id))
+        result = result_of(device, rows[0][0], rows[0][1]) if rows else None
+        told = result.status if result else "expired" if expires_at < now else "sent"
+        returns = result.data.get("return_packages") if result else None
+        out[block] = {"device": device, "at": at, "command": command_id, "told": told,
+                      "detail": result.detail if result else "",
+                      "return_packages": returns if isinstance(returns, list) else None}
+    return out
 
 
 def _object(value: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from aiohttp import web
 
 from cloud_sync.cloud.engine import is_postgres
-from cloud_sync.cloud.web import commands
+from cloud_sync.cloud.web import commands, reoffer
 from cloud_sync.cloud.web.accounts import Accounts
 from cloud_sync.cloud.web.api import OperatorApp, Reoffer, build_app
 from cloud_sync.cloud.web.cache import MAX_ENTRIES, VersionedCache
@@ -81,6 +81,7 @@ class OperatorServer:
         self.commands = CommandDesk(db, audit, self._send, s.live_interval_s)
         app = build_app(self.app)
         commands.install(app, self.commands)
+        reoffer.install(app)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_S)
         await runner.setup()
         try:

@@ -84,7 +84,7 @@ $("pair-form").addEventListener("submit", async (e) => {
 // --- notices ------------------------------------------------------------------------------------------
 
 const WARN = new Set(["scan_problem", "missing_packages", "retake_photo", "stop_left_open", "rejected",
-  "route_revised", "route_resequenced", "signature_needed"]);
+  "route_revised", "route_resequenced", "signature_needed", "block_withdrawn"]);
 const GOOD = new Set(["delivered", "claim", "load_progress", "route_staged", "block_summary"]);
 
 function onNotice(n) {
@@ -135,6 +135,12 @@ function show(id, on) { $(id).hidden = !on; }
 function renderOffers(v) {
   const list = $("offer-list");
   list.replaceChildren();
+  // A block the station took back: the driver returns what the van still holds (until the next block is won).
+  const w = v.withdrawn;
+  if (w) list.append(h("div", { class: "card problem", "data-testid": "withdrawn" },
+    h("div", { class: "big" }, `Block ${w.block} was taken back`),
+    h("div", {}, w.return_packages.length ? "Return to the station: " + w.return_packages.join(", ")
+      : "Nothing to return.")));
   if (!v.offers.length) list.append(h("p", {}, "No blocks offered yet. Waiting for the station."));
   for (const b of v.offers) {
     const claiming = v.claiming === b.id;

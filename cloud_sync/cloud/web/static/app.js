@@ -147,7 +147,7 @@ function renderFleet(doc) {
   )));
   labelled($("vans"));
   $("blocks").tBodies[0].replaceChildren(...doc.blocks.map((b) => h("tr", { "data-block": b.id },
-    h("td", {}, b.id), h("td", {}, b.station), h("td", {}, b.winner || "–"),
+    h("td", {}, b.id), h("td", {}, b.station), h("td", {}, b.winner || "–", withdrawal(b)),
     h("td", {}, `${b.done}/${b.stops}`),
     h("td", { class: "state-" + b.state, "data-testid": "block-state-" + b.id }, words(b.state)),
     h("td", {}, b.winner ? h("button", { "data-testid": "reoffer-" + b.id, onclick: (e) => reoffer(e, b.id) },
@@ -160,10 +160,22 @@ function renderFleet(doc) {
   if (Date.now() - analyticsAt > ANALYTICS_EVERY_MS) loadAnalytics();
 }
 
+// A block taken back from a van: whom from, and whether that van has answered its withdraw_block yet.
+function withdrawal(b) {
+  const w = b.withdrawn;
+  if (!w || b.winner) return "";
+  const told = { sent: "told, no answer yet", ok: "van confirmed", rejected: "van refused", failed: "van failed",
+    expired: "van never answered" }[w.told] || w.told;
+  const back = w.return_packages && w.return_packages.length ? ` · ${w.return_packages.length} packages to return` : "";
+  return h("div", { class: "withdrawn" + (w.told === "ok" ? "" : " flag"), "data-testid": "withdrawn-" + b.id,
+    "data-told": w.told, title: w.detail || "" }, `taken from ${w.device}: ${told}${back}`);
+}
+
 async function reoffer(e, blockId) {
   e.stopPropagation();
-  if (!window.confirm(`Put ${blockId} back on offer? Its van loses it.`)) return;
-  if (await post(`blocks/${encodeURIComponent(blockId)}/reoffer`)) toast(`${blockId} is on offer again`);
+  if (!window.confirm(`Put ${blockId} back on offer? Its van loses it and is told to return what it holds.`)) return;
+  const doc = await post(`blocks/${encodeURIComponent(blockId)}/reoffer`);
+  if (doc) toast(`${blockId} is on offer again` + (doc.winner ? `; ${doc.winner} was told` : ""));
 }
 
 // --- the map: an equirectangular drawing fitted to what is shown (no tiles, no network) ---------------
