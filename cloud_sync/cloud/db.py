@@ -21,24 +21,31 @@ import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import orjson
 
 from cloud_sync.cloud.clock import ClockFlag, ClockStamp, check_clock
 from cloud_sync.cloud.engine import CloudDbError, Engine, Tx, is_postgres, open_engine
+from cloud_sync.cloud.presence import status_record
 from cloud_sync.cloud.schema import migrate
 from cloud_sync.errors import MessageRejected, RejectReason
-from cloud_sync.messages import ClaimStatus, EventBatch, PhotoChunk
+from cloud_sync.messages import ClaimStatus, DeviceStatus, EventBatch, PhotoChunk
 from device.contract.chain import GENESIS_HASH, canonical_bytes, hash_body
 from device.contract.domain import BLOB_ID_PREFIX, Block, EventType, Route
 
 log = logging.getLogger(__name__)
+Item = TypeVar("Item")  # an item of a group transaction
+R = TypeVar("R")  # its result
 
 PHOTO_EVENT = "photo.checked"  # the event that records a proof photo and the sha256 of its upload copy
 BLOB_EVENT = "command.result"  # the event that records a blob (an upload_logs result: data.data.blob_id, .sha256)
 INSERT_ROWS = 500  # events per INSERT or UPDATE statement (8 parameters each; SQLite allows 32,766)
-__all__ = ["CloudDb", "CloudDbError", "FlagKind", "IngestResult", "PhotoLimits", "PhotoStatus", "StoredPhoto"]
+# Group commit: events stored in one transaction at most (a batch larger than this still goes whole, alone). The
+# group's device locks are held until its commit, so this also bounds how long a claim waits behind a group.
+GROUP_MAX_EVENTS = 4000
+__all__ = ["Claim", "CloudDb", "CloudDbError", "FlagKind", "Granted", "IngestResult", "PhotoLimits", "PhotoStatus",
+           "StoredPhoto"]
 
 
 def is_blob(upload_id: str) -> bool:
@@ -81,6 +88,16 @@ class PhotoLimits:
 
 
 @dataclass(frozen=True)
+class Claim:
+    block_id: str
+    device: str
+    station: str | None  # the device's station (None: a device the cloud does not know)
+
+
+Granted = tuple[ClaimStatus, Block | None, Route | None]
+
+
+@dataclass(frozen=True)
 class IngestResult:
     stored: int
     duplicates: int
@@ -98,6 +115,18 @@ def _write_file(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def _groups(batches: Sequence[tuple[str, EventBatch]], max_events: int) -> Iterator[Sequence[tuple[str, EventBatch]]]:
+    """Consecutive runs of the batches holding at most `max_events` events (a larger batch is a run of its own)."""
+    start = events = 0
+    for i, (_, batch) in enumerate(batches):
+        if i > start and events + len(batch.events) > max_events:
+            yield batches[start:i]
+            start, events = i, 0
+        events += len(batch.events)
+    if start < len(batches):
+        yield batches[start:]
 
 
 def default_photo_dir(db_path: Path) -> Path:
@@ -136,43 +165,88 @@ class CloudDb:
 
     def ingest(self, device: str, batch: EventBatch) -> IngestResult:
         """Store a batch idempotently, advance the device's verified chain head, flag what does not fit."""
+        with self.engine.transaction() as tx:
+            return self._ingest_in(tx, device, batch)
+
+    def ingest_many(self, batches: Sequence[tuple[str, EventBatch]]) -> list[IngestResult | Exception]:
+        """Group commit: (device, batch) pairs stored several to a transaction (at most GROUP_MAX_EVENTS events
+        each), every batch exactly as `ingest` stores it, one commit for the group. The batches of a group are
+        taken in device order, so each transaction takes its device locks in sorted order (two groups never
+        wait for each other in a circle). A group whose transaction fails is rolled back and its batches are
+        stored one by one: a batch that raises costs only itself. Returns, in the order given, each batch's
+        result or the exception that stopped it."""
+        results: list[IngestResult | Exception] = []
+        for group in _groups(batches, GROUP_MAX_EVENTS):
+            results.extend(self._ingest_group(group))
+        return results
+
+    def _ingest_group(self, group: Sequence[tuple[str, EventBatch]]) -> list[IngestResult | Exception]:
+        return self._together("batches", group, lambda item: item[0], lambda tx, item: self._ingest_in(tx, *item))
+
+    def _together(self, what: str, items: Sequence[Item], device_of: Callable[[Item], str],
+                  work: Callable[[Tx, Item], R]) -> list[R | Exception]:
+        """`work` on every item in one transaction, the items taken in device order (so the transaction takes its
+        device locks, and the devices rows, in sorted order: two groups never wait for each other in a circle;
+        the sort is stable, so one device's items keep their order). If the transaction fails, it is rolled back
+        and each item runs alone in a transaction of its own: an item that raises costs only itself. Returns,
+        in the order given, each item's result or the exception that stopped it."""
+        if len(items) > 1:
+            order = sorted(range(len(items)), key=lambda i: device_of(items[i]))
+            results: dict[int, R] = {}
+            try:
+                with self.engine.transaction() as tx:
+                    for i in order:
+                        results[i] = work(tx, items[i])
+                return [results[i] for i in range(len(items))]
+            except Exception as exc:  # noqa: BLE001 - any item's failure: each goes alone, and fails alone
+                log.warning("group of %d %s failed, taking them one by one: %s: %.300s", len(items), what,
+                            type(exc).__name__, exc)
+        return [self._alone(item, work) for item in items]
+
+    def _alone(self, item: Item, work: Callable[[Tx, Item], R]) -> R | Exception:
+        try:
+            with self.engine.transaction() as tx:
+                return work(tx, item)
+        except Exception as exc:  # noqa: BLE001 - handed back to the caller's reject path with its item
+            return exc
+
+    def _ingest_in(self, tx: Tx, device: str, batch: EventBatch) -> IngestResult:
         now = time.time()
         stored = duplicates = flagged = 0
         rows = [(device, event["seq"], event["id"], event["type"],
                  canonical_bytes({k: v for k, v in event.items() if k != "hash"}).decode("utf-8"),
                  event.get("hash", ""), batch.batch_id, now) for event in batch.events]
-        with self.engine.transaction() as tx:
-            head = self._lock_device(tx, device)
-            inserted = self._insert_events(tx, rows)
-            for event, row in zip(batch.events, rows):
-                body = row[4]
-                if event["seq"] in inserted:
-                    inserted.discard(event["seq"])  # a seq twice in one batch: the second is a conflict
-                    stored += 1
-                    if event["type"] == EventType.BLOCK_COMPLETED.value and isinstance(event.get("block"), str):
-                        tx.execute("INSERT INTO completed_blocks (id, device, at) SELECT id, winner, ? FROM blocks "
-                                   "WHERE id = ? AND winner = ? ON CONFLICT DO NOTHING", (now, event["block"], device))
-                    continue
-                row = tx.execute("SELECT device, seq FROM events WHERE id = ?", (event["id"],)).fetchone()
-                if row is not None and (row[0], row[1]) == (device, event["seq"]):
-                    duplicates += 1  # a resend: harmless by design
-                elif row is not None:
-                    flagged += self._flag(tx, device, event["seq"], FlagKind.DEVICE_MISMATCH,
-                                          f"id {event['id']} already stored as {row[0]}#{row[1]}", now)
-                else:
-                    flagged += self._flag(tx, device, event["seq"], FlagKind.SEQ_CONFLICT,
-                                          f"other event id {event['id']}: {body[:2000]}", now)
-            self._link_waiting_photos(tx, device, batch.events, now)
-            verified_seq, broken, clock_flagged = self._advance_chain(tx, device, head, now)
-            flagged += broken
-            # Every seq below the device's floor was acked, so it must be here: a hole there is a real gap.
-            if batch.floor_seq > verified_seq + 1:
-                missing = verified_seq + 1
-                held = tx.execute("SELECT 1 FROM events WHERE device = ? AND seq = ?", (device, missing)).fetchone()
-                if held is None:
-                    flagged += self._flag(tx, device, missing, FlagKind.GAP,
-                                          f"seq {missing} missing below the device's floor {batch.floor_seq}", now)
-            tx.execute("UPDATE devices SET last_batch_at = ? WHERE device = ?", (now, device))
+        head = self._lock_device(tx, device)
+        inserted = self._insert_events(tx, rows)
+        for event, row in zip(batch.events, rows):
+            body = row[4]
+            if event["seq"] in inserted:
+                inserted.discard(event["seq"])  # a seq twice in one batch: the second is a conflict
+                stored += 1
+                if event["type"] == EventType.BLOCK_COMPLETED.value and isinstance(event.get("block"), str):
+                    tx.execute("INSERT INTO completed_blocks (id, device, at) SELECT id, winner, ? FROM blocks "
+                               "WHERE id = ? AND winner = ? ON CONFLICT DO NOTHING", (now, event["block"], device))
+                continue
+            row = tx.execute("SELECT device, seq FROM events WHERE id = ?", (event["id"],)).fetchone()
+            if row is not None and (row[0], row[1]) == (device, event["seq"]):
+                duplicates += 1  # a resend: harmless by design
+            elif row is not None:
+                flagged += self._flag(tx, device, event["seq"], FlagKind.DEVICE_MISMATCH,
+                                      f"id {event['id']} already stored as {row[0]}#{row[1]}", now)
+            else:
+                flagged += self._flag(tx, device, event["seq"], FlagKind.SEQ_CONFLICT,
+                                      f"other event id {event['id']}: {body[:2000]}", now)
+        self._link_waiting_photos(tx, device, batch.events, now)
+        verified_seq, broken, clock_flagged = self._advance_chain(tx, device, head, now)
+        flagged += broken
+        # Every seq below the device's floor was acked, so it must be here: a hole there is a real gap.
+        if batch.floor_seq > verified_seq + 1:
+            missing = verified_seq + 1
+            held = tx.execute("SELECT 1 FROM events WHERE device = ? AND seq = ?", (device, missing)).fetchone()
+            if held is None:
+                flagged += self._flag(tx, device, missing, FlagKind.GAP,
+                                      f"seq {missing} missing below the device's floor {batch.floor_seq}", now)
+        tx.execute("UPDATE devices SET last_batch_at = ? WHERE device = ?", (now, device))
         return IngestResult(stored, duplicates, flagged, verified_seq, clock_flagged)
 
     @staticmethod
@@ -398,6 +472,19 @@ class CloudDb:
                        "ON CONFLICT (device) DO UPDATE SET status = excluded.status",
                        (device, GENESIS_HASH, json.dumps(status)))
 
+    def record_statuses(self, statuses: Sequence[tuple[DeviceStatus, float]]) -> list[None | Exception]:
+        """(status, received at) of devices as they came, stored in one transaction: each device's record is its
+        previous one updated by `presence.status_record`, in the order its statuses came."""
+        return self._together("statuses", statuses, lambda item: item[0].device, self._record_status_in)
+
+    def _record_status_in(self, tx: Tx, item: tuple[DeviceStatus, float]) -> None:
+        status, received_at = item
+        row = tx.execute("SELECT status FROM devices WHERE device = ?", (status.device,)).fetchone()
+        previous = json.loads(row[0]) if row is not None and row[0] else None
+        tx.execute("INSERT INTO devices (device, verified_hash, status) VALUES (?, ?, ?) "
+                   "ON CONFLICT (device) DO UPDATE SET status = excluded.status",
+                   (status.device, GENESIS_HASH, json.dumps(status_record(status, previous, received_at))))
+
     # --- reading (operator views and tests) --------------------------------------------------------
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -472,23 +559,33 @@ class CloudDb:
         row lock, a conditional UPDATE (winner IS NULL) decides. A device wins only blocks of its own `station`
         (None: a device the cloud does not know) and holds at most `max_open` blocks it has not completed."""
         with self.engine.transaction() as tx:
-            if self.dialect.key_lock:  # the device's open-block count must not change under this claim
-                tx.execute(self.dialect.key_lock, (f"device:{device}",))
-            row = tx.execute("SELECT station, body, route, winner FROM blocks WHERE id = ?"
-                             + self.dialect.for_update, (block_id,)).fetchone()
-            if row is None:
-                return ClaimStatus.UNKNOWN_BLOCK, None, None
-            if row[0] != station:
-                return ClaimStatus.WRONG_STATION, None, None
-            winner = row[3]
-            if winner is None:
-                held = tx.execute("SELECT COUNT(*) FROM blocks WHERE winner = ? AND id NOT IN "
-                                  "(SELECT id FROM completed_blocks)", (device,)).fetchone()[0]
-                if held >= max_open:
-                    return ClaimStatus.LIMIT_REACHED, None, None
-                if tx.execute("UPDATE blocks SET winner = ?, granted_at = ? WHERE id = ? AND winner IS NULL",
-                              (device, time.time(), block_id)).rowcount == 1:
-                    winner = device
+            return self._grant_in(tx, Claim(block_id, device, station), max_open)
+
+    def grant_many(self, claims: Sequence[Claim], max_open: int) -> list[Granted | Exception]:
+        """Claims decided in one transaction (each as `grant` decides it, in the order given for one device;
+        a block claimed twice in the group goes to the first): one commit for all of them."""
+        return self._together("claims", claims, lambda claim: claim.device,
+                              lambda tx, claim: self._grant_in(tx, claim, max_open))
+
+    def _grant_in(self, tx: Tx, claim: Claim, max_open: int) -> Granted:
+        block_id, device = claim.block_id, claim.device
+        if self.dialect.key_lock:  # the device's open-block count must not change under this claim
+            tx.execute(self.dialect.key_lock, (f"device:{device}",))
+        row = tx.execute("SELECT station, body, route, winner FROM blocks WHERE id = ?"
+                         + self.dialect.for_update, (block_id,)).fetchone()
+        if row is None:
+            return ClaimStatus.UNKNOWN_BLOCK, None, None
+        if row[0] != claim.station:
+            return ClaimStatus.WRONG_STATION, None, None
+        winner = row[3]
+        if winner is None:
+            held = tx.execute("SELECT COUNT(*) FROM blocks WHERE winner = ? AND id NOT IN "
+                              "(SELECT id FROM completed_blocks)", (device,)).fetchone()[0]
+            if held >= max_open:
+                return ClaimStatus.LIMIT_REACHED, None, None
+            if tx.execute("UPDATE blocks SET winner = ?, granted_at = ? WHERE id = ? AND winner IS NULL",
+                          (device, time.time(), block_id)).rowcount == 1:
+                winner = device
         block, route = Block.from_dict(json.loads(row[1])), Route.from_dict(json.loads(row[2]))
         return (ClaimStatus.GRANTED if winner == device else ClaimStatus.TAKEN), block, route
 
