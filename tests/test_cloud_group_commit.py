@@ -1,4 +1,4 @@
-"""Group commit in the cloud's database: several batches (claims, statuses) in one transaction, each stored exactly
+"""Group commit in the cloud's database: several batches (or claims) in one transaction, each stored exactly
 as alone, on SQLite and PostgreSQL. A batch that fails inside a group costs only itself."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from cloud_sync.cloud import CloudDb
 from cloud_sync.cloud.db import Claim, IngestResult
-from cloud_sync.messages import ClaimStatus, DeviceStatus, EventBatch, Presence
+from cloud_sync.messages import ClaimStatus, EventBatch
 from device.contract.domain import Block, Event, EventType, Package, Route, Stop
 from device.store import EventStore
 from tests.helpers.cloud_target import CloudTarget
@@ -93,16 +93,3 @@ def test_a_block_claimed_by_two_devices_in_one_group_is_granted_once(cloud_targe
     assert statuses == [ClaimStatus.TAKEN, ClaimStatus.GRANTED, ClaimStatus.WRONG_STATION,
                         ClaimStatus.UNKNOWN_BLOCK, ClaimStatus.TAKEN]  # van-b's retry
     assert db.winners() == {"B1": "van-a", "B2": None}
-
-
-def test_statuses_of_a_group_apply_in_the_order_they_came(cloud_target: CloudTarget) -> None:
-    """A van's status then its Last Will in one group: the record turns offline and keeps the van's figures."""
-    db = cloud_target.open()
-    online = DeviceStatus(Presence.ONLINE, "van-a", "1.0", outbox_depth=7, ts="2026-11-25T08:00:00+00:00")
-    will = DeviceStatus(Presence.OFFLINE, "van-a", "1.0", ts="")
-    other = DeviceStatus(Presence.ONLINE, "van-b", "1.0", outbox_depth=1, ts="2026-11-25T08:00:00+00:00")
-    assert db.record_statuses([(online, 100.0), (other, 100.0), (will, 101.0)]) == [None, None, None]
-    record = db.device_status("van-a")
-    assert record is not None and (record["state"], record["outbox_depth"], record["offline_at"]) == \
-        (Presence.OFFLINE.value, 7, 101.0)
-    assert (db.device_status("van-b") or {}).get("outbox_depth") == 1

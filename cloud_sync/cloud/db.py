@@ -27,10 +27,9 @@ import orjson
 
 from cloud_sync.cloud.clock import ClockFlag, ClockStamp, check_clock
 from cloud_sync.cloud.engine import CloudDbError, Engine, Tx, is_postgres, open_engine
-from cloud_sync.cloud.presence import status_record
 from cloud_sync.cloud.schema import migrate
 from cloud_sync.errors import MessageRejected, RejectReason
-from cloud_sync.messages import ClaimStatus, DeviceStatus, EventBatch, PhotoChunk
+from cloud_sync.messages import ClaimStatus, EventBatch, PhotoChunk
 from device.contract.chain import GENESIS_HASH, canonical_bytes, hash_body
 from device.contract.domain import BLOB_ID_PREFIX, Block, EventType, Route
 
@@ -471,19 +470,6 @@ class CloudDb:
             tx.execute("INSERT INTO devices (device, verified_hash, status) VALUES (?, ?, ?) "
                        "ON CONFLICT (device) DO UPDATE SET status = excluded.status",
                        (device, GENESIS_HASH, json.dumps(status)))
-
-    def record_statuses(self, statuses: Sequence[tuple[DeviceStatus, float]]) -> list[None | Exception]:
-        """(status, received at) of devices as they came, stored in one transaction: each device's record is its
-        previous one updated by `presence.status_record`, in the order its statuses came."""
-        return self._together("statuses", statuses, lambda item: item[0].device, self._record_status_in)
-
-    def _record_status_in(self, tx: Tx, item: tuple[DeviceStatus, float]) -> None:
-        status, received_at = item
-        row = tx.execute("SELECT status FROM devices WHERE device = ?", (status.device,)).fetchone()
-        previous = json.loads(row[0]) if row is not None and row[0] else None
-        tx.execute("INSERT INTO devices (device, verified_hash, status) VALUES (?, ?, ?) "
-                   "ON CONFLICT (device) DO UPDATE SET status = excluded.status",
-                   (status.device, GENESIS_HASH, json.dumps(status_record(status, previous, received_at))))
 
     # --- reading (operator views and tests) --------------------------------------------------------
 

@@ -28,6 +28,7 @@ from paho.mqtt.properties import Properties
 
 from cloud_sync.cloud.commands import new_command, publish
 from cloud_sync.cloud.db import Claim, CloudDb, CloudDbError, PhotoLimits, PhotoStatus, StoredPhoto
+from cloud_sync.cloud.presence import status_record
 from cloud_sync.connection import Backoff, BrokerSettings, make_client, release
 from cloud_sync.errors import MessageRejected, RejectReason
 from cloud_sync.messages import (
@@ -56,6 +57,10 @@ R = TypeVar("R")
 
 # Group commit: messages an ingest worker takes from its queue at once (their batches go in few transactions)
 GROUP_MAX_MESSAGES = 64
+# Claims decided in one transaction at most: the group holds its claimants' device locks until its commit, and a
+# claim may wait there for an ingest group holding its device
+CLAIM_GROUP_MAX = 16
+GROUP_LOG_INTERVAL_S = 30.0  # how often a worker logs the size and duration of its ingest groups
 
 Credentials = Callable[[str], BrokerSettings]  # client id -> broker settings with that identity's certificate
 
@@ -92,6 +97,8 @@ class CloudPeer:
         self._dispatch_client: aiomqtt.Client | None = None
         self._dispatch_db: CloudDb | None = None
         self._subscribed = 0
+        self._group_logged_at = time.monotonic()
+        self._group_logged = (0, 0, 0)  # groups, batches, ms at the last log
 
     # --- running ---------------------------------------------------------------------------------
 
@@ -215,8 +222,9 @@ class CloudPeer:
                     acks.append(stored)
         if not batches:
             return acks
+        started = time.monotonic()
         results = await self._stored_together(db.ingest_many, batches)
-        self.counters["ingest_groups"] += 1
+        self._note_group(len(batches), time.monotonic() - started)
         for topic, (device, batch), result in zip(topics, batches, results):
             if isinstance(result, Exception):
                 self._failed(topic, result)
@@ -229,6 +237,23 @@ class CloudPeer:
             acks.append((device, BatchAck(batch.batch_id, max(e["seq"] for e in batch.events), result.stored,
                                           result.duplicates)))
         return acks
+
+    def _note_group(self, batches: int, took_s: float) -> None:
+        """Count a stored group; every GROUP_LOG_INTERVAL_S, log how large and how long the groups were."""
+        self.counters["ingest_groups"] += 1
+        self.counters["ingest_group_batches"] += batches
+        self.counters["ingest_group_ms"] += round(took_s * 1000)
+        now = time.monotonic()
+        if now - self._group_logged_at < GROUP_LOG_INTERVAL_S:
+            return
+        groups = self.counters["ingest_groups"] - self._group_logged[0]
+        stored = self.counters["ingest_group_batches"] - self._group_logged[1]
+        spent_ms = self.counters["ingest_group_ms"] - self._group_logged[2]
+        log.info("ingest: %d batches in %d groups in %.0f s (%.1f batches and %.0f ms a group)", stored, groups,
+                 now - self._group_logged_at, stored / groups, spent_ms / groups)
+        self._group_logged_at = now
+        self._group_logged = (self.counters["ingest_groups"], self.counters["ingest_group_batches"],
+                              self.counters["ingest_group_ms"])
 
     async def _parse_batch(self, topic: str, payload: Any) -> tuple[str, EventBatch]:
         device = self.fleet.device_of(topic)
@@ -270,56 +295,58 @@ class CloudPeer:
     # --- dispatch ----------------------------------------------------------------------------------
 
     async def _dispatch_session(self, client: aiomqtt.Client, db: CloudDb, first: bool) -> None:
-        """Claims first: of the messages waiting, the claims are decided in one transaction and answered, then the
-        statuses are stored in one more. A fleet's status refreshes (one per van per interval) never queue a
-        claim behind them one commit at a time."""
+        """Claims first: the claims waiting are decided in one transaction (a few at a time) and answered, while
+        the statuses go to a task of their own, one short transaction each. A fleet's status refreshes (one per
+        van per interval) never queue a claim behind them; and a status waits only for the one ingest group that
+        holds its device, holding nothing else meanwhile (a group of statuses would hold its devices' rows while
+        waiting for the next, and stall the ingest groups that need them)."""
         await client.subscribe(self.fleet.shared(DISPATCH_SHARE_GROUP, self.fleet.all_devices("claim")), qos=1)
         await client.subscribe(self.fleet.all_devices("status"), qos=1)
         self._dispatch_client, self._dispatch_db = client, db
         self.counters["dispatch_sessions"] += 1
         self._note_subscribed(first)
+        statuses: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+        storing = asyncio.create_task(self._store_statuses(db, statuses))
         messages = client.messages
         try:
             async for message in messages:
                 taken = [message]
                 while len(messages) and len(taken) < GROUP_MAX_MESSAGES:
                     taken.append(await anext(messages))
-                claims = [m for m in taken if not m.topic.value.endswith("/status")]
-                if claims:
-                    await self._on_claims(client, db, claims)
-                if len(claims) < len(taken):
-                    await self._on_statuses(db, [m for m in taken if m.topic.value.endswith("/status")])
+                claims = []
+                for m in taken:
+                    if m.topic.value.endswith("/status"):
+                        statuses.put_nowait(m)
+                    else:
+                        claims.append(m)
+                for start in range(0, len(claims), CLAIM_GROUP_MAX):
+                    await self._on_claims(client, db, claims[start:start + CLAIM_GROUP_MAX])
         finally:
             self._dispatch_client = None
+            storing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await storing
 
-    async def _on_statuses(self, db: CloudDb, messages: list[aiomqtt.Message]) -> None:
-        received_at = time.time()
-        parsed: list[tuple[str, DeviceStatus]] = []
-        for message in messages:
+    async def _store_statuses(self, db: CloudDb, statuses: asyncio.Queue[aiomqtt.Message]) -> None:
+        while True:
+            message = await statuses.get()
             topic = message.topic.value
-            status = await self._guarded(topic, self._parse_status(topic, message.payload))
-            if status is not None:
-                parsed.append((topic, status))
-        if not parsed:
-            return
-        results = await self._stored_together(db.record_statuses, [(status, received_at) for _, status in parsed])
-        for (topic, _), result in zip(parsed, results):
-            if isinstance(result, Exception):
-                self._failed(topic, result)
-            else:
-                self.counters["statuses"] += 1
+            await self._guarded(topic, self._on_status(db, topic, message.payload))
 
-    async def _parse_status(self, topic: str, payload: Any) -> DeviceStatus | None:
+    async def _on_status(self, db: CloudDb, topic: str, payload: Any) -> None:
         device = self.fleet.device_of(topic)
         if device is None:
             raise MessageRejected(RejectReason.UNEXPECTED_TOPIC, topic)
         if not payload:
             self.counters["statuses_cleared"] += 1  # a retained status taken away
-            return None
+            return
         status = DeviceStatus.from_payload(_payload_bytes(payload))
         if status.device != device:  # the topic is the authenticated identity
             raise MessageRejected(RejectReason.WRONG_DEVICE, f"status says {status.device!r:.40}")
-        return status
+        self.counters["statuses"] += 1
+        received_at = time.time()
+        previous = await asyncio.to_thread(db.device_status, device)
+        await asyncio.to_thread(db.record_status, device, status_record(status, previous, received_at))
 
     async def _on_claims(self, client: aiomqtt.Client, db: CloudDb, messages: list[aiomqtt.Message]) -> None:
         """Decide the claims together, answer each (its route after its answer), then publish the offers of the
