@@ -3,9 +3,11 @@ offers and atomic claim grants. SQLite (one file, the default) or PostgreSQL (`p
 queries through `cloud_sync.cloud.engine`, the same schema through `cloud_sync.cloud.schema`'s migrations.
 
 One `CloudDb` per worker; many workers in many processes may share one database. Each write is one
-transaction that first serialises on what it changes: the device (its chain head, its photos, its claims) or
-the block. SQLite serialises every write anyway (`BEGIN IMMEDIATE`); PostgreSQL takes a transaction-scoped
-lock on the device's key and row locks on the block, so writers of different devices run in parallel.
+transaction that first serialises on what it changes: the device (its chain head, its photos), the device's
+claims, or the block. SQLite serialises every write anyway (`BEGIN IMMEDIATE`); PostgreSQL takes
+transaction-scoped locks on the device's keys and row locks on the block, so writers of different devices run
+in parallel, and a claim never waits for the device's batches. Batches (and claims) are stored several to a
+transaction (`ingest_many`, `grant_many`: group commit), their locks taken in device order.
 Every event is stored first (unique keys make a resend a no-op) and verified when its predecessor is there:
 a device's batches may land on different workers in any order, and whichever transaction closes a gap walks
 the chain past it.
@@ -541,8 +543,8 @@ class CloudDb:
 
     def grant(self, block_id: str, device: str, station: str | None, max_open: int
               ) -> tuple[ClaimStatus, Block | None, Route | None]:
-        """Exactly one device wins a block: inside one transaction that holds the device's lock and the block's
-        row lock, a conditional UPDATE (winner IS NULL) decides. A device wins only blocks of its own `station`
+        """Exactly one device wins a block: inside one transaction that holds the device's claim lock and the
+        block's row lock, a conditional UPDATE (winner IS NULL) decides. A device wins only blocks of its own `station`
         (None: a device the cloud does not know) and holds at most `max_open` blocks it has not completed."""
         with self.engine.transaction() as tx:
             return self._grant_in(tx, Claim(block_id, device, station), max_open)
@@ -555,8 +557,11 @@ class CloudDb:
 
     def _grant_in(self, tx: Tx, claim: Claim, max_open: int) -> Granted:
         block_id, device = claim.block_id, claim.device
-        if self.dialect.key_lock:  # the device's open-block count must not change under this claim
-            tx.execute(self.dialect.key_lock, (f"device:{device}",))
+        # The device's claims one at a time (its open-block count must not change under this claim). Not the
+        # device's ingest lock: a claim never waits for a group of batches. Ingest only adds completions, which
+        # lower the count: a claim that misses one answers LIMIT_REACHED, never grants one block too many.
+        if self.dialect.key_lock:
+            tx.execute(self.dialect.key_lock, (f"claims:{device}",))
         row = tx.execute("SELECT station, body, route, winner FROM blocks WHERE id = ?"
                          + self.dialect.for_update, (block_id,)).fetchone()
         if row is None:
