@@ -153,10 +153,17 @@ class CloudDb:
     def close(self) -> None:
         self.engine.close()
 
-    def _lock_device(self, tx: Tx, device: str) -> tuple[int, str]:
-        """Serialise this transaction with every other write of the device; its (verified seq, verified hash)."""
+    def _lock_device(self, tx: Tx, device: str, batch_at: float | None = None) -> tuple[int, str]:
+        """Serialise this transaction with every other write of the device; its (verified seq, verified hash).
+        `batch_at`: a batch of the device arrived then (its row notes it in the same statement)."""
         if self.dialect.key_lock:
             tx.execute(self.dialect.key_lock, (f"device:{device}",))
+        if batch_at is not None:
+            row = tx.execute("INSERT INTO devices (device, verified_seq, verified_hash, last_batch_at) "
+                             "VALUES (?, 0, ?, ?) ON CONFLICT (device) DO UPDATE SET last_batch_at = "
+                             "excluded.last_batch_at RETURNING verified_seq, verified_hash",
+                             (device, GENESIS_HASH, batch_at)).fetchone()
+            return int(row[0]), str(row[1])
         tx.execute("INSERT INTO devices (device, verified_seq, verified_hash) VALUES (?, 0, ?) "
                    "ON CONFLICT (device) DO NOTHING", (device, GENESIS_HASH))
         row = tx.execute("SELECT verified_seq, verified_hash FROM devices WHERE device = ?", (device,)).fetchone()
@@ -217,7 +224,7 @@ class CloudDb:
         rows = [(device, event["seq"], event["id"], event["type"],
                  canonical_bytes({k: v for k, v in event.items() if k != "hash"}).decode("utf-8"),
                  event.get("hash", ""), batch.batch_id, now) for event in batch.events]
-        head = self._lock_device(tx, device)
+        head = self._lock_device(tx, device, batch_at=now)
         inserted = self._insert_events(tx, rows)
         for event, row in zip(batch.events, rows):
             body = row[4]
@@ -247,7 +254,6 @@ class CloudDb:
             if held is None:
                 flagged += self._flag(tx, device, missing, FlagKind.GAP,
                                       f"seq {missing} missing below the device's floor {batch.floor_seq}", now)
-        tx.execute("UPDATE devices SET last_batch_at = ? WHERE device = ?", (now, device))
         return IngestResult(stored, duplicates, flagged, verified_seq, clock_flagged)
 
     @staticmethod
