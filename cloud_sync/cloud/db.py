@@ -286,8 +286,12 @@ class CloudDb:
         marks: list[tuple[str, str, str, int]] = []  # (chain state, hash, device, seq)
         broken = 0
         stamps: list[ClockStamp | None] = []
-        for seq, body, claimed in tx.execute("SELECT seq, body, hash FROM events WHERE device = ? AND seq > ? "
+        old_head: ClockStamp | None = None  # the first one's predecessor, for the clock check
+        for seq, body, claimed in tx.execute("SELECT seq, body, hash FROM events WHERE device = ? AND seq >= ? "
                                              "ORDER BY seq", (device, head[0])):
+            if seq == head[0]:
+                old_head = ClockStamp.of(seq, orjson.loads(body))
+                continue
             if seq != expected:
                 break
             computed = hash_body(prev, body.encode("utf-8"))
@@ -313,15 +317,10 @@ class CloudDb:
             tx.execute("UPDATE devices SET verified_seq = ?, verified_hash = ? WHERE device = ?",
                        (expected - 1, prev, device))
         if stamps:
-            stamps.insert(0, self._clock_stamp(tx, device, head[0]))  # the old head: the first one's predecessor
+            stamps.insert(0, old_head)
         clock_flags = [flag for before, stamp in zip(stamps, stamps[1:]) if stamp is not None
                        for flag in check_clock(before, stamp, now)]
         return expected - 1, broken, sum(self._flag_clock(tx, device, flag, now) for flag in clock_flags)
-
-    @staticmethod
-    def _clock_stamp(tx: Tx, device: str, seq: int) -> ClockStamp | None:
-        row = tx.execute("SELECT body FROM events WHERE device = ? AND seq = ?", (device, seq)).fetchone()
-        return None if row is None else ClockStamp.of(seq, orjson.loads(row[0]))
 
     def _flag_clock(self, tx: Tx, device: str, flag: ClockFlag, now: float) -> int:
         added = tx.execute("INSERT INTO clock_flags (device, seq, kind, jump_s, detail, at) "
