@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from cloud_sync.cloud import CloudDb
+from cloud_sync.cloud import CloudDb, CloudDbError
 from cloud_sync.cloud.db import Claim, IngestResult
 from cloud_sync.messages import ClaimStatus, EventBatch
 from device.contract.domain import Block, Event, EventType, Package, Route, Stop
@@ -38,14 +38,23 @@ def _verified(db: CloudDb, device: str) -> tuple[int, set[str]]:
     return len(rows), {chain for _, _, chain in rows}
 
 
-def test_a_batch_failing_inside_a_group_does_not_drop_its_neighbours(tmp_path: Path,
-                                                                      cloud_target: CloudTarget) -> None:
+@pytest.mark.parametrize("fault", ["raises_here", "refused_by_the_database"])
+def test_a_batch_failing_inside_a_group_does_not_drop_its_neighbours(tmp_path: Path, cloud_target: CloudTarget,
+                                                                      fault: str) -> None:
+    """The failing batch sits between the others in lock order, so the group has stored one batch when it fails
+    (PostgreSQL: in pipeline mode, its error surfaces at a later statement)."""
     db = cloud_target.open()
     good_a, good_c = _docs(tmp_path, "van-a", 6), _docs(tmp_path, "van-c", 6)
-    broken = [{k: v for k, v in doc.items() if k != "type"} for doc in _docs(tmp_path, "van-b", 6)]
+    broken = _docs(tmp_path, "van-b", 6)
+    if fault == "raises_here":
+        broken = [{k: v for k, v in doc.items() if k != "type"} for doc in broken]
+    else:  # a seq beyond a 64-bit integer: PostgreSQL's bigint column (SQLite's driver) refuses it
+        broken[3] = broken[3] | {"seq": 2**63}
     results = db.ingest_many([_batch("van-c", good_c, "c1"), _batch("van-b", broken, "b1"),
                               _batch("van-a", good_a, "a1")])
-    assert isinstance(results[1], KeyError)  # handed back with its batch, for the caller's reject path
+    # handed back with its batch, for the caller's reject path (SQLite's driver refuses the int before SQL runs)
+    expected = KeyError if fault == "raises_here" else (CloudDbError, OverflowError)
+    assert isinstance(results[1], expected), repr(results[1])
     assert [(r.stored, r.verified_seq) for r in (results[0], results[2]) if isinstance(r, IngestResult)] \
         == [(6, 6), (6, 6)]
     assert _verified(db, "van-a") == _verified(db, "van-c") == (6, {"ok"})

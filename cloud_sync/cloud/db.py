@@ -202,7 +202,7 @@ class CloudDb:
             order = sorted(range(len(items)), key=lambda i: device_of(items[i]))
             results: dict[int, R] = {}
             try:
-                with self.engine.transaction() as tx:
+                with self.engine.transaction(pipelined=True) as tx:
                     for i in order:
                         results[i] = work(tx, items[i])
                 return [results[i] for i in range(len(items))]
