@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import orjson
 
 from cloud_sync.cloud.clock import ClockFlag, ClockStamp, check_clock
-from cloud_sync.cloud.engine import CloudDbError, Engine, Tx, is_postgres, open_engine
+from cloud_sync.cloud.engine import CloudDbError, Engine, Rows, Tx, is_postgres, open_engine
 from cloud_sync.cloud.schema import migrate
 from cloud_sync.errors import MessageRejected, RejectReason
 from cloud_sync.messages import ClaimStatus, EventBatch, PhotoChunk
@@ -130,6 +130,10 @@ def _groups(batches: Sequence[tuple[str, EventBatch]], max_events: int) -> Itera
         yield batches[start:]
 
 
+def _device_of_batch(item: tuple[str, EventBatch]) -> str:
+    return item[0]
+
+
 def default_photo_dir(db_path: Path) -> Path:
     """Photo files live beside the database: cloud.db -> cloud-photos/{device}/{photo_id}.jpg."""
     return db_path.with_name(f"{db_path.stem}-photos")
@@ -153,79 +157,109 @@ class CloudDb:
     def close(self) -> None:
         self.engine.close()
 
-    def _lock_device(self, tx: Tx, device: str, batch_at: float | None = None) -> tuple[int, str]:
-        """Serialise this transaction with every other write of the device; its (verified seq, verified hash).
-        `batch_at`: a batch of the device arrived then (its row notes it in the same statement)."""
+    def _lock_device(self, tx: Tx, device: str) -> tuple[int, str]:
+        """Serialise this transaction with every other write of the device; its (verified seq, verified hash)."""
         if self.dialect.key_lock:
             tx.execute(self.dialect.key_lock, (f"device:{device}",))
-        if batch_at is not None:
-            row = tx.execute("INSERT INTO devices (device, verified_seq, verified_hash, last_batch_at) "
-                             "VALUES (?, 0, ?, ?) ON CONFLICT (device) DO UPDATE SET last_batch_at = "
-                             "excluded.last_batch_at RETURNING verified_seq, verified_hash",
-                             (device, GENESIS_HASH, batch_at)).fetchone()
-            return int(row[0]), str(row[1])
         tx.execute("INSERT INTO devices (device, verified_seq, verified_hash) VALUES (?, 0, ?) "
                    "ON CONFLICT (device) DO NOTHING", (device, GENESIS_HASH))
         row = tx.execute("SELECT verified_seq, verified_hash FROM devices WHERE device = ?", (device,)).fetchone()
         return int(row[0]), str(row[1])
+
+    def _send_head(self, tx: Tx, device: str, batch_at: float) -> Rows:
+        """`_lock_device` for a batch that arrived at `batch_at` (noted in the device's row by the same statement);
+        the (verified seq, verified hash) row is read later."""
+        if self.dialect.key_lock:
+            tx.execute(self.dialect.key_lock, (f"device:{device}",))
+        return tx.execute("INSERT INTO devices (device, verified_seq, verified_hash, last_batch_at) "
+                          "VALUES (?, 0, ?, ?) ON CONFLICT (device) DO UPDATE SET last_batch_at = "
+                          "excluded.last_batch_at RETURNING verified_seq, verified_hash",
+                          (device, GENESIS_HASH, batch_at))
 
     # --- ingest ------------------------------------------------------------------------------------
 
     def ingest(self, device: str, batch: EventBatch) -> IngestResult:
         """Store a batch idempotently, advance the device's verified chain head, flag what does not fit."""
         with self.engine.transaction() as tx:
-            return self._ingest_in(tx, device, batch)
+            return self._ingest_all(tx, [(device, batch)])[0]
 
     def ingest_many(self, batches: Sequence[tuple[str, EventBatch]]) -> list[IngestResult | Exception]:
         """Group commit: (device, batch) pairs stored several to a transaction (at most GROUP_MAX_EVENTS events
-        each), every batch exactly as `ingest` stores it, one commit for the group. The batches of a group are
-        taken in device order, so each transaction takes its device locks in sorted order (two groups never
-        wait for each other in a circle). A group whose transaction fails is rolled back and its batches are
-        stored one by one: a batch that raises costs only itself. Returns, in the order given, each batch's
-        result or the exception that stopped it."""
+        each), every batch as `ingest` stores it, one commit for the group (see `_together`). Returns, in the
+        order given, each batch's result or the exception that stopped it. A device's chain is walked once per
+        group, after all its batches are in: each of its batches reports the head that walk reached, and its
+        last batch the chain breaks and clock flags the walk found."""
         results: list[IngestResult | Exception] = []
         for group in _groups(batches, GROUP_MAX_EVENTS):
-            results.extend(self._ingest_group(group))
+            stored = self._together("batches", group, _device_of_batch, self._ingest_all)
+            results.extend(stored)
         return results
 
-    def _ingest_group(self, group: Sequence[tuple[str, EventBatch]]) -> list[IngestResult | Exception]:
-        return self._together("batches", group, lambda item: item[0], lambda tx, item: self._ingest_in(tx, *item))
-
     def _together(self, what: str, items: Sequence[Item], device_of: Callable[[Item], str],
-                  work: Callable[[Tx, Item], R]) -> list[R | Exception]:
-        """`work` on every item in one transaction, the items taken in device order (so the transaction takes its
-        device locks, and the devices rows, in sorted order: two groups never wait for each other in a circle;
-        the sort is stable, so one device's items keep their order). If the transaction fails, it is rolled back
-        and each item runs alone in a transaction of its own: an item that raises costs only itself. Returns,
-        in the order given, each item's result or the exception that stopped it."""
+                  work: Callable[[Tx, Sequence[Item]], Sequence[R]]) -> list[R | Exception]:
+        """`work` on all the items in one transaction (pipelined: see `Engine.transaction`), the items in device
+        order (so the transaction takes its device locks, and the devices rows, in sorted order: two groups never
+        wait for each other in a circle; the sort is stable, so one device's items keep their order). If the
+        transaction fails, it is rolled back and each item runs alone in a transaction of its own: an item that
+        raises costs only itself. Returns, in the order given, each item's result or the exception that stopped
+        it."""
         if len(items) > 1:
             order = sorted(range(len(items)), key=lambda i: device_of(items[i]))
-            results: dict[int, R] = {}
             try:
                 with self.engine.transaction(pipelined=True) as tx:
-                    for i in order:
-                        results[i] = work(tx, items[i])
-                return [results[i] for i in range(len(items))]
+                    results = work(tx, [items[i] for i in order])
+                by_index = dict(zip(order, results))
+                return [by_index[i] for i in range(len(items))]
             except Exception as exc:  # noqa: BLE001 - any item's failure: each goes alone, and fails alone
                 log.warning("group of %d %s failed, taking them one by one: %s: %.300s", len(items), what,
-                            type(exc).__name__, exc)
-        return [self._alone(item, work) for item in items]
+                            type(exc).__name__, str(exc))
+        alone = [self._alone(item, work) for item in items]
+        return alone
 
-    def _alone(self, item: Item, work: Callable[[Tx, Item], R]) -> R | Exception:
+    def _alone(self, item: Item, work: Callable[[Tx, Sequence[Item]], Sequence[R]]) -> R | Exception:
         try:
             with self.engine.transaction() as tx:
-                return work(tx, item)
+                return work(tx, [item])[0]
         except Exception as exc:  # noqa: BLE001 - handed back to the caller's reject path with its item
-            return exc
+            # Without its traceback: its frames hold the failed transaction's cursors (SQLite: statements in
+            # progress on the one connection, and no commit goes through while any is)
+            return exc.with_traceback(None)
 
-    def _ingest_in(self, tx: Tx, device: str, batch: EventBatch) -> IngestResult:
+    def _ingest_all(self, tx: Tx, batches: Sequence[tuple[str, EventBatch]]) -> list[IngestResult]:
+        """The batches (in device order) in one transaction, in phases, so that in pipeline mode the group waits
+        for a few round trips in all rather than a few per batch: every device's lock and head and every batch's
+        insert are sent before any result is read; then the chain walks of all the devices; then the updates."""
         now = time.time()
+        heads: dict[str, Rows] = {}
+        sent: list[tuple[str, EventBatch, list[tuple[Any, ...]], list[Rows]]] = []
+        for device, batch in batches:
+            rows = [(device, event["seq"], event["id"], event["type"],
+                     canonical_bytes({k: v for k, v in event.items() if k != "hash"}).decode("utf-8"),
+                     event.get("hash", ""), batch.batch_id, now) for event in batch.events]
+            if device not in heads:
+                heads[device] = self._send_head(tx, device, now)
+            sent.append((device, batch, rows, self._send_insert(tx, rows)))
+        counted = [self._settle_events(tx, device, batch, rows, {int(seq) for cur in inserts for (seq,) in cur}, now)
+                   for device, batch, rows, inserts in sent]
+        for device, batch, _, _ in sent:
+            self._link_waiting_photos(tx, device, batch.events, now)
+        head = {device: (int(row[0]), str(row[1])) for device, cur in heads.items() for row in [cur.fetchone()]}
+        walks = {device: tx.execute("SELECT seq, body, hash FROM events WHERE device = ? AND seq >= ? ORDER BY seq",
+                                    (device, head[device][0])) for device in heads}
+        walked = {device: self._advance_chain(tx, device, head[device], walks[device], now) for device in heads}
+        last = {device: i for i, (device, _, _, _) in enumerate(sent)}
+        results = []
+        for i, ((device, batch, _, _), (stored, duplicates, flagged)) in enumerate(zip(sent, counted)):
+            verified_seq, broken, clock_flagged = walked[device] if last[device] == i else (walked[device][0], 0, 0)
+            flagged += broken + self._check_floor(tx, device, batch.floor_seq, verified_seq, now)
+            results.append(IngestResult(stored, duplicates, flagged, verified_seq, clock_flagged))
+        return results
+
+    def _settle_events(self, tx: Tx, device: str, batch: EventBatch, rows: list[tuple[Any, ...]],
+                       inserted: set[int], now: float) -> tuple[int, int, int]:
+        """(stored, duplicates, flagged) of a batch whose new rows are in: a block completion is noted, an event
+        not stored is a resend or flagged."""
         stored = duplicates = flagged = 0
-        rows = [(device, event["seq"], event["id"], event["type"],
-                 canonical_bytes({k: v for k, v in event.items() if k != "hash"}).decode("utf-8"),
-                 event.get("hash", ""), batch.batch_id, now) for event in batch.events]
-        head = self._lock_device(tx, device, batch_at=now)
-        inserted = self._insert_events(tx, rows)
         for event, row in zip(batch.events, rows):
             body = row[4]
             if event["seq"] in inserted:
@@ -244,30 +278,31 @@ class CloudDb:
             else:
                 flagged += self._flag(tx, device, event["seq"], FlagKind.SEQ_CONFLICT,
                                       f"other event id {event['id']}: {body[:2000]}", now)
-        self._link_waiting_photos(tx, device, batch.events, now)
-        verified_seq, broken, clock_flagged = self._advance_chain(tx, device, head, now)
-        flagged += broken
-        # Every seq below the device's floor was acked, so it must be here: a hole there is a real gap.
-        if batch.floor_seq > verified_seq + 1:
-            missing = verified_seq + 1
-            held = tx.execute("SELECT 1 FROM events WHERE device = ? AND seq = ?", (device, missing)).fetchone()
-            if held is None:
-                flagged += self._flag(tx, device, missing, FlagKind.GAP,
-                                      f"seq {missing} missing below the device's floor {batch.floor_seq}", now)
-        return IngestResult(stored, duplicates, flagged, verified_seq, clock_flagged)
+        return stored, duplicates, flagged
+
+    def _check_floor(self, tx: Tx, device: str, floor_seq: int, verified_seq: int, now: float) -> int:
+        """Every seq below the device's floor was acked, so it must be here: a hole there is a real gap."""
+        if floor_seq <= verified_seq + 1:
+            return 0
+        missing = verified_seq + 1
+        if tx.execute("SELECT 1 FROM events WHERE device = ? AND seq = ?", (device, missing)).fetchone() is not None:
+            return 0
+        return self._flag(tx, device, missing, FlagKind.GAP,
+                          f"seq {missing} missing below the device's floor {floor_seq}", now)
 
     @staticmethod
-    def _insert_events(tx: Tx, rows: list[tuple[Any, ...]]) -> set[int]:
-        """Insert what is new in one statement per INSERT_ROWS rows (not one round trip per event); the seqs
-        stored. A row whose id or (device, seq) is already held is skipped by the unique keys."""
-        stored: set[int] = set()
+    def _send_insert(tx: Tx, rows: list[tuple[Any, ...]]) -> list[Rows]:
+        """Insert what is new in one statement per INSERT_ROWS rows (not one round trip per event); each
+        statement's rows are the seqs it stored. A row whose id or (device, seq) is already held is skipped by
+        the unique keys."""
+        sent = []
         for start in range(0, len(rows), INSERT_ROWS):
             part = rows[start:start + INSERT_ROWS]
             values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(part))
-            stored.update(int(seq) for (seq,) in tx.execute(
-                "INSERT INTO events (device, seq, id, type, body, hash, batch_id, received_at) "
-                f"VALUES {values} ON CONFLICT DO NOTHING RETURNING seq", [v for row in part for v in row]))
-        return stored
+            sent.append(tx.execute("INSERT INTO events (device, seq, id, type, body, hash, batch_id, received_at) "
+                                   f"VALUES {values} ON CONFLICT DO NOTHING RETURNING seq",
+                                   [v for row in part for v in row]))
+        return sent
 
     def _flag(self, tx: Tx, device: str, seq: int, kind: FlagKind, detail: str, now: float) -> int:
         added = tx.execute("INSERT INTO flags (device, seq, kind, detail, at) VALUES (?, ?, ?, ?, ?) "
@@ -276,7 +311,8 @@ class CloudDb:
             log.warning("ingest flag %s for %s seq %d: %s", kind.value, device, seq, detail[:200])
         return added
 
-    def _advance_chain(self, tx: Tx, device: str, head: tuple[int, str], now: float) -> tuple[int, int, int]:
+    def _advance_chain(self, tx: Tx, device: str, head: tuple[int, str], walk: Rows, now: float
+                       ) -> tuple[int, int, int]:
         """Walk the contiguous run after the verified head. Events of the priority lane arrive ahead of the
         track backlog, and with several workers a device's batches are stored in any order, so a hole here
         usually means 'not yet arrived' and the walk simply waits at it: the transaction that fills it walks on.
@@ -287,8 +323,7 @@ class CloudDb:
         broken = 0
         stamps: list[ClockStamp | None] = []
         old_head: ClockStamp | None = None  # the first one's predecessor, for the clock check
-        for seq, body, claimed in tx.execute("SELECT seq, body, hash FROM events WHERE device = ? AND seq >= ? "
-                                             "ORDER BY seq", (device, head[0])):
+        for seq, body, claimed in walk.fetchall():  # the device's events from its verified head on, in seq order
             if seq == head[0]:
                 old_head = ClockStamp.of(seq, orjson.loads(body))
                 continue
@@ -558,7 +593,7 @@ class CloudDb:
         """Claims decided in one transaction (each as `grant` decides it, in the order given for one device;
         a block claimed twice in the group goes to the first): one commit for all of them."""
         return self._together("claims", claims, lambda claim: claim.device,
-                              lambda tx, claim: self._grant_in(tx, claim, max_open))
+                              lambda tx, group: [self._grant_in(tx, claim, max_open) for claim in group])
 
     def _grant_in(self, tx: Tx, claim: Claim, max_open: int) -> Granted:
         block_id, device = claim.block_id, claim.device
