@@ -306,7 +306,10 @@ class CloudPeer:
         self.counters["dispatch_sessions"] += 1
         self._note_subscribed(first)
         statuses: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
-        storing = asyncio.create_task(self._store_statuses(db, statuses))
+        offers_due: set[str] = set()
+        offers_wake = asyncio.Event()
+        background = [asyncio.create_task(self._store_statuses(db, statuses)),
+                      asyncio.create_task(self._republish_offers(client, db, offers_due, offers_wake))]
         messages = client.messages
         try:
             async for message in messages:
@@ -320,12 +323,29 @@ class CloudPeer:
                     else:
                         claims.append(m)
                 for start in range(0, len(claims), CLAIM_GROUP_MAX):
-                    await self._on_claims(client, db, claims[start:start + CLAIM_GROUP_MAX])
+                    offers_due.update(await self._on_claims(client, db, claims[start:start + CLAIM_GROUP_MAX]))
+                    offers_wake.set()
         finally:
             self._dispatch_client = None
-            storing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await storing
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                    await task
+
+    async def _republish_offers(self, client: aiomqtt.Client, db: CloudDb, due: set[str],
+                                wake: asyncio.Event) -> None:
+        """Publish the offers of the stations that lost a block: each once, however many blocks it lost meanwhile,
+        and never in a claim's way."""
+        while True:
+            await wake.wait()
+            wake.clear()
+            while due:
+                station = min(due)
+                due.discard(station)
+                try:
+                    await self._publish_offers(client, db, station)
+                except CloudDbError as exc:
+                    self._failed(self.fleet.offers(station), exc)
 
     async def _store_statuses(self, db: CloudDb, statuses: asyncio.Queue[aiomqtt.Message]) -> None:
         while True:
@@ -348,9 +368,9 @@ class CloudPeer:
         previous = await asyncio.to_thread(db.device_status, device)
         await asyncio.to_thread(db.record_status, device, status_record(status, previous, received_at))
 
-    async def _on_claims(self, client: aiomqtt.Client, db: CloudDb, messages: list[aiomqtt.Message]) -> None:
-        """Decide the claims together, answer each (its route after its answer), then publish the offers of the
-        stations that lost a block, once each."""
+    async def _on_claims(self, client: aiomqtt.Client, db: CloudDb, messages: list[aiomqtt.Message]) -> set[str]:
+        """Decide the claims together and answer each (its route after its answer); the stations that lost a
+        block, whose offers are due."""
         parsed: list[tuple[str, Claim, ClaimRequest, Properties | None]] = []
         for message in messages:
             topic = message.topic.value
@@ -358,7 +378,7 @@ class CloudPeer:
             if got is not None:
                 parsed.append((topic, *got, message.properties))
         if not parsed:
-            return
+            return set()
         results = await self._stored_together(
             lambda claims: db.grant_many(claims, self.settings.max_open_blocks), [claim for _, claim, _, _ in parsed])
         answers = []
@@ -373,11 +393,7 @@ class CloudPeer:
             if status is ClaimStatus.GRANTED and block is not None and route is not None:
                 stations.add(block.station)
         await asyncio.gather(*answers)  # each claim's answer before its route; the claims side by side
-        for station in sorted(stations):
-            try:
-                await self._publish_offers(client, db, station)
-            except CloudDbError as exc:
-                self._failed(self.fleet.offers(station), exc)
+        return stations
 
     async def _parse_claim(self, topic: str, payload: Any) -> tuple[Claim, ClaimRequest]:
         device = self.fleet.device_of(topic)
