@@ -81,6 +81,28 @@ class CloudSettings:
     photo_limits: PhotoLimits = PhotoLimits()
 
 
+class GroupStats:
+    """How many groups (of batches, of claims) a worker stored and how long they took: logged every
+    GROUP_LOG_INTERVAL_S, so an operator sees a worker that falls behind (groups full and slow)."""
+
+    def __init__(self, role: str, items: str) -> None:
+        self.role, self.items = role, items
+        self._since = time.monotonic()
+        self._groups = self._count = 0
+        self._took_s = 0.0
+
+    def note(self, count: int, took_s: float, extra: str = "") -> None:
+        self._groups += 1
+        self._count += count
+        self._took_s += took_s
+        now = time.monotonic()
+        if now - self._since >= GROUP_LOG_INTERVAL_S:
+            log.info("%s: %d %s in %d groups in %.0f s (%.1f a group, %.0f ms a group)%s", self.role, self._count,
+                     self.items, self._groups, now - self._since, self._count / self._groups,
+                     1000 * self._took_s / self._groups, extra)
+            self._since, self._groups, self._count, self._took_s = now, 0, 0, 0.0
+
+
 class CloudPeer:
     """`await run()` until `stop()`; the dispatch API (`add_block`, `revise_route`, `send_command`) is awaited
     on the same loop. `counters` for tests and status views."""
@@ -97,8 +119,8 @@ class CloudPeer:
         self._dispatch_client: aiomqtt.Client | None = None
         self._dispatch_db: CloudDb | None = None
         self._subscribed = 0
-        self._group_logged_at = time.monotonic()
-        self._group_logged = (0, 0, 0)  # groups, batches, ms at the last log
+        self._ingest_stats = GroupStats("ingest", "batches")
+        self._claim_stats = GroupStats("dispatch", "claims")
 
     # --- running ---------------------------------------------------------------------------------
 
@@ -224,7 +246,7 @@ class CloudPeer:
             return acks
         started = time.monotonic()
         results = await self._stored_together(db.ingest_many, batches)
-        self._note_group(len(batches), time.monotonic() - started)
+        self._ingest_stats.note(len(batches), time.monotonic() - started)
         for topic, (device, batch), result in zip(topics, batches, results):
             if isinstance(result, Exception):
                 self._failed(topic, result)
@@ -237,23 +259,6 @@ class CloudPeer:
             acks.append((device, BatchAck(batch.batch_id, max(e["seq"] for e in batch.events), result.stored,
                                           result.duplicates)))
         return acks
-
-    def _note_group(self, batches: int, took_s: float) -> None:
-        """Count a stored group; every GROUP_LOG_INTERVAL_S, log how large and how long the groups were."""
-        self.counters["ingest_groups"] += 1
-        self.counters["ingest_group_batches"] += batches
-        self.counters["ingest_group_ms"] += round(took_s * 1000)
-        now = time.monotonic()
-        if now - self._group_logged_at < GROUP_LOG_INTERVAL_S:
-            return
-        groups = self.counters["ingest_groups"] - self._group_logged[0]
-        stored = self.counters["ingest_group_batches"] - self._group_logged[1]
-        spent_ms = self.counters["ingest_group_ms"] - self._group_logged[2]
-        log.info("ingest: %d batches in %d groups in %.0f s (%.1f batches and %.0f ms a group)", stored, groups,
-                 now - self._group_logged_at, stored / groups, spent_ms / groups)
-        self._group_logged_at = now
-        self._group_logged = (self.counters["ingest_groups"], self.counters["ingest_group_batches"],
-                              self.counters["ingest_group_ms"])
 
     async def _parse_batch(self, topic: str, payload: Any) -> tuple[str, EventBatch]:
         device = self.fleet.device_of(topic)
@@ -323,8 +328,11 @@ class CloudPeer:
                     else:
                         claims.append(m)
                 for start in range(0, len(claims), CLAIM_GROUP_MAX):
-                    offers_due.update(await self._on_claims(client, db, claims[start:start + CLAIM_GROUP_MAX]))
+                    group, started = claims[start:start + CLAIM_GROUP_MAX], time.monotonic()
+                    offers_due.update(await self._on_claims(client, db, group))
                     offers_wake.set()
+                    self._claim_stats.note(len(group), time.monotonic() - started,
+                                           f", {statuses.qsize()} statuses waiting")
         finally:
             self._dispatch_client = None
             for task in background:
