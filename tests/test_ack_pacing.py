@@ -35,7 +35,7 @@ def test_timeouts_double_the_timeout_up_to_a_bound_and_an_ack_resets_it() -> Non
     for n in range(6):
         pacing.timed_out(float(n))
         timeouts.append(pacing.timeout_s)
-    assert timeouts == [20.0, 40.0, 40.0, 40.0, 40.0, 40.0] and pacing.window == 1
+    assert timeouts == [20.0, 40.0, 80.0, 80.0, 80.0, 80.0] and pacing.window == 1
     pacing.acked(1.0, 10.0)
     assert pacing.timeout_s == 10.0 and pacing.window == 2
 
