@@ -77,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-events", type=int, default=50)
     p.add_argument("--inflight", type=int, default=2, help="unacked batches per van")
     p.add_argument("--ack-timeout", type=float, default=SwarmSettings.ack_timeout_s)
+    p.add_argument("--unpaced", action="store_true", help="vans keep --inflight and --ack-timeout fixed instead of "
+                                                          "following the acks (cloud_sync.ack_pacing)")
     p.add_argument("--status-interval", type=float, default=SwarmSettings.status_interval_s)
     p.add_argument("--claims-per-van", type=int, default=1)
     p.add_argument("--devices-per-station", type=int, default=50)
@@ -250,7 +252,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     procs = args.procs or max(1, min(4, math.ceil(args.devices / 250)))
     settings = SwarmSettings(
         FLEET, args.seconds, rate_per_van=args.rate, batch_events=args.batch_events,
-        inflight_batches=args.inflight, ack_timeout_s=args.ack_timeout, status_interval_s=args.status_interval,
+        inflight_batches=args.inflight, ack_timeout_s=args.ack_timeout, paced=not args.unpaced,
+        status_interval_s=args.status_interval,
         claims_per_van=args.claims_per_van, compression=Compression(args.compression),
         drain_timeout_s=args.drain_timeout)
     work = Path(tempfile.mkdtemp(prefix="flexedge-fleet-load-"))
@@ -327,7 +330,7 @@ def audit_and_report(args: argparse.Namespace, db: str, reports: list[VanReport]
     result: dict[str, Any] = {
         "bench": "fleet_load", "devices": args.devices, "seconds": args.seconds, "workers": args.workers,
         "db": "postgresql" if load_audit.is_postgres(db) else "sqlite", "rate_per_van": args.rate,
-        "batch_events": args.batch_events, "inflight": args.inflight,
+        "batch_events": args.batch_events, "inflight": args.inflight, "paced": not args.unpaced,
         "figure": "events_per_s", "baseline": "raw_insert_events_per_s",
         "events_per_s": round(found.stored / elapsed), "events_produced": found.produced,
         "events_stored": found.stored, "events_acked": acked, "run_s": round(elapsed, 1),

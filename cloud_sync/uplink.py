@@ -2,7 +2,9 @@
 
 The outbox is the source of truth (STYLE.md item 7): an event is marked acked only when the cloud's ack for its
 batch arrives; whatever is in flight when a connection drops is sent again on the next one (event ids make that
-harmless), and a batch without an ack within `ack_timeout_s` is sent again too. With no event waiting, a photo
+harmless), and a batch without an ack within the timeout is sent again too. How many batches wait for their
+acks at once (at most `inflight_batches`) and how long (at least `ack_timeout_s`) follow the acks seen
+(`AckPacing`): a slow cloud gets fewer batches and later resends, not more. With no event waiting, a photo
 chunk goes (`PhotoUploads`); its ack comes back through the same window of batches in flight.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 import aiomqtt
 import orjson
 
+from cloud_sync.ack_pacing import AckPacing
 from cloud_sync.connection import make_will
 from cloud_sync.messages import BatchAck, Compression, DeviceStatus, EventBatch, Presence
 from cloud_sync.photos import PhotoGone, PhotoUploads
@@ -54,6 +57,7 @@ class Uplink:
         self._wakeup = asyncio.Event()
         self._status_due = asyncio.Event()
         self._inflight: dict[str, _Sent] = {}
+        self.pacing = AckPacing(settings.ack_timeout_s, settings.inflight_batches)
         self._superseded: OrderedDict[str, _Sent] = OrderedDict()
         self._rewind = False  # set when an ack could not be recorded: resend from the oldest unacked event
         self._track_waiting_since: float | None = None  # when unsent telemetry was first seen waiting
@@ -170,16 +174,18 @@ class Uplink:
         while True:
             if self._inflight:
                 oldest = min(sent.sent_at for sent in self._inflight.values())
-                if time.monotonic() - oldest > self.settings.ack_timeout_s:
+                now = time.monotonic()
+                if now - oldest > self.pacing.timeout_s:
                     log.warning("no cloud ack within %.0f s for %d batches; sending them again",
-                                self.settings.ack_timeout_s, len(self._inflight))
+                                self.pacing.timeout_s, len(self._inflight))
+                    self.pacing.timed_out(now)
                     self._rewind = True
             if self._rewind:
                 self._rewind = False
                 self.supersede_inflight()
                 cursors = {lane: 0 for lane in LANE_ORDER}
-            if len(self._inflight) >= self.settings.inflight_batches:
-                await self._sleep_until_woken(self.settings.ack_timeout_s / 4)
+            if len(self._inflight) >= self.pacing.window:
+                await self._sleep_until_woken(self.pacing.timeout_s / 4)
                 continue
             lane, events, floor_seq = await asyncio.to_thread(self._next_batch, cursors, time.monotonic())
             if not events:
@@ -217,6 +223,8 @@ class Uplink:
             self.counters.acks_unknown += 1
             log.debug("ack for unknown batch %s (sent by an earlier run)", ack.batch_id)
             return
+        now = time.monotonic()
+        self.pacing.acked(now - sent.sent_at, now)
         if sent.photo_id is not None:
             await self.photos.acked(sent.photo_id, *sent.seqs)
             self._wakeup.set()

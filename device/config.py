@@ -112,9 +112,10 @@ class SyncSection:
     batch_max_events: int = setting(1000, "events per batch at most", range=(1, 100_000))
     batch_max_bytes: int = setting(512 * 1024, "bytes per batch at most", range=(1024, 16 * 1024 * 1024))
     compression: str = setting("zstd", "batch compression, flagged in each batch", allowed=("zstd", "none"))
-    inflight_batches: int = setting(8, "batches awaiting the cloud's ack at once", range=(1, 64))
-    ack_timeout_s: float = setting(15.0, "a batch without the cloud's ack after this is sent again",
-                                   range=(0.5, 3600))
+    inflight_batches: int = setting(8, "batches awaiting the cloud's ack at once, at most (fewer while acks come "
+                                       "slowly)", range=(1, 64))
+    ack_timeout_s: float = setting(15.0, "a batch without the cloud's ack after this is sent again (longer while "
+                                   "acks come slowly)", range=(0.5, 3600))
     status_interval_s: float = setting(30.0, "the retained status message is refreshed this often",
                                        range=(5, 86400))
     will_delay_s: int = setting(5, "the broker announces this unit offline (its Last Will) this long after the "

@@ -3,9 +3,11 @@ offers and atomic claim grants. SQLite (one file, the default) or PostgreSQL (`p
 queries through `cloud_sync.cloud.engine`, the same schema through `cloud_sync.cloud.schema`'s migrations.
 
 One `CloudDb` per worker; many workers in many processes may share one database. Each write is one
-transaction that first serialises on what it changes: the device (its chain head, its photos, its claims) or
-the block. SQLite serialises every write anyway (`BEGIN IMMEDIATE`); PostgreSQL takes a transaction-scoped
-lock on the device's key and row locks on the block, so writers of different devices run in parallel.
+transaction that first serialises on what it changes: the device (its chain head, its photos), the device's
+claims, or the block. SQLite serialises every write anyway (`BEGIN IMMEDIATE`); PostgreSQL takes
+transaction-scoped locks on the device's keys and row locks on the block, so writers of different devices run
+in parallel, and a claim never waits for the device's batches. Batches (and claims) are stored several to a
+transaction (`ingest_many`, `grant_many`: group commit), their locks taken in device order.
 Every event is stored first (unique keys make a resend a no-op) and verified when its predecessor is there:
 a device's batches may land on different workers in any order, and whichever transaction closes a gap walks
 the chain past it.
@@ -20,12 +22,12 @@ import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import orjson
 
 from cloud_sync.cloud.clock import ClockFlag, ClockStamp, check_clock
-from cloud_sync.cloud.engine import CloudDbError, Engine, Tx, is_postgres, open_engine
+from cloud_sync.cloud.engine import CloudDbError, Engine, Rows, Tx, is_postgres, open_engine
 from cloud_sync.cloud.schema import migrate
 from cloud_sync.errors import MessageRejected, RejectReason
 from cloud_sync.messages import ClaimStatus, EventBatch, PhotoChunk
@@ -34,11 +36,17 @@ from device.contract.domain import BLOB_ID_PREFIX, Block, EventType, Route
 from device.contract.files import write_atomically
 
 log = logging.getLogger(__name__)
+Item = TypeVar("Item")  # an item of a group transaction
+R = TypeVar("R")  # its result
 
 PHOTO_EVENT = "photo.checked"  # the event that records a proof photo and the sha256 of its upload copy
 BLOB_EVENT = "command.result"  # the event that records a blob (an upload_logs result: data.data.blob_id, .sha256)
 INSERT_ROWS = 500  # events per INSERT or UPDATE statement (8 parameters each; SQLite allows 32,766)
-__all__ = ["CloudDb", "CloudDbError", "FlagKind", "IngestResult", "PhotoLimits", "PhotoStatus", "StoredPhoto"]
+# Group commit: events stored in one transaction at most (a batch larger than this still goes whole, alone). The
+# group's device locks are held until its commit, so this also bounds how long a claim waits behind a group.
+GROUP_MAX_EVENTS = 4000
+__all__ = ["Claim", "CloudDb", "CloudDbError", "FlagKind", "Granted", "IngestResult", "PhotoLimits", "PhotoStatus",
+           "StoredPhoto"]
 
 
 def is_blob(upload_id: str) -> bool:
@@ -81,12 +89,38 @@ class PhotoLimits:
 
 
 @dataclass(frozen=True)
+class Claim:
+    block_id: str
+    device: str
+    station: str | None  # the device's station (None: a device the cloud does not know)
+
+
+Granted = tuple[ClaimStatus, Block | None, Route | None]
+
+
+@dataclass(frozen=True)
 class IngestResult:
     stored: int
     duplicates: int
     flagged: int
     verified_seq: int
     clock_flagged: int = 0
+
+
+def _groups(batches: Sequence[tuple[str, EventBatch]], max_events: int) -> Iterator[Sequence[tuple[str, EventBatch]]]:
+    """Consecutive runs of the batches holding at most `max_events` events (a larger batch is a run of its own)."""
+    start = events = 0
+    for i, (_, batch) in enumerate(batches):
+        if i > start and events + len(batch.events) > max_events:
+            yield batches[start:i]
+            start, events = i, 0
+        events += len(batch.events)
+    if start < len(batches):
+        yield batches[start:]
+
+
+def _device_of_batch(item: tuple[str, EventBatch]) -> str:
+    return item[0]
 
 
 def default_photo_dir(db_path: Path) -> Path:
@@ -121,61 +155,143 @@ class CloudDb:
         row = tx.execute("SELECT verified_seq, verified_hash FROM devices WHERE device = ?", (device,)).fetchone()
         return int(row[0]), str(row[1])
 
+    def _send_head(self, tx: Tx, device: str, batch_at: float) -> Rows:
+        """`_lock_device` for a batch that arrived at `batch_at` (noted in the device's row by the same statement);
+        the (verified seq, verified hash) row is read later."""
+        if self.dialect.key_lock:
+            tx.execute(self.dialect.key_lock, (f"device:{device}",))
+        return tx.execute("INSERT INTO devices (device, verified_seq, verified_hash, last_batch_at) "
+                          "VALUES (?, 0, ?, ?) ON CONFLICT (device) DO UPDATE SET last_batch_at = "
+                          "excluded.last_batch_at RETURNING verified_seq, verified_hash",
+                          (device, GENESIS_HASH, batch_at))
+
     # --- ingest ------------------------------------------------------------------------------------
 
     def ingest(self, device: str, batch: EventBatch) -> IngestResult:
         """Store a batch idempotently, advance the device's verified chain head, flag what does not fit."""
-        now = time.time()
-        stored = duplicates = flagged = 0
-        rows = [(device, event["seq"], event["id"], event["type"],
-                 canonical_bytes({k: v for k, v in event.items() if k != "hash"}).decode("utf-8"),
-                 event.get("hash", ""), batch.batch_id, now) for event in batch.events]
         with self.engine.transaction() as tx:
-            head = self._lock_device(tx, device)
-            inserted = self._insert_events(tx, rows)
-            for event, row in zip(batch.events, rows):
-                body = row[4]
-                if event["seq"] in inserted:
-                    inserted.discard(event["seq"])  # a seq twice in one batch: the second is a conflict
-                    stored += 1
-                    if event["type"] == EventType.BLOCK_COMPLETED.value and isinstance(event.get("block"), str):
-                        tx.execute("INSERT INTO completed_blocks (id, device, at) SELECT id, winner, ? FROM blocks "
-                                   "WHERE id = ? AND winner = ? ON CONFLICT DO NOTHING", (now, event["block"], device))
-                    continue
-                row = tx.execute("SELECT device, seq FROM events WHERE id = ?", (event["id"],)).fetchone()
-                if row is not None and (row[0], row[1]) == (device, event["seq"]):
-                    duplicates += 1  # a resend: harmless by design
-                elif row is not None:
-                    flagged += self._flag(tx, device, event["seq"], FlagKind.DEVICE_MISMATCH,
-                                          f"id {event['id']} already stored as {row[0]}#{row[1]}", now)
-                else:
-                    flagged += self._flag(tx, device, event["seq"], FlagKind.SEQ_CONFLICT,
-                                          f"other event id {event['id']}: {body[:2000]}", now)
+            return self._ingest_all(tx, [(device, batch)])[0]
+
+    def ingest_many(self, batches: Sequence[tuple[str, EventBatch]]) -> list[IngestResult | Exception]:
+        """Group commit: (device, batch) pairs stored several to a transaction (at most GROUP_MAX_EVENTS events
+        each), every batch as `ingest` stores it, one commit for the group (see `_together`). Returns, in the
+        order given, each batch's result or the exception that stopped it. A device's chain is walked once per
+        group, after all its batches are in: each of its batches reports the head that walk reached, and its
+        last batch the chain breaks and clock flags the walk found."""
+        results: list[IngestResult | Exception] = []
+        for group in _groups(batches, GROUP_MAX_EVENTS):
+            stored = self._together("batches", group, _device_of_batch, self._ingest_all)
+            results.extend(stored)
+        return results
+
+    def _together(self, what: str, items: Sequence[Item], device_of: Callable[[Item], str],
+                  work: Callable[[Tx, Sequence[Item]], Sequence[R]]) -> list[R | Exception]:
+        """`work` on all the items in one transaction (pipelined: see `Engine.transaction`), the items in device
+        order (so the transaction takes its device locks, and the devices rows, in sorted order: two groups never
+        wait for each other in a circle; the sort is stable, so one device's items keep their order). If the
+        transaction fails, it is rolled back and each item runs alone in a transaction of its own: an item that
+        raises costs only itself. Returns, in the order given, each item's result or the exception that stopped
+        it."""
+        if len(items) > 1:
+            order = sorted(range(len(items)), key=lambda i: device_of(items[i]))
+            try:
+                with self.engine.transaction(pipelined=True) as tx:
+                    results = work(tx, [items[i] for i in order])
+                by_index = dict(zip(order, results))
+                return [by_index[i] for i in range(len(items))]
+            except Exception as exc:  # noqa: BLE001 - any item's failure: each goes alone, and fails alone
+                log.warning("group of %d %s failed, taking them one by one: %s: %.300s", len(items), what,
+                            type(exc).__name__, str(exc))
+        alone = [self._alone(item, work) for item in items]
+        return alone
+
+    def _alone(self, item: Item, work: Callable[[Tx, Sequence[Item]], Sequence[R]]) -> R | Exception:
+        try:
+            with self.engine.transaction() as tx:
+                return work(tx, [item])[0]
+        except Exception as exc:  # noqa: BLE001 - handed back to the caller's reject path with its item
+            # Without its traceback: its frames hold the failed transaction's cursors (SQLite: statements in
+            # progress on the one connection, and no commit goes through while any is)
+            return exc.with_traceback(None)
+
+    def _ingest_all(self, tx: Tx, batches: Sequence[tuple[str, EventBatch]]) -> list[IngestResult]:
+        """The batches (in device order) in one transaction, in phases, so that in pipeline mode the group waits
+        for a few round trips in all rather than a few per batch: every device's lock and head and every batch's
+        insert are sent before any result is read; then the chain walks of all the devices; then the updates."""
+        now = time.time()
+        heads: dict[str, Rows] = {}
+        sent: list[tuple[str, EventBatch, list[tuple[Any, ...]], list[Rows]]] = []
+        for device, batch in batches:
+            rows = [(device, event["seq"], event["id"], event["type"],
+                     canonical_bytes({k: v for k, v in event.items() if k != "hash"}).decode("utf-8"),
+                     event.get("hash", ""), batch.batch_id, now) for event in batch.events]
+            if device not in heads:
+                heads[device] = self._send_head(tx, device, now)
+            sent.append((device, batch, rows, self._send_insert(tx, rows)))
+        counted = [self._settle_events(tx, device, batch, rows, {int(seq) for cur in inserts for (seq,) in cur}, now)
+                   for device, batch, rows, inserts in sent]
+        for device, batch, _, _ in sent:
             self._link_waiting_photos(tx, device, batch.events, now)
-            verified_seq, broken, clock_flagged = self._advance_chain(tx, device, head, now)
-            flagged += broken
-            # Every seq below the device's floor was acked, so it must be here: a hole there is a real gap.
-            if batch.floor_seq > verified_seq + 1:
-                missing = verified_seq + 1
-                held = tx.execute("SELECT 1 FROM events WHERE device = ? AND seq = ?", (device, missing)).fetchone()
-                if held is None:
-                    flagged += self._flag(tx, device, missing, FlagKind.GAP,
-                                          f"seq {missing} missing below the device's floor {batch.floor_seq}", now)
-            tx.execute("UPDATE devices SET last_batch_at = ? WHERE device = ?", (now, device))
-        return IngestResult(stored, duplicates, flagged, verified_seq, clock_flagged)
+        head = {device: (int(row[0]), str(row[1])) for device, cur in heads.items() for row in [cur.fetchone()]}
+        walks = {device: tx.execute("SELECT seq, body, hash FROM events WHERE device = ? AND seq >= ? ORDER BY seq",
+                                    (device, head[device][0])) for device in heads}
+        walked = {device: self._advance_chain(tx, device, head[device], walks[device], now) for device in heads}
+        last = {device: i for i, (device, _, _, _) in enumerate(sent)}
+        results = []
+        for i, ((device, batch, _, _), (stored, duplicates, flagged)) in enumerate(zip(sent, counted)):
+            verified_seq, broken, clock_flagged = walked[device] if last[device] == i else (walked[device][0], 0, 0)
+            flagged += broken + self._check_floor(tx, device, batch.floor_seq, verified_seq, now)
+            results.append(IngestResult(stored, duplicates, flagged, verified_seq, clock_flagged))
+        return results
+
+    def _settle_events(self, tx: Tx, device: str, batch: EventBatch, rows: list[tuple[Any, ...]],
+                       inserted: set[int], now: float) -> tuple[int, int, int]:
+        """(stored, duplicates, flagged) of a batch whose new rows are in: a block completion is noted, an event
+        not stored is a resend or flagged."""
+        stored = duplicates = flagged = 0
+        for event, row in zip(batch.events, rows):
+            body = row[4]
+            if event["seq"] in inserted:
+                inserted.discard(event["seq"])  # a seq twice in one batch: the second is a conflict
+                stored += 1
+                if event["type"] == EventType.BLOCK_COMPLETED.value and isinstance(event.get("block"), str):
+                    tx.execute("INSERT INTO completed_blocks (id, device, at) SELECT id, winner, ? FROM blocks "
+                               "WHERE id = ? AND winner = ? ON CONFLICT DO NOTHING", (now, event["block"], device))
+                continue
+            row = tx.execute("SELECT device, seq FROM events WHERE id = ?", (event["id"],)).fetchone()
+            if row is not None and (row[0], row[1]) == (device, event["seq"]):
+                duplicates += 1  # a resend: harmless by design
+            elif row is not None:
+                flagged += self._flag(tx, device, event["seq"], FlagKind.DEVICE_MISMATCH,
+                                      f"id {event['id']} already stored as {row[0]}#{row[1]}", now)
+            else:
+                flagged += self._flag(tx, device, event["seq"], FlagKind.SEQ_CONFLICT,
+                                      f"other event id {event['id']}: {body[:2000]}", now)
+        return stored, duplicates, flagged
+
+    def _check_floor(self, tx: Tx, device: str, floor_seq: int, verified_seq: int, now: float) -> int:
+        """Every seq below the device's floor was acked, so it must be here: a hole there is a real gap."""
+        if floor_seq <= verified_seq + 1:
+            return 0
+        missing = verified_seq + 1
+        if tx.execute("SELECT 1 FROM events WHERE device = ? AND seq = ?", (device, missing)).fetchone() is not None:
+            return 0
+        return self._flag(tx, device, missing, FlagKind.GAP,
+                          f"seq {missing} missing below the device's floor {floor_seq}", now)
 
     @staticmethod
-    def _insert_events(tx: Tx, rows: list[tuple[Any, ...]]) -> set[int]:
-        """Insert what is new in one statement per INSERT_ROWS rows (not one round trip per event); the seqs
-        stored. A row whose id or (device, seq) is already held is skipped by the unique keys."""
-        stored: set[int] = set()
+    def _send_insert(tx: Tx, rows: list[tuple[Any, ...]]) -> list[Rows]:
+        """Insert what is new in one statement per INSERT_ROWS rows (not one round trip per event); each
+        statement's rows are the seqs it stored. A row whose id or (device, seq) is already held is skipped by
+        the unique keys."""
+        sent = []
         for start in range(0, len(rows), INSERT_ROWS):
             part = rows[start:start + INSERT_ROWS]
             values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(part))
-            stored.update(int(seq) for (seq,) in tx.execute(
-                "INSERT INTO events (device, seq, id, type, body, hash, batch_id, received_at) "
-                f"VALUES {values} ON CONFLICT DO NOTHING RETURNING seq", [v for row in part for v in row]))
-        return stored
+            sent.append(tx.execute("INSERT INTO events (device, seq, id, type, body, hash, batch_id, received_at) "
+                                   f"VALUES {values} ON CONFLICT DO NOTHING RETURNING seq",
+                                   [v for row in part for v in row]))
+        return sent
 
     def _flag(self, tx: Tx, device: str, seq: int, kind: FlagKind, detail: str, now: float) -> int:
         added = tx.execute("INSERT INTO flags (device, seq, kind, detail, at) VALUES (?, ?, ?, ?, ?) "
@@ -184,7 +300,8 @@ class CloudDb:
             log.warning("ingest flag %s for %s seq %d: %s", kind.value, device, seq, detail[:200])
         return added
 
-    def _advance_chain(self, tx: Tx, device: str, head: tuple[int, str], now: float) -> tuple[int, int, int]:
+    def _advance_chain(self, tx: Tx, device: str, head: tuple[int, str], walk: Rows, now: float
+                       ) -> tuple[int, int, int]:
         """Walk the contiguous run after the verified head. Events of the priority lane arrive ahead of the
         track backlog, and with several workers a device's batches are stored in any order, so a hole here
         usually means 'not yet arrived' and the walk simply waits at it: the transaction that fills it walks on.
@@ -194,8 +311,11 @@ class CloudDb:
         marks: list[tuple[str, str, str, int]] = []  # (chain state, hash, device, seq)
         broken = 0
         stamps: list[ClockStamp | None] = []
-        for seq, body, claimed in tx.execute("SELECT seq, body, hash FROM events WHERE device = ? AND seq > ? "
-                                             "ORDER BY seq", (device, head[0])):
+        old_head: ClockStamp | None = None  # the first one's predecessor, for the clock check
+        for seq, body, claimed in walk.fetchall():  # the device's events from its verified head on, in seq order
+            if seq == head[0]:
+                old_head = ClockStamp.of(seq, orjson.loads(body))
+                continue
             if seq != expected:
                 break
             computed = hash_body(prev, body.encode("utf-8"))
@@ -221,15 +341,10 @@ class CloudDb:
             tx.execute("UPDATE devices SET verified_seq = ?, verified_hash = ? WHERE device = ?",
                        (expected - 1, prev, device))
         if stamps:
-            stamps.insert(0, self._clock_stamp(tx, device, head[0]))  # the old head: the first one's predecessor
+            stamps.insert(0, old_head)
         clock_flags = [flag for before, stamp in zip(stamps, stamps[1:]) if stamp is not None
                        for flag in check_clock(before, stamp, now)]
         return expected - 1, broken, sum(self._flag_clock(tx, device, flag, now) for flag in clock_flags)
-
-    @staticmethod
-    def _clock_stamp(tx: Tx, device: str, seq: int) -> ClockStamp | None:
-        row = tx.execute("SELECT body FROM events WHERE device = ? AND seq = ?", (device, seq)).fetchone()
-        return None if row is None else ClockStamp.of(seq, orjson.loads(row[0]))
 
     def _flag_clock(self, tx: Tx, device: str, flag: ClockFlag, now: float) -> int:
         added = tx.execute("INSERT INTO clock_flags (device, seq, kind, jump_s, detail, at) "
@@ -461,27 +576,40 @@ class CloudDb:
 
     def grant(self, block_id: str, device: str, station: str | None, max_open: int
               ) -> tuple[ClaimStatus, Block | None, Route | None]:
-        """Exactly one device wins a block: inside one transaction that holds the device's lock and the block's
-        row lock, a conditional UPDATE (winner IS NULL) decides. A device wins only blocks of its own `station`
+        """Exactly one device wins a block: inside one transaction that holds the device's claim lock and the
+        block's row lock, a conditional UPDATE (winner IS NULL) decides. A device wins only blocks of its own `station`
         (None: a device the cloud does not know) and holds at most `max_open` blocks it has not completed."""
         with self.engine.transaction() as tx:
-            if self.dialect.key_lock:  # the device's open-block count must not change under this claim
-                tx.execute(self.dialect.key_lock, (f"device:{device}",))
-            row = tx.execute("SELECT station, body, route, winner FROM blocks WHERE id = ?"
-                             + self.dialect.for_update, (block_id,)).fetchone()
-            if row is None:
-                return ClaimStatus.UNKNOWN_BLOCK, None, None
-            if row[0] != station:
-                return ClaimStatus.WRONG_STATION, None, None
-            winner = row[3]
-            if winner is None:
-                held = tx.execute("SELECT COUNT(*) FROM blocks WHERE winner = ? AND id NOT IN "
-                                  "(SELECT id FROM completed_blocks)", (device,)).fetchone()[0]
-                if held >= max_open:
-                    return ClaimStatus.LIMIT_REACHED, None, None
-                if tx.execute("UPDATE blocks SET winner = ?, granted_at = ? WHERE id = ? AND winner IS NULL",
-                              (device, time.time(), block_id)).rowcount == 1:
-                    winner = device
+            return self._grant_in(tx, Claim(block_id, device, station), max_open)
+
+    def grant_many(self, claims: Sequence[Claim], max_open: int) -> list[Granted | Exception]:
+        """Claims decided in one transaction (each as `grant` decides it, in the order given for one device;
+        a block claimed twice in the group goes to the first): one commit for all of them."""
+        return self._together("claims", claims, lambda claim: claim.device,
+                              lambda tx, group: [self._grant_in(tx, claim, max_open) for claim in group])
+
+    def _grant_in(self, tx: Tx, claim: Claim, max_open: int) -> Granted:
+        block_id, device = claim.block_id, claim.device
+        # The device's claims one at a time (its open-block count must not change under this claim). Not the
+        # device's ingest lock: a claim never waits for a group of batches. Ingest only adds completions, which
+        # lower the count: a claim that misses one answers LIMIT_REACHED, never grants one block too many.
+        if self.dialect.key_lock:
+            tx.execute(self.dialect.key_lock, (f"claims:{device}",))
+        row = tx.execute("SELECT station, body, route, winner FROM blocks WHERE id = ?"
+                         + self.dialect.for_update, (block_id,)).fetchone()
+        if row is None:
+            return ClaimStatus.UNKNOWN_BLOCK, None, None
+        if row[0] != claim.station:
+            return ClaimStatus.WRONG_STATION, None, None
+        winner = row[3]
+        if winner is None:
+            held = tx.execute("SELECT COUNT(*) FROM blocks WHERE winner = ? AND id NOT IN "
+                              "(SELECT id FROM completed_blocks)", (device,)).fetchone()[0]
+            if held >= max_open:
+                return ClaimStatus.LIMIT_REACHED, None, None
+            if tx.execute("UPDATE blocks SET winner = ?, granted_at = ? WHERE id = ? AND winner IS NULL",
+                          (device, time.time(), block_id)).rowcount == 1:
+                winner = device
         block, route = Block.from_dict(json.loads(row[1])), Route.from_dict(json.loads(row[2]))
         return (ClaimStatus.GRANTED if winner == device else ClaimStatus.TAKEN), block, route
 

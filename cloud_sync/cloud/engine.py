@@ -113,21 +113,49 @@ POSTGRES = Dialect("postgresql", blob="BYTEA", for_update=" FOR UPDATE", without
 class Tx:
     """One open transaction: `execute` with `?` parameters."""
 
-    def __init__(self, conn: Any, dialect: Dialect) -> None:
+    def __init__(self, conn: Any, dialect: Dialect, pipeline: Any = None) -> None:
         self._conn = conn
         self.dialect = dialect
+        self._pipeline = pipeline
 
     def execute(self, query: str, args: Args = ()) -> Rows:
         cur: Rows = self._conn.execute(self.dialect.sql(query), _params(args))
-        return cur
+        return cur if self._pipeline is None else _PipelinedRows(cur, self._pipeline)
+
+
+class _PipelinedRows:
+    """A statement sent in pipeline mode: its result is read when it is first needed. psycopg's fetches wait
+    for it themselves; `rowcount` does not, so it syncs the pipeline first."""
+
+    def __init__(self, cur: Any, pipeline: Any) -> None:
+        self._cur = cur
+        self._pipeline = pipeline
+
+    @property
+    def rowcount(self) -> int:
+        self._pipeline.sync()
+        return int(self._cur.rowcount)
+
+    def fetchone(self) -> Any:
+        return self._cur.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        rows: list[Any] = self._cur.fetchall()
+        return rows
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._cur)
 
 
 class Engine(Protocol):
     dialect: Dialect
     target: str  # what it was opened on, for messages (a URL's password is not in it)
 
-    def transaction(self) -> AbstractContextManager[Tx]:
-        """Committed on leaving, rolled back on an exception."""
+    def transaction(self, pipelined: bool = False) -> AbstractContextManager[Tx]:
+        """Committed on leaving, rolled back on an exception. `pipelined`: statements whose results are not
+        read go without waiting for them (PostgreSQL's pipeline mode: a batch of a group commit costs the round
+        trips of the results it reads, not one per statement); an error may then surface at a later statement
+        of the transaction. SQLite has no round trips: the flag changes nothing there."""
         ...
 
     def read(self, query: str, args: Args = ()) -> list[tuple[Any, ...]]: ...
@@ -179,7 +207,7 @@ class SqliteEngine:
         self.lock = threading.Lock()
 
     @contextmanager
-    def transaction(self) -> Iterator[Tx]:
+    def transaction(self, pipelined: bool = False) -> Iterator[Tx]:
         with self.lock:
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
@@ -238,10 +266,15 @@ class PostgresEngine:
             raise CloudDbError(f"cannot open cloud database {self.target}: {exc}") from exc
 
     @contextmanager
-    def transaction(self) -> Iterator[Tx]:
+    def transaction(self, pipelined: bool = False) -> Iterator[Tx]:
         try:
-            with self.pool.connection() as conn, conn.transaction():
-                yield Tx(conn, self.dialect)
+            with self.pool.connection() as conn:
+                if not pipelined:
+                    with conn.transaction():
+                        yield Tx(conn, self.dialect)
+                    return
+                with conn.pipeline() as pipeline, conn.transaction():
+                    yield Tx(conn, self.dialect, pipeline)
         except self._errors as exc:
             raise CloudDbError(f"{type(exc).__name__}: {exc}") from exc
 

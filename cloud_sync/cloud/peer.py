@@ -27,7 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cloud_sync.cloud.commands import new_command, publish
-from cloud_sync.cloud.db import CloudDb, CloudDbError, PhotoLimits, PhotoStatus, StoredPhoto
+from cloud_sync.cloud.db import Claim, CloudDb, CloudDbError, PhotoLimits, PhotoStatus, StoredPhoto
 from cloud_sync.cloud.presence import status_record
 from cloud_sync.connection import Backoff, BrokerSettings, make_client, release
 from cloud_sync.errors import MessageRejected, RejectReason
@@ -51,7 +51,16 @@ from device.contract.domain import Block, Route
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Item = TypeVar("Item")
+R = TypeVar("R")
 
+
+# Group commit: messages an ingest worker takes from its queue at once (their batches go in few transactions)
+GROUP_MAX_MESSAGES = 64
+# Claims decided in one transaction at most: the group holds its claimants' device locks until its commit, and a
+# claim may wait there for an ingest group holding its device
+CLAIM_GROUP_MAX = 16
+GROUP_LOG_INTERVAL_S = 30.0  # how often a worker logs the size and duration of its ingest groups
 
 Credentials = Callable[[str], BrokerSettings]  # client id -> broker settings with that identity's certificate
 
@@ -72,6 +81,28 @@ class CloudSettings:
     photo_limits: PhotoLimits = PhotoLimits()
 
 
+class GroupStats:
+    """How many groups (of batches, of claims) a worker stored and how long they took: logged every
+    GROUP_LOG_INTERVAL_S, so an operator sees a worker that falls behind (groups full and slow)."""
+
+    def __init__(self, role: str, items: str) -> None:
+        self.role, self.items = role, items
+        self._since = time.monotonic()
+        self._groups = self._count = 0
+        self._took_s = 0.0
+
+    def note(self, count: int, took_s: float, extra: str = "") -> None:
+        self._groups += 1
+        self._count += count
+        self._took_s += took_s
+        now = time.monotonic()
+        if now - self._since >= GROUP_LOG_INTERVAL_S:
+            log.info("%s: %d %s in %d groups in %.0f s (%.1f a group, %.0f ms a group)%s", self.role, self._count,
+                     self.items, self._groups, now - self._since, self._count / self._groups,
+                     1000 * self._took_s / self._groups, extra)
+            self._since, self._groups, self._count, self._took_s = now, 0, 0, 0.0
+
+
 class CloudPeer:
     """`await run()` until `stop()`; the dispatch API (`add_block`, `revise_route`, `send_command`) is awaited
     on the same loop. `counters` for tests and status views."""
@@ -88,6 +119,8 @@ class CloudPeer:
         self._dispatch_client: aiomqtt.Client | None = None
         self._dispatch_db: CloudDb | None = None
         self._subscribed = 0
+        self._ingest_stats = GroupStats("ingest", "batches")
+        self._claim_stats = GroupStats("dispatch", "claims")
 
     # --- running ---------------------------------------------------------------------------------
 
@@ -146,17 +179,23 @@ class CloudPeer:
         self.counters["inbound"] += 1
         try:
             return await handle
-        except MessageRejected as exc:
-            self._reject(topic, exc.reason, str(exc))
-        except CloudDbError as exc:
-            self.counters["db_errors"] += 1
-            log.error("cloud database error on %s, not acked (the device will resend): %s", topic, exc)
         except aiomqtt.MqttError:
             raise
         except Exception as exc:  # noqa: BLE001 - nothing a peer sends may end the cloud
-            self._reject(topic, RejectReason.MALFORMED, f"{type(exc).__name__}: {exc}")
-            log.debug("handler failure on %s", topic, exc_info=True)
+            self._failed(topic, exc)
         return None
+
+    def _failed(self, topic: str, exc: Exception) -> None:
+        """A message's handling raised (in line, or inside a group commit): a counted reject, or a database error
+        left unacked."""
+        if isinstance(exc, MessageRejected):
+            self._reject(topic, exc.reason, str(exc))
+        elif isinstance(exc, CloudDbError):
+            self.counters["db_errors"] += 1
+            log.error("cloud database error on %s, not acked (the device will resend): %s", topic, exc)
+        else:
+            self._reject(topic, RejectReason.MALFORMED, f"{type(exc).__name__}: {exc}")
+            log.debug("handler failure on %s", topic, exc_info=(type(exc), exc, exc.__traceback__))
 
     def _reject(self, topic: str, reason: RejectReason, detail: str) -> None:
         self.counters["rejected"] += 1
@@ -166,43 +205,75 @@ class CloudPeer:
     # --- ingest ------------------------------------------------------------------------------------
 
     async def _ingest_session(self, client: aiomqtt.Client, db: CloudDb, first: bool) -> None:
+        """Group commit: the messages waiting when the worker turns to the queue are stored together (their event
+        batches in as few transactions as `CloudDb.ingest_many` allows), and their acks go after the commit.
+        While a group is stored the next one gathers, so the commit round trips are paid per group, not per
+        batch: under load the groups grow, when idle each message goes alone at once."""
         for leaf in ("events", "photo/+"):
             await client.subscribe(self.fleet.shared(INGEST_SHARE_GROUP, self.fleet.all_devices(leaf)), qos=1)
         self.counters["ingest_sessions"] += 1
         self._note_subscribed(first)
         acks: set[asyncio.Task[None]] = set()
-        async for message in client.messages:
-            topic = message.topic.value
-            stored = await self._guarded(topic, self._ingest(db, topic, message.payload))
-            if stored is None:
-                continue
-            # Not awaited in line: the next batch is stored while this ack's PUBACK is on its way.
-            task = asyncio.create_task(self._publish_ack(client, *stored))
-            acks.add(task)
-            task.add_done_callback(acks.discard)
+        messages = client.messages
+        async for message in messages:
+            taken = [message]
+            while len(messages) and len(taken) < GROUP_MAX_MESSAGES:  # already received: no waiting here
+                taken.append(await anext(messages))
+            for device, ack in await self._ingest_group(db, taken):
+                # Not awaited in line: the next group is stored while these acks' PUBACKs are on their way.
+                task = asyncio.create_task(self._publish_ack(client, device, ack))
+                acks.add(task)
+                task.add_done_callback(acks.discard)
 
-    async def _ingest(self, db: CloudDb, topic: str, payload: Any) -> tuple[str, BatchAck]:
+    async def _ingest_group(self, db: CloudDb, messages: list[aiomqtt.Message]) -> list[tuple[str, BatchAck]]:
+        """Every message through the one reject path; the event batches stored as a group. (device, ack) of each
+        message stored, in the order they came."""
+        batches: list[tuple[str, EventBatch]] = []
+        topics: list[str] = []
+        acks: list[tuple[str, BatchAck]] = []
+        for message in messages:
+            topic = message.topic.value
+            if topic.endswith("/events"):
+                parsed = await self._guarded(topic, self._parse_batch(topic, message.payload))
+                if parsed is not None:
+                    batches.append(parsed)
+                    topics.append(topic)
+            else:
+                stored = await self._guarded(topic, self._ingest_photo_chunk(db, topic, message.payload))
+                if stored is not None:
+                    acks.append(stored)
+        if not batches:
+            return acks
+        started = time.monotonic()
+        results = await self._stored_together(db.ingest_many, batches)
+        self._ingest_stats.note(len(batches), time.monotonic() - started)
+        for topic, (device, batch), result in zip(topics, batches, results):
+            if isinstance(result, Exception):
+                self._failed(topic, result)
+                continue
+            self.counters["batches"] += 1
+            self.counters["events_stored"] += result.stored
+            self.counters["events_duplicate"] += result.duplicates
+            self.counters["flags"] += result.flagged
+            self.counters["clock_flags"] += result.clock_flagged
+            acks.append((device, BatchAck(batch.batch_id, max(e["seq"] for e in batch.events), result.stored,
+                                          result.duplicates)))
+        return acks
+
+    async def _parse_batch(self, topic: str, payload: Any) -> tuple[str, EventBatch]:
         device = self.fleet.device_of(topic)
         if device is None:
             raise MessageRejected(RejectReason.UNEXPECTED_TOPIC, topic)
-        if topic.endswith("/events"):
-            return device, await self._ingest_batch(db, device, _payload_bytes(payload))
-        return device, await self._ingest_photo_chunk(db, device, topic, _payload_bytes(payload))
-
-    async def _ingest_batch(self, db: CloudDb, device: str, payload: bytes) -> BatchAck:
-        batch = EventBatch.from_payload(payload)
+        batch = EventBatch.from_payload(_payload_bytes(payload))
         if batch.device != device:  # the topic is the authenticated identity (the broker: username = CN)
             raise MessageRejected(RejectReason.WRONG_DEVICE, f"batch says {batch.device!r:.40}")
-        result = await asyncio.to_thread(db.ingest, device, batch)
-        self.counters["batches"] += 1
-        self.counters["events_stored"] += result.stored
-        self.counters["events_duplicate"] += result.duplicates
-        self.counters["flags"] += result.flagged
-        self.counters["clock_flags"] += result.clock_flagged
-        return BatchAck(batch.batch_id, max(e["seq"] for e in batch.events), result.stored, result.duplicates)
+        return device, batch
 
-    async def _ingest_photo_chunk(self, db: CloudDb, device: str, topic: str, payload: bytes) -> BatchAck:
-        chunk = PhotoChunk.from_payload(payload)
+    async def _ingest_photo_chunk(self, db: CloudDb, topic: str, payload: Any) -> tuple[str, BatchAck]:
+        device = self.fleet.device_of(topic)
+        if device is None:
+            raise MessageRejected(RejectReason.UNEXPECTED_TOPIC, topic)
+        chunk = PhotoChunk.from_payload(_payload_bytes(payload))
         if topic != self.fleet.device(device).photo(chunk.photo_id):
             raise MessageRejected(RejectReason.UNEXPECTED_TOPIC, f"chunk of {chunk.photo_id!r:.40} on {topic}")
         limits = self.settings.photo_limits
@@ -211,7 +282,7 @@ class CloudPeer:
         self.counters["photo_chunks"] += 1
         if stored is not None:
             self._on_photo_complete(stored)
-        return BatchAck(chunk.batch_id, chunk.seq)
+        return device, BatchAck(chunk.batch_id, chunk.seq)
 
     def _on_photo_complete(self, stored: StoredPhoto) -> None:
         """Count the photo by its check; a photo that does not match its event is flagged in the db and
@@ -229,6 +300,11 @@ class CloudPeer:
     # --- dispatch ----------------------------------------------------------------------------------
 
     async def _dispatch_session(self, client: aiomqtt.Client, db: CloudDb, first: bool) -> None:
+        """Claims first: the claims waiting are decided in one transaction (a few at a time) and answered, while
+        the statuses go to a task of their own, one short transaction each. A fleet's status refreshes (one per
+        van per interval) never queue a claim behind them; and a status waits only for the one ingest group that
+        holds its device, holding nothing else meanwhile (a group of statuses would hold its devices' rows while
+        waiting for the next, and stall the ingest groups that need them)."""
         await client.subscribe(self.fleet.shared(DISPATCH_SHARE_GROUP, self.fleet.all_devices("claim")), qos=1)
         await client.subscribe(self.fleet.all_devices("status"), qos=1)
         self._dispatch_client, self._dispatch_db = client, db
@@ -236,15 +312,56 @@ class CloudPeer:
             await asyncio.to_thread(db.set_device_stations, self.settings.stations)
         self.counters["dispatch_sessions"] += 1
         self._note_subscribed(first)
+        statuses: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+        offers_due: set[str] = set()
+        offers_wake = asyncio.Event()
+        background = [asyncio.create_task(self._store_statuses(db, statuses)),
+                      asyncio.create_task(self._republish_offers(client, db, offers_due, offers_wake))]
+        messages = client.messages
         try:
-            async for message in client.messages:
-                topic = message.topic.value
-                if topic.endswith("/status"):
-                    await self._guarded(topic, self._on_status(db, topic, message.payload))
-                else:
-                    await self._guarded(topic, self._on_claim(client, db, topic, message.payload, message.properties))
+            async for message in messages:
+                taken = [message]
+                while len(messages) and len(taken) < GROUP_MAX_MESSAGES:
+                    taken.append(await anext(messages))
+                claims = []
+                for m in taken:
+                    if m.topic.value.endswith("/status"):
+                        statuses.put_nowait(m)
+                    else:
+                        claims.append(m)
+                for start in range(0, len(claims), CLAIM_GROUP_MAX):
+                    group, started = claims[start:start + CLAIM_GROUP_MAX], time.monotonic()
+                    offers_due.update(await self._on_claims(client, db, group))
+                    offers_wake.set()
+                    self._claim_stats.note(len(group), time.monotonic() - started,
+                                           f", {statuses.qsize()} statuses waiting")
         finally:
             self._dispatch_client = None
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                    await task
+
+    async def _republish_offers(self, client: aiomqtt.Client, db: CloudDb, due: set[str],
+                                wake: asyncio.Event) -> None:
+        """Publish the offers of the stations that lost a block: each once, however many blocks it lost meanwhile,
+        and never in a claim's way."""
+        while True:
+            await wake.wait()
+            wake.clear()
+            while due:
+                station = min(due)
+                due.discard(station)
+                try:
+                    await self._publish_offers(client, db, station)
+                except CloudDbError as exc:
+                    self._failed(self.fleet.offers(station), exc)
+
+    async def _store_statuses(self, db: CloudDb, statuses: asyncio.Queue[aiomqtt.Message]) -> None:
+        while True:
+            message = await statuses.get()
+            topic = message.topic.value
+            await self._guarded(topic, self._on_status(db, topic, message.payload))
 
     async def _on_status(self, db: CloudDb, topic: str, payload: Any) -> None:
         device = self.fleet.device_of(topic)
@@ -261,16 +378,42 @@ class CloudPeer:
         previous = await asyncio.to_thread(db.device_status, device)
         await asyncio.to_thread(db.record_status, device, status_record(status, previous, received_at))
 
-    async def _on_claim(self, client: aiomqtt.Client, db: CloudDb, topic: str, payload: Any,
-                        props: Properties | None) -> None:
+    async def _on_claims(self, client: aiomqtt.Client, db: CloudDb, messages: list[aiomqtt.Message]) -> set[str]:
+        """Decide the claims together and answer each (its route after its answer); the stations that lost a
+        block, whose offers are due."""
+        parsed: list[tuple[str, Claim, ClaimRequest, Properties | None]] = []
+        for message in messages:
+            topic = message.topic.value
+            got = await self._guarded(topic, self._parse_claim(topic, message.payload))
+            if got is not None:
+                parsed.append((topic, *got, message.properties))
+        if not parsed:
+            return set()
+        results = await self._stored_together(
+            lambda claims: db.grant_many(claims, self.settings.max_open_blocks), [claim for _, claim, _, _ in parsed])
+        answers = []
+        stations: set[str] = set()
+        for (topic, claim, request, props), result in zip(parsed, results):
+            if isinstance(result, Exception):
+                self._failed(topic, result)
+                continue
+            status, block, route = result
+            self.counters[f"claims.{status.value}"] += 1
+            answers.append(self._answer_claim(client, claim.device, request, props, status, route))
+            if status is ClaimStatus.GRANTED and block is not None and route is not None:
+                stations.add(block.station)
+        await asyncio.gather(*answers)  # each claim's answer before its route; the claims side by side
+        return stations
+
+    async def _parse_claim(self, topic: str, payload: Any) -> tuple[Claim, ClaimRequest]:
         device = self.fleet.device_of(topic)
         if device is None:
             raise MessageRejected(RejectReason.UNEXPECTED_TOPIC, topic)
         request = ClaimRequest.from_payload(_payload_bytes(payload))
-        status, block, route = await asyncio.to_thread(db.grant, request.block_id, device,
-                                                       self.settings.stations.get(device),
-                                                       self.settings.max_open_blocks)
-        self.counters[f"claims.{status.value}"] += 1
+        return Claim(request.block_id, device, self.settings.stations.get(device)), request
+
+    async def _answer_claim(self, client: aiomqtt.Client, device: str, request: ClaimRequest,
+                            props: Properties | None, status: ClaimStatus, route: Route | None) -> None:
         result = ClaimResult(request.block_id, request.request_id, device, status)
         reply = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho ships no annotations here
         correlation = getattr(props, "CorrelationData", None) if props is not None else None
@@ -279,9 +422,18 @@ class CloudPeer:
         # write anywhere, so it must never be steered into another device's tree.
         await client.publish(self.fleet.device(device).claim_result, encode(self.signer.sign(result.to_body())),
                              qos=1, properties=reply)
-        if status is ClaimStatus.GRANTED and block is not None and route is not None:
+        if status is ClaimStatus.GRANTED and route is not None:
             await self._publish_route(client, device, route)
-            await self._publish_offers(client, db, block.station)
+
+    @staticmethod
+    async def _stored_together(store: Callable[[list[Item]], list[R | Exception]], items: list[Item]
+                               ) -> list[R | Exception]:
+        """`store` (a CloudDb group method) in a thread; a failure of the whole (no connection to be had) is
+        every item's."""
+        try:
+            return await asyncio.to_thread(store, items)
+        except CloudDbError as exc:
+            return [exc] * len(items)
 
     async def _publish_route(self, client: aiomqtt.Client, device: str, route: Route) -> None:
         body = RouteAssignment(device, route).to_body()

@@ -6,7 +6,9 @@ Will and a retained status, subscribes to its own downlink and its station's off
 - makes events (breadcrumbs with a fix, package scans) with seqs and the device's hash chain
   (`device.contract.chain`), and sends them in batches (`EventBatch`, zstd from `compress_min_bytes` like the
   device) keeping up to `inflight_batches` unacked; an event is done only when the cloud's ack for its batch
-  comes; batches without an ack within `ack_timeout_s` go again with new batch ids, as the device's uplink does;
+  comes; batches without an ack within the timeout go again with new batch ids, as the device's uplink does;
+  the window and the timeout follow the acks as the device's do (`cloud_sync.ack_pacing`, unless `paced` is off:
+  then `inflight_batches` and `ack_timeout_s` stay fixed);
 - claims blocks of its station's (signature-checked) offers with the MQTT 5 response topic and correlation
   data, and counts every answer per request id (each must come exactly once);
 - refreshes its retained status every `status_interval_s` and says `stopped` at the end.
@@ -32,6 +34,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from cloud_sync.ack_pacing import AckPacing
 from cloud_sync.connection import Backoff, BrokerSettings, make_client, mqtt_properties, release
 from cloud_sync.errors import MessageRejected
 from cloud_sync.messages import (
@@ -75,6 +78,7 @@ class SwarmSettings:
     batch_events: int = 50
     inflight_batches: int = 2
     ack_timeout_s: float = SyncSettings.ack_timeout_s
+    paced: bool = True  # window and ack timeout from the acks seen (cloud_sync.ack_pacing), as the device does
     status_interval_s: float = SyncSettings.status_interval_s
     claims_per_van: int = 1  # claims made at random moments in the first half of the run
     compression: Compression = Compression.ZSTD
@@ -162,6 +166,7 @@ class Van:
         self._unacked: OrderedDict[int, tuple[dict[str, Any], str]] = OrderedDict()  # seq -> (event doc, hash)
         self._to_send: deque[int] = deque()  # seqs not yet sent on this connection
         self._inflight: dict[str, _Flight] = {}
+        self._pacing = AckPacing(settings.ack_timeout_s, settings.inflight_batches)
         self._superseded: dict[str, _Flight] = {}  # earlier sends whose late acks still count
         self._wake = asyncio.Event()  # the sender's: an ack came
         self._answered = asyncio.Event()  # the claimer's: a claim result came
@@ -288,23 +293,31 @@ class Van:
         settings = self.settings
         while not self.halted:
             now = time.monotonic()
-            if self._inflight and now - min(f.sent_at for f in self._inflight.values()) > settings.ack_timeout_s:
+            timeout_s, window = self._pace()
+            if self._inflight and now - min(f.sent_at for f in self._inflight.values()) > timeout_s:
                 log.info("%s: no ack within %.0f s, sending %d batches again", self.plan.device,
-                         settings.ack_timeout_s, len(self._inflight))
+                         timeout_s, len(self._inflight))
+                self._pacing.timed_out(now)
                 self._supersede()
             self._top_up(now)
             # Within a connection seqs go out in order: a rewind may leave seqs acked meanwhile at the front.
             while self._to_send and self._to_send[0] not in self._unacked:
                 self._to_send.popleft()
-            if self._to_send and len(self._inflight) < settings.inflight_batches:
+            if self._to_send and len(self._inflight) < window:
                 await self._send_batch(client)
                 continue
             if not self._producing(now) and not self._unacked:
                 return
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(settings.tick_s if settings.rate_per_van > 0 else settings.ack_timeout_s):
+                async with asyncio.timeout(settings.tick_s if settings.rate_per_van > 0 else timeout_s):
                     await self._wake.wait()
+
+    def _pace(self) -> tuple[float, int]:
+        """(ack timeout, batches in flight at most) now."""
+        if not self.settings.paced:
+            return self.settings.ack_timeout_s, self.settings.inflight_batches
+        return self._pacing.timeout_s, self._pacing.window
 
     async def _send_batch(self, client: aiomqtt.Client) -> None:
         seqs: list[int] = []
@@ -330,6 +343,7 @@ class Van:
             return
         now = time.monotonic()
         self.report.ack_latencies_s.append(now - flight.sent_at)
+        self._pacing.acked(now - flight.sent_at, now)
         for seq in range(flight.first_seq, flight.last_seq + 1):
             if self._unacked.pop(seq, None) is not None:
                 self.report.acked += 1
