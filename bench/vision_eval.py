@@ -210,8 +210,9 @@ def main() -> int:
     if args.update_card:
         card_path = (args.model_dir or default_model_dir()) / "housenumber.json"
         card = json.loads(card_path.read_text())
-        card["evaluation"] = {d["set"]: {k: v for k, v in d.items() if k not in ("bench", "set", "miss_examples")}
-                              for d in docs}
+        # the sets measured now replace theirs; notes and sets not run this time stay
+        card.setdefault("evaluation", {}).update(
+            {d["set"]: {k: v for k, v in d.items() if k not in ("bench", "set", "miss_examples")} for d in docs})
         card["evaluation"]["measured_by"] = f"bench/vision_eval.py --photos {args.photos} --sets {args.sets}"
         card_path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     return 0
