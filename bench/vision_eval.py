@@ -11,7 +11,9 @@ against a near-miss wrong number: one digit changed, a neighbour's number, a suf
 unreadable, wrong read, p50/p95 ms per photo (the whole check: decode, quality gate, locate, read), and
 false accept on a part of the number (each photo of two or more digits also checked against the number with
 its first and with its last digit dropped, "9" and "7" for "79", and with its suffix letter kept: the reading
-of a detector that found only some glyphs). The machine is shared: the load average is printed with each line.
+of a detector that found only some glyphs). The machine is shared: the load average is printed with each line,
+and beside the wall-clock times the CPU time of the process (cpu_ms_*: both run on one thread, so
+this is what one core to itself would take, less the cache and memory-bandwidth contention of a busy machine).
 
     .venv/bin/python bench/vision_eval.py --photos 300 [--update-card]
     .venv/bin/python bench/vision_eval.py --sets doors --doors-seed 99 --no-peer  # the calibration seed
@@ -118,7 +120,7 @@ def verdict_of(numbers: set[str], expected: str) -> Verdict:
 
 
 def figures(verdicts: list[Verdict], wrong: list[Verdict], parts: list[list[Verdict]],
-            ms: list[float]) -> dict[str, float]:
+            ms: list[float], cpu_ms: list[float]) -> dict[str, float]:
     n = len(verdicts)
     checked = [p for p in parts if p]
     return {"read": round(sum(v is Verdict.MATCH for v in verdicts) / n, 4),
@@ -126,7 +128,8 @@ def figures(verdicts: list[Verdict], wrong: list[Verdict], parts: list[list[Verd
             "false_accept_part": round(sum(Verdict.MATCH in p for p in checked) / max(1, len(checked)), 4),
             "unreadable": round(sum(v is Verdict.UNREADABLE for v in verdicts) / n, 4),
             "wrong_read": round(sum(v is Verdict.MISMATCH for v in verdicts) / n, 4),
-            "ms_p50": round(statistics.median(ms), 1), "ms_p95": round(float(np.percentile(ms, 95)), 1)}
+            "ms_p50": round(statistics.median(ms), 1), "ms_p95": round(float(np.percentile(ms, 95)), 1),
+            "cpu_ms_p50": round(statistics.median(cpu_ms), 1), "cpu_ms_p95": round(float(np.percentile(cpu_ms, 95)), 1)}
 
 
 def evaluate(name: str, photos: list[tuple[bytes, str, str]], checker: HouseNumberChecker, peer: Peer | None,
@@ -134,15 +137,18 @@ def evaluate(name: str, photos: list[tuple[bytes, str, str]], checker: HouseNumb
     rng = np.random.default_rng(seed)
     load_before = os.getloadavg()[0]
     ours, ours_wrong, ours_ms, peers, peers_wrong, peer_ms = [], [], [], [], [], []
+    ours_cpu: list[float] = []
+    peer_cpu: list[float] = []
     ours_parts: list[list[Verdict]] = []
     peers_parts: list[list[Verdict]] = []
     misses: Counter[str] = Counter()
     examples = []
     for jpeg, truth, kind in photos:
         wrong = wrong_number(rng, truth)
-        t = time.perf_counter()
+        c, t = time.process_time(), time.perf_counter()
         result = checker.check(jpeg, truth)
         ours_ms.append((time.perf_counter() - t) * 1000)
+        ours_cpu.append((time.process_time() - c) * 1000)
         ours.append(result.verdict)
         ours_wrong.append(checker.check(jpeg, wrong).verdict)
         ours_parts.append([checker.check(jpeg, part).verdict for part in parts_of(truth)])
@@ -156,17 +162,18 @@ def evaluate(name: str, photos: list[tuple[bytes, str, str]], checker: HouseNumb
                 examples.append({"truth": truth, "kind": kind, "verdict": str(result.verdict), "read": result.read,
                                  "confidence": round(result.confidence, 3)})
         if peer is not None:
-            t = time.perf_counter()
+            c, t = time.process_time(), time.perf_counter()
             numbers = peer.numbers(jpeg)
             peer_ms.append((time.perf_counter() - t) * 1000)
+            peer_cpu.append((time.process_time() - c) * 1000)
             peers.append(verdict_of(numbers, truth))
             peers_wrong.append(verdict_of(numbers, wrong))
             peers_parts.append([verdict_of(numbers, part) for part in parts_of(truth)])
     kinds = Counter(tag for _, _, kind in photos for tag in kind.replace(":", "+").split("+"))
     doc: dict[str, object] = {"bench": "vision_eval", "set": name, "photos": len(photos),
-                              "check": figures(ours, ours_wrong, ours_parts, ours_ms)}
+                              "check": figures(ours, ours_wrong, ours_parts, ours_ms, ours_cpu)}
     if peer is not None:
-        doc["peer_rapidocr_1_4_4"] = figures(peers, peers_wrong, peers_parts, peer_ms)
+        doc["peer_rapidocr_1_4_4"] = figures(peers, peers_wrong, peers_parts, peer_ms, peer_cpu)
     doc["misses_by_condition"] = {k: f"{misses[k]}/{kinds[k]}" for k in sorted(kinds)}
     doc["miss_examples"] = examples
     doc["load_avg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
@@ -203,8 +210,9 @@ def main() -> int:
     if args.update_card:
         card_path = (args.model_dir or default_model_dir()) / "housenumber.json"
         card = json.loads(card_path.read_text())
-        card["evaluation"] = {d["set"]: {k: v for k, v in d.items() if k not in ("bench", "set", "miss_examples")}
-                              for d in docs}
+        # the sets measured now replace theirs; notes and sets not run this time stay
+        card.setdefault("evaluation", {}).update(
+            {d["set"]: {k: v for k, v in d.items() if k not in ("bench", "set", "miss_examples")} for d in docs})
         card["evaluation"]["measured_by"] = f"bench/vision_eval.py --photos {args.photos} --sets {args.sets}"
         card_path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     return 0

@@ -179,6 +179,22 @@ def test_released_detector_checks_again_the_same(checker: HouseNumberChecker, ph
     assert (after.verdict, after.read, after.boxes) == (before.verdict, before.read, before.boxes)
 
 
+def test_lines_after_a_sure_match_are_not_read_and_change_nothing(checker: HouseNumberChecker, photos: list,
+                                                                    doors: list) -> None:
+    """A match on one line is the verdict whatever the other lines say, so reading stops there."""
+    stopped = 0
+    for jpeg, text in [(jpeg_bytes(p), p.text) for p in photos] + [(p.jpeg, p.text) for p in doors]:
+        loaded = load_image(jpeg, work_side=checker.thresholds.work_side)
+        frame = Frame(loaded.rgb, jpeg)
+        boxes = checker.candidates(loaded.rgb)
+        every = [checker.read_box(frame, box, text) for box in boxes]
+        read = checker.read_lines(frame, boxes, text)
+        assert read == every[:len(read)]
+        assert checker._decide(text, read)[:3] == checker._decide(text, every)[:3], text
+        stopped += len(read) < len(every)
+    assert stopped >= 1, "no photo with text after its number"
+
+
 def test_small_text_is_read_from_full_resolution(doors: list) -> None:
     photo = doors[0]
     loaded = load_image(photo.jpeg, work_side=1152)

@@ -273,14 +273,14 @@ class HouseNumberChecker:
         quality = assess(loaded.gray, self.quality_thresholds)
         boxes = self.candidates(loaded.rgb)
         frame = Frame(loaded.rgb, None if isinstance(image, LoadedImage) else image, self.thresholds.max_megapixels)
-        readings = [self.read_box(frame, box, want) for box in boxes]
+        readings = self.read_lines(frame, boxes, want)
         verdict, read, confidence, order = self._decide(want, readings)
         if verdict is Verdict.UNREADABLE and self.fine is not None:  # nothing sure: look again, finer
             self.text.det.release()  # type: ignore[attr-defined]  # its buffers and the fine one's: the peak
             more = [b for b in self.candidates(loaded.rgb, self.fine) if not any(_same_text(b, a) for a in boxes)]
             if more:
                 boxes += more
-                readings += [self.read_box(frame, box, want) for box in more]
+                readings += self.read_lines(frame, more, want)
                 verdict, read, confidence, order = self._decide(want, readings)
         to_photo = 1.0 / loaded.scale
         photo_boxes = [tuple(int(round(v * to_photo)) for v in box) for box in boxes]
@@ -291,10 +291,23 @@ class HouseNumberChecker:
                   confidence, len(boxes), ms)
         return CheckResult(verdict, read, confidence, tuple(photo_boxes), ms, quality)  # type: ignore[arg-type]
 
+    def read_lines(self, frame: Frame, boxes: list[Box], want: str) -> list[Reading]:
+        """The readings of the lines in order, up to the first sure reading of the expected number: a match,
+        which no other line's reading can change (_decide), so the lines after it are not read."""
+        readings = []
+        for box in boxes:
+            readings.append(self.read_box(frame, box, want))
+            if self._matches(want, readings[-1]):
+                break
+        return readings
+
+    def _matches(self, want: str, reading: Reading) -> bool:
+        return reading.text == want and reading.confidence >= self.thresholds.match_min_confidence
+
     def _decide(self, want: str, readings: list[Reading]) -> tuple[Verdict, str | None, float, int]:
         t = self.thresholds
         for index, reading in enumerate(readings):
-            if reading.text == want and reading.confidence >= t.match_min_confidence:
+            if self._matches(want, reading):
                 return Verdict.MATCH, want, reading.confidence, index
         sure = [(r.confidence, i, r.text) for i, r in enumerate(readings)
                 if r.text and r.text != want and r.confidence >= t.mismatch_min_confidence]

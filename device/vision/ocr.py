@@ -47,9 +47,11 @@ class Char:
     step: int  # the first of those steps
 
 
-def _normalised(rgb: np.ndarray) -> np.ndarray:
-    """PaddleOCR's input: BGR (its models were trained on OpenCV-decoded images), (x / 255 - 0.5) / 0.5."""
-    return rgb[..., ::-1].astype(np.float32) * np.float32(2 / 255) - np.float32(1.0)
+def _normalise_into(rgb: np.ndarray, out: np.ndarray) -> None:
+    """PaddleOCR's input written into out (float32, rgb's shape): BGR (its models were trained on OpenCV-decoded
+    images), (x / 255 - 0.5) / 0.5. In place, without float temporaries (the finer detector's input is 17 MB)."""
+    np.multiply(rgb[..., ::-1], np.float32(2 / 255), out=out, casting="unsafe")
+    out -= np.float32(1.0)
 
 
 def load_head(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +82,7 @@ class SceneText:
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         canvas = np.zeros((dh, dw, 3), np.float32)  # 0: mid grey after normalisation
         pad_x, pad_y = (dw - nw) // 2, (dh - nh) // 2
-        canvas[pad_y:pad_y + nh, pad_x:pad_x + nw] = _normalised(resize(rgb, (nw, nh)))
+        _normalise_into(resize(rgb, (nw, nh)), canvas[pad_y:pad_y + nh, pad_x:pad_x + nw])
         out = self.det.run(PLAIN, input=canvas[None])["output"]
         if out.size != dw * dh:
             raise ModelError(f"text detection output has shape {out.shape}")
@@ -112,7 +114,7 @@ class SceneText:
         ch, cw = crop.shape[:2]
         nw = min(om.REC_W, max(1, round(cw * om.REC_H / ch)))
         out = np.zeros((1, om.REC_H, om.REC_W, 3), np.float32)
-        out[0, :, :nw] = _normalised(resize(np.ascontiguousarray(crop), (nw, om.REC_H)))
+        _normalise_into(resize(np.ascontiguousarray(crop), (nw, om.REC_H)), out[0, :, :nw])
         return out
 
     def step_probs(self, rgb: np.ndarray, box: Box) -> np.ndarray:

@@ -58,7 +58,8 @@ def regions(mask: np.ndarray, values: np.ndarray) -> list[Region]:
     if count == 0:
         return []
     stats = cc3d.statistics(labels)
-    sums = np.bincount(labels.ravel(), weights=values.ravel().astype(np.float64), minlength=count + 1)
+    inside = labels != 0  # text is a small part of a photo: sum over its pixels only
+    sums = np.bincount(labels[inside], weights=values[inside].astype(np.float64), minlength=count + 1)
     found = []
     for label in range(1, count + 1):
         rows, cols = stats["bounding_boxes"][label]
