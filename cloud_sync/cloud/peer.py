@@ -29,6 +29,7 @@ from paho.mqtt.properties import Properties
 from cloud_sync.cloud.commands import new_command, publish
 from cloud_sync.cloud.db import Claim, CloudDb, CloudDbError, PhotoLimits, PhotoStatus, StoredPhoto
 from cloud_sync.cloud.presence import status_record
+from cloud_sync.cloud.status_backlog import NewestPerTopic
 from cloud_sync.connection import Backoff, BrokerSettings, make_client, release
 from cloud_sync.errors import MessageRejected, RejectReason
 from cloud_sync.messages import (
@@ -312,7 +313,7 @@ class CloudPeer:
             await asyncio.to_thread(db.set_device_stations, self.settings.stations)
         self.counters["dispatch_sessions"] += 1
         self._note_subscribed(first)
-        statuses: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+        statuses: NewestPerTopic[aiomqtt.Message] = NewestPerTopic()
         offers_due: set[str] = set()
         offers_wake = asyncio.Event()
         background = [asyncio.create_task(self._store_statuses(db, statuses)),
@@ -326,7 +327,8 @@ class CloudPeer:
                 claims = []
                 for m in taken:
                     if m.topic.value.endswith("/status"):
-                        statuses.put_nowait(m)
+                        if statuses.put(m.topic.value, m):
+                            self.counters["statuses_superseded"] += 1  # its van's newer status came first
                     else:
                         claims.append(m)
                 for start in range(0, len(claims), CLAIM_GROUP_MAX):
@@ -334,7 +336,7 @@ class CloudPeer:
                     offers_due.update(await self._on_claims(client, db, group))
                     offers_wake.set()
                     self._claim_stats.note(len(group), time.monotonic() - started,
-                                           f", {statuses.qsize()} statuses waiting")
+                                           f", {len(statuses)} statuses waiting")
         finally:
             self._dispatch_client = None
             for task in background:
@@ -357,10 +359,9 @@ class CloudPeer:
                 except CloudDbError as exc:
                     self._failed(self.fleet.offers(station), exc)
 
-    async def _store_statuses(self, db: CloudDb, statuses: asyncio.Queue[aiomqtt.Message]) -> None:
+    async def _store_statuses(self, db: CloudDb, statuses: NewestPerTopic[aiomqtt.Message]) -> None:
         while True:
-            message = await statuses.get()
-            topic = message.topic.value
+            topic, message = await statuses.get()
             await self._guarded(topic, self._on_status(db, topic, message.payload))
 
     async def _on_status(self, db: CloudDb, topic: str, payload: Any) -> None:
