@@ -80,3 +80,11 @@ def test_runs_at_once_each_lease_their_own_identity_and_disconnect_nobody(
         done = _run(fleet, port)
     assert done.returncode == 1
     assert f"all {OPERATOR_SLOTS} operator identities cloud-op-0..{OPERATOR_SLOTS - 1} are in use" in done.stderr
+
+
+def test_withdraw_block_is_refused_from_the_command_line(fleet: FleetPki, tmp_path: Path) -> None:
+    """A re-offer frees the block in the cloud and tells the van; withdraw_block alone would leave them apart."""
+    argv = [sys.executable, "-m", "device.cli", "cloud", "command", NOBODY, "withdraw_block", "block=B1",
+            "--pki", str(fleet.pki.dir), "--broker", "127.0.0.1:1", "--fleet", FLEET]
+    result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "re-offer" in result.stderr, result.stderr

@@ -148,6 +148,9 @@ def list_photos(args: argparse.Namespace) -> int:
 
 def send_command(args: argparse.Namespace) -> int:
     """Exit 0: the van answered ok; 1: it answered failed or rejected, or no answer within --timeout."""
+    if args.name == web_actions.WITHDRAW:
+        raise CliError(f"{web_actions.WITHDRAW} is sent by a re-offer (the operator page's action), which frees the "
+                       "block in the cloud too; sent alone, the van would drop a block the cloud still lists as its")
     fleet = args.fleet or load_context(args).config.device.fleet
     host, _, port = args.broker.rpartition(":")
     try:
