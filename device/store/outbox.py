@@ -256,25 +256,27 @@ class EventStore:
         last_track = self._last_track_mono
         params: list[Any] = []  # every row's parameters, one after another
         results: list[list[StoredEvent | None]] = []
-        add_row = params.extend
+        gps_fix, columns = EventType.GPS_FIX, _COLUMNS  # locals: read once per group, not per event
         for job in jobs:
             out: list[StoredEvent | None] = []
+            add_result = out.append
             for event in job.events:
                 event_type = event.type
-                if event_type is EventType.GPS_FIX:
+                if event_type is gps_fix:
                     if not self._track_point_allowed(event):
-                        out.append(None)
+                        add_result(None)
                         continue
                     self._last_track_mono = event.mono
                 seq += 1
                 body = canonical_bytes(event.to_dict(seq))
                 prev = next_digest(prev, body)
-                text = body.decode("utf-8")
+                text = body.decode()
                 digest = prev.hex()
-                type_value, lane_value, lane = _COLUMNS[event_type]
-                add_row((seq, event.id, type_value, lane_value, event.ts, event.mono,
-                            event.block, event.stop, text, digest, stored_at))
-                out.append(_new_tuple(StoredEvent, (seq, event.id, event_type, lane, text, digest)))
+                type_value, lane_value, lane = columns[event_type]
+                event_id = event.id
+                params += (seq, event_id, type_value, lane_value, event.ts, event.mono,
+                           event.block, event.stop, text, digest, stored_at)
+                add_result(_new_tuple(StoredEvent, (seq, event_id, event_type, lane, text, digest)))
             results.append(out)
         conn = db.conn
         # BEGIN/COMMIT as sqlite-utils' atomic() does, without its context manager: this runs once per commit.
