@@ -103,6 +103,9 @@ def _full(exc: Exception) -> bool:
 def _insert_rows(conn: sqlite3.Connection, params: list[Any]) -> None:
     """Insert rows given as one flat list of their parameters (no tuple per row to build and flatten again)."""
     step = INSERT_BLOCK * _COLUMN_COUNT
+    if len(params) <= step:  # the usual group: one block, bound from the list itself (no copy)
+        conn.execute(_INSERT_EVENTS[len(params) // _COLUMN_COUNT], params)
+        return
     for start in range(0, len(params), step):
         block = params[start:start + step]
         conn.execute(_INSERT_EVENTS[len(block) // _COLUMN_COUNT], block)
