@@ -103,6 +103,8 @@ def _full(exc: Exception) -> bool:
 def _insert_rows(conn: sqlite3.Connection, params: list[Any]) -> None:
     """Insert rows given as one flat list of their parameters (no tuple per row to build and flatten again)."""
     step = INSERT_BLOCK * _COLUMN_COUNT
+    if not params:  # nothing to insert (every event of the group a thinned GPS point)
+        return
     if len(params) <= step:  # the usual group: one block, bound from the list itself (no copy)
         conn.execute(_INSERT_EVENTS[len(params) // _COLUMN_COUNT], params)
         return
