@@ -82,6 +82,13 @@ def test_a_group_of_several_insert_blocks_is_stored_whole_and_in_order(store: Ev
     assert store.verify_chain().ok
 
 
+def test_an_empty_group_stores_nothing_and_the_next_event_follows_the_chain(store: EventStore) -> None:
+    first = store.append(scan(1))
+    assert store.append_many([]) == []
+    assert store.append(scan(2)).seq == first.seq + 1
+    assert store.stats().last_seq == 2 and store.verify_chain().ok
+
+
 def test_duplicate_event_id_is_rejected_without_hurting_its_group(store: EventStore) -> None:
     event = scan(1)
     store.append(event)

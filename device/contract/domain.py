@@ -390,18 +390,22 @@ class Event:
 
     def to_dict(self, seq: int | None = None) -> dict[str, Any]:
         """The contract's event shape (DESIGN.md section 3); `seq` is added once the store assigned it."""
+        # Built whole in one literal (adding "seq" afterwards grows the dict) and the type's value read as the
+        # member's attribute (`.value` is a descriptor call): the store runs this once per event it appends.
+        fix = self.fix
         doc = {
             "id": self.id,
-            "type": self.type.value,
+            "type": self.type._value_,
             "ts": self.ts,
             "mono": self.mono,
-            "fix": self.fix.to_dict() if self.fix else None,
+            "fix": None if fix is None else fix.to_dict(),
             "block": self.block,
             "stop": self.stop,
             "data": self.data,
+            "seq": seq,
         }
-        if seq is not None:
-            doc["seq"] = seq
+        if seq is None:
+            del doc["seq"]
         return doc
 
     @classmethod
