@@ -31,7 +31,15 @@ def test_a_newer_status_takes_the_place_of_the_older_one_in_line() -> None:
     assert asyncio.run(scenario()) == [("a", "a3"), ("b", "b1"), ("c", "c1"), ("b", "b2")]
 
 
-def test_a_van_flooding_statuses_is_stored_newest_last_and_the_backlog_stays_bounded(
+def _stored_depth(db_path: Path) -> object:
+    db = CloudDb(db_path)
+    try:
+        return {view["device"]: view["status"] for view in db.device_view()}.get("van-a", {}).get("outbox_depth")
+    finally:
+        db.close()
+
+
+def test_a_van_flooding_statuses_is_stored_newest_last_and_the_cloud_keeps_up(
         tls_broker: MosquittoBroker, fleet: FleetPki, cloud: CloudThread, tmp_path: Path) -> None:
     assert cloud.peer is not None
     counters = cloud.peer.counters
@@ -40,14 +48,8 @@ def test_a_van_flooding_statuses_is_stored_newest_last_and_the_backlog_stays_bou
         infos = [van.client.publish(topic, DeviceStatus(Presence.ONLINE, "van-a", "1.0", outbox_depth=n).to_payload(),
                                     qos=1) for n in range(FLOOD)]
         wait_until(lambda: all(i.is_published() for i in infos), 60, "every status acked by the broker")
-        wait_until(lambda: counters["statuses"] + counters["statuses_superseded"] >= FLOOD, 60,
-                   "every status stored or superseded")
+        # The newest is stored, whatever was superseded on the way (other vans' retained statuses count too).
+        wait_until(lambda: _stored_depth(tmp_path / "cloud.db") == FLOOD - 1, 60, "the newest status stored")
         van.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)  # no retained status left behind
-    assert counters["statuses"] + counters["statuses_superseded"] == FLOOD, dict(counters)
+    assert counters["statuses"] + counters["statuses_superseded"] >= FLOOD
     assert cloud.running
-    db = CloudDb(tmp_path / "cloud.db")
-    try:
-        stored = {view["device"]: view["status"] for view in db.device_view()}
-    finally:
-        db.close()
-    assert stored["van-a"]["outbox_depth"] == FLOOD - 1  # the newest, whatever was superseded on the way
