@@ -243,7 +243,13 @@ class SqliteEngine:
 class PostgresEngine:
     """A psycopg connection pool; each transaction takes a connection of its own, so the threads of one
     process write in parallel. Transactions run at READ COMMITTED: what must be serialised (one device's
-    chain head, one block's claim) is serialised by row locks (`Dialect.for_update`)."""
+    chain head, one block's claim) is serialised by row locks (`Dialect.for_update`).
+
+    A connection is checked when it is taken (psycopg_pool's `check`: one empty query, a round trip per
+    transaction): after a server restart or a terminated backend, a dead connection is found there, counted in
+    `dead_connections`, logged, and replaced, and the transaction runs on a live one instead of failing. A
+    backend lost in the middle of a transaction still fails that transaction (a `CloudDbError`: the caller's
+    retry or the device's resend)."""
 
     dialect = POSTGRES
 
@@ -260,10 +266,23 @@ class PostgresEngine:
             psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S).close()
             options = {"options": "-c default_transaction_read_only=on"} if read_only else {}
             self.pool = ConnectionPool(url, min_size=1, max_size=POOL_MAX, timeout=POOL_TIMEOUT_S, open=False,
-                                       name="flexedge-cloud", kwargs=options)
+                                       name="flexedge-cloud", kwargs=options, check=self._check)
             self.pool.open(wait=True, timeout=POOL_TIMEOUT_S)
         except self._errors as exc:
             raise CloudDbError(f"cannot open cloud database {self.target}: {exc}") from exc
+
+    def _check(self, conn: Any) -> None:
+        """The pool's check of a connection it is about to hand out; raising makes it discard that one and take
+        another. One dead connection is seldom alone (a restart kills them all): the idle ones are checked too."""
+        from psycopg_pool import ConnectionPool
+
+        try:
+            ConnectionPool.check_connection(conn)
+        except Exception as exc:
+            log.warning("cloud database %s: a pooled connection was dead when taken (%s: %.200s); replacing it "
+                        "and checking the idle ones", self.target, type(exc).__name__, str(exc).strip())
+            self.pool.check()
+            raise
 
     @contextmanager
     def transaction(self, pipelined: bool = False) -> Iterator[Tx]:
@@ -285,6 +304,11 @@ class PostgresEngine:
                 return rows
         except self._errors as exc:
             raise CloudDbError(f"{type(exc).__name__}: {exc}") from exc
+
+    @property
+    def dead_connections(self) -> int:
+        """Pooled connections found dead (when taken, or checked beside one that was) and replaced."""
+        return int(self.pool.get_stats().get("connections_lost", 0))
 
     def close(self) -> None:
         self.pool.close()

@@ -72,6 +72,10 @@ class PostgresServer:
         data = self.dir / "data"
         self._run([initdb, "-D", str(data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C",
                    "--no-sync", "--no-instructions"])
+        self._start_server(pg_ctl, data)
+        return self
+
+    def _start_server(self, pg_ctl: str, data: Path) -> None:
         options = [f"-p {self.port}", f"-k {self.dir}", "-c listen_addresses=127.0.0.1",
                    f"-c max_connections={MAX_CONNECTIONS}"]
         if not self.durable:
@@ -79,7 +83,14 @@ class PostgresServer:
         self._run([pg_ctl, "-D", str(data), "-l", str(self.log_path), "-w", "-t", str(START_TIMEOUT_S),
                    "-o", " ".join(options), "start"])
         log.info("postgresql listening on 127.0.0.1:%d (data in %s)", self.port, data)
-        return self
+
+    def restart(self) -> None:
+        """Stop the server (fast: every client's connection is cut, committed data kept) and start it again on
+        the same port and data: what clients see of a database restart."""
+        assert self.dir is not None, "not started"
+        pg_ctl, data = pg_program("pg_ctl"), self.dir / "data"
+        self._run([pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"])
+        self._start_server(pg_ctl, data)
 
     def _run(self, argv: list[str]) -> None:
         kwargs: dict[str, Any] = {}
