@@ -10,6 +10,13 @@ paces its segments:
 - the window (batches in flight) grows by one with each ack that came quickly and halves (at least one batch,
   at most once per smoothed latency) with a timeout or an ack slower than `SLOW_FRACTION` of the configured
   timeout: a slow ack means the cloud has a queue, and more batches in flight only make it longer.
+Every ack is a latency sample, the late ack of a batch that timed out and was sent again too. Karn's rule (RFC
+6298 section 3: no samples from retransmitted segments) answers an ambiguity this protocol does not have: a resend
+is a new batch with a batch id of its own (the device's uplink, the simulated vans and photo chunks all make a new
+id per send), and the cloud acks the id it stored, so each ack names the one send it answers, as TCP's timestamp
+option does (which section 3 names as the case where retransmitted segments may be sampled). The late ack of a
+timed-out batch measures the cloud's queue; dropping it would keep the estimate low exactly when the cloud is
+slow, and resend more.
 The simulated vans of the fleet load bench use the same class, so they behave as devices do. Pure: the caller
 passes the clock.
 """

@@ -50,6 +50,19 @@ def test_the_window_halves_once_per_round_trip() -> None:
     assert pacing.window == 8
 
 
+def test_the_late_ack_of_a_batch_that_timed_out_is_a_sample() -> None:
+    """A batch times out (the timeout doubles, the batch goes again under a new batch id); its own late ack then
+    comes, 25 s after its send. Not ambiguous (the ack names that send), so it is a sample: the timeout grows past
+    the queue it measured, and the resends behind it are not sent a third time at 20 s."""
+    pacing = AckPacing(10.0, 4)
+    for n in range(10):
+        pacing.acked(1.0, float(n))
+    pacing.timed_out(20.0)
+    assert pacing.timeout_s == 20.0
+    pacing.acked(25.0, 30.0)
+    assert pacing.timeout_s > 25.0 and pacing.window == 1
+
+
 @pytest.mark.parametrize(("timeout_s", "window"), [(0.0, 4), (-1.0, 4), (10.0, 0)])
 def test_nonsense_settings_are_refused(timeout_s: float, window: int) -> None:
     with pytest.raises(ValueError):
