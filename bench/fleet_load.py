@@ -81,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                           "following the acks (cloud_sync.ack_pacing)")
     p.add_argument("--status-interval", type=float, default=SwarmSettings.status_interval_s)
     p.add_argument("--claims-per-van", type=int, default=1)
+    p.add_argument("--claim-timeout", type=float, default=SwarmSettings.claim_timeout_s,
+                   help="a claim unanswered this long is asked again (the device's claim timeout)")
     p.add_argument("--devices-per-station", type=int, default=50)
     p.add_argument("--blocks-per-station", type=int, default=0, help="default: half the station's vans")
     p.add_argument("--compression", choices=[c.value for c in Compression], default=Compression.ZSTD.value)
@@ -224,7 +226,8 @@ def run_generators(plans: list[VanPlan], settings: SwarmSettings, procs: int, si
 def claims_summary(reports: list[VanReport], winners: dict[str, str | None]) -> dict[str, Any]:
     sent = sum(len(r.claims) for r in reports)
     answers = [len(a) for r in reports for a in r.claims.values()]
-    # The cloud answers every request message once: a claim asked again after a reconnect may get two.
+    # The cloud answers every request message once: a claim asked again (after a reconnect or its timeout) may
+    # get two.
     over_answered = sum(1 for r in reports for rid, a in r.claims.items() if len(a) > r.claim_asks.get(rid, 0))
     granted: dict[str, list[str]] = {}
     for r in reports:
@@ -240,7 +243,8 @@ def claims_summary(reports: list[VanReport], winners: dict[str, str | None]) -> 
                 statuses[status] = statuses.get(status, 0) + 1
     return {"sent": sent, "answered_once": answers.count(1), "unanswered": answers.count(0),
             "answered_twice_or_more": sum(1 for n in answers if n > 1), "answered_more_than_asked": over_answered,
-            "republished": sum(r.claims_republished for r in reports), "skipped_no_open_block":
+            "republished": sum(r.claims_republished for r in reports),
+            "reasked_after_timeout": sum(r.claims_reasked for r in reports), "skipped_no_open_block":
             sum(r.claims_skipped for r in reports), "statuses": statuses,
             "blocks_granted_twice": sum(1 for devices in granted.values() if len(devices) > 1),
             "granted_not_winner_in_db": wrong_winner,
@@ -254,7 +258,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         FLEET, args.seconds, rate_per_van=args.rate, batch_events=args.batch_events,
         inflight_batches=args.inflight, ack_timeout_s=args.ack_timeout, paced=not args.unpaced,
         status_interval_s=args.status_interval,
-        claims_per_van=args.claims_per_van, compression=Compression(args.compression),
+        claims_per_van=args.claims_per_van, claim_timeout_s=args.claim_timeout,
+        compression=Compression(args.compression),
         drain_timeout_s=args.drain_timeout)
     work = Path(tempfile.mkdtemp(prefix="flexedge-fleet-load-"))
     stations = station_map(args.devices, args.devices_per_station)
@@ -377,7 +382,8 @@ def summary(result: dict[str, Any]) -> str:
         f"  lost {result['lost']}, duplicates {result['duplicates']}, unexpected {result['unexpected_rows']}, "
         f"chain heads wrong {result['chain_head_mismatch']}, flags {result['flags'] or 0}, "
         f"clock flags {result['clock_flags']}",
-        f"  claims sent {c['sent']} ({c['republished']} asked again after a reconnect), answered once "
+        f"  claims sent {c['sent']} (asked again: {c['republished']} after a reconnect, "
+        f"{c['reasked_after_timeout']} after the claim timeout), answered once "
         f"{c['answered_once']}, unanswered {c['unanswered']}, twice {c['answered_twice_or_more']}, more often than "
         f"asked {c['answered_more_than_asked']}, {c['statuses']}; blocks granted twice {c['blocks_granted_twice']}; "
         f"answer p50 {c['p50_ms']} ms p99 {c['p99_ms']} ms",

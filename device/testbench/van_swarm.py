@@ -10,7 +10,9 @@ Will and a retained status, subscribes to its own downlink and its station's off
   the window and the timeout follow the acks as the device's do (`cloud_sync.ack_pacing`, unless `paced` is off:
   then `inflight_batches` and `ack_timeout_s` stay fixed);
 - claims blocks of its station's (signature-checked) offers with the MQTT 5 response topic and correlation
-  data, and counts every answer per request id (each must come exactly once);
+  data, and counts every answer per request id (each must come exactly once); a claim with no answer within
+  `claim_timeout_s` (the device's, `SyncSettings.claim_timeout_s`) is asked again, as a device's claim times out
+  then and its driver taps the block again, and so is one still unanswered when a connection ended;
 - refreshes its retained status every `status_interval_s` and says `stopped` at the end.
 
 `rate_per_van` 0 means a backlog (a fleet back after an outage): each van sends as fast as its acks come.
@@ -60,6 +62,7 @@ log = logging.getLogger(__name__)
 
 VERSION = "fleet-load"  # the software version a simulated van reports in its status
 MAX_INBOUND_BYTES = SyncSettings.max_inbound_bytes
+CLAIM_POLL_S = 1.0  # how often the claimer looks for claims to ask again while it waits
 HALT_GRACE_S = 10.0  # at the end, how long the vans' tasks get to close their connections
 
 
@@ -78,6 +81,7 @@ class SwarmSettings:
     batch_events: int = 50
     inflight_batches: int = 2
     ack_timeout_s: float = SyncSettings.ack_timeout_s
+    claim_timeout_s: float = SyncSettings.claim_timeout_s  # no answer by then: the claim is asked again
     paced: bool = True  # window and ack timeout from the acks seen (cloud_sync.ack_pacing), as the device does
     status_interval_s: float = SyncSettings.status_interval_s
     claims_per_van: int = 1  # claims made at random moments in the first half of the run
@@ -106,6 +110,7 @@ class VanReport:
     claim_asks: dict[str, int] = field(default_factory=dict)  # request id -> times published
     claims_skipped: int = 0  # no open block of the station to claim at the planned moment
     claims_republished: int = 0  # asked again on a new connection, still unanswered when the old one ended
+    claims_reasked: int = 0  # asked again after `claim_timeout_s` without an answer
     claim_latencies_s: list[float] = field(default_factory=list)
     routes: int = 0
     route_blocks: set[str] = field(default_factory=set)  # blocks whose route came
@@ -171,7 +176,8 @@ class Van:
         self._wake = asyncio.Event()  # the sender's: an ack came
         self._answered = asyncio.Event()  # the claimer's: a claim result came
         self._offers: bytes | None = None  # the newest offers payload, checked when a claim needs it
-        self._claim_sent: dict[str, float] = {}
+        self._claim_sent: dict[str, float] = {}  # request id -> first asked (monotonic)
+        self._claim_asked: dict[str, float] = {}  # request id -> last asked (monotonic)
         self._claim_plan: list[float] = []  # seconds after go, still to claim
         self._go_at = 0.0  # monotonic
         self._phase = rng.random()  # rate mode: where in its first event interval the van starts (not in lockstep)
@@ -389,7 +395,8 @@ class Van:
         """Claim at the planned moments, then wait until every claim sent has been answered and the route of
         every block won has come. A claim still unanswered when a connection ended goes again with the same
         request id on the next one (the answer may have died with the old connection: paho acknowledges a
-        message before the application has read it), as the device asks again after its claim timeout; the
+        message before the application has read it); so does one unanswered for `claim_timeout_s` on this one
+        (the device's claim times out then, `cloud_sync.downlink`, and its driver taps the block again). The
         cloud answers a repeated request the same way."""
         for request_id in [r for r, answers in self.report.claims.items() if not answers]:
             self.report.claims_republished += 1
@@ -397,7 +404,8 @@ class Van:
         while self._claim_plan and not self.halted:
             delay = self._go_at + self._claim_plan[0] - time.monotonic()
             if delay > 0:
-                await asyncio.sleep(delay)
+                await self._await_answers(client, delay)
+                continue
             self._claim_plan.pop(0)
             try:
                 blocks = self._open_blocks()
@@ -415,10 +423,22 @@ class Van:
             await self._publish_claim(client, request_id)
         while (any(not answers for answers in self.report.claims.values()) or self.report.routes_missing()) \
                 and not self.halted:
-            self._answered.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await self._answered.wait()
+            await self._await_answers(client, CLAIM_POLL_S)
+
+    async def _await_answers(self, client: aiomqtt.Client, seconds: float) -> None:
+        """Wait up to `seconds` (less if an answer comes), then ask again each claim unanswered for
+        `claim_timeout_s`."""
+        self._answered.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(seconds, CLAIM_POLL_S)):
+                await self._answered.wait()
+        now = time.monotonic()
+        for request_id, answers in self.report.claims.items():
+            if not answers and not self.halted and now - self._claim_asked[request_id] >= self.settings.claim_timeout_s:
+                log.info("%s: no answer to claim %s within %.0f s, asking again", self.plan.device, request_id,
+                         self.settings.claim_timeout_s)
+                self.report.claims_reasked += 1
+                await self._publish_claim(client, request_id)
 
     async def _publish_claim(self, client: aiomqtt.Client, request_id: str) -> None:
         props = mqtt_properties(PacketTypes.PUBLISH)
@@ -426,6 +446,7 @@ class Van:
         props.CorrelationData = request_id.encode()
         payload = ClaimRequest(self.report.claimed_blocks[request_id], request_id).to_payload()
         self.report.claim_asks[request_id] = self.report.claim_asks.get(request_id, 0) + 1
+        self._claim_asked[request_id] = time.monotonic()
         await client.publish(self.topics.claim, payload, qos=1, properties=props)
 
     def _on_claim_result(self, payload: bytes, props: Properties | None) -> None:
