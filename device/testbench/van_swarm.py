@@ -426,15 +426,17 @@ class Van:
             await self._await_answers(client, CLAIM_POLL_S)
 
     async def _await_answers(self, client: aiomqtt.Client, seconds: float) -> None:
-        """Wait up to `seconds` (less if an answer comes), then ask again each claim unanswered for
-        `claim_timeout_s`."""
+        """Wait up to `seconds` (less if an answer comes, or a claim's timeout runs out first), then ask again
+        each claim unanswered for `claim_timeout_s`."""
+        timeout_s = self.settings.claim_timeout_s
+        due = [self._claim_asked[r] + timeout_s for r, answers in self.report.claims.items() if not answers]
         self._answered.clear()
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(min(seconds, CLAIM_POLL_S)):
+            async with asyncio.timeout(max(0.0, min([seconds, CLAIM_POLL_S, *(d - time.monotonic() for d in due)]))):
                 await self._answered.wait()
         now = time.monotonic()
         for request_id, answers in self.report.claims.items():
-            if not answers and not self.halted and now - self._claim_asked[request_id] >= self.settings.claim_timeout_s:
+            if not answers and not self.halted and now - self._claim_asked[request_id] >= timeout_s:
                 log.info("%s: no answer to claim %s within %.0f s, asking again", self.plan.device, request_id,
                          self.settings.claim_timeout_s)
                 self.report.claims_reasked += 1
