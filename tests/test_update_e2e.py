@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import pytest
 
 from cloud_sync.cloud.commands import new_command, signed_payload
+from cloud_sync.pki import operator_client_ids
 from cloud_sync.topics import FleetTopics
 from device import __version__
 from device.contract.release import MANIFEST_NAME, Manifest
@@ -151,7 +152,11 @@ max_starts = {MAX_STARTS}
                          "127.0.0.1:0", "--broker", f"127.0.0.1:{tls_broker.port}", "--fleet-name", FLEET,
                          "--timeout", "240", "--json", timeout_s=400)
         assert done.stdout, done.stderr
-        return done.returncode, json.loads(done.stdout)
+        report = json.loads(done.stdout)
+        # the operator identity it leased, said on stderr before the rollout and in the report
+        assert report["client_id"] == operator_client_ids("cloud")[0], report
+        assert f"publishing as operator identity {report['client_id']}" in done.stderr
+        return done.returncode, report
 
     def current() -> str:
         return os.readlink(releases / "current")

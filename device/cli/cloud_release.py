@@ -145,6 +145,9 @@ def run_publish(args: argparse.Namespace) -> int:
     started = datetime.now(timezone.utc)
     try:
         with operator_identity(pki, args.client_prefix, args.client_id) as client_id:
+            # Before the waves: which identity the broker sees (and the audit shows) while the rollout runs
+            print(f"release {manifest.version}: publishing as operator identity {client_id}", file=sys.stderr,
+                  flush=True)
             report = asyncio.run(publish(client_id))
     except aiomqtt.MqttError as exc:
         raise CliError(f"broker {args.broker}: {exc}", Exit.FAILED) from None
@@ -152,8 +155,8 @@ def run_publish(args: argparse.Namespace) -> int:
         raise CliError(f"release publish: {exc}", Exit.FAILED) from None
     seconds = (datetime.now(timezone.utc) - started).total_seconds()
     ok = sum(r.status == "ok" for r in report.results)
-    emit(args, {**report.to_dict(), "seconds": round(seconds, 1)},
-         f"release {report.version}: {ok} of {len(devices)} vans updated in {seconds:.0f} s" +
+    emit(args, {**report.to_dict(), "seconds": round(seconds, 1), "client_id": client_id},
+         f"release {report.version}: {ok} of {len(devices)} vans updated in {seconds:.0f} s as {client_id}" +
          (f"; STOPPED: {report.stopped}; not reached: {', '.join(report.not_reached) or '-'}" if report.stopped
           else ""))
     return Exit.OK if report.ok else Exit.FAILED
