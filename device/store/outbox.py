@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence, TypeVar
 
 import sqlite_utils
 
-from device.contract.chain import GENESIS_HASH, canonical_bytes, hash_body, next_digest
+from device.contract.chain import GENESIS_HASH, canonical_bytes, hash_body, link
 from device.contract.domain import Event, EventType, Lane, lane_of
 from device.store.database import Recovery, open_database
 from device.store.errors import StoreError, StoreFull
@@ -31,11 +31,22 @@ _EVENT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)"
 INSERT_EVENT = _EVENT_COLUMNS + _EVENT_VALUES
 # A group's rows go in by blocks of this many in one statement, the last block too (whatever its size): sqlite
 # runs one statement instead of one per row (about a tenth less CPU per event in a burst of 100);
-# 64 x 11 parameters stay far below SQLite's limit.
+# 64 x 10 parameters stay far below SQLite's limit.
 INSERT_BLOCK = 64
-_COLUMN_COUNT = _EVENT_VALUES.count("?")
+_ROW_PARAMS = 10  # a row's own parameters (seq .. hash); stored_at, the same for the whole group, is bound once
+
+
+def _insert_block_sql(rows: int) -> str:
+    """The statement for a block of `rows` rows: row j binds ?(10j+1) .. ?(10j+10), every row's stored_at is
+    the one parameter after them (so the list bound is the rows' parameters, then stored_at)."""
+    stored_at = rows * _ROW_PARAMS + 1
+    return _EVENT_COLUMNS + ", ".join(
+        "(" + ", ".join(f"?{j * _ROW_PARAMS + c}" for c in range(1, _ROW_PARAMS + 1)) + f", 0, ?{stored_at})"
+        for j in range(rows))
+
+
 # The statement for a block of n rows is _INSERT_EVENTS[n]; sqlite3's statement cache keeps the ones in use prepared.
-_INSERT_EVENTS = [""] + [_EVENT_COLUMNS + ", ".join([_EVENT_VALUES] * n) for n in range(1, INSERT_BLOCK + 1)]
+_INSERT_EVENTS = [""] + [_insert_block_sql(n) for n in range(1, INSERT_BLOCK + 1)]
 
 
 # Per event type, its columns as plain str/int (an enum member binds to sqlite several times slower) and its lane.
@@ -100,17 +111,20 @@ def _full(exc: Exception) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
 
 
-def _insert_rows(conn: sqlite3.Connection, params: list[Any]) -> None:
-    """Insert rows given as one flat list of their parameters (no tuple per row to build and flatten again)."""
-    step = INSERT_BLOCK * _COLUMN_COUNT
+def _insert_rows(conn: sqlite3.Connection, params: list[Any], stored_at: float) -> None:
+    """Insert rows given as one flat list of their own parameters (no tuple per row to build and flatten again),
+    all stored at `stored_at`."""
+    step = INSERT_BLOCK * _ROW_PARAMS
     if not params:  # nothing to insert (every event of the group a thinned GPS point)
         return
     if len(params) <= step:  # the usual group: one block, bound from the list itself (no copy)
-        conn.execute(_INSERT_EVENTS[len(params) // _COLUMN_COUNT], params)
+        params.append(stored_at)
+        conn.execute(_INSERT_EVENTS[len(params) // _ROW_PARAMS], params)
         return
     for start in range(0, len(params), step):
         block = params[start:start + step]
-        conn.execute(_INSERT_EVENTS[len(block) // _COLUMN_COUNT], block)
+        block.append(stored_at)
+        conn.execute(_INSERT_EVENTS[len(block) // _ROW_PARAMS], block)
 
 
 class EventStore:
@@ -261,7 +275,7 @@ class EventStore:
         last_track = self._last_track_mono
         params: list[Any] = []  # every row's parameters, one after another
         results: list[list[StoredEvent | None]] = []
-        gps_fix, columns = EventType.GPS_FIX, _COLUMNS  # locals: read once per group, not per event
+        gps_fix, columns, link_to = EventType.GPS_FIX, _COLUMNS, link  # locals: read once per group, not per event
         for job in jobs:
             out: list[StoredEvent | None] = []
             add_result = out.append
@@ -273,21 +287,20 @@ class EventStore:
                         continue
                     self._last_track_mono = event.mono
                 seq += 1
-                body = canonical_bytes(event.to_dict(seq))
-                prev = next_digest(prev, body)
+                body, prev = link_to(prev, event.to_dict(seq))
                 text = body.decode()
                 digest = prev.hex()
                 type_value, lane_value, lane = columns[event_type]
                 event_id = event.id
                 params += (seq, event_id, type_value, lane_value, event.ts, event.mono,
-                           event.block, event.stop, text, digest, stored_at)
+                           event.block, event.stop, text, digest)
                 add_result(_new_tuple(StoredEvent, (seq, event_id, event_type, lane, text, digest)))
             results.append(out)
         conn = db.conn
         # BEGIN/COMMIT as sqlite-utils' atomic() does, without its context manager: this runs once per commit.
         conn.execute("BEGIN")
         try:
-            _insert_rows(conn, params)
+            _insert_rows(conn, params, stored_at)
             for job in jobs:
                 if job.extra is not None:
                     insert_journal(conn, job.extra)
