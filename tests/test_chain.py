@@ -43,9 +43,10 @@ def test_stored_bodies_and_hashes_are_the_chain_definition_over_the_contract_doc
     path: Path = tmp_path_factory.mktemp("chain") / "events.db"
     with EventStore(path) as store:
         stored = store.append_many(events)
+    assert stored == list(stored) and len(stored) == len(events)
     prev = GENESIS_HASH
     for seq, (event, row) in enumerate(zip(events, stored), start=1):
-        assert row is not None and row.seq == seq
+        assert row is not None and row.seq == seq and row.type is event.type and row.lane is event.lane
         doc = contract_doc(event, seq)
         body = canonical_bytes(doc)
         assert row.body.encode() == body
