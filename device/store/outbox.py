@@ -167,7 +167,7 @@ def _full(exc: Exception) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
 
 
-def _insert_rows(conn: sqlite3.Connection, params: list[Any], stored_at: float) -> None:
+def _insert_rows(conn: sqlite3.Cursor, params: list[Any], stored_at: float) -> None:
     """Insert rows given as one flat list of their own parameters (no tuple per row to build and flatten again),
     all stored at `stored_at`."""
     step = INSERT_BLOCK * _ROW_PARAMS
@@ -217,6 +217,8 @@ class EventStore:
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             row = (int(meta.get("anchor_seq", 0)), meta.get("anchor_hash", GENESIS_HASH))
         self._head_seq, self._head_digest = row[0], bytes.fromhex(row[1])
+        # The append path's statements run on one cursor (Connection.execute makes a new cursor every call).
+        self._cursor = db.conn.cursor()
         return db
 
     def close(self) -> None:
@@ -348,15 +350,15 @@ class EventStore:
                 params += (seq, event.id, type_value, lane_value, event.ts, event.mono,
                            event.block, event.stop, body.decode(), prev.hex())
             results.append(StoredEvents(job.events, params, start, thinned))
-        conn = db.conn
+        conn, cursor = db.conn, self._cursor
         # BEGIN/COMMIT as sqlite-utils' atomic() does, without its context manager: this runs once per commit.
-        conn.execute("BEGIN")
+        cursor.execute("BEGIN")
         try:
-            _insert_rows(conn, params, stored_at)
+            _insert_rows(cursor, params, stored_at)
             for job in jobs:
                 if job.extra is not None:
                     insert_journal(conn, job.extra)
-            conn.execute("COMMIT")
+            cursor.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
