@@ -26,6 +26,13 @@ def next_digest(prev_digest: bytes, body: bytes) -> bytes:
     return hashlib.sha256(prev_digest + body).digest()
 
 
+def link(prev_digest: bytes, event: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    """`canonical_bytes(event)` and `next_digest(prev_digest, <those bytes>)` in one call (the same bytes and
+    digest: tests/test_chain.py holds them to it): the store makes one link per event it appends."""
+    body = orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+    return body, hashlib.sha256(prev_digest + body).digest()
+
+
 def hash_body(prev_hash: str, body: bytes) -> str:
     """`next_digest` on hex strings, as stored and sent."""
     return next_digest(bytes.fromhex(prev_hash), body).hex()

@@ -390,19 +390,20 @@ class Event:
 
     def to_dict(self, seq: int | None = None) -> dict[str, Any]:
         """The contract's event shape (DESIGN.md section 3); `seq` is added once the store assigned it."""
-        # Built whole in one literal (adding "seq" afterwards grows the dict) and the type's value read as the
-        # member's attribute (`.value` is a descriptor call): the store runs this once per event it appends.
+        # Built whole in one literal (adding "seq" afterwards grows the dict), its keys in the canonical (sorted)
+        # order, which orjson's key sort then finds already in place, and the type's value read as the member's
+        # attribute (`.value` is a descriptor call): the store runs this once per event it appends.
         fix = self.fix
         doc = {
-            "id": self.id,
-            "type": self.type._value_,
-            "ts": self.ts,
-            "mono": self.mono,
-            "fix": None if fix is None else fix.to_dict(),
             "block": self.block,
-            "stop": self.stop,
             "data": self.data,
+            "fix": None if fix is None else fix.to_dict(),
+            "id": self.id,
+            "mono": self.mono,
             "seq": seq,
+            "stop": self.stop,
+            "ts": self.ts,
+            "type": self.type._value_,
         }
         if seq is None:
             del doc["seq"]

@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 from concurrent.futures import Future
-from typing import Any, Callable, Generic, Protocol, TypeVar
+from typing import Any, Callable, Generic, Protocol, Sequence, TypeVar
 
 import sqlite_utils
 
@@ -103,7 +103,7 @@ def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | No
 class AppendJob:
     __slots__ = ("events", "extra", "future")
 
-    def __init__(self, events: list[Any], extra: Any, future: Outcome[list[Any]]) -> None:
+    def __init__(self, events: list[Any], extra: Any, future: Outcome[Sequence[Any]]) -> None:
         self.events = events
         self.extra = extra  # committed in the events' transaction (a journal entry)
         self.future = future  # what commit_group stored, one item per event
@@ -151,14 +151,14 @@ class Writer:
         return self._thread.is_alive() and not self._closed
 
     # ---- queued work --------------------------------------------------------------------------------
-    def submit_append(self, events: list[Any], extra: Any = None) -> Future[list[Any]]:
-        future: Future[list[Any]] = Future()
+    def submit_append(self, events: list[Any], extra: Any = None) -> Future[Sequence[Any]]:
+        future: Future[Sequence[Any]] = Future()
         self._put(AppendJob(events, extra, future))
         return future
 
-    def submit_append_async(self, events: list[Any], extra: Any = None) -> asyncio.Future[list[Any]]:
+    def submit_append_async(self, events: list[Any], extra: Any = None) -> asyncio.Future[Sequence[Any]]:
         """Queue an append for the writer thread; the returned future resolves on the running loop."""
-        outcome: LoopOutcome[list[Any]] = LoopOutcome(asyncio.get_running_loop())
+        outcome: LoopOutcome[Sequence[Any]] = LoopOutcome(asyncio.get_running_loop())
         self._put(AppendJob(events, extra, outcome))
         return outcome.future
 
@@ -175,12 +175,12 @@ class Writer:
             self._queue.put(job)
 
     # ---- work the caller waits for ------------------------------------------------------------------
-    def run_append(self, events: list[Any], extra: Any = None) -> list[Any]:
+    def run_append(self, events: list[Any], extra: Any = None) -> Sequence[Any]:
         """Append and wait for the commit: on this thread when the writer is idle, else queued."""
         db = self._claim_idle()
         if db is None:
             return self.submit_append(events, extra).result()
-        outcome: Immediate[list[Any]] = Immediate()
+        outcome: Immediate[Sequence[Any]] = Immediate()
         try:
             self._commit_group(db, [AppendJob(events, extra, outcome)])
         finally:
