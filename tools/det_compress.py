@@ -236,22 +236,25 @@ def split_concat(model, project: str) -> bool:
 
 
 def scalar_constants(model) -> int:
-    """Give the one-element constants (shape (1,): the learnable scale and bias after each of PP-LCNetV3's
-    convolutions and activations) the shape () of a scalar. Same arithmetic; with a (1,) constant onnx2tf runs
-    every activation and affine in NCHW between two TRANSPOSEs of a full feature map (48 of them) and turns
-    the depthwise convolutions into grouped CONV_2Ds. Returns how many constants changed."""
+    """Give the float one-element constants (shape (1,): the learnable scale and bias after each of
+    PP-LCNetV3's convolutions and activations) that only Mul/Add/Sub/Div read the shape () of a scalar. Same
+    arithmetic; with (1,) constants onnx2tf runs every activation and affine in NCHW between two TRANSPOSEs of
+    a full feature map (48 in the detector, 56 in the recogniser) and turns the detector's depthwise
+    convolutions into grouped CONV_2Ds. Returns how many constants changed."""
     from onnx import numpy_helper
+    elementwise = {"Mul", "Add", "Sub", "Div"}
+    users: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users.setdefault(name, set()).add(node.op_type)
     changed = 0
     for node in model.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value" and \
+                users.get(node.output[0], {"?"}) <= elementwise:
             value = numpy_helper.to_array(node.attribute[0].t)
-            if value.shape == (1,):
+            if value.shape == (1,) and value.dtype.kind == "f":
                 node.attribute[0].t.CopyFrom(numpy_helper.from_array(value.reshape(()), node.output[0]))
                 changed += 1
-    for init in model.graph.initializer:
-        if tuple(init.dims) == (1,):
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).reshape(()), init.name))
-            changed += 1
     return changed
 
 
