@@ -7,8 +7,8 @@ fetched with `pip download --no-deps` (or given with --wheel). Steps:
    classifier columns of device.vision.ocr_models.REC_CHARSET only (blank, digits, Latin letters, a few
    signs, out of 6625) as a small numpy head (REC_HEAD_FILE); input fixed to 1x3xREC_HxREC_W;
 2. detection: input fixed to 1x3xDET_HxDET_W, and a second file of the same weights at DET_FINE_H x DET_FINE_W
-   (the check's finer look; `--fine-size none` leaves it out); with `--compress` (the default ranks of
-   tools/det_compress.py unless `--compress none`) the heaviest 3x3 convolutions are factorised into a 1x1
+   (the check's finer look; `--fine-size none` leaves it out); `--compress` (not used for the shipped
+   files: see the model card's changes_round_7) factorises the heaviest 3x3 convolutions into a 1x1
    convolution to fewer channels and a 3x3 one, fitted by least squares to the original layer's outputs on
    calibration photos (no training; both detector files get the same factors);
    in all three models the one-element constants (PP-LCNetV3's learnable affines) become scalars, which keeps
@@ -191,8 +191,11 @@ def main() -> int:
     parser.add_argument("--fine-size", default=f"{om.DET_FINE_W}x{om.DET_FINE_H}",
                         help=f"the second-look detector ({om.DET_FINE_FILE}), WIDTHxHEIGHT or 'none' "
                              "(default %(default)s)")
-    parser.add_argument("--compress", default=",".join(f"{k}={v}" for k, v in det_compress.DEFAULT_RANKS.items()),
-                        help="detector convolutions to factorise, NODE=INPUT_RANK,... or 'none' (default %(default)s)")
+    parser.add_argument("--compress", nargs="?", default="none",
+                        const=",".join(f"{k}={v}" for k, v in det_compress.DEFAULT_RANKS.items()),
+                        help="detector convolutions to factorise, NODE=INPUT_RANK,... (alone: %(const)s); the "
+                             "shipped files are not factorised: it cost reads on the calibration seed (default "
+                             "%(default)s)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     import onnx
