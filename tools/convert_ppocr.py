@@ -7,7 +7,12 @@ fetched with `pip download --no-deps` (or given with --wheel). Steps:
    classifier columns of device.vision.ocr_models.REC_CHARSET only (blank, digits, Latin letters, a few
    signs, out of 6625) as a small numpy head (REC_HEAD_FILE); input fixed to 1x3xREC_HxREC_W;
 2. detection: input fixed to 1x3xDET_HxDET_W, and a second file of the same weights at DET_FINE_H x DET_FINE_W
-   (the check's finer look; `--fine-size none` leaves it out);
+   (the check's finer look; `--fine-size none` leaves it out); `--compress` (not used for the shipped
+   files: see the model card's changes_round_7) factorises the heaviest 3x3 convolutions into a 1x1
+   convolution to fewer channels and a 3x3 one, fitted by least squares to the original layer's outputs on
+   calibration photos (no training; both detector files get the same factors);
+   in all three models the one-element constants (PP-LCNetV3's learnable affines) become scalars, which keeps
+   onnx2tf's graph in NHWC (without it every activation runs between two TRANSPOSEs of a full feature map);
 3. onnx-simplifier with the fixed shapes (folds the Shape/Slice/Concat arithmetic before every Reshape into
    constants: without it onnx2tf flattens the SVTR block's tokens on the wrong axes);
 4. onnx2tf to TFLite (NHWC input), float16 weights (half the bytes, float32 arithmetic on CPU);
@@ -31,9 +36,11 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+# the repository instead of this script's folder (whose bench.py would hide the bench/ folder's modules)
+sys.path[0] = str(REPO)
 
 from device.vision import ocr_models as om  # noqa: E402
+from tools import det_compress  # noqa: E402
 
 log = logging.getLogger("convert_ppocr")
 WHEEL = "rapidocr-onnxruntime==1.4.4"
@@ -93,7 +100,20 @@ def convert(onnx_path: Path, work: Path) -> Path:
     core.download_test_image_data = offline_sample_images
     out = work / onnx_path.stem
     onnx2tf.convert(input_onnx_file_path=str(onnx_path), output_folder_path=str(out), non_verbose=True)
-    return out / f"{onnx_path.stem}_float16.tflite"
+    tflite = out / f"{onnx_path.stem}_float16.tflite"
+    drop_signatures(tflite)
+    return tflite
+
+
+def drop_signatures(tflite: Path) -> None:
+    """Remove the file's signature defs: onnx2tf writes a 'serving_default' one when its Keras route converts
+    (after the scalar constants, the detector's does) and none when it falls back to a concrete function. The
+    check runs every file as one plain input and output (device/vision/backend.py), and frees the detector's
+    buffers between photos, which a signature runner would keep."""
+    from tensorflow.lite.tools import flatbuffer_utils
+    model = flatbuffer_utils.read_model(str(tflite))
+    model.signatureDefs = []
+    flatbuffer_utils.write_model(model, str(tflite))
 
 
 def text_sample(shape: tuple[int, int, int, int]) -> np.ndarray:
@@ -134,6 +154,34 @@ def det_shape(size: str) -> tuple[int, int]:
     return height, width
 
 
+def compress_ranks(spec: str) -> dict[str, int]:
+    """'p2o.Conv.61=24,p2o.Conv.58=40' -> {node: input rank}; 'none' -> {}."""
+    if spec == "none":
+        return {}
+    try:
+        return {name: int(k) for name, k in (item.split("=") for item in spec.split(","))}
+    except ValueError:
+        raise SystemExit(f"--compress {spec}: give NODE=RANK,... or 'none'") from None
+
+
+def compress_detector(det_bytes: bytes, shape: tuple[int, int, int, int],
+                      ranks: dict[str, int]) -> list[det_compress.Factor]:
+    """Fit the factors on calibration photos at the first detector's input size and log how far the
+    compressed network's probability maps are from the original's there."""
+    import onnx
+    teacher = onnx.load_from_string(det_bytes)
+    fix_input(teacher, shape)
+    photos = det_compress.calibration_photos()
+    inputs = [det_compress.letterbox(p, shape) for p in photos]
+    factors = det_compress.factorise(teacher, ranks, inputs)
+    student = onnx.load_from_string(det_bytes)
+    fix_input(student, shape)
+    det_compress.apply(student, factors)
+    log.info("compressed detector against the original on the calibration photos: %s",
+             det_compress.map_agreement(teacher, student, inputs[::4]))
+    return factors
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--wheel", type=Path, help=f"the {WHEEL} wheel (default: pip download it)")
@@ -143,6 +191,11 @@ def main() -> int:
     parser.add_argument("--fine-size", default=f"{om.DET_FINE_W}x{om.DET_FINE_H}",
                         help=f"the second-look detector ({om.DET_FINE_FILE}), WIDTHxHEIGHT or 'none' "
                              "(default %(default)s)")
+    parser.add_argument("--compress", nargs="?", default="none",
+                        const=",".join(f"{k}={v}" for k, v in det_compress.DEFAULT_RANKS.items()),
+                        help="detector convolutions to factorise, NODE=INPUT_RANK,... (alone: %(const)s); the "
+                             "shipped files are not factorised: it cost reads on the calibration seed (default "
+                             "%(default)s)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     import onnx
@@ -154,7 +207,10 @@ def main() -> int:
         with zipfile.ZipFile(wheel) as archive:
             det_bytes = archive.read(DET_ONNX)
             rec = onnx.load_from_string(archive.read(REC_ONNX))
-        jobs = [(onnx.load_from_string(det_bytes), om.DET_FILE, (1, 3, *det_shape(args.det_size)))]
+        det_input = (1, 3, *det_shape(args.det_size))
+        ranks = compress_ranks(args.compress)
+        factors = compress_detector(det_bytes, det_input, ranks) if ranks else []
+        jobs = [(onnx.load_from_string(det_bytes), om.DET_FILE, det_input)]
         if args.fine_size != "none":
             jobs.append((onnx.load_from_string(det_bytes), om.DET_FINE_FILE, (1, 3, *det_shape(args.fine_size))))
         fix_input(rec, (1, 3, om.REC_H, om.REC_W))
@@ -163,6 +219,11 @@ def main() -> int:
         np.savez(args.out / om.REC_HEAD_FILE, **head)
         for model, name, shape in jobs:
             fix_input(model, shape)
+            if name != om.REC_FILE:
+                det_compress.apply(model, factors)
+                if det_compress.split_concat(model, det_compress.HEAD_PROJECTION):
+                    log.info("%s: the head's projection split over the upsampled parts of its Concat", name)
+            log.info("%s: %d one-element constants made scalars", name, det_compress.scalar_constants(model))
             onnx_path = work / Path(name).with_suffix(".onnx").name
             simplified, ok = onnxsim.simplify(model)
             if not ok:
