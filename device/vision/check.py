@@ -56,8 +56,6 @@ class CheckThresholds:
     # number can lie outside the box, or be missed by the detector)
     widen_expected: int = 3  # of those looks, how many a reading of the expected number itself takes: all, so
     # that the "9" the detector found of a sticker "79" is read as 79 through a wider box, never a match for 9
-    lone_width: float = 1.2  # a box no wider than this many heights holds one glyph: it is read with...
-    lone_margin: float = 0.1  # ...this many heights more above and below (a tight box reads a lone 3 as B)
     same_line: float = 0.15  # a finer-look line is read unless each of its edges is within this many heights of a
     # line already read: the finer detector's box often shows more of the glyphs ("63" whose first box cut the
     # top of the 6 off and read "03")
@@ -172,13 +170,6 @@ def same_box(a: Box, b: Box, within: float) -> bool:
     return max(abs(u - v) for u, v in zip(a, b)) <= within * h
 
 
-def with_margin(box: Box, size: tuple[int, int], margin: float) -> Box:
-    """The box taller by margin heights above and below, inside the image (w, h)."""
-    x0, y0, x1, y1 = box
-    grow = margin * (y1 - y0)
-    return x0, max(0, int(y0 - grow)), x1, min(size[1], int(y1 + grow))
-
-
 class HouseNumberChecker:
     def __init__(self, text: SceneText, thresholds: CheckThresholds = CheckThresholds(),
                  quality: QualityThresholds = DEFAULT_QUALITY, fine: SceneText | None = None) -> None:
@@ -224,9 +215,6 @@ class HouseNumberChecker:
         return lines[: self.thresholds.max_candidates]
 
     def read(self, frame: Frame, box: Box) -> Reading:
-        t = self.thresholds
-        if box[2] - box[0] <= t.lone_width * (box[3] - box[1]):
-            box = with_margin(box, (frame.rgb.shape[1], frame.rgb.shape[0]), t.lone_margin)
         pixels, at = frame.pixels_for(box)
         return best_number(greedy_decode(self.text.step_probs(pixels, at)))
 
