@@ -112,7 +112,8 @@ def test_lone_numerals_the_first_pass_misses_are_found_by_the_finer_second_look(
 
 def test_a_finer_look_line_around_text_the_first_pass_read_is_read_again(checker: HouseNumberChecker) -> None:
     """The finer detector's box around a line the first pass read, but not surely, is read when it is not the same
-    box: on this small tile "1482" only the finer box reads the number (the old rule skipped any overlapping box)."""
+    box: on this small tile "1482" only the finer box reads the number (the old rule skipped a box overlapping a read
+    line by 70%; same_line=1.0 skips it here too)."""
     gen = door_generator(99)  # a calibration seed: its 88th photo
     photo = [gen.photo() for _ in range(88)][-1]
     assert (photo.text, photo.style) == ("1482", "tiles")
