@@ -56,6 +56,9 @@ class CheckThresholds:
     # number can lie outside the box, or be missed by the detector)
     widen_expected: int = 3  # of those looks, how many a reading of the expected number itself takes: all, so
     # that the "9" the detector found of a sticker "79" is read as 79 through a wider box, never a match for 9
+    same_line: float = 0.15  # a finer-look line is read unless each of its edges is within this many heights of a
+    # line already read: the finer detector's box often shows more of the glyphs ("63" whose first box cut the
+    # top of the 6 off and read "03")
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
     work_side: int = 1152  # 2304x1296 camera frames decode at exactly 1/2 scale (libjpeg DCT scaling)
 
@@ -161,12 +164,10 @@ class Frame:
         return self._fine, tuple(int(round(v * ratio)) for v in box)  # type: ignore[return-value]
 
 
-def _same_text(a: Box, b: Box) -> bool:
-    """Two boxes around the same text: their overlap is most of the smaller one."""
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return w > 0 and h > 0 and w * h >= 0.7 * smaller
+def same_box(a: Box, b: Box, within: float) -> bool:
+    """Two boxes alike: each edge of one within `within` heights (the taller's) of the other's."""
+    h = max(a[3] - a[1], b[3] - b[1])
+    return max(abs(u - v) for u, v in zip(a, b)) <= within * h
 
 
 class HouseNumberChecker:
@@ -277,7 +278,8 @@ class HouseNumberChecker:
         verdict, read, confidence, order = self._decide(want, readings)
         if verdict is Verdict.UNREADABLE and self.fine is not None:  # nothing sure: look again, finer
             self.text.det.release()  # type: ignore[attr-defined]  # its buffers and the fine one's: the peak
-            more = [b for b in self.candidates(loaded.rgb, self.fine) if not any(_same_text(b, a) for a in boxes)]
+            within = self.thresholds.same_line
+            more = [b for b in self.candidates(loaded.rgb, self.fine) if not any(same_box(b, a, within) for a in boxes)]
             if more:
                 boxes += more
                 readings += self.read_lines(frame, more, want)
