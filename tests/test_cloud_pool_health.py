@@ -13,7 +13,6 @@ import pytest
 
 from cloud_sync.cloud import CloudDb
 from cloud_sync.cloud.engine import PostgresEngine
-from cloud_sync.device_sync import DeviceSync
 from cloud_sync.messages import ClaimStatus, EventBatch
 from device.contract.domain import Event, EventType
 from device.store import EventStore
@@ -21,7 +20,12 @@ from device.testbench.broker import MosquittoBroker
 from device.testbench.postgres import PostgresServer
 from tests.helpers.cloud_target import CloudTarget
 from tests.helpers.fleet import FleetPki
-from tests.helpers.sync_harness import assert_cloud_holds_exactly, mixed_events, start_cloud, sync_settings, wait_for
+from tests.helpers.sync_harness import (
+    assert_cloud_holds_exactly,
+    drain_with_faults,
+    mixed_events,
+    start_cloud,
+)
 
 ENGINE_LOG = "cloud_sync.cloud.engine"
 
@@ -98,21 +102,13 @@ def test_a_running_cloud_whose_backends_are_terminated_keeps_ingesting(
     db = cloud_target.open()
     terminated: list[int] = []
 
-    async def scenario() -> None:
-        sync = DeviceSync(store, sync_settings("van-a", batch_max_events=50, ack_timeout_s=2.0),
-                          fleet.broker_settings("van-a", tls_broker.port), fleet.verifier)
-        await sync.start()
-        try:
-            for k in range(5):
-                await wait_for(lambda k=k: db.event_count("van-a") >= (k + 1) * 500, 60, f"{(k + 1) * 500} stored")
-                terminated.append(terminate_backends(url))
-            await sync.wait_drained(120)
-        finally:
-            await sync.stop()
+    async def terminate(_round: int) -> None:
+        terminated.append(terminate_backends(url))
 
     try:
         with caplog.at_level(logging.WARNING, logger=ENGINE_LOG):
-            asyncio.run(scenario())
+            asyncio.run(drain_with_faults(fleet, store, tls_broker.port, lambda: db.event_count("van-a"), 500,
+                                          terminate))
         assert cloud.running
         assert cloud.peer is not None
         counters = cloud.peer.counters

@@ -22,14 +22,19 @@ import pytest
 from cloud_sync.cloud import CloudDb, FlagKind
 from cloud_sync.cloud.schema import MIGRATIONS
 from cloud_sync.cloud.web.accounts import Accounts, Role
-from cloud_sync.device_sync import DeviceSync
 from cloud_sync.messages import ClaimStatus, EventBatch
 from device.contract.domain import Block, Event, EventType, Package, Route, Stop
 from device.store import EventStore
 from device.testbench.broker import MosquittoBroker
 from tests.helpers.cloud_target import CloudTarget
 from tests.helpers.fleet import CLI_CLOUD_PREFIX, FLEET, FleetPki
-from tests.helpers.sync_harness import assert_cloud_holds_exactly, mixed_events, sync_settings, wait_for, wait_until
+from tests.helpers.sync_harness import (
+    assert_cloud_holds_exactly,
+    drain_with_faults,
+    mixed_events,
+    wait_for,
+    wait_until,
+)
 from tests.test_operator_api import PASSWORD
 
 REPO = Path(__file__).resolve().parent.parent
@@ -175,26 +180,18 @@ def test_a_sigkilled_worker_process_loses_nothing(tls_broker: MosquittoBroker, f
     db = cloud_target.open()
     killed: list[int] = []
 
-    async def scenario() -> None:
-        sync = DeviceSync(store, sync_settings("van-a", batch_max_events=50, ack_timeout_s=2.0),
-                          fleet.broker_settings("van-a", tls_broker.port), fleet.verifier)
-        await sync.start()
-        try:
-            for k in range(5):
-                await wait_for(lambda k=k: db.event_count("van-a") >= (k + 1) * 800, 60, f"{(k + 1) * 800} stored")
-                await wait_for(lambda: len(_children(cloud.pid)) == 3, 30, "three live workers")
-                victim = sorted(_children(cloud.pid))[k % 3]
-                os.kill(victim, signal.SIGKILL)
-                killed.append(victim)
-            await sync.wait_drained(120)
-        finally:
-            await sync.stop()
+    async def kill_a_worker(k: int) -> None:
+        await wait_for(lambda: len(_children(cloud.pid)) == 3, 30, "three live workers")
+        victim = sorted(_children(cloud.pid))[k % 3]
+        os.kill(victim, signal.SIGKILL)
+        killed.append(victim)
 
     try:
         assert cloud.stdout is not None
         ready = json.loads(cloud.stdout.readline())
         assert len(ready["workers"]) == 3
-        asyncio.run(scenario())
+        asyncio.run(drain_with_faults(fleet, store, tls_broker.port, lambda: db.event_count("van-a"), 800,
+                                      kill_a_worker))
         assert [v["device"] for v in asyncio.run(_fleet_view(ready["http"]))["vans"]] == ["van-a"]
         wait_until(lambda: len(_children(cloud.pid)) == 3, 30, "the killed worker started again")
         assert not set(killed) & _children(cloud.pid)

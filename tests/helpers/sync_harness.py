@@ -7,7 +7,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -145,6 +145,17 @@ async def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out: {what}")
         await asyncio.sleep(0.02)
+
+
+async def drain_with_faults(fleet: FleetPki, store: EventStore, port: int, stored: Callable[[], int], every: int,
+                            fault: Callable[[int], Awaitable[None]], rounds: int = 5) -> None:
+    """van-a drains `store` into the cloud (batches of 50, acks awaited 2 s) while `fault(k)` strikes each time
+    another `every` of its events are stored (`stored()`), `rounds` times; returns once every event is acked."""
+    async with started(van_sync(fleet, store, port, batch_max_events=50, ack_timeout_s=2.0)) as sync:
+        for k in range(rounds):
+            await wait_for(lambda k=k: stored() >= (k + 1) * every, 60, f"{(k + 1) * every} stored")
+            await fault(k)
+        await sync.wait_drained(120)
 
 
 def chunks(items: list, size: int) -> Iterator[list]:
