@@ -83,7 +83,8 @@ def _same_spot(a: tuple[int, int, int, int], b: tuple[int, int, int, int], margi
 def _scaled(code: Barcode, factor: float) -> Barcode:
     if factor == 1.0:
         return code
-    return Barcode(code.symbology, code.data, tuple(int(round(v * factor)) for v in code.box), code.decoder)
+    x0, y0, x1, y1 = (int(round(v * factor)) for v in code.box)
+    return Barcode(code.symbology, code.data, (x0, y0, x1, y1), code.decoder)
 
 
 def decode(image: ImageSource | LoadedImage, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> list[Barcode]:

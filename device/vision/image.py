@@ -35,7 +35,7 @@ class LoadedImage:
     @property
     def scale(self) -> float:
         """Working pixels per photo pixel."""
-        return self.gray.shape[1] / self.width
+        return float(self.gray.shape[1] / self.width)
 
 
 def _describe(source: ImageSource) -> str:

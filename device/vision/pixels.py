@@ -62,7 +62,7 @@ def regions(mask: np.ndarray, values: np.ndarray) -> list[Region]:
     sums = np.bincount(labels[inside], weights=values[inside].astype(np.float64), minlength=count + 1)
     found = []
     for label in range(1, count + 1):
-        rows, cols = stats["bounding_boxes"][label]
+        rows, cols = stats["bounding_boxes"][label][:2]  # 2-D labels: (rows, cols) slices
         area = int(stats["voxel_counts"][label])
         found.append(Region(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start, area,
                             float(sums[label] / area)))
