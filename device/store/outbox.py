@@ -167,7 +167,7 @@ def _full(exc: Exception) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
 
 
-def _insert_rows(conn: sqlite3.Cursor, params: list[Any], stored_at: float) -> None:
+def _insert_rows(cursor: sqlite3.Cursor, params: list[Any], stored_at: float) -> None:
     """Insert rows given as one flat list of their own parameters (no tuple per row to build and flatten again),
     all stored at `stored_at`."""
     step = INSERT_BLOCK * _ROW_PARAMS
@@ -175,12 +175,12 @@ def _insert_rows(conn: sqlite3.Cursor, params: list[Any], stored_at: float) -> N
         return
     if len(params) <= step:  # the usual group: one block, bound from the list itself (no copy)
         params.append(stored_at)
-        conn.execute(_INSERT_EVENTS[len(params) // _ROW_PARAMS], params)
+        cursor.execute(_INSERT_EVENTS[len(params) // _ROW_PARAMS], params)
         return
     for start in range(0, len(params), step):
         block = params[start:start + step]
         block.append(stored_at)
-        conn.execute(_INSERT_EVENTS[len(block) // _ROW_PARAMS], block)
+        cursor.execute(_INSERT_EVENTS[len(block) // _ROW_PARAMS], block)
 
 
 class EventStore:

@@ -438,7 +438,7 @@ class Van:
         for request_id, answers in self.report.claims.items():
             if not answers and not self.halted and now - self._claim_asked[request_id] >= timeout_s:
                 log.info("%s: no answer to claim %s within %.0f s, asking again", self.plan.device, request_id,
-                         self.settings.claim_timeout_s)
+                         timeout_s)
                 self.report.claims_reasked += 1
                 await self._publish_claim(client, request_id)
 
