@@ -112,17 +112,17 @@ def test_lone_numerals_the_first_pass_misses_are_found_by_the_finer_second_look(
 
 def test_a_finer_look_line_around_text_the_first_pass_read_is_read_again(checker: HouseNumberChecker) -> None:
     """The finer detector's box around a line the first pass read, but not surely, is read when it is not the same
-    box: on this small tile "1482" only the finer box reads the number (the old rule skipped a box overlapping a read
-    line by 70%; same_line=1.0 skips it here too)."""
-    gen = door_generator(99)  # a calibration seed: its 88th photo
-    photo = [gen.photo() for _ in range(88)][-1]
-    assert (photo.text, photo.style) == ("1482", "tiles")
+    box: on this kerb "63" the first box cuts off the top of the 6 and only the finer box reads the number (the old
+    rule skipped a box overlapping a read line by 70%; same_line=1.0 skips it here too)."""
+    gen = door_generator(99)  # a calibration seed: its 6th photo
+    photo = [gen.photo() for _ in range(6)][-1]
+    assert (photo.text, photo.style) == ("63", "kerb")
     skip_overlapping = HouseNumberChecker(checker.text, CheckThresholds(same_line=1.0), fine=checker.fine)
-    assert skip_overlapping.check(photo.jpeg, "1482").verdict is Verdict.UNREADABLE
-    result = checker.check(photo.jpeg, "1482")
+    assert skip_overlapping.check(photo.jpeg, "63").verdict is Verdict.UNREADABLE
+    result = checker.check(photo.jpeg, "63")
     assert result.verdict is Verdict.MATCH and overlaps(result.boxes[0], photo.box), result
     rng = np.random.default_rng(TEST_SEED + 3)
-    for wrong in {wrong_number(rng, "1482") for _ in range(6)} | set(parts_of("1482")) | {"1483", "1432", "482"}:
+    for wrong in {wrong_number(rng, "63") for _ in range(6)} | set(parts_of("63")) | {"68", "83", "3", "6"}:
         assert checker.check(photo.jpeg, wrong).verdict is not Verdict.MATCH, wrong
 
 
