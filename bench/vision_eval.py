@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.doorgen import DoorGenerator  # noqa: E402
-from device.vision.check import CheckThresholds, HouseNumberChecker, Verdict, default_model_dir, house_numbers  # noqa: E402
+from device.vision.check import HouseNumberChecker, Verdict, default_model_dir, house_numbers  # noqa: E402
 from device.vision.ocr import Char  # noqa: E402
 
 DOORS_SEED = 20261129  # doorgen seeds: nothing trains on doorgen
@@ -188,13 +188,11 @@ def main() -> int:
                         help=f"doorgen seed ({DOORS_SEED}: evaluation; {CALIBRATION_SEED}: calibration, for tuning)")
     parser.add_argument("--no-peer", action="store_true", help="skip RapidOCR")
     parser.add_argument("--model-dir", type=Path, default=None)
-    parser.add_argument("--fine-full", action="store_true",
-                        help="the finer look sees the photo at full resolution (CheckThresholds.fine_full)")
     parser.add_argument("--update-card", action="store_true", help="write the figures into the model card")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core, as on a busy Pi
-    checker = HouseNumberChecker.default(args.model_dir, CheckThresholds(fine_full=args.fine_full), num_threads=1)
+    checker = HouseNumberChecker.default(args.model_dir, num_threads=1)
     peer = None if args.no_peer else Peer()
     makers = {"doors": lambda: doors_set(args.photos, args.doors_seed),
               "synth": lambda: synth_set(args.photos, SYNTH_SEED), "real": real_set}

@@ -61,7 +61,6 @@ class CheckThresholds:
     # top of the 6 off and read "03")
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
     work_side: int = 1152  # 2304x1296 camera frames decode at exactly 1/2 scale (libjpeg DCT scaling)
-    fine_full: bool = False  # the finer look sees the photo decoded at full resolution, not the working scale
 
 
 @dataclass(frozen=True)
@@ -153,22 +152,16 @@ class Frame:
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
     _fine: np.ndarray | None = None
 
-    def full(self) -> np.ndarray:
-        """The photo at full resolution (decoded once), or rgb when there is nothing finer."""
-        if self.source is None:
-            return self.rgb
-        if self._fine is None:
-            self._fine = load_image(self.source, max_megapixels=self.max_megapixels, work_side=1 << 30).rgb
-        return self._fine
-
     def pixels_for(self, box: Box) -> tuple[np.ndarray, Box]:
         if self.source is None or box[3] - box[1] >= SMALL_BOX:
             return self.rgb, box
-        fine = self.full()
-        ratio = fine.shape[1] / self.rgb.shape[1]
+        if self._fine is None:
+            full = load_image(self.source, max_megapixels=self.max_megapixels, work_side=1 << 30)
+            self._fine = full.rgb
+        ratio = self._fine.shape[1] / self.rgb.shape[1]
         if ratio <= 1.0:
             return self.rgb, box
-        return fine, tuple(int(round(v * ratio)) for v in box)  # type: ignore[return-value]
+        return self._fine, tuple(int(round(v * ratio)) for v in box)  # type: ignore[return-value]
 
 
 def same_box(a: Box, b: Box, within: float) -> bool:
@@ -220,17 +213,6 @@ class HouseNumberChecker:
         lines = join_lines([t.box for t in (text or self.text).detect(rgb)])
         lines.sort(key=lambda b: b[3] - b[1], reverse=True)  # taller text first: a house number is big
         return lines[: self.thresholds.max_candidates]
-
-    def fine_candidates(self, frame: Frame) -> list[Box]:
-        """The finer look's lines, in working pixels."""
-        assert self.fine is not None
-        if not self.thresholds.fine_full:
-            return self.candidates(frame.rgb, self.fine)
-        full = frame.full()
-        ratio = frame.rgb.shape[1] / full.shape[1]
-        w, h = frame.rgb.shape[1], frame.rgb.shape[0]
-        return [(int(b[0] * ratio), int(b[1] * ratio), min(w, int(np.ceil(b[2] * ratio))),
-                 min(h, int(np.ceil(b[3] * ratio)))) for b in self.candidates(full, self.fine)]
 
     def read(self, frame: Frame, box: Box) -> Reading:
         pixels, at = frame.pixels_for(box)
@@ -297,7 +279,7 @@ class HouseNumberChecker:
         if verdict is Verdict.UNREADABLE and self.fine is not None:  # nothing sure: look again, finer
             self.text.det.release()  # type: ignore[attr-defined]  # its buffers and the fine one's: the peak
             within = self.thresholds.same_line
-            more = [b for b in self.fine_candidates(frame) if not any(same_box(b, a, within) for a in boxes)]
+            more = [b for b in self.candidates(loaded.rgb, self.fine) if not any(same_box(b, a, within) for a in boxes)]
             if more:
                 boxes += more
                 readings += self.read_lines(frame, more, want)
