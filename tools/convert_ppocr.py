@@ -142,10 +142,11 @@ def text_sample(shape: tuple[int, int, int, int]) -> np.ndarray:
     return (img.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None]
 
 
-def compare(onnx_path: Path, tflite_path: Path, sample: np.ndarray) -> tuple[float, float]:
+def compare(onnx_path: Path, tflite_path: Path, sample: np.ndarray) -> tuple[float, float, float]:
     """Largest and mean difference between onnxruntime (NCHW) and the TFLite file (NHWC) on one input,
-    relative to the largest output value. Float16 weights move a few detection pixels at a region's edge by
-    up to ~0.1 while the mean stays ~1e-5."""
+    relative to the largest output value, and the share of outputs off by more than 0.1. Float16 weights move a
+    few detection pixels at a region's edge by up to ~0.1-0.3 (more pixels, more such edges) while the mean stays
+    ~1e-5."""
     import onnxruntime
     from ai_edge_litert.interpreter import Interpreter
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -156,7 +157,7 @@ def compare(onnx_path: Path, tflite_path: Path, sample: np.ndarray) -> tuple[flo
     interpreter.invoke()
     got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     diff = np.abs(want.reshape(got.shape) - got) / max(1e-6, float(np.abs(want).max()))
-    return float(diff.max()), float(diff.mean())
+    return float(diff.max()), float(diff.mean()), float((diff > 0.1).mean())
 
 
 def check_int8(name: str, onnx_path: Path, tflite_path: Path, shape: tuple[int, int, int, int]) -> None:
@@ -277,11 +278,12 @@ def main() -> int:
                 check_int8(name, onnx_path, tflite, shape)
             else:
                 tflite = convert(onnx_path, work)
-                largest, mean = compare(onnx_path, tflite, text_sample(shape))
+                largest, mean, off = compare(onnx_path, tflite, text_sample(shape))
                 log.info("%s: %d bytes, difference to onnxruntime on a text sample (relative): largest %.2e, "
-                         "mean %.2e", name, tflite.stat().st_size, largest, mean)
-                if largest > 0.25 or mean > 1e-3:
-                    raise SystemExit(f"{name}: TFLite differs from the ONNX model (largest {largest}, mean {mean})")
+                         "mean %.2e, share over 0.1 %.1e", name, tflite.stat().st_size, largest, mean, off)
+                if largest > 0.5 or mean > 1e-3 or off > 1e-3:
+                    raise SystemExit(f"{name}: TFLite differs from the ONNX model (largest {largest}, mean {mean}, "
+                                     f"share over 0.1 {off})")
             (args.out / name).write_bytes(tflite.read_bytes())
     log.info("converted in %.0f s into %s", time.perf_counter() - started, args.out)
     return 0

@@ -21,7 +21,7 @@ REC_HEAD_FILE = "text_rec_head.npz"  # the classifier, REC_FEATURES x len(REC_CH
 REC_FEATURES = 120
 
 DET_W, DET_H = 960, 544  # 16:9 (and 4:3) photos letterbox into this with little padding; multiples of 32
-DET_FINE_W, DET_FINE_H = 1600, 896  # the second look's detector: small and lone numerals it still finds
+DET_FINE_W, DET_FINE_H = 1920, 1088  # the second look's detector: small and lone numerals it still finds
 REC_H, REC_W = 48, 256
 REC_STEPS = REC_W // 8
 
