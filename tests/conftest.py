@@ -16,6 +16,7 @@ from cloud_sync.cloud import CloudThread
 from device.store import EventStore
 from device.testbench.broker import MosquittoBroker
 from device.testbench.gpsfake import GpsFake
+from device.testbench.load_audit import drop_database
 from device.testbench.postgres import PostgresServer
 from device.testbench.procs import ProgramMissing
 from device.testbench.pty import PtyPair, open_pty_pair
@@ -82,23 +83,30 @@ def postgres() -> Iterator[PostgresServer]:
     yield from _session_server(PostgresServer())
 
 
-def _cloud_target(request: pytest.FixtureRequest, directory: Path) -> CloudTarget:
+def _cloud_target(request: pytest.FixtureRequest, directory: Path) -> Iterator[CloudTarget]:
+    """A SQLite file, or a fresh PostgreSQL database that is dropped when its tests are done. Dropped at once, its
+    files are mostly still unwritten pages in memory: kept to the end of the session, the session's few hundred
+    databases (each a copy of template1) reached the disk and deleting them took a minute."""
     if request.param == "sqlite":
-        return CloudTarget("sqlite", directory / "cloud.db", directory / "cloud-photos")
+        yield CloudTarget("sqlite", directory / "cloud.db", directory / "cloud-photos")
+        return
     server: PostgresServer = request.getfixturevalue("postgres")
-    return CloudTarget("postgresql", server.create_database(f"t_{uuid.uuid4().hex[:16]}"), directory / "cloud-photos")
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    yield CloudTarget("postgresql", server.create_database(name), directory / "cloud-photos")
+    drop_database(server.url(), name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def cloud_target(request: pytest.FixtureRequest, tmp_path: Path) -> CloudTarget:
+def cloud_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CloudTarget]:
     """The cloud database of a test, once on each engine: a SQLite file, then a fresh PostgreSQL database."""
-    return _cloud_target(request, tmp_path)
+    yield from _cloud_target(request, tmp_path)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def module_cloud_target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> CloudTarget:
+def module_cloud_target(request: pytest.FixtureRequest,
+                        tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudTarget]:
     """`cloud_target` shared by a module's tests (a database they only read)."""
-    return _cloud_target(request, tmp_path_factory.mktemp(f"cloud-{request.param}"))
+    yield from _cloud_target(request, tmp_path_factory.mktemp(f"cloud-{request.param}"))
 
 
 @pytest.fixture
