@@ -120,13 +120,15 @@ SIM_DEVICES = tuple(f"sim-{n:03d}" for n in range(50))
 
 @pytest.fixture(scope="session")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> FleetPki:
-    """CA, broker/cloud certs, device certs (van-a, van-b, van-cmd, van-web, van-ota, van-back, sim-000..049), the
-    broker's access config: made by the `flexedge pki` code. van-cmd is the remote commands' van
+    """CA, broker/cloud certs, device certs (van-a, van-b, van-cmd, van-web, van-ota, van-back, van-swarm,
+    sim-000..049), the broker's access config: made by the `flexedge pki` code. van-cmd is the remote commands' van
     (tests/test_commands_e2e.py) alone, van-web the operator page's (tests/test_operator_commands_browser.py),
     van-ota the over-the-air update's (tests/test_update_e2e.py), van-back the withdrawn block's
-    (tests/test_withdraw_e2e.py)."""
+    (tests/test_withdraw_e2e.py), van-swarm the simulated swarm van's (tests/test_van_swarm.py: a sim device may
+    hold a retained route of a block it won in an earlier test)."""
     return FleetPki.create(tmp_path_factory.mktemp("pki"),
-                           ("van-a", "van-b", "van-cmd", "van-web", "van-ota", "van-back", *SIM_DEVICES))
+                           ("van-a", "van-b", "van-cmd", "van-web", "van-ota", "van-back", "van-swarm",
+                            *SIM_DEVICES))
 
 
 @pytest.fixture(scope="session")
