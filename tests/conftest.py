@@ -16,6 +16,7 @@ from cloud_sync.cloud import CloudThread
 from device.store import EventStore
 from device.testbench.broker import MosquittoBroker
 from device.testbench.gpsfake import GpsFake
+from device.testbench.load_audit import drop_database
 from device.testbench.postgres import PostgresServer
 from device.testbench.procs import ProgramMissing
 from device.testbench.pty import PtyPair, open_pty_pair
@@ -82,23 +83,30 @@ def postgres() -> Iterator[PostgresServer]:
     yield from _session_server(PostgresServer())
 
 
-def _cloud_target(request: pytest.FixtureRequest, directory: Path) -> CloudTarget:
+def _cloud_target(request: pytest.FixtureRequest, directory: Path) -> Iterator[CloudTarget]:
+    """A SQLite file, or a fresh PostgreSQL database that is dropped when its tests are done. Dropped at once, its
+    files are mostly still unwritten pages in memory: kept to the end of the session, the session's few hundred
+    databases (each a copy of template1) reached the disk and deleting them took a minute."""
     if request.param == "sqlite":
-        return CloudTarget("sqlite", directory / "cloud.db", directory / "cloud-photos")
+        yield CloudTarget("sqlite", directory / "cloud.db", directory / "cloud-photos")
+        return
     server: PostgresServer = request.getfixturevalue("postgres")
-    return CloudTarget("postgresql", server.create_database(f"t_{uuid.uuid4().hex[:16]}"), directory / "cloud-photos")
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    yield CloudTarget("postgresql", server.create_database(name), directory / "cloud-photos")
+    drop_database(server.url(), name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def cloud_target(request: pytest.FixtureRequest, tmp_path: Path) -> CloudTarget:
+def cloud_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CloudTarget]:
     """The cloud database of a test, once on each engine: a SQLite file, then a fresh PostgreSQL database."""
-    return _cloud_target(request, tmp_path)
+    yield from _cloud_target(request, tmp_path)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def module_cloud_target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> CloudTarget:
+def module_cloud_target(request: pytest.FixtureRequest,
+                        tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudTarget]:
     """`cloud_target` shared by a module's tests (a database they only read)."""
-    return _cloud_target(request, tmp_path_factory.mktemp(f"cloud-{request.param}"))
+    yield from _cloud_target(request, tmp_path_factory.mktemp(f"cloud-{request.param}"))
 
 
 @pytest.fixture
@@ -112,13 +120,15 @@ SIM_DEVICES = tuple(f"sim-{n:03d}" for n in range(50))
 
 @pytest.fixture(scope="session")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> FleetPki:
-    """CA, broker/cloud certs, device certs (van-a, van-b, van-cmd, van-web, van-ota, van-back, sim-000..049), the
-    broker's access config: made by the `flexedge pki` code. van-cmd is the remote commands' van
+    """CA, broker/cloud certs, device certs (van-a, van-b, van-cmd, van-web, van-ota, van-back, van-swarm,
+    sim-000..049), the broker's access config: made by the `flexedge pki` code. van-cmd is the remote commands' van
     (tests/test_commands_e2e.py) alone, van-web the operator page's (tests/test_operator_commands_browser.py),
     van-ota the over-the-air update's (tests/test_update_e2e.py), van-back the withdrawn block's
-    (tests/test_withdraw_e2e.py)."""
+    (tests/test_withdraw_e2e.py), van-swarm the simulated swarm van's (tests/test_van_swarm.py: a sim device may
+    hold a retained route of a block it won in an earlier test)."""
     return FleetPki.create(tmp_path_factory.mktemp("pki"),
-                           ("van-a", "van-b", "van-cmd", "van-web", "van-ota", "van-back", *SIM_DEVICES))
+                           ("van-a", "van-b", "van-cmd", "van-web", "van-ota", "van-back", "van-swarm",
+                            *SIM_DEVICES))
 
 
 @pytest.fixture(scope="session")

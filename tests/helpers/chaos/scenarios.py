@@ -35,10 +35,14 @@ class Scale:
     events: int
     rate: float  # events per second from the producer
     rounds: int  # kills, restarts or cuts
+    # proof photos of the photo scenario. They go up one chunk at a time over its slow link (~1.4 s a chunk):
+    # the short form's 10 (about 21 chunks) still outlast its 3 faults several times over, and each fault still
+    # has to strike a photo part way up; the full form keeps 20.
+    photos: int
 
 
-SHORT = Scale(events=1500, rate=300.0, rounds=3)
-FULL = Scale(events=12000, rate=400.0, rounds=20)
+SHORT = Scale(events=1500, rate=300.0, rounds=3, photos=10)
+FULL = Scale(events=12000, rate=400.0, rounds=20, photos=20)
 
 
 @dataclass(frozen=True)
@@ -287,14 +291,13 @@ def broker_down(rig: Rig, scale: Scale, rng: random.Random) -> Result:
         f"then the backlog in {last_at - first_at:.2f} s"))
 
 
-PROOF_PHOTOS = 20
 MID_UPLOAD_WAIT_S = 20.0  # a fault waits this long at most for a photo to be part way up
 PHOTO_EVENT_RATE = 4.0  # events per second during the photo scenario (a third of them scans)
 PHOTO_LINK = SlowLink(latency_s=0.3, bytes_per_s=128 * 1024)  # a cell link: the photos take seconds each
 
 
 def photo_upload(rig: Rig, scale: Scale, rng: random.Random) -> Result:
-    """20 proof photos (1-4 chunks each) committed among the events and uploaded over a slow link while
+    """Proof photos (`scale.photos`, 1-4 chunks each) committed among the events and uploaded over a slow link while
     `flexedge sync` (the agent's cloud link) is SIGKILLed and the broker restarted, in turns. Every photo must
     reach the cloud whole (its sha256 the one its event recorded), none stored twice, each after its event,
     and the uploads resume rather than restart (chunks received stay near the chunks needed)."""
@@ -304,7 +307,7 @@ def photo_upload(rig: Rig, scale: Scale, rng: random.Random) -> Result:
     # A van's pace, not a flood: photos go up between the events (which always go first; a flood of scans on
     # a slow link would hold the photos back until it ebbs, by design).
     events, rate = max(100, scale.events // 40), PHOTO_EVENT_RATE
-    rig.start_producer(events, rate, "--photos", str(PROOF_PHOTOS), "--photo-dir", str(rig.data_dir / "photos"))
+    rig.start_producer(events, rate, "--photos", str(scale.photos), "--photo-dir", str(rig.data_dir / "photos"))
     rig.start_sync()
     slot = events / rate / (scale.rounds + 1)
     mid_upload = 0  # faults that struck while a photo was part way up
@@ -326,15 +329,15 @@ def photo_upload(rig: Rig, scale: Scale, rng: random.Random) -> Result:
     fault_end = time.monotonic()
     rig.wait_producer(DRAIN_TIMEOUT_S)
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    while len(rig.cloud_photos()) < PROOF_PHOTOS and time.monotonic() < deadline:
+    while len(rig.cloud_photos()) < scale.photos and time.monotonic() < deadline:
         time.sleep(0.2)
     result = _finish(rig, "photo_upload", fault_end)
     photos, arrivals = rig.cloud_photos(), rig.photo_event_arrivals()
     needed = sum(-(-row["bytes"] // PHOTO_CHUNK_BYTES) for row in photos)
     received = rig.cloud.peer.counters["photo_chunks"] if rig.cloud and rig.cloud.peer else 0
     failures = list(result.failures)
-    if len(photos) != PROOF_PHOTOS or {r["photo_id"] for r in photos} != set(rig.device_photo_ids()):
-        failures.append(f"the cloud holds {len(photos)} photos of the {PROOF_PHOTOS} committed")
+    if len(photos) != scale.photos or {r["photo_id"] for r in photos} != set(rig.device_photo_ids()):
+        failures.append(f"the cloud holds {len(photos)} photos of the {scale.photos} committed")
     bad = [r["photo_id"] for r in photos if r["status"] != "ok" or r["sha256"] != r["expected_sha256"]
            or hashlib.sha256(Path(r["path"]).read_bytes()).hexdigest() != r["sha256"]]
     if bad:
@@ -350,7 +353,7 @@ def photo_upload(rig: Rig, scale: Scale, rng: random.Random) -> Result:
     if received > 2 * needed:
         failures.append(f"{received} chunks received for {needed} needed: uploads restarted instead of resuming")
     return replace(result, failures=tuple(failures), extra=(
-        f"{len(photos)}/{PROOF_PHOTOS} photos in the cloud, sha256 as their events {len(photos) - len(bad)}, "
+        f"{len(photos)}/{scale.photos} photos in the cloud, sha256 as their events {len(photos) - len(bad)}, "
         f"each after its event; chunks received {received} for {needed} needed; {mid_upload} of {scale.rounds} "
         f"faults struck mid-upload; {(scale.rounds + 1) // 2} sync "
         f"SIGKILLs and {scale.rounds // 2} broker kills over a {PHOTO_LINK.describe()} link "
