@@ -40,6 +40,14 @@ def test_one_version() -> None:
     assert importlib.metadata.version("flexedge") == device.__version__
 
 
+def test_setup_py_builds_the_same_project() -> None:
+    """setup.py (the layout's entry point for tools that still call it) describes what pyproject.toml does."""
+    result = subprocess.run([sys.executable, "setup.py", "--name", "--version"], capture_output=True, text=True,
+                            timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [PYPROJECT["project"]["name"], device.__version__]
+
+
 def test_selftest_and_run_need_no_opencv(tmp_path: Path) -> None:
     env = {**os.environ, "FLEXEDGE_GPS__ENABLED": "false", "FLEXEDGE_MQTT__PORT": "9", "FLEXEDGE_MQTT__TLS": "false"}
     env.pop("FLEXEDGE_CONFIG", None)
