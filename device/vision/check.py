@@ -277,7 +277,8 @@ class HouseNumberChecker:
         readings = self.read_lines(frame, boxes, want)
         verdict, read, confidence, order = self._decide(want, readings)
         if verdict is Verdict.UNREADABLE and self.fine is not None:  # nothing sure: look again, finer
-            self.text.det.release()  # type: ignore[attr-defined]  # its buffers and the fine one's: the peak
+            # the first detector keeps its buffers: in int8 both fit (peak 486 MB with the photo taker's release
+            # after each photo, 415 MB freeing them here), and the next photo does not pay their allocation again
             within = self.thresholds.same_line
             more = [b for b in self.candidates(loaded.rgb, self.fine) if not any(same_box(b, a, within) for a in boxes)]
             if more:
