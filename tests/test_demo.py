@@ -28,19 +28,26 @@ def test_demo_delivers_catches_mistakes_and_loses_nothing(tmp_path: Path) -> Non
                              "--data-dir", str(workdir), "--report", str(report_path), "--json",
                              "--http", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     progress: list[str] = []
-    reader = threading.Thread(target=lambda: progress.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
-    reader.start()
+    out: list[str] = []
+    # Each pipe has one reader: communicate() would read (and close) stderr under the progress reader's feet.
+    readers = [threading.Thread(target=lambda: progress.extend(proc.stderr), daemon=True),  # type: ignore[arg-type]
+               threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)]  # type: ignore[union-attr]
+    for reader in readers:
+        reader.start()
     try:
         page_line = _wait_for_line(progress, "operator page:", proc)
         url, password = re.match(r"operator page: (\S+) \(log in as demo, password (\S+)\)", page_line).groups()
         asyncio.run(look_at_the_demo(url, password))
-        stdout, _ = proc.communicate(timeout=240)
+        proc.wait(timeout=240)
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate(timeout=30)
-    reader.join(10)
-    stderr = "".join(progress)
+            proc.wait(timeout=30)
+        for reader in readers:
+            reader.join(10)
+        for pipe in (proc.stdout, proc.stderr):
+            pipe.close()  # type: ignore[union-attr]
+    stdout, stderr = "".join(out), "".join(progress)
     assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     report = json.loads(report_path.read_text())
     assert json.loads(stdout) == report  # --json: the report alone on stdout, progress on stderr
